@@ -1,0 +1,27 @@
+"""Errors a user can cause: each message names the file, option or value and what is accepted."""
+
+from __future__ import annotations
+
+
+class NavigatorError(Exception):
+    """Base class; the plugin turns it into a usage error or a failed test with this message."""
+
+
+class ModelLoadError(NavigatorError):
+    """A model file is missing, unreadable, of an unknown format, or refused (untrusted pickle)."""
+
+
+class SpecError(NavigatorError):
+    """An input spec string, sidecar or the model's own inputs cannot be understood."""
+
+
+class RuntimeSelectionError(NavigatorError):
+    """An unknown runtime name, or a runtime registered twice."""
+
+
+class RuntimeBuildError(NavigatorError):
+    """Building a runtime from the model failed; its own tests fail with this, others go on."""
+
+
+class SampleError(NavigatorError):
+    """A sample does not match the model's input spec."""

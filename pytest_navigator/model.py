@@ -1,0 +1,221 @@
+"""Load a model file into a Model: the callable reference source, its input spec and a fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_navigator.config import Format
+from pytest_navigator.errors import ModelLoadError, SpecError
+from pytest_navigator.spec import IOSpec, bind, from_exported_program, from_onnx, resolve
+
+ACCEPTED = (
+    "TorchScript (torch.jit.save), a torch.export archive (torch.export.save, .pt2), "
+    "ONNX (.onnx), or a pickled nn.Module (torch.save, only with --navigator-trust-model)"
+)
+
+_PICKLE = "pickle"  # detected kind for torch.save files; not a Format until trusted
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded model: where it came from, what it takes, and the object runtimes build from."""
+
+    path: Path
+    format: Format
+    fingerprint: str
+    io_spec: IOSpec
+    source: Any = field(repr=False)
+    signature: tuple[str, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def positional_inputs(self) -> tuple[str, ...]:
+        return bind(self.io_spec.names, self.signature)[0]
+
+    @property
+    def keyword_inputs(self) -> tuple[str, ...]:
+        return bind(self.io_spec.names, self.signature)[1]
+
+    def torch_module(self) -> Any:
+        """An eval-mode callable torch module (the ExportedProgram's unlifted module for .pt2)."""
+        if self.format is Format.TORCH_EXPORTEDPROGRAM:
+            return self.source.module()
+        if self.format in (Format.TORCH, Format.TORCHSCRIPT):
+            return self.source
+        raise TypeError(f"{self.path} is {self.format.value}, not a torch model")
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 of the file's bytes (and of an ONNX external-data file beside it)."""
+    digest = hashlib.sha256()
+    for part in (path, path.with_name(path.name + ".data")):
+        if part == path or part.is_file():
+            with part.open("rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fail(path: Path, problem: str) -> ModelLoadError:
+    return ModelLoadError(f"model file {str(path)!r} {problem}. Accepted formats: {ACCEPTED}.")
+
+
+def detect_format(path: Path) -> Format | str:
+    """What kind of file this is, from its content, without running any of it."""
+    if not path.exists():
+        raise _fail(path, "does not exist")
+    if path.is_dir():
+        raise _fail(path, "is a directory, not a model file")
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(8)
+    except OSError as exc:
+        raise _fail(path, f"cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        raise _fail(path, "is empty")
+    if head.startswith(b"PK"):
+        return _detect_zip(path)
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return _PICKLE  # torch.save's legacy (non-zip) format
+    return _detect_onnx(path)
+
+
+def _detect_zip(path: Path) -> Format | str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise _fail(path, f"is a damaged zip archive, truncated or corrupt ({exc})") from None
+    if bad is not None:
+        raise _fail(path, f"is a damaged zip archive: member {bad!r} fails its checksum")
+    parts = {name.split("/", 1)[1] if "/" in name else name for name in names}
+    if "archive_format" in parts or any(p.startswith("models/") for p in parts):
+        return Format.TORCH_EXPORTEDPROGRAM
+    if "constants.pkl" in parts or any(p.startswith("code/") for p in parts):
+        return Format.TORCHSCRIPT
+    if "data.pkl" in parts:
+        return _PICKLE
+    raise _fail(path, "is a zip archive but neither TorchScript, a torch.export archive nor torch.save output")
+
+
+def _detect_onnx(path: Path) -> Format:
+    try:
+        import onnx
+    except ImportError:
+        raise _fail(path, "is not a torch file, and the onnx package that reads ONNX files is not installed (pip install 'pytest-navigator[onnx]')") from None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise _fail(path, f"is not a torch file and not a valid ONNX file ({type(exc).__name__}: {exc})") from None
+    if not proto.graph.node or not proto.opset_import:
+        raise _fail(path, "does not hold an ONNX model (no graph nodes or no opset); it may be truncated or random bytes")
+    return Format.ONNX
+
+
+def load(path: str | Path, *, trust: bool = False, user_specs: Sequence[IOSpec | None] = ()) -> Model:
+    """Load `path`; user_specs are the CLI, ini and sidecar specs in that order of precedence."""
+    path = Path(path)
+    kind = detect_format(path)
+    label = f"model file {str(path)!r}"
+    if kind == _PICKLE:
+        if not trust:
+            raise ModelLoadError(
+                f"{label} is a pickled torch object (torch.save). Unpickling runs arbitrary code stored "
+                "in the file, so pytest-navigator refuses it by default. If you trust this file, pass "
+                "--navigator-trust-model (or set navigator_trust_model = true in the ini file); better, "
+                "save it with torch.export.save (.pt2) or torch.jit.save, which load without running code."
+            )
+        source, fmt = _load_pickle(path, label), Format.TORCH
+    elif kind is Format.TORCHSCRIPT:
+        source, fmt = _load_torchscript(path, label), Format.TORCHSCRIPT
+    elif kind is Format.TORCH_EXPORTEDPROGRAM:
+        source, fmt = _load_exported(path, label), Format.TORCH_EXPORTEDPROGRAM
+    else:
+        source, fmt = _load_onnx(path, label), Format.ONNX
+
+    own_spec, signature = _own_spec(source, fmt, label)
+    io_spec = resolve(own_spec, user_specs, label, signature)
+    try:
+        bind(io_spec.names, signature)
+    except SpecError as exc:
+        raise SpecError(f"{label}: {exc}") from None
+    return Model(path=path, format=fmt, fingerprint=fingerprint(path), io_spec=io_spec, source=source, signature=signature)
+
+
+def _load_torchscript(path: Path, label: str) -> Any:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*deprecated.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*torch.jit.*")
+        try:
+            return torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as exc:
+            raise _fail(Path(path), f"looks like TorchScript but torch.jit.load failed ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _load_exported(path: Path, label: str) -> Any:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        try:
+            return torch.export.load(str(path))
+        except Exception as exc:
+            raise _fail(Path(path), f"looks like a torch.export archive but torch.export.load failed ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _load_pickle(path: Path, label: str) -> Any:
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise _fail(path, f"could not be unpickled ({type(exc).__name__}: {_first_line(exc)}); the classes a pickle names must be importable here, e.g. from a package or conftest.py") from None
+    if not isinstance(obj, torch.nn.Module):
+        raise _fail(path, f"unpickles to a {type(obj).__module__}.{type(obj).__qualname__}, not a torch.nn.Module (a state_dict has no architecture: save the module itself)")
+    return obj.eval()
+
+
+def _load_onnx(path: Path, label: str) -> Any:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise _fail(path, f"is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+    return proto
+
+
+def _own_spec(source: Any, fmt: Format, label: str) -> tuple[IOSpec | None, tuple[str, ...] | None]:
+    """The spec the model itself carries, and forward's parameter names when they are known."""
+    if fmt is Format.ONNX:
+        spec = from_onnx(source, source=f"{label} (ONNX graph inputs)")
+        return spec, spec.names
+    if fmt is Format.TORCH_EXPORTEDPROGRAM:
+        spec = from_exported_program(source, source=f"{label} (exported program signature)")
+        return spec, spec.names
+    if fmt is Format.TORCHSCRIPT:
+        arguments = source.forward.schema.arguments[1:]
+        return None, tuple(a.name for a in arguments)
+    parameters = inspect.signature(source.forward).parameters.values()
+    names = tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return None, names
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
