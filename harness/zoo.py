@@ -167,7 +167,11 @@ def save(model: nn.Module, example: tuple[Any, ...], out: Path, fmt: str, input_
         elif fmt == "pt2":
             torch.export.save(export(model, example, input_names), str(out))
         elif fmt == "onnx":
-            torch.onnx.export(export(model, example, input_names), example, str(out), dynamo=True, external_data=False, verbose=False)
+            from pytest_navigator.runtimes.torch_runtimes import name_outputs
+
+            with torch.inference_mode():
+                output_names = list(name_outputs(model(*example)))
+            torch.onnx.export(export(model, example, input_names), example, str(out), dynamo=True, external_data=False, verbose=False, output_names=output_names)
         elif fmt == "pickle":
             torch.save(model, str(out))
         else:

@@ -1,0 +1,216 @@
+"""ONNX export of torch models and the ONNX Runtime runtimes (CPU, CUDA and TensorRT providers)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_navigator.config import Format, Sample
+from pytest_navigator.errors import RuntimeBuildError
+from pytest_navigator.model import Model
+from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
+
+OPSET = 18
+PROVIDERS = {
+    "onnxruntime-cpu": "CPUExecutionProvider",
+    "onnxruntime-cuda": "CUDAExecutionProvider",
+    "onnxruntime-tensorrt": "TensorrtExecutionProvider",
+}
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporters print progress and warn about torchvision ops; keep a test run's output clean."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def export_onnx(model: Model, ctx: BuildContext) -> Path:
+    """The model as an ONNX file in ctx.workdir (the file itself for ONNX models).
+
+    Dynamic axes stay dynamic; inputs and outputs keep the reference's names, so outputs can be
+    compared name by name. ExportedPrograms and modules go through the dynamo exporter;
+    TorchScript, which it cannot trace, through the TorchScript-based one.
+    """
+    if model.format is Format.ONNX:
+        return model.path
+    import torch
+
+    path = ctx.workdir / f"{model.path.stem}-{model.fingerprint[:12]}.onnx"
+    if path.is_file():
+        return path
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    runner_args = _example_args(model, ctx.example)
+    args, kwargs = runner_args
+    output_names = list(ctx.output_names) or None
+    partial = path.with_suffix(".partial.onnx")
+    try:
+        with _quiet_exporter():
+            if model.format is Format.TORCHSCRIPT:
+                dynamic_axes = {t.name: {i: f"{t.name}_{i}" for i, d in enumerate(t.dims) if d.dynamic} for t in model.io_spec}
+                for name in output_names or []:
+                    dynamic_axes[name] = {0: "N"}
+                torch.onnx.export(
+                    model.source, (*args, kwargs) if kwargs else tuple(args), str(partial), dynamo=False,
+                    input_names=list(model.positional_inputs) + list(model.keyword_inputs),
+                    output_names=output_names, dynamic_axes=dynamic_axes, opset_version=OPSET,
+                )
+            else:
+                program = model.source if model.format is Format.TORCH_EXPORTEDPROGRAM else _export_program(model, args, kwargs)
+                torch.onnx.export(
+                    program, tuple(args), str(partial), kwargs=kwargs or None, dynamo=True,
+                    external_data=False, output_names=output_names, verbose=False, opset_version=OPSET,
+                )
+    except Exception as exc:
+        partial.unlink(missing_ok=True)
+        raise RuntimeBuildError(f"exporting {model.name} to ONNX failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    partial.replace(path)
+    return path
+
+
+def _export_program(model: Model, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """torch.export of a plain nn.Module with every dynamic axis of the spec kept dynamic."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=model.io_spec.max_batch_size or 1024)
+    shapes: dict[str, Any] = {}
+    for spec in model.io_spec:
+        shapes[spec.name] = {
+            i: batch if i == 0 else torch.export.Dim(f"{spec.name}_{i}", min=d.min, max=d.max)
+            for i, d in enumerate(spec.dims)
+            if d.dynamic
+        } or None
+    return torch.export.export(model.source, tuple(args), kwargs or None, dynamic_shapes=shapes)
+
+
+def _example_args(model: Model, sample: Sample) -> tuple[list[Any], dict[str, Any]]:
+    import torch
+
+    def tensor(name: str) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(sample[name]))
+
+    return [tensor(n) for n in model.positional_inputs], {n: tensor(n) for n in model.keyword_inputs}
+
+
+class OnnxRuntimeRunner(Runner):
+    """An onnxruntime InferenceSession on one execution provider, refusing a silent CPU fallback."""
+
+    def __init__(self, runtime: str, model: Model, onnx_path: Path, provider: str, optimize: bool = True, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3
+        providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        except Exception as exc:
+            raise RuntimeBuildError(f"onnxruntime could not load {onnx_path}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        active = self.session.get_providers()
+        if provider not in active:
+            raise RuntimeBuildError(
+                f"{runtime}: ONNX Runtime did not activate {provider} (active: {', '.join(active)}); "
+                "it would silently run on the CPU instead, so this runtime is not tested."
+            )
+        inputs = [i.name for i in self.session.get_inputs()]
+        missing = [name for name in inputs if name not in model.io_spec.names]
+        if missing:
+            raise RuntimeBuildError(f"{onnx_path} takes inputs {', '.join(inputs)}, but the model's spec names {', '.join(model.io_spec.names)}.")
+        super().__init__(runtime, model.io_spec, [o.name for o in self.session.get_outputs()], device)
+        self._inputs = inputs
+        self._dtypes = {t.name: np.dtype(t.dtype) for t in model.io_spec}
+
+    def infer(self, sample: Sample) -> Sample:
+        self.check_sample(sample)
+        feed = {name: np.ascontiguousarray(sample[name], dtype=self._dtypes[name]) for name in self._inputs}
+        outputs = self.session.run(None, feed)
+        return dict(zip(self.output_names, outputs, strict=True))
+
+
+def onnxruntime_unavailable(provider: str) -> str | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        extra = "onnx" if provider == "CPUExecutionProvider" else "gpu"
+        return f"onnxruntime is not installed (pip install 'pytest-navigator[{extra}]')"
+    available = ort.get_available_providers()
+    if provider not in available:
+        return f"onnxruntime {ort.__version__} has no {provider} (available: {', '.join(available)}); install onnxruntime-gpu (the 'gpu' extra)"
+    if provider != "CPUExecutionProvider":
+        return _no_gpu()
+    return None
+
+
+def _no_gpu() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+    except Exception:
+        from pytest_navigator.runtimes.torch_runtimes import cuda_unavailable
+
+        return cuda_unavailable()
+    return None if count else "no NVIDIA GPU found (NVML counts 0 devices)"
+
+
+def exporter_unavailable(model: Model) -> str | None:
+    """Torch sources need the onnx package, and the dynamo exporter needs onnxscript."""
+    if model.format is Format.ONNX:
+        return None
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return "the onnx package is not installed (pip install 'pytest-navigator[onnx]'), so the model cannot be exported"
+    if model.format is not Format.TORCHSCRIPT:
+        try:
+            import onnxscript  # noqa: F401
+        except ImportError:
+            return "onnxscript is not installed (pip install 'pytest-navigator[onnx]'); torch's ONNX exporter needs it"
+    return None
+
+
+def build_onnxruntime(model: Model, ctx: BuildContext, runtime: str) -> Runner:
+    path = export_onnx(model, ctx)
+    device = "cpu" if runtime == "onnxruntime-cpu" else "cuda"
+    return OnnxRuntimeRunner(runtime, model, path, PROVIDERS[runtime], optimize=True, device=device)
+
+
+def build_reference(model: Model, ctx: BuildContext) -> Runner:
+    """For an ONNX source: onnxruntime-cpu with every graph optimization off."""
+    return OnnxRuntimeRunner("onnxruntime-cpu-reference", model, model.path, "CPUExecutionProvider", optimize=False)
+
+
+def definitions() -> list[RuntimeDefinition]:
+    return [
+        RuntimeDefinition(
+            runtime, functools.partial(build_onnxruntime, runtime=runtime), ALL_FORMATS,
+            "cpu" if runtime == "onnxruntime-cpu" else "cuda",
+            requirement=functools.partial(onnxruntime_unavailable, provider),
+            model_check=exporter_unavailable,
+            description=f"ONNX Runtime, {provider}, graph optimization level ALL",
+        )
+        for runtime, provider in PROVIDERS.items()
+    ]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
