@@ -87,7 +87,8 @@ def compare_array(name: str, expected: np.ndarray, actual: np.ndarray | None, to
                                 failing_elements=int(bad_nonfinite.sum()),
                                 problem=f"{int(bad_nonfinite.sum())} NaN/Inf element(s) where the reference is finite, first at index {list(index)}: expected {float(ref[index])!r}, got {float(got[index])!r}")
     same_nonfinite = ~ref_finite & ((got == ref) | (np.isnan(got) & np.isnan(ref)))
-    abs_err = np.where(same_nonfinite, 0.0, np.abs(got - ref))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where both are inf: handled above
+        abs_err = np.where(same_nonfinite, 0.0, np.abs(got - ref))
     abs_err = np.nan_to_num(abs_err, nan=np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel_err = np.where(abs_err == 0, 0.0, abs_err / np.abs(ref))
