@@ -36,6 +36,8 @@ def write_model(kind: str, path: Path, **sizes: int) -> Path:
             example = demo.example(2)
         fmt = {".pt": "torchscript", ".pt2": "pt2", ".onnx": "onnx", ".pkl": "pickle"}[path.suffix]
         zoo.save(model, example, path, fmt, [s.split(":")[0] for s in inputs])
+    listed = ", ".join(f'"{spec}"' for spec in inputs)
+    path.with_name(path.stem + ".navigator.toml").write_text(f"inputs = [{listed}]\n")
     return path
 
 

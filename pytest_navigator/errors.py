@@ -23,5 +23,9 @@ class RuntimeBuildError(NavigatorError):
     """Building a runtime from the model failed; its own tests fail with this, others go on."""
 
 
+class RuntimeInferenceError(NavigatorError):
+    """A built runtime raised while running a sample."""
+
+
 class SampleError(NavigatorError):
     """A sample does not match the model's input spec."""

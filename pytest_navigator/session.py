@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_navigator.config import Sample
-from pytest_navigator.errors import NavigatorError, RuntimeBuildError
+from pytest_navigator.errors import NavigatorError, RuntimeBuildError, RuntimeInferenceError
 from pytest_navigator.model import Model, load
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.samples import random_sample, random_samples
@@ -188,7 +188,14 @@ class NavigatorSession:
         samples = self.samples(model)
         for index, sample in enumerate(samples):
             expected = self.reference_outputs(model, index)
-            comparisons += [(index, c) for c in compare_outputs(expected, runner.infer(sample), tolerance)]
+            try:
+                actual = runner.infer(sample)
+            except NavigatorError:
+                raise
+            except Exception as exc:
+                shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in sample.items())
+                raise RuntimeInferenceError(f"{runtime} raised on sample {index} ({shapes}): {type(exc).__name__}: {_last_line(exc)}") from exc
+            comparisons += [(index, c) for c in compare_outputs(expected, actual, tolerance)]
         report = CorrectnessReport(runtime, len(samples), tuple(comparisons))
         record = self.records.setdefault((model.path, runtime), RuntimeRecord())
         record.status = "passed" if report.passed else "failed"
@@ -208,4 +215,11 @@ class NavigatorSession:
         return "\n".join(lines)
 
     def close(self) -> None:
+        """Remove the run's temporary artifacts."""
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The informative end of an exception's text (TorchScript puts its own traceback first)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""

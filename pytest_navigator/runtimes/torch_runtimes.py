@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 from collections.abc import Callable
@@ -95,45 +96,87 @@ def _not_torchscript(model: Model) -> str | None:
     return None
 
 
-def build_eager(model: Model, ctx: BuildContext, device: str = "cpu") -> Runner:
+def module_on(model: Model, device: str) -> Any:
+    """The model's torch module on `device`; a copy when moving, since .to() moves in place and
+    the CPU reference shares the loaded module."""
     module = model.torch_module()
-    if device != "cpu":
-        module = module.to(device)
-    return TorchRunner(f"torch-{device}", module, model, device)
+    if device == "cpu":
+        return module
+    if model.format is not Format.TORCH_EXPORTEDPROGRAM:  # .module() is already a fresh module
+        module = copy.deepcopy(module)
+    return module.to(device)
+
+
+def build_eager(model: Model, ctx: BuildContext, device: str = "cpu") -> Runner:
+    return TorchRunner(f"torch-{device}", module_on(model, device), model, device)
+
+
+class TracedTorchScriptRunner(TorchRunner):
+    """TorchScript traced from a torch model: one frozen plan per input-shape signature (seed 003).
+
+    torch.jit.trace records the shapes it sees as constants (an exported program's reshapes
+    become reshape(2, 32, ...)), so a plan traced at one batch size is only valid for it.
+    Plans are built on first use of a shape and kept; `plans` says which exist.
+    """
+
+    def __init__(self, runtime: str, model: Model, device: str) -> None:
+        super().__init__(runtime, None, model, device)
+        self._model = model
+        self.plans: dict[tuple[tuple[int, ...], ...], Any] = {}
+        self.plan_build_seconds: dict[tuple[tuple[int, ...], ...], float] = {}
+
+    def infer(self, sample: Sample) -> Sample:
+        key = tuple(tuple(sample[name].shape) for name in self.input_spec.names)
+        if key not in self.plans:
+            self.plans[key] = self._trace(sample, key)
+        self.module = self.plans[key]
+        return super().infer(sample)
+
+    def _trace(self, sample: Sample, key: tuple[tuple[int, ...], ...]) -> Any:
+        import time
+
+        import torch
+
+        started = time.perf_counter()
+        source = module_on(self._model, self.device)
+        args, kwargs = self.to_device(sample)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                traced = torch.jit.trace(source, tuple(args), example_kwarg_inputs=kwargs or None, check_trace=False)
+            except Exception as exc:
+                raise RuntimeBuildError(f"torch.jit.trace of {self._model.name} failed: {type(exc).__name__}: {exc}") from exc
+            plan = _freeze(traced)
+        self.plan_build_seconds[key] = time.perf_counter() - started
+        return plan
+
+
+def _freeze(module: Any) -> Any:
+    """Freeze, then optimize_for_inference where the graph allows it (it does not for every model)."""
+    import torch
+
+    frozen = torch.jit.freeze(module.eval())
+    try:
+        return torch.jit.optimize_for_inference(frozen)
+    except Exception:  # optional pass; the frozen module is still a valid runtime
+        return frozen
 
 
 def build_torchscript(model: Model, ctx: BuildContext, device: str = "cpu") -> Runner:
-    """Script/trace, freeze, then optimize_for_inference where the graph allows it."""
-    import torch
-
+    """A TorchScript file is frozen as is; other torch models are traced, one plan per shape."""
+    if model.format is not Format.TORCHSCRIPT:
+        runner = TracedTorchScriptRunner(f"torchscript-{device}", model, device)
+        runner.infer(ctx.example)  # trace now, so a trace error fails the build
+        return runner
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if model.format is Format.TORCHSCRIPT:
-            scripted = model.source
-        else:
-            probe = TorchRunner("trace", model.torch_module(), model)
-            args, kwargs = probe.to_device(ctx.example)
-            try:
-                scripted = torch.jit.trace(probe.module, tuple(args), example_kwarg_inputs=kwargs or None, check_trace=False)
-            except Exception as exc:
-                raise RuntimeBuildError(f"torch.jit.trace of {model.name} failed: {type(exc).__name__}: {exc}") from exc
-        if device != "cpu":
-            scripted = scripted.to(device)
-        frozen = torch.jit.freeze(scripted.eval())
-        try:
-            frozen = torch.jit.optimize_for_inference(frozen)
-        except Exception:  # noqa: S110 - optional pass; the frozen module is still a valid runtime
-            pass
-    return TorchRunner(f"torchscript-{device}", frozen, model, device)
+        return TorchRunner(f"torchscript-{device}", _freeze(module_on(model, device)), model, device)
 
 
 def build_compiled(model: Model, ctx: BuildContext, device: str = "cpu") -> Runner:
     import torch
 
-    module = model.torch_module()
-    if device != "cpu":
-        module = module.to(device)
-    compiled = torch.compile(module, backend="inductor")
+    compiled = torch.compile(module_on(model, device), backend="inductor")
     runner = TorchRunner(f"torch-compile-{device}", compiled, model, device)
     try:  # compile now, so a build error fails this runtime's build and not its first test
         runner.infer(ctx.example)

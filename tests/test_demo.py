@@ -1,0 +1,73 @@
+"""End to end on the demo models: what README command 1 does, on every CPU runtime."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import zoo
+from pytest_navigator.runtimes import default_registry
+
+CPU = [d.name for d in default_registry() if d.device == "cpu"]
+GPU = [d.name for d in default_registry() if d.device != "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compile_modules_loaded_outside_pytester() -> None:
+    """pytester's in-process runs unload modules first imported inside them; a second run then
+    re-imports dynamo and re-registers its backends ("duplicate name: eager"). Loading them
+    here, in the outer process, keeps them across runs, as in one real pytest process."""
+    import torch
+
+    torch.compile(lambda x: x + 1)(torch.ones(2))
+
+
+def _cuda_missing() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_missing(), reason="counts GPU runtimes as skipped, which they are not on a GPU machine")
+def test_transformer_demo_passes_every_cpu_runtime(pytester: pytest.Pytester, transformer_models: dict[str, Path]) -> None:
+    shutil.copy(transformer_models[".pt2"], pytester.path / "encoder.pt2")
+    shutil.copy(transformer_models[".pt2"].with_name("encoder.navigator.toml"), pytester.path)
+    result = pytester.runpytest("--navigator-model=encoder.pt2", "--navigator-batch-sizes=1,3", "-v")
+    result.assert_outcomes(passed=len(CPU), skipped=len(GPU))
+    result.stdout.fnmatch_lines([f"*encoder.pt2::test_correctness[[]{name}[]] PASSED*" for name in CPU])
+
+
+def test_transformer_onnx_demo(pytester: pytest.Pytester, transformer_models: dict[str, Path]) -> None:
+    shutil.copy(transformer_models[".onnx"], pytester.path / "encoder.onnx")
+    result = pytester.runpytest("--navigator-model=encoder.onnx", "--navigator-runtimes=onnxruntime-cpu", "--navigator-input=input_ids:int64[N,32]{0..999}")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.skipif(not _cuda_missing(), reason="counts GPU runtimes as skipped, which they are not on a GPU machine")
+def test_readme_command_one(pytester: pytest.Pytester) -> None:
+    """The zoo CLI writes the ResNet demo; every CPU runtime passes, GPU ones skip with reasons."""
+    made = subprocess.run([sys.executable, "-m", "harness.zoo", "resnet", "--out", str(pytester.path / "demo" / "resnet.pt2")], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    result = pytester.runpytest("--navigator-model=demo/resnet.pt2", "-rs")
+    result.assert_outcomes(passed=len(CPU), skipped=len(GPU))
+    result.stdout.fnmatch_lines(["*navigator runtimes*", "*SKIPPED*tensorrt: tensorrt is not installed*"])
+
+
+@pytest.mark.parametrize("name", sorted(zoo.ZOO))
+def test_demo_models_are_calibrated(name: str) -> None:
+    """Outputs far from zero and not constant, so a tolerance check of them means something."""
+    import torch
+
+    model = zoo.build(name)
+    with torch.inference_mode():
+        outputs = model(*zoo.ZOO[name].example(4))
+    for output in outputs if isinstance(outputs, tuple) else (outputs,):
+        values = output.numpy()
+        assert np.isfinite(values).all()
+        assert 0.05 < float(np.abs(values).mean()) < 100, float(np.abs(values).mean())
+        assert float(values.std()) > 0.01

@@ -1,0 +1,35 @@
+"""`pytest --help` and a run without --navigator-* options must not pay for torch or onnxruntime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "onnxruntime", "tensorrt", "onnx")
+
+_CHECK = """
+import sys
+{setup}
+heavy = sorted(m for m in {heavy!r} if m in sys.modules)
+print("HEAVY:", ",".join(heavy))
+"""
+
+
+def _imported_after(setup: str) -> str:
+    code = _CHECK.format(setup=setup, heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    return next(line for line in out.stdout.splitlines() if line.startswith("HEAVY:"))
+
+
+def test_importing_the_plugin_imports_no_ml_library() -> None:
+    assert _imported_after("import pytest_navigator, pytest_navigator.plugin") == "HEAVY: "
+
+
+def test_pytest_help_imports_no_ml_library() -> None:
+    setup = "import io, contextlib, pytest\nwith contextlib.redirect_stdout(io.StringIO()) as help_text:\n    pytest.main(['--help'])\nassert '--navigator-model' in help_text.getvalue()"
+    assert _imported_after(setup) == "HEAVY: "
+
+
+def test_the_check_would_see_an_import() -> None:
+    # guards the two tests above against a check that cannot fail
+    assert _imported_after("import onnx") == "HEAVY: onnx"
