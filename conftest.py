@@ -45,7 +45,10 @@ def write_model(kind: str, path: Path, **sizes: int) -> Path:
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny MLP (8 -> 16 -> 3) in every format: suffix -> path."""
     folder = tmp_path_factory.mktemp("tiny")
-    return {suffix: write_model("mlp", folder / f"mlp{suffix}", features=8, hidden=16, classes=3) for suffix in (".pt", ".pt2", ".onnx", ".pkl")}
+    return {
+        suffix: write_model("mlp", folder / f"mlp{suffix}", features=8, hidden=16, classes=3)
+        for suffix in (".pt", ".pt2", ".onnx", ".pkl")
+    }
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Demo models defined in code (no model hub here), calibrated, written as TorchScript/.pt2/ONNX/pickle.
 
-    python -m harness.zoo resnet --out demo/resnet.pt2
-    python -m harness.zoo transformer --out demo/encoder.onnx
+python -m harness.zoo resnet --out demo/resnet.pt2
+python -m harness.zoo transformer --out demo/encoder.onnx
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 FORMATS = ("torchscript", "pt2", "onnx", "pickle")
-_SUFFIX_FORMAT = {".pt": "torchscript", ".ts": "torchscript", ".pt2": "pt2", ".onnx": "onnx", ".pkl": "pickle", ".pth": "pickle"}
+_SUFFIX_FORMAT = {
+    ".pt": "torchscript",
+    ".ts": "torchscript",
+    ".pt2": "pt2",
+    ".onnx": "onnx",
+    ".pkl": "pickle",
+    ".pth": "pickle",
+}
 
 
 class BasicBlock(nn.Module):
@@ -54,7 +61,7 @@ class ResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(inp, num_classes)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - the ONNX-style input name
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(input))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
@@ -85,7 +92,9 @@ class TinyEncoder(nn.Module):
     still gives finite outputs.
     """
 
-    def __init__(self, vocab: int = 1000, seq: int = 32, dim: int = 64, heads: int = 4, layers: int = 2, classes: int = 4) -> None:
+    def __init__(
+        self, vocab: int = 1000, seq: int = 32, dim: int = 64, heads: int = 4, layers: int = 2, classes: int = 4
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
         self.position = nn.Parameter(torch.randn(1, seq, dim) * 0.1)
@@ -107,9 +116,11 @@ class TinyEncoder(nn.Module):
 class MLP(nn.Module):
     def __init__(self, features: int = 64, hidden: int = 128, classes: int = 10) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+        self.net = nn.Sequential(
+            nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes)
+        )
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self.net(input)
 
 
@@ -171,7 +182,15 @@ def save(model: nn.Module, example: tuple[Any, ...], out: Path, fmt: str, input_
 
             with torch.inference_mode():
                 output_names = list(name_outputs(model(*example)))
-            torch.onnx.export(export(model, example, input_names), example, str(out), dynamo=True, external_data=False, verbose=False, output_names=output_names)
+            torch.onnx.export(
+                export(model, example, input_names),
+                example,
+                str(out),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                output_names=output_names,
+            )
         elif fmt == "pickle":
             torch.save(model, str(out))
         else:
@@ -188,14 +207,23 @@ def export(model: nn.Module, example: tuple[Any, ...], input_names: list[str]) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.zoo", description="Write a demo model file.")
     parser.add_argument("model", choices=sorted(ZOO))
-    parser.add_argument("--out", type=Path, required=True, help="Output path; the suffix picks the format (.pt TorchScript, .pt2, .onnx, .pkl).")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="Output path; the suffix picks the format (.pt TorchScript, .pt2, .onnx, .pkl).",
+    )
     parser.add_argument("--format", choices=FORMATS, help="Override the format the suffix implies.")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-sidecar", action="store_true", help="Do not write <stem>.navigator.toml with the input spec.")
+    parser.add_argument(
+        "--no-sidecar", action="store_true", help="Do not write <stem>.navigator.toml with the input spec."
+    )
     args = parser.parse_args(argv)
     fmt = args.format or _SUFFIX_FORMAT.get(args.out.suffix)
     if fmt is None:
-        parser.error(f"--out {args.out}: cannot tell the format from suffix {args.out.suffix!r}; use one of {', '.join(_SUFFIX_FORMAT)} or --format")
+        parser.error(
+            f"--out {args.out}: cannot tell the format from suffix {args.out.suffix!r}; use one of {', '.join(_SUFFIX_FORMAT)} or --format"
+        )
     demo = ZOO[args.model]
     model = build(args.model, args.seed)
     names = [spec.split(":", 1)[0] for spec in demo.inputs]
@@ -203,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_sidecar:
         sidecar = args.out.with_name(args.out.stem + ".navigator.toml")
         listed = ",\n".join(f'    "{spec}"' for spec in demo.inputs)
-        sidecar.write_text(f"# Input spec of {args.out.name} ({args.model} demo model), read by pytest-navigator.\ninputs = [\n{listed},\n]\n")
+        sidecar.write_text(
+            f"# Input spec of {args.out.name} ({args.model} demo model), read by pytest-navigator.\ninputs = [\n{listed},\n]\n"
+        )
     print(f"wrote {args.out} ({args.model}, {fmt})")
     return 0
 

@@ -113,13 +113,18 @@ def _detect_onnx(path: Path) -> Format:
     try:
         import onnx
     except ImportError:
-        raise _fail(path, "is not a torch file, and the onnx package that reads ONNX files is not installed (pip install 'pytest-navigator[onnx]')") from None
+        raise _fail(
+            path,
+            "is not a torch file, and the onnx package that reads ONNX files is not installed (pip install 'pytest-navigator[onnx]')",
+        ) from None
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise _fail(path, f"is not a torch file and not a valid ONNX file ({type(exc).__name__}: {exc})") from None
     if not proto.graph.node or not proto.opset_import:
-        raise _fail(path, "does not hold an ONNX model (no graph nodes or no opset); it may be truncated or random bytes")
+        raise _fail(
+            path, "does not hold an ONNX model (no graph nodes or no opset); it may be truncated or random bytes"
+        )
     return Format.ONNX
 
 
@@ -150,7 +155,9 @@ def load(path: str | Path, *, trust: bool = False, user_specs: Sequence[IOSpec |
         bind(io_spec.names, signature)
     except SpecError as exc:
         raise SpecError(f"{label}: {exc}") from None
-    return Model(path=path, format=fmt, fingerprint=fingerprint(path), io_spec=io_spec, source=source, signature=signature)
+    return Model(
+        path=path, format=fmt, fingerprint=fingerprint(path), io_spec=io_spec, source=source, signature=signature
+    )
 
 
 def _load_torchscript(path: Path, label: str) -> Any:
@@ -162,7 +169,10 @@ def _load_torchscript(path: Path, label: str) -> Any:
         try:
             return torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as exc:
-            raise _fail(Path(path), f"looks like TorchScript but torch.jit.load failed ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise _fail(
+                Path(path),
+                f"looks like TorchScript but torch.jit.load failed ({type(exc).__name__}: {_first_line(exc)})",
+            ) from None
 
 
 def _load_exported(path: Path, label: str) -> Any:
@@ -174,7 +184,10 @@ def _load_exported(path: Path, label: str) -> Any:
         try:
             return torch.export.load(str(path))
         except Exception as exc:
-            raise _fail(Path(path), f"looks like a torch.export archive but torch.export.load failed ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise _fail(
+                Path(path),
+                f"looks like a torch.export archive but torch.export.load failed ({type(exc).__name__}: {_first_line(exc)})",
+            ) from None
 
 
 def _load_pickle(path: Path, label: str) -> Any:
@@ -183,9 +196,15 @@ def _load_pickle(path: Path, label: str) -> Any:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise _fail(path, f"could not be unpickled ({type(exc).__name__}: {_first_line(exc)}); the classes a pickle names must be importable here, e.g. from a package or conftest.py") from None
+        raise _fail(
+            path,
+            f"could not be unpickled ({type(exc).__name__}: {_first_line(exc)}); the classes a pickle names must be importable here, e.g. from a package or conftest.py",
+        ) from None
     if not isinstance(obj, torch.nn.Module):
-        raise _fail(path, f"unpickles to a {type(obj).__module__}.{type(obj).__qualname__}, not a torch.nn.Module (a state_dict has no architecture: save the module itself)")
+        raise _fail(
+            path,
+            f"unpickles to a {type(obj).__module__}.{type(obj).__qualname__}, not a torch.nn.Module (a state_dict has no architecture: save the module itself)",
+        )
     return obj.eval()
 
 

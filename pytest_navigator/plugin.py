@@ -22,20 +22,55 @@ SESSION_KEY = pytest.StashKey["NavigatorSession"]()
 
 #: (option, dest, ini name, ini type, help). Every option has an ini twin.
 _OPTIONS: list[tuple[str, str, str, str, str]] = [
-    ("--navigator-model", "navigator_models", "navigator_models", "paths",
-     "Model file to test (TorchScript, .pt2, .onnx; repeatable). Generates MODEL::test_correctness[RUNTIME] tests."),
-    ("--navigator-input", "navigator_inputs", "navigator_inputs", "linelist",
-     "Input spec NAME:DTYPE[DIMS]{LOW..HIGH}, e.g. 'input:float32[N,3,224,224]' (repeatable; N is the batch axis)."),
-    ("--navigator-runtimes", "navigator_runtimes", "navigator_runtimes", "string",
-     "Comma-separated runtimes to test (default: every runtime the model's format can use)."),
-    ("--navigator-batch-sizes", "navigator_batch_sizes", "navigator_batch_sizes", "string",
-     "Comma-separated batch sizes for samples (default: 1,4)."),
-    ("--navigator-trust-model", "navigator_trust_model", "navigator_trust_model", "bool",
-     "Allow loading pickled nn.Modules (torch.save): unpickling runs code stored in the file."),
-    ("--navigator-baselines", "navigator_baselines", "navigator_baselines", "string",
-     "Directory of stored performance baselines (default: baselines/ under the rootdir)."),
-    ("--navigator-report", "navigator_report", "navigator_report", "string",
-     "Write a JSON report of the run to this path."),
+    (
+        "--navigator-model",
+        "navigator_models",
+        "navigator_models",
+        "paths",
+        "Model file to test (TorchScript, .pt2, .onnx; repeatable). Generates MODEL::test_correctness[RUNTIME] tests.",
+    ),
+    (
+        "--navigator-input",
+        "navigator_inputs",
+        "navigator_inputs",
+        "linelist",
+        "Input spec NAME:DTYPE[DIMS]{LOW..HIGH}, e.g. 'input:float32[N,3,224,224]' (repeatable; N is the batch axis).",
+    ),
+    (
+        "--navigator-runtimes",
+        "navigator_runtimes",
+        "navigator_runtimes",
+        "string",
+        "Comma-separated runtimes to test (default: every runtime the model's format can use).",
+    ),
+    (
+        "--navigator-batch-sizes",
+        "navigator_batch_sizes",
+        "navigator_batch_sizes",
+        "string",
+        "Comma-separated batch sizes for samples (default: 1,4).",
+    ),
+    (
+        "--navigator-trust-model",
+        "navigator_trust_model",
+        "navigator_trust_model",
+        "bool",
+        "Allow loading pickled nn.Modules (torch.save): unpickling runs code stored in the file.",
+    ),
+    (
+        "--navigator-baselines",
+        "navigator_baselines",
+        "navigator_baselines",
+        "string",
+        "Directory of stored performance baselines (default: baselines/ under the rootdir).",
+    ),
+    (
+        "--navigator-report",
+        "navigator_report",
+        "navigator_report",
+        "string",
+        "Write a JSON report of the run to this path.",
+    ),
 ]
 
 
@@ -45,12 +80,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         if kind == "bool":
             group.addoption(option, action="store_true", default=None, dest=dest, help=help_text)
         elif kind in ("paths", "linelist"):
-            group.addoption(option, action="append", default=None, dest=dest, metavar=option.split("-")[-1].upper(), help=help_text)
+            group.addoption(
+                option, action="append", default=None, dest=dest, metavar=option.split("-")[-1].upper(), help=help_text
+            )
         else:
             group.addoption(option, action="store", default=None, dest=dest, help=help_text)
         parser.addini(ini, help=help_text, type=kind, default=False if kind == "bool" else None)  # type: ignore[arg-type]
-    group.addoption("--update-baselines", action="store_true", default=False, dest="navigator_update_baselines",
-                    help="Rewrite the stored baselines of the runtimes measured in this run.")
+    group.addoption(
+        "--update-baselines",
+        action="store_true",
+        default=False,
+        dest="navigator_update_baselines",
+        help="Rewrite the stored baselines of the runtimes measured in this run.",
+    )
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -76,7 +118,9 @@ def _settings(config: pytest.Config) -> Settings:
 
     cli_models = config.getoption("navigator_models")
     invocation = config.invocation_params.dir
-    models = [invocation / p for p in cli_models] if cli_models else [Path(p) for p in config.getini("navigator_models")]
+    models = (
+        [invocation / p for p in cli_models] if cli_models else [Path(p) for p in config.getini("navigator_models")]
+    )
     baselines = _value(config, "navigator_baselines", "navigator_baselines")
     report = _value(config, "navigator_report", "navigator_report")
     return Settings(
@@ -204,11 +248,14 @@ def navigator_session(pytestconfig: pytest.Config) -> NavigatorSession:
 @pytest.fixture(scope="session")
 def navigator_model(request: pytest.FixtureRequest, navigator_session: NavigatorSession) -> Model:
     """Each model given with --navigator-model (the test runs once per model)."""
-    return request.param  # type: ignore[no-any-return]
+    model: Model = request.param
+    return model
 
 
 @pytest.fixture(scope="session")
-def navigator_runner(request: pytest.FixtureRequest, navigator_session: NavigatorSession, navigator_model: Model) -> Runner:
+def navigator_runner(
+    request: pytest.FixtureRequest, navigator_session: NavigatorSession, navigator_model: Model
+) -> Runner:
     """Each runtime of the model, built once per run; skipped with the reason where it cannot run."""
     from pytest_navigator.errors import RuntimeBuildError
 

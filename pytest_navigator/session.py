@@ -79,21 +79,21 @@ class NavigatorSession:
     def load_models(self) -> list[Model]:
         """Load every model of the settings; the first bad one raises its NavigatorError."""
         cli = parse_io_spec(self.settings.cli_inputs, "--navigator-input") if self.settings.cli_inputs else None
-        ini = parse_io_spec(self.settings.ini_inputs, "ini option navigator_inputs") if self.settings.ini_inputs else None
+        ini = (
+            parse_io_spec(self.settings.ini_inputs, "ini option navigator_inputs") if self.settings.ini_inputs else None
+        )
         for path in self.settings.models:
             if path not in self.models:
-                self.models[path] = load(path, trust=self.settings.trust_model, user_specs=[cli, ini, read_sidecar(path)])
+                self.models[path] = load(
+                    path, trust=self.settings.trust_model, user_specs=[cli, ini, read_sidecar(path)]
+                )
         return list(self.models.values())
 
     def plan(self, model: Model) -> list[RuntimePlan]:
         """The runtimes to test for a model: the selected ones, or every one its format can use."""
         explicit = self.settings.runtimes is not None
         chosen = self.registry.select(self.settings.runtimes)
-        plans = [
-            RuntimePlan(d, d.unavailable_reason(model))
-            for d in chosen
-            if explicit or d.applies_to(model)
-        ]
+        plans = [RuntimePlan(d, d.unavailable_reason(model)) for d in chosen if explicit or d.applies_to(model)]
         for plan in plans:
             record = self.records.setdefault((model.path, plan.name), RuntimeRecord())
             if plan.skip_reason:
@@ -119,7 +119,9 @@ class NavigatorSession:
             except NavigatorError:
                 raise
             except Exception as exc:
-                raise RuntimeBuildError(f"the reference run of {model.name} failed: {type(exc).__name__}: {exc}") from exc
+                raise RuntimeBuildError(
+                    f"the reference run of {model.name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             self._references[model.path] = runner
         return self._references[model.path]
 
@@ -134,11 +136,17 @@ class NavigatorSession:
                 reference = self.reference(model)
                 built = definition.build(model, self._context(model, reference.output_names))
                 if not isinstance(built, Runner):
-                    raise RuntimeBuildError(f"{runtime}: build returned {built!r}, not a pytest_navigator.runtimes.Runner")
+                    raise RuntimeBuildError(
+                        f"{runtime}: build returned {built!r}, not a pytest_navigator.runtimes.Runner"
+                    )
                 self._runners[key] = built
                 record.status = "built"
             except Exception as exc:
-                error = exc if isinstance(exc, RuntimeBuildError) else RuntimeBuildError(f"building {runtime} for {model.name} failed: {type(exc).__name__}: {exc}")
+                error = (
+                    exc
+                    if isinstance(exc, RuntimeBuildError)
+                    else RuntimeBuildError(f"building {runtime} for {model.name} failed: {type(exc).__name__}: {exc}")
+                )
                 if error is not exc:
                     error.__cause__ = exc
                 self._runners[key] = error
@@ -171,7 +179,9 @@ class NavigatorSession:
         key = (model.path, self.settings.seed)
         if key not in self._samples:
             sizes = self.batch_sizes(model) or (1,)
-            self._samples[key] = random_samples(model.io_spec, sizes, self.settings.samples_per_batch, self.settings.seed)
+            self._samples[key] = random_samples(
+                model.io_spec, sizes, self.settings.samples_per_batch, self.settings.seed
+            )
         return self._samples[key]
 
     def reference_outputs(self, model: Model, index: int) -> Sample:
@@ -183,7 +193,9 @@ class NavigatorSession:
     def check_correctness(self, model: Model, runtime: str, tolerance: Tolerance | None = None) -> CorrectnessReport:
         """Run every sample through the runtime and compare with the reference; raise on disagreement."""
         runner = self.runner(model, runtime)
-        tolerance = tolerance or DEFAULT_TOLERANCES.get(self.registry.get(runtime).precision, DEFAULT_TOLERANCES["fp32"])
+        tolerance = tolerance or DEFAULT_TOLERANCES.get(
+            self.registry.get(runtime).precision, DEFAULT_TOLERANCES["fp32"]
+        )
         comparisons: list[tuple[int, OutputComparison]] = []
         samples = self.samples(model)
         for index, sample in enumerate(samples):
@@ -194,7 +206,9 @@ class NavigatorSession:
                 raise
             except Exception as exc:
                 shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in sample.items())
-                raise RuntimeInferenceError(f"{runtime} raised on sample {index} ({shapes}): {type(exc).__name__}: {_last_line(exc)}") from exc
+                raise RuntimeInferenceError(
+                    f"{runtime} raised on sample {index} ({shapes}): {type(exc).__name__}: {_last_line(exc)}"
+                ) from exc
             comparisons += [(index, c) for c in compare_outputs(expected, actual, tolerance)]
         report = CorrectnessReport(runtime, len(samples), tuple(comparisons))
         record = self.records.setdefault((model.path, runtime), RuntimeRecord())

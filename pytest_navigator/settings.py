@@ -44,13 +44,17 @@ def parse_batch_sizes(value: str | Sequence[int] | None, option: str = "--naviga
     """'1,4,8' -> (1, 4, 8), sorted and de-duplicated; anything else names the option and the value."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return DEFAULT_BATCH_SIZES
-    tokens = [t.strip() for t in re.split(r"[,\s]+", value.strip())] if isinstance(value, str) else [str(v) for v in value]
+    tokens = (
+        [t.strip() for t in re.split(r"[,\s]+", value.strip())] if isinstance(value, str) else [str(v) for v in value]
+    )
     sizes = []
     for token in tokens:
         if not token:
             continue
         if not token.isdigit() or int(token) < 1:
-            raise OptionError(f"{option}={value!r}: {token!r} is not a batch size; give positive integers separated by commas, e.g. 1,4,16.")
+            raise OptionError(
+                f"{option}={value!r}: {token!r} is not a batch size; give positive integers separated by commas, e.g. 1,4,16."
+            )
         sizes.append(int(token))
     if not sizes:
         raise OptionError(f"{option}={value!r}: no batch sizes given; e.g. 1,4,16.")

@@ -223,10 +223,14 @@ def read_sidecar(model_path: Path) -> IOSpec | None:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read this sidecar: {exc}. Expected TOML such as inputs = [\"{SPEC_EXAMPLE.split()[0]}\"].") from None
+        raise SpecError(
+            f'{path}: cannot read this sidecar: {exc}. Expected TOML such as inputs = ["{SPEC_EXAMPLE.split()[0]}"].'
+        ) from None
     inputs = data.get("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-        raise SpecError(f"{path}: 'inputs' must be a list of spec strings such as [\"{SPEC_EXAMPLE.split()[0]}\"], got {inputs!r}.")
+        raise SpecError(
+            f"{path}: 'inputs' must be a list of spec strings such as [\"{SPEC_EXAMPLE.split()[0]}\"], got {inputs!r}."
+        )
     return parse_io_spec(inputs, source=str(path))
 
 
@@ -248,7 +252,9 @@ def from_onnx(model: Any, source: str) -> IOSpec:
         tensor = value.type.tensor_type
         dtype = _ONNX_DTYPES.get(tensor.elem_type)
         if dtype is None:
-            raise SpecError(f"{source}: input {value.name!r} has ONNX element type {tensor.elem_type}, which pytest-navigator cannot generate; supported: {', '.join(sorted(set(_ONNX_DTYPES.values())))}.")
+            raise SpecError(
+                f"{source}: input {value.name!r} has ONNX element type {tensor.elem_type}, which pytest-navigator cannot generate; supported: {', '.join(sorted(set(_ONNX_DTYPES.values())))}."
+            )
         dims = []
         for index, dim in enumerate(tensor.shape.dim):
             if dim.HasField("dim_value") and dim.dim_value > 0:
@@ -274,7 +280,9 @@ def from_exported_program(program: Any, source: str) -> IOSpec:
             raise SpecError(f"{source}: input {node.name!r} is not a tensor; pytest-navigator feeds tensors only.")
         dtype = str(value.dtype).removeprefix("torch.")
         if dtype not in DTYPES:
-            raise SpecError(f"{source}: input {node.name!r} has dtype {dtype}, which pytest-navigator cannot generate; supported: {', '.join(DTYPES)}.")
+            raise SpecError(
+                f"{source}: input {node.name!r} has dtype {dtype}, which pytest-navigator cannot generate; supported: {', '.join(DTYPES)}."
+            )
         dims = []
         for index, size in enumerate(value.shape):
             if isinstance(size, int):
@@ -293,7 +301,9 @@ def from_exported_program(program: Any, source: str) -> IOSpec:
 # -- combining sources ----------------------------------------------------------------------------
 
 
-def resolve(model_spec: IOSpec | None, user_sources: Sequence[IOSpec | None], model_label: str, signature: Sequence[str] | None) -> IOSpec:
+def resolve(
+    model_spec: IOSpec | None, user_sources: Sequence[IOSpec | None], model_label: str, signature: Sequence[str] | None
+) -> IOSpec:
     """The model's own spec refined by the first non-empty user source (CLI, ini, sidecar).
 
     A model that carries no spec (TorchScript, pickled module) takes the user's spec whole;
@@ -323,12 +333,18 @@ def resolve(model_spec: IOSpec | None, user_sources: Sequence[IOSpec | None], mo
 
 def _narrow(own: TensorSpec, given: TensorSpec, source: str, model_label: str) -> TensorSpec:
     if given.dtype != own.dtype:
-        raise SpecError(f"{source}: input {own.name!r} of {model_label} is {own.dtype}, not {given.dtype}; write {own}.")
+        raise SpecError(
+            f"{source}: input {own.name!r} of {model_label} is {own.dtype}, not {given.dtype}; write {own}."
+        )
     if len(given.dims) != len(own.dims):
-        raise SpecError(f"{source}: input {own.name!r} of {model_label} has {len(own.dims)} axes ({own}), the spec gives {len(given.dims)}.")
+        raise SpecError(
+            f"{source}: input {own.name!r} of {model_label} has {len(own.dims)} axes ({own}), the spec gives {len(given.dims)}."
+        )
     for index, (mine, theirs) in enumerate(zip(own.dims, given.dims, strict=True)):
         if mine.size is not None and theirs.size != mine.size:
-            raise SpecError(f"{source}: axis {index} of input {own.name!r} of {model_label} is fixed at {mine.size}, the spec gives {theirs}; write {own}.")
+            raise SpecError(
+                f"{source}: axis {index} of input {own.name!r} of {model_label} is fixed at {mine.size}, the spec gives {theirs}; write {own}."
+            )
     return replace(given, dims=tuple(t if m.size is None else m for m, t in zip(own.dims, given.dims, strict=True)))
 
 

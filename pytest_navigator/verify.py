@@ -65,7 +65,14 @@ def compare_outputs(expected: Sample, actual: Sample, tolerance: Tolerance) -> l
     results = [compare_array(name, np.asarray(ref), actual.get(name), tolerance) for name, ref in expected.items()]
     for name in actual:
         if name not in expected:
-            results.append(OutputComparison(name, False, tolerance, problem=f"the reference has no output {name!r} (it has {', '.join(expected)})"))
+            results.append(
+                OutputComparison(
+                    name,
+                    False,
+                    tolerance,
+                    problem=f"the reference has no output {name!r} (it has {', '.join(expected)})",
+                )
+            )
     return results
 
 
@@ -74,7 +81,9 @@ def compare_array(name: str, expected: np.ndarray, actual: np.ndarray | None, to
         return OutputComparison(name, False, tolerance, problem="missing from the runtime's outputs")
     actual = np.asarray(actual)
     if actual.shape != expected.shape:
-        return OutputComparison(name, False, tolerance, problem=f"shape {actual.shape} differs from the reference's {expected.shape}")
+        return OutputComparison(
+            name, False, tolerance, problem=f"shape {actual.shape} differs from the reference's {expected.shape}"
+        )
     if expected.dtype.kind in "biu":
         return _compare_exact(name, expected, actual, tolerance)
     ref = expected.astype(np.float64)
@@ -83,9 +92,16 @@ def compare_array(name: str, expected: np.ndarray, actual: np.ndarray | None, to
     bad_nonfinite = ~np.isfinite(got) & ref_finite
     if bad_nonfinite.any():
         index = tuple(int(i) for i in np.argwhere(bad_nonfinite)[0])
-        return OutputComparison(name, False, tolerance, worst_index=index, expected=float(ref[index]), actual=float(got[index]),
-                                failing_elements=int(bad_nonfinite.sum()),
-                                problem=f"{int(bad_nonfinite.sum())} NaN/Inf element(s) where the reference is finite, first at index {list(index)}: expected {float(ref[index])!r}, got {float(got[index])!r}")
+        return OutputComparison(
+            name,
+            False,
+            tolerance,
+            worst_index=index,
+            expected=float(ref[index]),
+            actual=float(got[index]),
+            failing_elements=int(bad_nonfinite.sum()),
+            problem=f"{int(bad_nonfinite.sum())} NaN/Inf element(s) where the reference is finite, first at index {list(index)}: expected {float(ref[index])!r}, got {float(got[index])!r}",
+        )
     same_nonfinite = ~ref_finite & ((got == ref) | (np.isnan(got) & np.isnan(ref)))
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where both are inf: handled above
         abs_err = np.where(same_nonfinite, 0.0, np.abs(got - ref))
@@ -95,14 +111,26 @@ def compare_array(name: str, expected: np.ndarray, actual: np.ndarray | None, to
     failing = (abs_err > tolerance.atol) & (rel_err > tolerance.rtol)
     if abs_err.size == 0:
         return OutputComparison(name, True, tolerance)
-    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(np.where(failing, abs_err, -1.0) if failing.any() else abs_err)), abs_err.shape))
+    worst = tuple(
+        int(i)
+        for i in np.unravel_index(
+            int(np.argmax(np.where(failing, abs_err, -1.0) if failing.any() else abs_err)), abs_err.shape
+        )
+    )
     need_atol = float(abs_err[rel_err > tolerance.rtol].max(initial=0.0))
     need_rtol = float(rel_err[abs_err > tolerance.atol].max(initial=0.0))
     return OutputComparison(
-        name, not failing.any(), tolerance,
-        max_abs_error=float(abs_err.max()), max_rel_error=float(rel_err.max()), worst_index=worst,
-        expected=float(ref[worst]), actual=float(got[worst]), failing_elements=int(failing.sum()),
-        min_passing_atol=need_atol, min_passing_rtol=need_rtol,
+        name,
+        not failing.any(),
+        tolerance,
+        max_abs_error=float(abs_err.max()),
+        max_rel_error=float(rel_err.max()),
+        worst_index=worst,
+        expected=float(ref[worst]),
+        actual=float(got[worst]),
+        failing_elements=int(failing.sum()),
+        min_passing_atol=need_atol,
+        min_passing_rtol=need_rtol,
     )
 
 
@@ -111,9 +139,16 @@ def _compare_exact(name: str, expected: np.ndarray, actual: np.ndarray, toleranc
     if not diff.any():
         return OutputComparison(name, True, tolerance)
     index = tuple(int(i) for i in np.argwhere(diff)[0])
-    return OutputComparison(name, False, tolerance, worst_index=index, expected=float(expected[index]), actual=float(actual[index]),
-                            failing_elements=int(diff.sum()),
-                            problem=f"{int(diff.sum())} element(s) differ (integer/bool outputs compare exactly), first at index {list(index)}: expected {expected[index]!r}, got {actual[index]!r}")
+    return OutputComparison(
+        name,
+        False,
+        tolerance,
+        worst_index=index,
+        expected=float(expected[index]),
+        actual=float(actual[index]),
+        failing_elements=int(diff.sum()),
+        problem=f"{int(diff.sum())} element(s) differ (integer/bool outputs compare exactly), first at index {list(index)}: expected {expected[index]!r}, got {actual[index]!r}",
+    )
 
 
 def allclose(atol: float = 1e-4, rtol: float = 1e-3) -> VerifyFunction:
@@ -124,4 +159,3 @@ def allclose(atol: float = 1e-4, rtol: float = 1e-3) -> VerifyFunction:
         return all(c.passed for e, a in zip(expected, actual, strict=True) for c in compare_outputs(e, a, tolerance))
 
     return verify
-

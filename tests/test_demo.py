@@ -34,7 +34,9 @@ def _cuda_missing() -> bool:
 
 
 @pytest.mark.skipif(not _cuda_missing(), reason="counts GPU runtimes as skipped, which they are not on a GPU machine")
-def test_transformer_demo_passes_every_cpu_runtime(pytester: pytest.Pytester, transformer_models: dict[str, Path]) -> None:
+def test_transformer_demo_passes_every_cpu_runtime(
+    pytester: pytest.Pytester, transformer_models: dict[str, Path]
+) -> None:
     shutil.copy(transformer_models[".pt2"], pytester.path / "encoder.pt2")
     shutil.copy(transformer_models[".pt2"].with_name("encoder.navigator.toml"), pytester.path)
     result = pytester.runpytest("--navigator-model=encoder.pt2", "--navigator-batch-sizes=1,3", "-v")
@@ -44,14 +46,23 @@ def test_transformer_demo_passes_every_cpu_runtime(pytester: pytest.Pytester, tr
 
 def test_transformer_onnx_demo(pytester: pytest.Pytester, transformer_models: dict[str, Path]) -> None:
     shutil.copy(transformer_models[".onnx"], pytester.path / "encoder.onnx")
-    result = pytester.runpytest("--navigator-model=encoder.onnx", "--navigator-runtimes=onnxruntime-cpu", "--navigator-input=input_ids:int64[N,32]{0..999}")
+    result = pytester.runpytest(
+        "--navigator-model=encoder.onnx",
+        "--navigator-runtimes=onnxruntime-cpu",
+        "--navigator-input=input_ids:int64[N,32]{0..999}",
+    )
     result.assert_outcomes(passed=1)
 
 
 @pytest.mark.skipif(not _cuda_missing(), reason="counts GPU runtimes as skipped, which they are not on a GPU machine")
 def test_readme_command_one(pytester: pytest.Pytester) -> None:
     """The zoo CLI writes the ResNet demo; every CPU runtime passes, GPU ones skip with reasons."""
-    made = subprocess.run([sys.executable, "-m", "harness.zoo", "resnet", "--out", str(pytester.path / "demo" / "resnet.pt2")], capture_output=True, text=True, timeout=300)
+    made = subprocess.run(
+        [sys.executable, "-m", "harness.zoo", "resnet", "--out", str(pytester.path / "demo" / "resnet.pt2")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stderr
     result = pytester.runpytest("--navigator-model=demo/resnet.pt2", "-rs")
     result.assert_outcomes(passed=len(CPU), skipped=len(GPU))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,16 @@ SPEC = parse_io_spec(["input:float32[N,8]"], "--navigator-input")
 
 @pytest.mark.parametrize(
     ("suffix", "fmt", "needs_spec"),
-    [(".pt", Format.TORCHSCRIPT, True), (".pt2", Format.TORCH_EXPORTEDPROGRAM, False), (".onnx", Format.ONNX, False), (".pkl", Format.TORCH, True)],
+    [
+        (".pt", Format.TORCHSCRIPT, True),
+        (".pt2", Format.TORCH_EXPORTEDPROGRAM, False),
+        (".onnx", Format.ONNX, False),
+        (".pkl", Format.TORCH, True),
+    ],
 )
-def test_each_format_loads_with_its_spec(tiny_models: dict[str, Path], suffix: str, fmt: Format, needs_spec: bool) -> None:
+def test_each_format_loads_with_its_spec(
+    tiny_models: dict[str, Path], suffix: str, fmt: Format, needs_spec: bool
+) -> None:
     path = tiny_models[suffix]
     model = load(path, trust=True, user_specs=[SPEC] if needs_spec else [])
     assert model.format is fmt
@@ -127,6 +133,6 @@ def test_pickles_are_refused_without_opt_in_and_nothing_runs(tmp_path: Path) -> 
 
 def test_trusted_pickle_is_unpickled(tmp_path: Path) -> None:
     path, marker = _malicious_pickle(tmp_path)
-    with pytest.raises(ModelLoadError, match="not a torch.nn.Module"):
+    with pytest.raises(ModelLoadError, match=r"not a torch\.nn\.Module"):
         load(path, trust=True, user_specs=[SPEC])
     assert marker.exists()  # the opt-in really unpickles: the test above would see the file

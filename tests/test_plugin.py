@@ -43,34 +43,49 @@ def test_onnx_models_get_no_torch_runtimes(pytester: pytest.Pytester, tiny_model
         (".onnx", [], "onnxruntime-cpu"),
     ],
 )
-def test_each_format_runs_its_cpu_runtimes(pytester: pytest.Pytester, tiny_models: dict[str, Path], suffix: str, extra: list[str], runtimes: str) -> None:
+def test_each_format_runs_its_cpu_runtimes(
+    pytester: pytest.Pytester, tiny_models: dict[str, Path], suffix: str, extra: list[str], runtimes: str
+) -> None:
     path = _copy(pytester, tiny_models[suffix])
     result = pytester.runpytest(f"--navigator-model={path.name}", f"--navigator-runtimes={runtimes}", *extra, "-v")
     result.assert_outcomes(passed=len(runtimes.split(",")))
-    result.stdout.fnmatch_lines([f"*{path.name}::test_correctness[[]{runtimes.split(',')[0]}[]] PASSED*", "*navigator runtimes*"])
+    result.stdout.fnmatch_lines(
+        [f"*{path.name}::test_correctness[[]{runtimes.split(',')[0]}[]] PASSED*", "*navigator runtimes*"]
+    )
 
 
-def test_gpu_runtimes_are_skipped_with_the_reason(pytester: pytest.Pytester, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_runtimes_are_skipped_with_the_reason(
+    pytester: pytest.Pytester, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
     # Whatever this machine has, make CUDA invisible so the reasons are known.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
     _copy(pytester, tiny_models[".pt2"])
-    result = pytester.runpytest("--navigator-model=mlp.pt2", f"--navigator-runtimes=torch-cpu,{','.join(GPU_RUNTIMES)}", "-rs")
+    result = pytester.runpytest(
+        "--navigator-model=mlp.pt2", f"--navigator-runtimes=torch-cpu,{','.join(GPU_RUNTIMES)}", "-rs"
+    )
     result.assert_outcomes(passed=1, skipped=len(GPU_RUNTIMES))
-    result.stdout.fnmatch_lines([
-        "*SKIPPED*torch-cuda: no CUDA device is visible to torch*",
-        "*SKIPPED*torch-compile-cuda: no CUDA device is visible to torch*",
-    ])
-    assert any("onnxruntime-cuda:" in line and ("CUDAExecutionProvider" in line or "no CUDA device" in line) for line in result.outlines)
+    result.stdout.fnmatch_lines(
+        [
+            "*SKIPPED*torch-cuda: no CUDA device is visible to torch*",
+            "*SKIPPED*torch-compile-cuda: no CUDA device is visible to torch*",
+        ]
+    )
+    assert any(
+        "onnxruntime-cuda:" in line and ("CUDAExecutionProvider" in line or "no CUDA device" in line)
+        for line in result.outlines
+    )
 
 
 def test_unknown_runtime_is_a_usage_error(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> None:
     _copy(pytester, tiny_models[".pt2"])
     result = pytester.runpytest("--navigator-model=mlp.pt2", "--navigator-runtimes=torch-cpu,tensor-rt")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown runtime 'tensor-rt'; known runtimes: torch-cpu, torchscript-cpu, torch-compile-cpu*"])
+    result.stderr.fnmatch_lines(
+        ["*unknown runtime 'tensor-rt'; known runtimes: torch-cpu, torchscript-cpu, torch-compile-cpu*"]
+    )
 
 
 def test_bad_batch_sizes_name_the_option(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> None:
@@ -82,7 +97,12 @@ def test_bad_batch_sizes_name_the_option(pytester: pytest.Pytester, tiny_models:
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [(None, "does not exist"), (b"", "is empty"), (b"PK\x03\x04broken", "damaged zip archive"), (bytes(range(256)) * 8, "not a valid ONNX file")],
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"PK\x03\x04broken", "damaged zip archive"),
+        (bytes(range(256)) * 8, "not a valid ONNX file"),
+    ],
 )
 def test_bad_model_files_are_usage_errors(pytester: pytest.Pytester, content: bytes | None, problem: str) -> None:
     if content is not None:
@@ -96,7 +116,9 @@ def test_torchscript_without_spec_shows_the_option(pytester: pytest.Pytester, ti
     _copy(pytester, tiny_models[".pt"])
     result = pytester.runpytest("--navigator-model=mlp.pt")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*does not say what inputs it takes*", '*--navigator-input "input:float32[[]N,...[]]"*'])
+    result.stderr.fnmatch_lines(
+        ["*does not say what inputs it takes*", '*--navigator-input "input:float32[[]N,...[]]"*']
+    )
 
 
 def test_malformed_input_spec_is_a_usage_error(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> None:
@@ -124,7 +146,9 @@ def test_pickle_payload_runs_only_with_the_opt_in(pytester: pytest.Pytester) -> 
     assert refused.ret == pytest.ExitCode.USAGE_ERROR
     refused.stderr.fnmatch_lines(["*pickled torch object*--navigator-trust-model*"])
     assert not (pytester.path / "pwned").exists()
-    trusted = pytester.runpytest("--navigator-model=model.pt", "--navigator-input=x:float32[N,4]", "--navigator-trust-model")
+    trusted = pytester.runpytest(
+        "--navigator-model=model.pt", "--navigator-input=x:float32[N,4]", "--navigator-trust-model"
+    )
     assert (pytester.path / "pwned").exists()  # proof the first run would have shown a payload
     trusted.stderr.fnmatch_lines(["*not a torch.nn.Module*"])
 
@@ -157,14 +181,18 @@ def pytest_navigator_register_runtimes(registry, config):
 def test_user_runtimes_from_conftest(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> None:
     _copy(pytester, tiny_models[".pt2"])
     pytester.makeconftest(_USER_RUNTIMES)
-    result = pytester.runpytest("--navigator-model=mlp.pt2", "--navigator-runtimes=torch-cpu,my-server,wrong-server,broken-server", "-v")
+    result = pytester.runpytest(
+        "--navigator-model=mlp.pt2", "--navigator-runtimes=torch-cpu,my-server,wrong-server,broken-server", "-v"
+    )
     result.assert_outcomes(passed=2, failed=2)
-    result.stdout.fnmatch_lines([
-        "*test_correctness[[]my-server[]] PASSED*",
-        "*wrong-server disagrees with the reference (torch-cpu) on mlp.pt2:*",
-        "*sample 0 (input[[]1, 8[]]): output 'output': 3 element(s) outside atol=0.0001, rtol=0.001; max abs error 0.5*would pass with atol >= 0.5*",
-        "*building broken-server for mlp.pt2 failed: ConnectionError: server at 127.0.0.1:9 refused the connection*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_correctness[[]my-server[]] PASSED*",
+            "*wrong-server disagrees with the reference (torch-cpu) on mlp.pt2:*",
+            "*sample 0 (input[[]1, 8[]]): output 'output': 3 element(s) outside atol=0.0001, rtol=0.001; max abs error 0.5*would pass with atol >= 0.5*",
+            "*building broken-server for mlp.pt2 failed: ConnectionError: server at 127.0.0.1:9 refused the connection*",
+        ]
+    )
     # the unknown-runtime message lists user runtimes too
     listed = pytester.runpytest("--navigator-model=mlp.pt2", "--navigator-runtimes=nope")
     listed.stderr.fnmatch_lines(["*known runtimes:*my-server, wrong-server, broken-server*"])
@@ -172,27 +200,33 @@ def test_user_runtimes_from_conftest(pytester: pytest.Pytester, tiny_models: dic
 
 def test_fixtures_let_users_write_their_own_tests(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> None:
     _copy(pytester, tiny_models[".pt2"])
-    pytester.makepyfile(test_mine="""
+    pytester.makepyfile(
+        test_mine="""
         import numpy as np
 
         def test_three_classes(navigator_model, navigator_runner):
             assert navigator_model.name == "mlp.pt2"
             out = navigator_runner.infer({"input": np.ones((5, 8), np.float32)})
             assert list(out) == ["output"] and out["output"].shape == (5, 3)
-    """)
-    result = pytester.runpytest("test_mine.py", "--navigator-model=mlp.pt2", "--navigator-runtimes=torch-cpu,onnxruntime-cpu,tensorrt", "-v")
+    """
+    )
+    result = pytester.runpytest(
+        "test_mine.py", "--navigator-model=mlp.pt2", "--navigator-runtimes=torch-cpu,onnxruntime-cpu,tensorrt", "-v"
+    )
     result.assert_outcomes(passed=4, skipped=2)
     result.stdout.fnmatch_lines(["*test_mine.py::test_three_classes[[]mlp.pt2-onnxruntime-cpu[]] PASSED*"])
 
 
 def test_without_navigator_options_the_plugin_stays_out_of_the_way(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_mine="""
+    pytester.makepyfile(
+        test_mine="""
         def test_plain():
             assert True
 
         def test_needs_model(navigator_runner):
             pass
-    """)
+    """
+    )
     result = pytester.runpytest("-rs")
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*no model given: run pytest with --navigator-model=PATH*"])

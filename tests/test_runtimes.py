@@ -21,7 +21,15 @@ from pytest_navigator.spec import parse_io_spec
 def test_registry_lists_cpu_runtimes_first_and_every_gpu_runtime() -> None:
     names = default_registry().names
     assert names[:4] == ("torch-cpu", "torchscript-cpu", "torch-compile-cpu", "onnxruntime-cpu")
-    assert set(names[4:]) == {"torch-cuda", "torchscript-cuda", "torch-compile-cuda", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt", "tensorrt-fp16"}
+    assert set(names[4:]) == {
+        "torch-cuda",
+        "torchscript-cuda",
+        "torch-compile-cuda",
+        "onnxruntime-cuda",
+        "onnxruntime-tensorrt",
+        "tensorrt",
+        "tensorrt-fp16",
+    }
 
 
 def test_registry_refuses_duplicates_and_lists_known_names() -> None:
@@ -46,13 +54,17 @@ def test_torch_runtimes_do_not_apply_to_onnx(tiny_models: dict[str, Path]) -> No
     assert reason == "torch-cpu builds from torch, torch-exportedprogram, torchscript models; mlp.onnx is onnx"
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider:UserWarning")  # ORT says so, then falls back
 def test_onnxruntime_refuses_a_silent_fallback_to_cpu(tiny_models: dict[str, Path]) -> None:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA provider, so it would not fall back")
     model = load(tiny_models[".onnx"])
-    with pytest.raises(RuntimeBuildError, match="did not activate CUDAExecutionProvider .active: CPUExecutionProvider.; it would silently run on the CPU"):
+    with pytest.raises(
+        RuntimeBuildError,
+        match=r"did not activate CUDAExecutionProvider \(active: CPUExecutionProvider\); it would silently run on the CPU",
+    ):
         OnnxRuntimeRunner("onnxruntime-cuda", model, model.path, "CUDAExecutionProvider")
 
 
@@ -72,7 +84,10 @@ def test_cpu_runners_touch_no_cuda_api(tiny_models: dict[str, Path], monkeypatch
 
     monkeypatch.setattr(torch.cuda, "synchronize", forbidden)
     monkeypatch.setattr(torch.cuda, "current_stream", forbidden)
-    session = NavigatorSession(Settings(models=(tiny_models[".pt2"],), runtimes=("torch-cpu", "torchscript-cpu", "onnxruntime-cpu")), default_registry())
+    session = NavigatorSession(
+        Settings(models=(tiny_models[".pt2"],), runtimes=("torch-cpu", "torchscript-cpu", "onnxruntime-cpu")),
+        default_registry(),
+    )
     model = session.load_models()[0]
     for runtime in ("torch-cpu", "torchscript-cpu", "onnxruntime-cpu"):
         runner = session.runner(model, runtime)
@@ -92,7 +107,7 @@ def test_build_errors_are_remembered_per_runtime(tiny_models: dict[str, Path]) -
     session = NavigatorSession(Settings(models=(tiny_models[".pt2"],)), registry)
     model = session.load_models()[0]
     for _ in range(2):
-        with pytest.raises(RuntimeBuildError, match="building broken for mlp.pt2 failed: OSError: no such server"):
+        with pytest.raises(RuntimeBuildError, match=r"building broken for mlp\.pt2 failed: OSError: no such server"):
             session.runner(model, "broken")
     assert calls == [1]
     assert session.check_correctness(model, "torch-cpu").passed  # others go on

@@ -145,7 +145,9 @@ def test_cli_spec_wins_over_ini_and_sidecar() -> None:
 def test_missing_spec_shows_the_option_to_add() -> None:
     with pytest.raises(SpecError) as info:
         resolve(None, [None, None, None], "model file 'm.pt'", ("input_ids", "attention_mask"))
-    assert '--navigator-input "input_ids:float32[N,...]" --navigator-input "attention_mask:float32[N,...]"' in str(info.value)
+    assert '--navigator-input "input_ids:float32[N,...]" --navigator-input "attention_mask:float32[N,...]"' in str(
+        info.value
+    )
 
 
 def test_binding_follows_seed_002() -> None:

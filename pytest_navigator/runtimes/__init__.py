@@ -1,7 +1,7 @@
 """The runtime registry: built-in runtimes plus the ones users register from conftest.py.
 
-    def pytest_navigator_register_runtimes(registry):
-        registry.register(RuntimeDefinition("my-server", build=build_my_server))
+def pytest_navigator_register_runtimes(registry):
+    registry.register(RuntimeDefinition("my-server", build=build_my_server))
 """
 
 from __future__ import annotations
@@ -47,11 +47,15 @@ class Registry:
         if not isinstance(definition, RuntimeDefinition):
             raise RuntimeSelectionError(f"register() takes a RuntimeDefinition, got {definition!r}")
         if definition.name in self._definitions and not replace:
-            raise RuntimeSelectionError(f"a runtime named {definition.name!r} is already registered; pick another name or pass replace=True to override it.")
+            raise RuntimeSelectionError(
+                f"a runtime named {definition.name!r} is already registered; pick another name or pass replace=True to override it."
+            )
         self._definitions[definition.name] = definition
         return definition
 
-    def runtime(self, name: str, **options: object) -> Callable[[Callable[[Model, BuildContext], Runner]], Callable[[Model, BuildContext], Runner]]:
+    def runtime(
+        self, name: str, **options: object
+    ) -> Callable[[Callable[[Model, BuildContext], Runner]], Callable[[Model, BuildContext], Runner]]:
         """Decorator form: `@registry.runtime("my-server")` over a `build(model, ctx) -> Runner`."""
 
         def decorate(build: Callable[[Model, BuildContext], Runner]) -> Callable[[Model, BuildContext], Runner]:

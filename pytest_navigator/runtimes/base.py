@@ -52,7 +52,9 @@ class Runner(abc.ABC):
         """Raise SampleError naming the input when a sample lacks one the model needs."""
         missing = [name for name in self.input_spec.names if name not in sample]
         if missing:
-            raise SampleError(f"sample has no input {', '.join(map(repr, missing))}; {self.runtime} needs {', '.join(self.input_spec.names)} (got {', '.join(sample) or 'nothing'}).")
+            raise SampleError(
+                f"sample has no input {', '.join(map(repr, missing))}; {self.runtime} needs {', '.join(self.input_spec.names)} (got {', '.join(sample) or 'nothing'})."
+            )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.runtime} on {self.device}>"
@@ -61,7 +63,9 @@ class Runner(abc.ABC):
 class CallableRunner(Runner):
     """A runner around any `Sample -> Sample` function: the quickest way to test a serving wrapper."""
 
-    def __init__(self, runtime: str, function: Callable[[Sample], Sample], input_spec: IOSpec, device: str = "cpu") -> None:
+    def __init__(
+        self, runtime: str, function: Callable[[Sample], Sample], input_spec: IOSpec, device: str = "cpu"
+    ) -> None:
         super().__init__(runtime, input_spec, device=device)
         self._function = function
 

@@ -29,7 +29,9 @@ PROVIDERS = {
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporters print progress and warn about torchvision ops; keep a test run's output clean."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript")]
+    loggers = [
+        logging.getLogger(name) for name in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript")
+    ]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
@@ -64,23 +66,43 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
     try:
         with _quiet_exporter():
             if model.format is Format.TORCHSCRIPT:
-                dynamic_axes = {t.name: {i: f"{t.name}_{i}" for i, d in enumerate(t.dims) if d.dynamic} for t in model.io_spec}
+                dynamic_axes = {
+                    t.name: {i: f"{t.name}_{i}" for i, d in enumerate(t.dims) if d.dynamic} for t in model.io_spec
+                }
                 for name in output_names or []:
                     dynamic_axes[name] = {0: "N"}
                 torch.onnx.export(
-                    model.source, (*args, kwargs) if kwargs else tuple(args), str(partial), dynamo=False,
+                    model.source,
+                    (*args, kwargs) if kwargs else tuple(args),
+                    str(partial),
+                    dynamo=False,
                     input_names=list(model.positional_inputs) + list(model.keyword_inputs),
-                    output_names=output_names, dynamic_axes=dynamic_axes, opset_version=OPSET,
+                    output_names=output_names,
+                    dynamic_axes=dynamic_axes,
+                    opset_version=OPSET,
                 )
             else:
-                program = model.source if model.format is Format.TORCH_EXPORTEDPROGRAM else _export_program(model, args, kwargs)
+                program = (
+                    model.source
+                    if model.format is Format.TORCH_EXPORTEDPROGRAM
+                    else _export_program(model, args, kwargs)
+                )
                 torch.onnx.export(
-                    program, tuple(args), str(partial), kwargs=kwargs or None, dynamo=True,
-                    external_data=False, output_names=output_names, verbose=False, opset_version=OPSET,
+                    program,
+                    tuple(args),
+                    str(partial),
+                    kwargs=kwargs or None,
+                    dynamo=True,
+                    external_data=False,
+                    output_names=output_names,
+                    verbose=False,
+                    opset_version=OPSET,
                 )
     except Exception as exc:
         partial.unlink(missing_ok=True)
-        raise RuntimeBuildError(f"exporting {model.name} to ONNX failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise RuntimeBuildError(
+            f"exporting {model.name} to ONNX failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
     partial.replace(path)
     return path
 
@@ -112,17 +134,23 @@ def _example_args(model: Model, sample: Sample) -> tuple[list[Any], dict[str, An
 class OnnxRuntimeRunner(Runner):
     """An onnxruntime InferenceSession on one execution provider, refusing a silent CPU fallback."""
 
-    def __init__(self, runtime: str, model: Model, onnx_path: Path, provider: str, optimize: bool = True, device: str = "cpu") -> None:
+    def __init__(
+        self, runtime: str, model: Model, onnx_path: Path, provider: str, optimize: bool = True, device: str = "cpu"
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
         options.log_severity_level = 3
         providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         except Exception as exc:
-            raise RuntimeBuildError(f"onnxruntime could not load {onnx_path}: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise RuntimeBuildError(
+                f"onnxruntime could not load {onnx_path}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
         active = self.session.get_providers()
         if provider not in active:
             raise RuntimeBuildError(
@@ -132,7 +160,9 @@ class OnnxRuntimeRunner(Runner):
         inputs = [i.name for i in self.session.get_inputs()]
         missing = [name for name in inputs if name not in model.io_spec.names]
         if missing:
-            raise RuntimeBuildError(f"{onnx_path} takes inputs {', '.join(inputs)}, but the model's spec names {', '.join(model.io_spec.names)}.")
+            raise RuntimeBuildError(
+                f"{onnx_path} takes inputs {', '.join(inputs)}, but the model's spec names {', '.join(model.io_spec.names)}."
+            )
         super().__init__(runtime, model.io_spec, [o.name for o in self.session.get_outputs()], device)
         self._inputs = inputs
         self._dtypes = {t.name: np.dtype(t.dtype) for t in model.io_spec}
@@ -178,7 +208,9 @@ def exporter_unavailable(model: Model) -> str | None:
     try:
         import onnx  # noqa: F401
     except ImportError:
-        return "the onnx package is not installed (pip install 'pytest-navigator[onnx]'), so the model cannot be exported"
+        return (
+            "the onnx package is not installed (pip install 'pytest-navigator[onnx]'), so the model cannot be exported"
+        )
     if model.format is not Format.TORCHSCRIPT:
         try:
             import onnxscript  # noqa: F401
@@ -201,7 +233,9 @@ def build_reference(model: Model, ctx: BuildContext) -> Runner:
 def definitions() -> list[RuntimeDefinition]:
     return [
         RuntimeDefinition(
-            runtime, functools.partial(build_onnxruntime, runtime=runtime), ALL_FORMATS,
+            runtime,
+            functools.partial(build_onnxruntime, runtime=runtime),
+            ALL_FORMATS,
             "cpu" if runtime == "onnxruntime-cpu" else "cuda",
             requirement=functools.partial(onnxruntime_unavailable, provider),
             model_check=exporter_unavailable,

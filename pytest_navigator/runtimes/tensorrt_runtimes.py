@@ -9,7 +9,7 @@ from pytest_navigator.config import Sample
 from pytest_navigator.errors import RuntimeBuildError
 from pytest_navigator.model import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
-from pytest_navigator.runtimes.onnx_runtimes import exporter_unavailable, export_onnx
+from pytest_navigator.runtimes.onnx_runtimes import export_onnx, exporter_unavailable
 
 WORKSPACE_BYTES = 1 << 30
 
@@ -87,7 +87,7 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
         tensor = network.get_input(index)
         spec = model.io_spec[tensor.name]
 
-        def shape(batch: int, pick: str) -> tuple[int, ...]:
+        def shape(batch: int, pick: str, spec: Any = spec) -> tuple[int, ...]:
             dims = []
             for axis, dim in enumerate(spec.dims):
                 if not dim.dynamic:
@@ -110,9 +110,14 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
 def definitions() -> list[RuntimeDefinition]:
     return [
         RuntimeDefinition(
-            name, functools.partial(build_tensorrt, fp16=fp16), ALL_FORMATS, "cuda",
-            precision="fp16" if fp16 else "fp32", requirement=tensorrt_unavailable,
-            model_check=exporter_unavailable, description=f"native TensorRT engine, {'fp16' if fp16 else 'fp32'}",
+            name,
+            functools.partial(build_tensorrt, fp16=fp16),
+            ALL_FORMATS,
+            "cuda",
+            precision="fp16" if fp16 else "fp32",
+            requirement=tensorrt_unavailable,
+            model_check=exporter_unavailable,
+            description=f"native TensorRT engine, {'fp16' if fp16 else 'fp32'}",
         )
         for name, fp16 in (("tensorrt", False), ("tensorrt-fp16", True))
     ]

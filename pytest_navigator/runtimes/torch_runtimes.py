@@ -145,7 +145,9 @@ class TracedTorchScriptRunner(TorchRunner):
             try:
                 traced = torch.jit.trace(source, tuple(args), example_kwarg_inputs=kwargs or None, check_trace=False)
             except Exception as exc:
-                raise RuntimeBuildError(f"torch.jit.trace of {self._model.name} failed: {type(exc).__name__}: {exc}") from exc
+                raise RuntimeBuildError(
+                    f"torch.jit.trace of {self._model.name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             plan = _freeze(traced)
         self.plan_build_seconds[key] = time.perf_counter() - started
         return plan
@@ -181,7 +183,9 @@ def build_compiled(model: Model, ctx: BuildContext, device: str = "cpu") -> Runn
     try:  # compile now, so a build error fails this runtime's build and not its first test
         runner.infer(ctx.example)
     except Exception as exc:
-        raise RuntimeBuildError(f"torch.compile of {model.name} failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+        raise RuntimeBuildError(
+            f"torch.compile of {model.name} failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        ) from exc
     return runner
 
 
@@ -194,8 +198,30 @@ def definitions() -> list[RuntimeDefinition]:
     for device in ("cpu", "cuda"):
         requirement = (lambda: None) if device == "cpu" else cuda_unavailable
         found += [
-            RuntimeDefinition(f"torch-{device}", _on(device, build_eager), TORCH_FORMATS, device, requirement=requirement, description="PyTorch eager, inference_mode, fp32"),
-            RuntimeDefinition(f"torchscript-{device}", _on(device, build_torchscript), TORCH_FORMATS, device, requirement=requirement, description="TorchScript, frozen and optimized for inference"),
-            RuntimeDefinition(f"torch-compile-{device}", _on(device, build_compiled), TORCH_FORMATS, device, requirement=requirement, model_check=_not_torchscript, description="torch.compile (inductor)"),
+            RuntimeDefinition(
+                f"torch-{device}",
+                _on(device, build_eager),
+                TORCH_FORMATS,
+                device,
+                requirement=requirement,
+                description="PyTorch eager, inference_mode, fp32",
+            ),
+            RuntimeDefinition(
+                f"torchscript-{device}",
+                _on(device, build_torchscript),
+                TORCH_FORMATS,
+                device,
+                requirement=requirement,
+                description="TorchScript, frozen and optimized for inference",
+            ),
+            RuntimeDefinition(
+                f"torch-compile-{device}",
+                _on(device, build_compiled),
+                TORCH_FORMATS,
+                device,
+                requirement=requirement,
+                model_check=_not_torchscript,
+                description="torch.compile (inductor)",
+            ),
         ]
     return found
