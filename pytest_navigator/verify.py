@@ -51,7 +51,7 @@ class OutputComparison:
     def describe(self) -> str:
         if self.problem:
             return f"output {self.name!r}: {self.problem}"
-        where = f"at index {list(self.worst_index)}: expected {self.expected!r}, got {self.actual!r}"
+        where = f"at index {list(self.worst_index)}: expected {self.expected:.6g}, got {self.actual:.6g}"
         return (
             f"output {self.name!r}: {self.failing_elements} element(s) outside {self.tolerance}; "
             f"max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g}, worst {where}; "
