@@ -29,3 +29,9 @@ class RuntimeInferenceError(NavigatorError):
 
 class SampleError(NavigatorError):
     """A sample does not match the model's input spec."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, for one-paragraph messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_navigator.config import Format
-from pytest_navigator.errors import ModelLoadError, SpecError
+from pytest_navigator.errors import ModelLoadError, SpecError, first_line
 from pytest_navigator.spec import IOSpec, bind, from_exported_program, from_onnx, resolve
 
 ACCEPTED = (
@@ -163,30 +163,28 @@ def load(path: str | Path, *, trust: bool = False, user_specs: Sequence[IOSpec |
 def _load_torchscript(path: Path, label: str) -> Any:
     import torch
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*deprecated.*", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*torch.jit.*")
-        try:
-            return torch.jit.load(str(path), map_location="cpu").eval()
-        except Exception as exc:
-            raise _fail(
-                Path(path),
-                f"looks like TorchScript but torch.jit.load failed ({type(exc).__name__}: {_first_line(exc)})",
-            ) from None
+    return _load_with(
+        lambda: torch.jit.load(str(path), map_location="cpu").eval(), path, "TorchScript", "torch.jit.load"
+    )
 
 
 def _load_exported(path: Path, label: str) -> Any:
     import torch
 
+    return _load_with(lambda: torch.export.load(str(path)), path, "a torch.export archive", "torch.export.load")
+
+
+def _load_with(loader: Any, path: Path, kind: str, function: str) -> Any:
+    """Run a torch loader quietly (torch 2.13 deprecates these loaders) and name the file if it fails."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message=".*torch.jit.*")
         try:
-            return torch.export.load(str(path))
+            return loader()
         except Exception as exc:
             raise _fail(
-                Path(path),
-                f"looks like a torch.export archive but torch.export.load failed ({type(exc).__name__}: {_first_line(exc)})",
+                path, f"looks like {kind} but {function} failed ({type(exc).__name__}: {first_line(exc)})"
             ) from None
 
 
@@ -198,7 +196,7 @@ def _load_pickle(path: Path, label: str) -> Any:
     except Exception as exc:
         raise _fail(
             path,
-            f"could not be unpickled ({type(exc).__name__}: {_first_line(exc)}); the classes a pickle names must be importable here, e.g. from a package or conftest.py",
+            f"could not be unpickled ({type(exc).__name__}: {first_line(exc)}); the classes a pickle names must be importable here, e.g. from a package or conftest.py",
         ) from None
     if not isinstance(obj, torch.nn.Module):
         raise _fail(
@@ -215,7 +213,7 @@ def _load_onnx(path: Path, label: str) -> Any:
         proto = onnx.load(str(path))
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise _fail(path, f"is not a valid ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise _fail(path, f"is not a valid ONNX model ({type(exc).__name__}: {first_line(exc)})") from None
     return proto
 
 
@@ -233,8 +231,3 @@ def _own_spec(source: Any, fmt: Format, label: str) -> tuple[IOSpec | None, tupl
     parameters = inspect.signature(source.forward).parameters.values()
     names = tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     return None, names
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

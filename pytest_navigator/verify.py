@@ -91,16 +91,8 @@ def compare_array(name: str, expected: np.ndarray, actual: np.ndarray | None, to
     ref_finite = np.isfinite(ref)
     bad_nonfinite = ~np.isfinite(got) & ref_finite
     if bad_nonfinite.any():
-        index = tuple(int(i) for i in np.argwhere(bad_nonfinite)[0])
-        return OutputComparison(
-            name,
-            False,
-            tolerance,
-            worst_index=index,
-            expected=float(ref[index]),
-            actual=float(got[index]),
-            failing_elements=int(bad_nonfinite.sum()),
-            problem=f"{int(bad_nonfinite.sum())} NaN/Inf element(s) where the reference is finite, first at index {list(index)}: expected {float(ref[index])!r}, got {float(got[index])!r}",
+        return _first_mismatch(
+            name, bad_nonfinite, ref, got, tolerance, "NaN/Inf element(s) where the reference is finite"
         )
     same_nonfinite = ~ref_finite & ((got == ref) | (np.isnan(got) & np.isnan(ref)))
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where both are inf: handled above
@@ -138,7 +130,17 @@ def _compare_exact(name: str, expected: np.ndarray, actual: np.ndarray, toleranc
     diff = expected != actual
     if not diff.any():
         return OutputComparison(name, True, tolerance)
-    index = tuple(int(i) for i in np.argwhere(diff)[0])
+    return _first_mismatch(
+        name, diff, expected, actual, tolerance, "element(s) differ (integer/bool outputs compare exactly)"
+    )
+
+
+def _first_mismatch(
+    name: str, mask: np.ndarray, expected: np.ndarray, actual: np.ndarray, tolerance: Tolerance, what: str
+) -> OutputComparison:
+    """A failure that no tolerance can fix, reported at its first element."""
+    index = tuple(int(i) for i in np.argwhere(mask)[0])
+    count = int(mask.sum())
     return OutputComparison(
         name,
         False,
@@ -146,8 +148,8 @@ def _compare_exact(name: str, expected: np.ndarray, actual: np.ndarray, toleranc
         worst_index=index,
         expected=float(expected[index]),
         actual=float(actual[index]),
-        failing_elements=int(diff.sum()),
-        problem=f"{int(diff.sum())} element(s) differ (integer/bool outputs compare exactly), first at index {list(index)}: expected {expected[index]!r}, got {actual[index]!r}",
+        failing_elements=count,
+        problem=f"{count} {what}, first at index {list(index)}: expected {expected[index]!r}, got {actual[index]!r}",
     )
 
 

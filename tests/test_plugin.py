@@ -220,8 +220,8 @@ def test_fixtures_let_users_write_their_own_tests(pytester: pytest.Pytester, tin
 def test_without_navigator_options_the_plugin_stays_out_of_the_way(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_mine="""
-        def test_plain():
-            assert True
+        def test_plain(pytestconfig):
+            assert pytestconfig.pluginmanager.get_plugin("navigator-session") is None
 
         def test_needs_model(navigator_runner):
             pass

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pytest_navigator.config import Format, Sample
-from pytest_navigator.errors import RuntimeBuildError
+from pytest_navigator.errors import RuntimeBuildError, first_line
 from pytest_navigator.model import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 
@@ -101,7 +101,7 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
     except Exception as exc:
         partial.unlink(missing_ok=True)
         raise RuntimeBuildError(
-            f"exporting {model.name} to ONNX failed: {type(exc).__name__}: {_first_line(exc)}"
+            f"exporting {model.name} to ONNX failed: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
     partial.replace(path)
     return path
@@ -149,7 +149,7 @@ class OnnxRuntimeRunner(Runner):
             self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         except Exception as exc:
             raise RuntimeBuildError(
-                f"onnxruntime could not load {onnx_path}: {type(exc).__name__}: {_first_line(exc)}"
+                f"onnxruntime could not load {onnx_path}: {type(exc).__name__}: {first_line(exc)}"
             ) from exc
         active = self.session.get_providers()
         if provider not in active:
@@ -243,8 +243,3 @@ def definitions() -> list[RuntimeDefinition]:
         )
         for runtime, provider in PROVIDERS.items()
     ]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
