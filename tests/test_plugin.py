@@ -112,6 +112,28 @@ def test_bad_model_files_are_usage_errors(pytester: pytest.Pytester, content: by
     result.stderr.fnmatch_lines([f"ERROR: model file '*bad.pt' *{problem}*Accepted formats: TorchScript*"])
 
 
+def test_directory_and_unreadable_file_are_usage_errors(
+    pytester: pytest.Pytester, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (pytester.path / "folder.pt2").mkdir()
+    result = pytester.runpytest("--navigator-model=folder.pt2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: model file '*folder.pt2' is a directory, not a model file*Accepted formats*"])
+
+    locked = _copy(pytester, tiny_models[".pt2"])
+    original = Path.open
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> object:  # root reads past chmod 000
+        if self.name == locked.name:
+            raise PermissionError(13, "Permission denied")
+        return original(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", refuse)
+    result = pytester.runpytest("--navigator-model=mlp.pt2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: model file '*mlp.pt2' cannot be read (Permission denied)*Accepted formats*"])
+
+
 def test_torchscript_without_spec_shows_the_option(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> None:
     _copy(pytester, tiny_models[".pt"])
     result = pytester.runpytest("--navigator-model=mlp.pt")
