@@ -141,13 +141,13 @@ def load(path: str | Path, *, trust: bool = False, user_specs: Sequence[IOSpec |
                 "--navigator-trust-model (or set navigator_trust_model = true in the ini file); better, "
                 "save it with torch.export.save (.pt2) or torch.jit.save, which load without running code."
             )
-        source, fmt = _load_pickle(path, label), Format.TORCH
+        source, fmt = _load_pickle(path), Format.TORCH
     elif kind is Format.TORCHSCRIPT:
-        source, fmt = _load_torchscript(path, label), Format.TORCHSCRIPT
+        source, fmt = _load_torchscript(path), Format.TORCHSCRIPT
     elif kind is Format.TORCH_EXPORTEDPROGRAM:
-        source, fmt = _load_exported(path, label), Format.TORCH_EXPORTEDPROGRAM
+        source, fmt = _load_exported(path), Format.TORCH_EXPORTEDPROGRAM
     else:
-        source, fmt = _load_onnx(path, label), Format.ONNX
+        source, fmt = _load_onnx(path), Format.ONNX
 
     own_spec, signature = _own_spec(source, fmt, label)
     io_spec = resolve(own_spec, user_specs, label, signature)
@@ -160,7 +160,7 @@ def load(path: str | Path, *, trust: bool = False, user_specs: Sequence[IOSpec |
     )
 
 
-def _load_torchscript(path: Path, label: str) -> Any:
+def _load_torchscript(path: Path) -> Any:
     import torch
 
     return _load_with(
@@ -168,7 +168,7 @@ def _load_torchscript(path: Path, label: str) -> Any:
     )
 
 
-def _load_exported(path: Path, label: str) -> Any:
+def _load_exported(path: Path) -> Any:
     import torch
 
     return _load_with(lambda: torch.export.load(str(path)), path, "a torch.export archive", "torch.export.load")
@@ -188,7 +188,7 @@ def _load_with(loader: Any, path: Path, kind: str, function: str) -> Any:
             ) from None
 
 
-def _load_pickle(path: Path, label: str) -> Any:
+def _load_pickle(path: Path) -> Any:
     import torch
 
     try:
@@ -206,7 +206,7 @@ def _load_pickle(path: Path, label: str) -> Any:
     return obj.eval()
 
 
-def _load_onnx(path: Path, label: str) -> Any:
+def _load_onnx(path: Path) -> Any:
     import onnx
 
     try:

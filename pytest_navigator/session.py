@@ -74,6 +74,7 @@ class NavigatorSession:
     _runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = field(default_factory=dict)
     _references: dict[Path, Runner] = field(default_factory=dict)
     _samples: dict[tuple[Path, int], list[Sample]] = field(default_factory=dict)
+    _examples: dict[Path, Sample] = field(default_factory=dict)
     _reference_outputs: dict[tuple[Path, int, int], Sample] = field(default_factory=dict)
 
     def load_models(self) -> list[Model]:
@@ -161,11 +162,16 @@ class NavigatorSession:
         return BuildContext(self.workdir, self._example(model), output_names, self.batch_sizes(model))
 
     def _example(self, model: Model) -> Sample:
-        import numpy as np
+        """The request builds trace, compile and export with (batch 2 where allowed), made once per model."""
+        if model.path not in self._examples:
+            import numpy as np
 
-        limit = model.io_spec.max_batch_size
-        size = 2 if limit is None or limit >= 2 else 1
-        return random_sample(model.io_spec, size, np.random.default_rng(self.settings.seed + 7919))
+            limit = model.io_spec.max_batch_size
+            size = 2 if limit is None or limit >= 2 else 1
+            self._examples[model.path] = random_sample(
+                model.io_spec, size, np.random.default_rng(self.settings.seed + 7919)
+            )
+        return self._examples[model.path]
 
     def batch_sizes(self, model: Model) -> tuple[int, ...]:
         limit = model.io_spec.max_batch_size

@@ -17,6 +17,7 @@ from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError, first_line
 from pytest_navigator.model import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
+from pytest_navigator.runtimes.torch_runtimes import bind_tensors
 
 OPSET = 18
 PROVIDERS = {
@@ -59,8 +60,7 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
     if path.is_file():
         return path
     ctx.workdir.mkdir(parents=True, exist_ok=True)
-    runner_args = _example_args(model, ctx.example)
-    args, kwargs = runner_args
+    args, kwargs = bind_tensors(model, ctx.example)
     output_names = list(ctx.output_names) or None
     partial = path.with_suffix(".partial.onnx")
     try:
@@ -120,15 +120,6 @@ def _export_program(model: Model, args: list[Any], kwargs: dict[str, Any]) -> An
             if d.dynamic
         } or None
     return torch.export.export(model.source, tuple(args), kwargs or None, dynamic_shapes=shapes)
-
-
-def _example_args(model: Model, sample: Sample) -> tuple[list[Any], dict[str, Any]]:
-    import torch
-
-    def tensor(name: str) -> Any:
-        return torch.from_numpy(np.ascontiguousarray(sample[name]))
-
-    return [tensor(n) for n in model.positional_inputs], {n: tensor(n) for n in model.keyword_inputs}
 
 
 class OnnxRuntimeRunner(Runner):

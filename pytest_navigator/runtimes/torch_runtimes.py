@@ -22,19 +22,12 @@ class TorchRunner(Runner):
     def __init__(self, runtime: str, module: Any, model: Model, device: str = "cpu") -> None:
         super().__init__(runtime, model.io_spec, device=device)
         self.module = module
-        self._positional = model.positional_inputs
-        self._keyword = model.keyword_inputs
+        self._model = model
 
     def to_device(self, sample: Sample) -> tuple[list[Any], dict[str, Any]]:
         """Host arrays -> tensors on this runner's device, bound to forward's arguments."""
-        import torch
-
         self.check_sample(sample)
-
-        def tensor(name: str) -> Any:
-            return torch.from_numpy(np.ascontiguousarray(sample[name])).to(self.device)
-
-        return [tensor(n) for n in self._positional], {n: tensor(n) for n in self._keyword}
+        return bind_tensors(self._model, sample, self.device)
 
     def infer(self, sample: Sample) -> Sample:
         import torch
@@ -52,6 +45,16 @@ class TorchRunner(Runner):
             import torch
 
             torch.cuda.synchronize(self.device)
+
+
+def bind_tensors(model: Model, sample: Sample, device: str = "cpu") -> tuple[list[Any], dict[str, Any]]:
+    """A sample's arrays as tensors on `device`, split into forward's positional and keyword arguments."""
+    import torch
+
+    def tensor(name: str) -> Any:
+        return torch.from_numpy(np.ascontiguousarray(sample[name])).to(device)
+
+    return [tensor(n) for n in model.positional_inputs], {n: tensor(n) for n in model.keyword_inputs}
 
 
 def name_outputs(outputs: Any, prefix: str = "output") -> Sample:
@@ -121,7 +124,6 @@ class TracedTorchScriptRunner(TorchRunner):
 
     def __init__(self, runtime: str, model: Model, device: str) -> None:
         super().__init__(runtime, None, model, device)
-        self._model = model
         self.plans: dict[tuple[tuple[int, ...], ...], Any] = {}
         self.plan_build_seconds: dict[tuple[tuple[int, ...], ...], float] = {}
 
