@@ -7,21 +7,27 @@ reference outputs of a sample computed once for all runtimes' checks.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_navigator.config import Sample
-from pytest_navigator.errors import NavigatorError, RuntimeBuildError, RuntimeInferenceError
+from pytest_navigator.correctness import CheckOptions, CorrectnessReport
+from pytest_navigator.errors import NavigatorError, RuntimeBuildError
 from pytest_navigator.model import Model, load
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
-from pytest_navigator.samples import random_sample, random_samples
+from pytest_navigator.samples import digest, random_sample
 from pytest_navigator.settings import Settings
 from pytest_navigator.spec import parse_io_spec, read_sidecar
-from pytest_navigator.verify import DEFAULT_TOLERANCES, OutputComparison, Tolerance, compare_outputs
+from pytest_navigator.user_samples import LabeledSample, check_samples, load_sample_files
+
+#: Reference outputs kept for this many distinct samples (a run's samples repeat across runtimes).
+REFERENCE_CACHE_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -45,25 +51,6 @@ class RuntimeRecord:
     build_seconds: float | None = None
 
 
-class CorrectnessFailure(AssertionError):
-    """A runtime's outputs disagree with the reference; the message has every figure."""
-
-
-@dataclass(frozen=True)
-class CorrectnessReport:
-    runtime: str
-    samples: int
-    comparisons: tuple[tuple[int, OutputComparison], ...]
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for _, c in self.comparisons)
-
-    @property
-    def failures(self) -> list[tuple[int, OutputComparison]]:
-        return [(i, c) for i, c in self.comparisons if not c.passed]
-
-
 @dataclass
 class NavigatorSession:
     settings: Settings
@@ -71,11 +58,13 @@ class NavigatorSession:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="navigator-")))
     models: dict[Path, Model] = field(default_factory=dict)
     records: dict[tuple[Path, str], RuntimeRecord] = field(default_factory=dict)
+    correctness: dict[tuple[Path, str], CorrectnessReport] = field(default_factory=dict)
     _runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = field(default_factory=dict)
     _references: dict[Path, Runner] = field(default_factory=dict)
-    _samples: dict[tuple[Path, int], list[Sample]] = field(default_factory=dict)
     _examples: dict[Path, Sample] = field(default_factory=dict)
-    _reference_outputs: dict[tuple[Path, int, int], Sample] = field(default_factory=dict)
+    _reference_outputs: OrderedDict[tuple[Path, str], Sample] = field(default_factory=OrderedDict)
+    _run_seed: int | None = None
+    _user_samples: dict[Path, list[LabeledSample]] = field(default_factory=dict)
 
     def load_models(self) -> list[Model]:
         """Load every model of the settings; the first bad one raises its NavigatorError."""
@@ -168,9 +157,7 @@ class NavigatorSession:
 
             limit = model.io_spec.max_batch_size
             size = 2 if limit is None or limit >= 2 else 1
-            self._examples[model.path] = random_sample(
-                model.io_spec, size, np.random.default_rng(self.settings.seed + 7919)
-            )
+            self._examples[model.path] = random_sample(model.io_spec, size, np.random.default_rng(7919))
         return self._examples[model.path]
 
     def batch_sizes(self, model: Model) -> tuple[int, ...]:
@@ -181,58 +168,71 @@ class NavigatorSession:
 
     # -- correctness ---------------------------------------------------------------------------
 
-    def samples(self, model: Model) -> list[Sample]:
-        key = (model.path, self.settings.seed)
-        if key not in self._samples:
-            sizes = self.batch_sizes(model) or (1,)
-            self._samples[key] = random_samples(
-                model.io_spec, sizes, self.settings.samples_per_batch, self.settings.seed
-            )
-        return self._samples[key]
+    @property
+    def state_dir(self) -> Path:
+        """Where failing samples and the Hypothesis example database are kept between runs."""
+        return self.settings.state_dir
 
-    def reference_outputs(self, model: Model, index: int) -> Sample:
-        key = (model.path, self.settings.seed, index)
-        if key not in self._reference_outputs:
-            self._reference_outputs[key] = self.reference(model).infer(self.samples(model)[index])
-        return self._reference_outputs[key]
+    @property
+    def run_seed(self) -> int:
+        """The seed every runtime's generated samples come from this run: --navigator-seed, 0 under a
+        derandomized profile (CI), else a fresh one per run."""
+        if self._run_seed is None:
+            from pytest_navigator.correctness import derandomized
 
-    def check_correctness(self, model: Model, runtime: str, tolerance: Tolerance | None = None) -> CorrectnessReport:
-        """Run every sample through the runtime and compare with the reference; raise on disagreement."""
-        runner = self.runner(model, runtime)
-        tolerance = tolerance or DEFAULT_TOLERANCES.get(
-            self.registry.get(runtime).precision, DEFAULT_TOLERANCES["fp32"]
-        )
-        comparisons: list[tuple[int, OutputComparison]] = []
-        samples = self.samples(model)
-        for index, sample in enumerate(samples):
-            expected = self.reference_outputs(model, index)
-            try:
-                actual = runner.infer(sample)
-            except NavigatorError:
-                raise
-            except Exception as exc:
-                shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in sample.items())
-                raise RuntimeInferenceError(
-                    f"{runtime} raised on sample {index} ({shapes}): {type(exc).__name__}: {_last_line(exc)}"
-                ) from exc
-            comparisons += [(index, c) for c in compare_outputs(expected, actual, tolerance)]
-        report = CorrectnessReport(runtime, len(samples), tuple(comparisons))
+            if self.settings.seed is not None:
+                self._run_seed = self.settings.seed
+            elif derandomized(self.settings.hypothesis_profile):
+                self._run_seed = 0
+            else:
+                self._run_seed = secrets.randbelow(2**32)
+        return self._run_seed
+
+    def load_user_samples(self) -> None:
+        """Read --navigator-samples once and check it against every model's spec (SampleError names the field)."""
+        if self.settings.samples_path is None:
+            return
+        loaded = load_sample_files(self.settings.samples_path)
+        for model in self.load_models():
+            self._user_samples[model.path] = check_samples(loaded, model.io_spec)
+
+    def user_samples(self, model: Model) -> list[LabeledSample]:
+        """The samples of --navigator-samples, checked against this model's spec."""
+        if self.settings.samples_path is not None and model.path not in self._user_samples:
+            self.load_user_samples()
+        return self._user_samples.get(model.path, [])
+
+    def reference_outputs(self, model: Model, sample: Sample) -> Sample:
+        """The reference's outputs for a sample, computed once per distinct sample for all runtimes."""
+        key = (model.path, digest(sample))
+        if key in self._reference_outputs:
+            self._reference_outputs.move_to_end(key)
+            return self._reference_outputs[key]
+        outputs = self.reference(model).infer(sample)
+        self._reference_outputs[key] = outputs
+        if len(self._reference_outputs) > REFERENCE_CACHE_SIZE:
+            self._reference_outputs.popitem(last=False)
+        return outputs
+
+    def check_correctness(self, model: Model, runtime: str, options: CheckOptions | None = None) -> CorrectnessReport:
+        """Check a runtime against the reference (users' samples, then generated ones); raise on disagreement."""
+        from pytest_navigator.correctness import check_runtime
+
+        report = None
         record = self.records.setdefault((model.path, runtime), RuntimeRecord())
-        record.status = "passed" if report.passed else "failed"
-        record.detail = f"{len(samples)} samples, batch sizes {','.join(map(str, self.batch_sizes(model)))}"
-        if not report.passed:
-            raise CorrectnessFailure(self._describe_failure(model, report))
+        try:
+            report = check_runtime(self, model, runtime, options or CheckOptions(examples=self.settings.examples))
+        finally:
+            if record.status != "failed-build":
+                record.status = "passed" if report else "failed"
+            if report:
+                worst = max((o.max_abs_error for o in report.outputs), default=0.0)
+                given = f" ({report.explicit} given)" if report.explicit else ""
+                sizes = report.batch_sizes
+                batches = f" at batch sizes {sizes[0]}-{sizes[-1]}" if len(sizes) > 1 else ""
+                record.detail = f"{report.samples} samples{given}{batches}, max abs error {worst:.2g}"
+                self.correctness[(model.path, runtime)] = report
         return report
-
-    def _describe_failure(self, model: Model, report: CorrectnessReport) -> str:
-        samples = self.samples(model)
-        lines = [f"{report.runtime} disagrees with the reference ({self.reference(model).runtime}) on {model.name}:"]
-        for index, comparison in report.failures[:8]:
-            shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in samples[index].items())
-            lines.append(f"  sample {index} ({shapes}): {comparison.describe()}")
-        if len(report.failures) > 8:
-            lines.append(f"  ... and {len(report.failures) - 8} more failing outputs")
-        return "\n".join(lines)
 
     def close(self) -> None:
         """Remove the run's temporary artifacts."""

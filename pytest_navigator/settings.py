@@ -29,8 +29,20 @@ class Settings:
     baselines_dir: Path = Path("baselines")
     report_path: Path | None = None
     update_baselines: bool = False
-    samples_per_batch: int = 2
-    seed: int = 0
+    #: Generated samples per runtime (--navigator-examples); 0 checks users' samples only.
+    examples: int = 25
+    #: An .npz file or a folder of them (--navigator-samples), checked before generated samples.
+    samples_path: Path | None = None
+    #: A check that cannot fail (tiny or constant reference outputs) fails instead of warning.
+    strict: bool = False
+    #: Hypothesis settings profile: --hypothesis-profile, else navigator-ci under CI, else navigator-dev.
+    hypothesis_profile: str | None = None
+    #: Seed of the generated samples (--navigator-seed); None: 0 when derandomized, else fresh per run.
+    seed: int | None = None
+    #: Failing samples and the Hypothesis example database live here (.navigator under the rootdir).
+    state_dir: Path = Path(".navigator")
+    #: Where pytest was started: paths in messages are shown relative to it.
+    invocation_dir: Path | None = None
 
 
 def parse_runtimes(value: str | None) -> tuple[str, ...] | None:
@@ -59,3 +71,13 @@ def parse_batch_sizes(value: str | Sequence[int] | None, option: str = "--naviga
     if not sizes:
         raise OptionError(f"{option}={value!r}: no batch sizes given; e.g. 1,4,16.")
     return tuple(sorted(set(sizes)))
+
+
+def parse_count(value: str | int | None, option: str, default: int) -> int:
+    """A non-negative integer option ('25') -> 25; anything else names the option and the value."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    text = str(value).strip()
+    if not text.isdigit():
+        raise OptionError(f"{option}={value!r}: give a whole number >= 0, e.g. {default}.")
+    return int(text)

@@ -14,11 +14,12 @@ from pytest_navigator.errors import SpecError
 
 #: dtypes a spec may name; numpy names, because a Sample holds numpy arrays.
 DTYPES = (
-    "float16", "float32", "float64",
+    "float16", "bfloat16", "float32", "float64",
     "int8", "int16", "int32", "int64", "uint8",
     "bool",
 )  # fmt: skip
-FLOAT_DTYPES = ("float16", "float32", "float64")
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+#: bfloat16 arrays are ml_dtypes.bfloat16 (numpy has no bfloat16 of its own; onnx depends on ml_dtypes).
 
 #: Upper bound used for a dynamic axis nobody bounded (the batch axis has its own, below).
 DEFAULT_DYNAMIC_MAX = 64
@@ -238,7 +239,7 @@ def read_sidecar(model_path: Path) -> IOSpec | None:
 
 _ONNX_DTYPES = {
     1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
-    9: "bool", 10: "float16", 11: "float64",
+    9: "bool", 10: "float16", 11: "float64", 16: "bfloat16",
 }  # fmt: skip
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import abc
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from pytest_navigator.config import Sample, VerifyFunction
+from pytest_navigator.errors import NavigatorError
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +63,18 @@ class OutputComparison:
         )
 
 
-def compare_outputs(expected: Sample, actual: Sample, tolerance: Tolerance) -> list[OutputComparison]:
+def compare_outputs(
+    expected: Sample,
+    actual: Sample,
+    tolerance: Tolerance,
+    per_output: Mapping[str, Tolerance] | None = None,
+) -> list[OutputComparison]:
     """One comparison per reference output; a missing or extra output is a failure of its own."""
-    results = [compare_array(name, np.asarray(ref), actual.get(name), tolerance) for name, ref in expected.items()]
+    per_output = per_output or {}
+    results = [
+        compare_array(name, np.asarray(ref), actual.get(name), per_output.get(name, tolerance))
+        for name, ref in expected.items()
+    ]
     for name in actual:
         if name not in expected:
             results.append(
@@ -153,11 +165,205 @@ def _first_mismatch(
     )
 
 
-def allclose(atol: float = 1e-4, rtol: float = 1e-3) -> VerifyFunction:
-    """A seed-000 VerifyFunction: every output of every sample within tolerance."""
-    tolerance = Tolerance(atol, rtol)
+#: Only what no tolerance can excuse: missing or extra outputs, shapes, NaN/Inf, unequal integers.
+STRUCTURE_ONLY = Tolerance(math.inf, math.inf)
 
-    def verify(expected: Iterable[Sample], actual: Iterable[Sample]) -> bool:
-        return all(c.passed for e, a in zip(expected, actual, strict=True) for c in compare_outputs(e, a, tolerance))
 
-    return verify
+class VerifyError(NavigatorError):
+    """A verify function that cannot be built or applied as asked."""
+
+
+def structural_problems(expected: Sample, actual: Sample) -> list[str]:
+    """What fails under any verify function: missing/extra outputs, shapes, NaN/Inf where the reference
+    is finite, integer and bool outputs that differ."""
+    return [c.describe() for c in compare_outputs(expected, actual, STRUCTURE_ONLY) if not c.passed]
+
+
+class ExplainingVerify(abc.ABC):
+    """A seed-000 VerifyFunction that can also say why one pair of samples disagrees."""
+
+    def __call__(self, expected: Iterable[Sample], actual: Iterable[Sample]) -> bool:
+        return all(not self.explain(e, a) for e, a in zip(expected, actual, strict=True))
+
+    def explain(self, expected: Sample, actual: Sample) -> list[str]:
+        """One line per failing output; empty when the pair agrees."""
+        return structural_problems(expected, actual) or self._explain_values(expected, actual)
+
+    @abc.abstractmethod
+    def _explain_values(self, expected: Sample, actual: Sample) -> list[str]:
+        """Failures of the values, once the structure agrees."""
+
+    def atol(self, output: str) -> float | None:
+        """The absolute tolerance an output is judged by, where there is one (for the vacuous-check warning)."""
+        return None
+
+
+class Allclose(ExplainingVerify):
+    """Every element of every output within tolerance: it fails only when it exceeds both atol and rtol."""
+
+    def __init__(self, tolerance: Tolerance, per_output: Mapping[str, Tolerance] | None = None) -> None:
+        self.tolerance = tolerance
+        self.per_output = dict(per_output or {})
+
+    def _explain_values(self, expected: Sample, actual: Sample) -> list[str]:
+        unknown = [name for name in self.per_output if name not in expected]
+        if unknown:
+            raise VerifyError(
+                f"allclose(per_output=...) names output {', '.join(map(repr, unknown))}, but the model's outputs are {', '.join(expected)}."
+            )
+        return [
+            c.describe() for c in compare_outputs(expected, actual, self.tolerance, self.per_output) if not c.passed
+        ]
+
+    def atol(self, output: str) -> float | None:
+        return self.per_output.get(output, self.tolerance).atol
+
+    def __repr__(self) -> str:
+        extra = f", per_output={ {k: str(v) for k, v in self.per_output.items()} }" if self.per_output else ""
+        return f"allclose({self.tolerance}{extra})"
+
+
+class TopKAgreement(ExplainingVerify):
+    """The top-k classes along the last axis agree (as sets) in at least `min_agreement` of the rows.
+
+    A class whose reference score ties the k-th best (within 1e-6 relative) may stand in for it:
+    a near-tie flipping is not a disagreement.
+    """
+
+    def __init__(self, k: int, min_agreement: float, outputs: Iterable[str] | None) -> None:
+        self.k = k
+        self.min_agreement = min_agreement
+        self.outputs = None if outputs is None else tuple(outputs)
+
+    def _explain_values(self, expected: Sample, actual: Sample) -> list[str]:
+        problems = []
+        for name in self.outputs or expected:
+            if name not in expected:
+                raise VerifyError(
+                    f"topk_agreement(outputs=...) names output {name!r}, but the model's outputs are {', '.join(expected)}."
+                )
+            ref = np.asarray(expected[name]).astype(np.float64)
+            got = np.asarray(actual[name]).astype(np.float64)
+            if ref.ndim == 0 or ref.shape[-1] < self.k or ref.dtype.kind not in "fV":
+                if self.outputs is not None:
+                    raise VerifyError(
+                        f"topk_agreement(k={self.k}): output {name!r} has shape {list(ref.shape)}; it needs a last axis of at least {self.k} scores."
+                    )
+                continue  # not a score output; structure checks covered it
+            rows_ref, rows_got = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
+            top_ref = np.argsort(-rows_ref, axis=1, kind="stable")[:, : self.k]
+            top_got = np.argsort(-rows_got, axis=1, kind="stable")[:, : self.k]
+            kth = np.take_along_axis(rows_ref, top_ref[:, -1:], axis=1)
+            slack = 1e-6 * np.maximum(np.abs(kth), 1.0)
+            agree = (np.take_along_axis(rows_ref, top_got, axis=1) >= kth - slack).all(axis=1)
+            share = float(agree.mean()) if agree.size else 1.0
+            if share < self.min_agreement:
+                row = int(np.argmin(agree))
+                index = list(np.unravel_index(row, ref.shape[:-1])) if ref.ndim > 1 else []
+                problems.append(
+                    f"output {name!r}: top-{self.k} agrees in {int(agree.sum())} of {agree.size} rows ({share:.1%} < {self.min_agreement:.1%}); first disagreeing row {index}: reference top-{self.k} {top_ref[row].tolist()}, runtime {top_got[row].tolist()}"
+                )
+        return problems
+
+    def __repr__(self) -> str:
+        return f"topk_agreement(k={self.k}, min_agreement={self.min_agreement:g})"
+
+
+class Cosine(ExplainingVerify):
+    """Each sample row of each float output (flattened) has cosine similarity >= min_similarity with the reference."""
+
+    def __init__(self, min_similarity: float, outputs: Iterable[str] | None) -> None:
+        self.min_similarity = min_similarity
+        self.outputs = None if outputs is None else tuple(outputs)
+
+    def _explain_values(self, expected: Sample, actual: Sample) -> list[str]:
+        problems = []
+        for name in self.outputs or expected:
+            if name not in expected:
+                raise VerifyError(
+                    f"cosine(outputs=...) names output {name!r}, but the model's outputs are {', '.join(expected)}."
+                )
+            ref = np.asarray(expected[name])
+            if ref.dtype.kind in "biu":
+                continue  # compared exactly by the structure checks
+            rows = ref.shape[0] if ref.ndim > 1 else 1
+            a = ref.astype(np.float64).reshape(rows, -1)
+            b = np.asarray(actual[name]).astype(np.float64).reshape(rows, -1)
+            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+            both_zero = ~a.any(axis=1) & ~b.any(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                similarity = np.where(both_zero, 1.0, np.where(norms > 0, (a * b).sum(axis=1) / norms, 0.0))
+            worst = int(np.argmin(similarity))
+            if similarity[worst] < self.min_similarity:
+                failing = int((similarity < self.min_similarity).sum())
+                problems.append(
+                    f"output {name!r}: cosine similarity {similarity[worst]:.6f} < {self.min_similarity:g} at row {worst} ({failing} of {rows} rows below)"
+                )
+        return problems
+
+    def __repr__(self) -> str:
+        return f"cosine(min_similarity={self.min_similarity:g})"
+
+
+def _tolerance(value: Tolerance | tuple[float, float] | Mapping[str, float], where: str) -> Tolerance:
+    if isinstance(value, Tolerance):
+        tolerance = value
+    elif isinstance(value, Mapping):
+        tolerance = Tolerance(float(value.get("atol", 0.0)), float(value.get("rtol", 0.0)))
+    elif isinstance(value, tuple) and len(value) == 2:
+        tolerance = Tolerance(float(value[0]), float(value[1]))
+    else:
+        raise VerifyError(
+            f"{where}: {value!r} is not a tolerance; give Tolerance(atol, rtol), (atol, rtol) or {{'atol': .., 'rtol': ..}}."
+        )
+    if not (tolerance.atol >= 0 and tolerance.rtol >= 0):
+        raise VerifyError(f"{where}: tolerances must be >= 0, got {tolerance}.")
+    return tolerance
+
+
+def allclose(
+    atol: float = DEFAULT_TOLERANCES["fp32"].atol,
+    rtol: float = DEFAULT_TOLERANCES["fp32"].rtol,
+    per_output: Mapping[str, Tolerance | tuple[float, float] | Mapping[str, float]] | None = None,
+) -> Allclose:
+    """A VerifyFunction: every output of every sample within tolerance; `per_output` overrides it by name."""
+    return Allclose(
+        _tolerance((atol, rtol), "allclose"),
+        {name: _tolerance(t, f"allclose(per_output={{{name!r}: ...}})") for name, t in (per_output or {}).items()},
+    )
+
+
+def topk_agreement(k: int = 1, min_agreement: float = 1.0, outputs: Iterable[str] | None = None) -> TopKAgreement:
+    """A VerifyFunction for classifiers: the top-k classes (last axis) agree in `min_agreement` of the rows."""
+    if not isinstance(k, int) or k < 1:
+        raise VerifyError(f"topk_agreement(k={k!r}): k must be a positive integer.")
+    if not 0 < min_agreement <= 1:
+        raise VerifyError(f"topk_agreement(min_agreement={min_agreement!r}): give a share in (0, 1].")
+    return TopKAgreement(k, float(min_agreement), outputs)
+
+
+def cosine(min_similarity: float = 0.999, outputs: Iterable[str] | None = None) -> Cosine:
+    """A VerifyFunction for embeddings: each row's cosine similarity with the reference is >= min_similarity."""
+    if not -1 <= min_similarity <= 1:
+        raise VerifyError(f"cosine(min_similarity={min_similarity!r}): give a value in [-1, 1].")
+    return Cosine(float(min_similarity), outputs)
+
+
+def default_verify(precision: str) -> Allclose:
+    """allclose with the documented default tolerance of a runtime's precision (fp32 when unknown)."""
+    return Allclose(DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"]))
+
+
+def explain(verify: VerifyFunction, expected: Sample, actual: Sample, fallback: Allclose) -> list[str]:
+    """Why `actual` fails `verify`; empty when it passes. A plain seed-000 function only says yes or no,
+    so its failures are explained with the `fallback` tolerance's figures, for information."""
+    if isinstance(verify, ExplainingVerify):
+        return verify.explain(expected, actual)
+    structural = structural_problems(expected, actual)
+    if structural:
+        return structural
+    if verify([expected], [actual]):
+        return []
+    figures = fallback.explain(expected, actual) or [f"every output is within {fallback.tolerance}"]
+    name = getattr(verify, "__qualname__", None) or repr(verify)
+    return [f"verify function {name} returned False; for information, against {fallback}:", *figures]

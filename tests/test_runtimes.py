@@ -91,7 +91,7 @@ def test_cpu_runners_touch_no_cuda_api(tiny_models: dict[str, Path], monkeypatch
     model = session.load_models()[0]
     for runtime in ("torch-cpu", "torchscript-cpu", "onnxruntime-cpu"):
         runner = session.runner(model, runtime)
-        runner.infer(session.samples(model)[0])
+        runner.infer(random_samples(model.io_spec, [3])[0])
         runner.synchronize()
 
 
