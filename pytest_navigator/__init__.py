@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pytest_navigator.config import (
     CustomConfig,
     CustomConfigForFormat,
@@ -14,9 +17,31 @@ from pytest_navigator.config import (
 )
 from pytest_navigator.errors import NavigatorError
 
+if TYPE_CHECKING:
+    from pytest_navigator.samples import samples
+    from pytest_navigator.verify import DEFAULT_TOLERANCES, Tolerance, allclose, cosine, topk_agreement
+
 __version__ = "0.1.0"
 
+# Imported on first use, so that `import pytest_navigator` (and `pytest --help`) loads no numpy.
+_LAZY = {
+    "DEFAULT_TOLERANCES": "pytest_navigator.verify",
+    "Tolerance": "pytest_navigator.verify",
+    "allclose": "pytest_navigator.verify",
+    "cosine": "pytest_navigator.verify",
+    "topk_agreement": "pytest_navigator.verify",
+    "samples": "pytest_navigator.samples",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pytest_navigator' has no attribute {name!r}")
+
+
 __all__ = [
+    "DEFAULT_TOLERANCES",
     "CustomConfig",
     "CustomConfigForFormat",
     "Format",
@@ -25,6 +50,11 @@ __all__ = [
     "ProfilerConfig",
     "Sample",
     "SizedDataLoader",
+    "Tolerance",
     "VerifyFunction",
     "__version__",
+    "allclose",
+    "cosine",
+    "samples",
+    "topk_agreement",
 ]

@@ -34,18 +34,17 @@ def load_sample_files(path: Path, option: str = "--navigator-samples") -> list[L
 
 def _read_npz(file: Path, option: str) -> Sample:
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise SampleError(
-                    f"{option}: {file} holds a single array, not named inputs; save samples with numpy.savez(path, **sample)."
-                )
-            return {name: archive[name] for name in archive.files}
-    except SampleError:
-        raise
+        archive = np.load(file, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise SampleError(
             f"{option}: {file} is not a readable .npz file ({type(exc).__name__}: {exc}); save samples with numpy.savez(path, **sample)."
         ) from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise SampleError(
+            f"{option}: {file} holds a single array, not named inputs; save samples with numpy.savez(path, **sample)."
+        )
+    with archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def samples_from_dataloader(

@@ -259,9 +259,9 @@ class TopKAgreement(ExplainingVerify):
             share = float(agree.mean()) if agree.size else 1.0
             if share < self.min_agreement:
                 row = int(np.argmin(agree))
-                index = list(np.unravel_index(row, ref.shape[:-1])) if ref.ndim > 1 else []
+                index = [int(i) for i in np.unravel_index(row, ref.shape[:-1])] if ref.ndim > 1 else []
                 problems.append(
-                    f"output {name!r}: top-{self.k} agrees in {int(agree.sum())} of {agree.size} rows ({share:.1%} < {self.min_agreement:.1%}); first disagreeing row {index}: reference top-{self.k} {top_ref[row].tolist()}, runtime {top_got[row].tolist()}"
+                    f"output {name!r}: top-{self.k} agrees in {int(agree.sum())} of {agree.size} rows ({share:.1%} < {self.min_agreement:.1%}); first disagreeing row {index}: reference top-{self.k} {top_ref[row].tolist()}, runtime top-{self.k} {top_got[row].tolist()}"
                 )
         return problems
 

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_navigator.verify import Tolerance, allclose, compare_array, compare_outputs
+from pytest_navigator.verify import (
+    DEFAULT_TOLERANCES,
+    Tolerance,
+    VerifyError,
+    allclose,
+    compare_array,
+    compare_outputs,
+    cosine,
+    default_verify,
+    explain,
+    topk_agreement,
+)
 
 TOL = Tolerance(atol=1e-3, rtol=1e-2)
 
@@ -60,3 +71,66 @@ def test_allclose_is_a_seed_000_verify_function() -> None:
     ref = [{"y": np.ones(3)}]
     assert verify(ref, [{"y": np.ones(3) + 1e-4}])
     assert not verify(ref, [{"y": np.ones(3) + 1e-1}])
+
+
+def test_per_output_tolerances_override_by_name() -> None:
+    verify = allclose(atol=1e-6, rtol=1e-6, per_output={"scores": (0.1, 0.1)})
+    ref = {"scores": np.array([1.0, 2.0]), "ids": np.array([3, 4])}
+    assert verify([ref], [{"scores": np.array([1.05, 2.0]), "ids": np.array([3, 4])}])
+    assert not verify([ref], [{"scores": np.array([1.5, 2.0]), "ids": np.array([3, 4])}])
+    with pytest.raises(
+        VerifyError, match=r"per_output=\.\.\.\) names output 'logits', but the model's outputs are scores, ids"
+    ):
+        allclose(per_output={"logits": (1, 1)})([ref], [ref])
+    with pytest.raises(VerifyError, match=r"tolerances must be >= 0"):
+        allclose(atol=-1)
+
+
+def test_topk_agreement_judges_rankings_not_values() -> None:
+    ref = {"logits": np.array([[5.0, 1.0, 3.0, 0.0], [0.0, 2.0, 1.0, 9.0]])}
+    scaled = {"logits": ref["logits"] * 10 + 4}  # far outside any tolerance, same ranking
+    assert topk_agreement(k=2)([ref], [scaled]) and not allclose()([ref], [scaled])
+    swapped = {"logits": np.array([[5.0, 1.0, 3.0, 0.0], [9.0, 2.0, 1.0, 0.0]])}
+    problems = topk_agreement(k=1).explain(ref, swapped)
+    assert problems == [
+        "output 'logits': top-1 agrees in 1 of 2 rows (50.0% < 100.0%); first disagreeing row [1]: reference top-1 [3], runtime top-1 [0]"
+    ]
+    assert topk_agreement(k=1, min_agreement=0.5)([ref], [swapped])
+    tie = {"logits": np.array([[1.0, 1.0, 0.0]])}
+    assert topk_agreement(k=1)([tie], [{"logits": np.array([[1.0, 1.0 + 1e-9, 0.0]])}])  # a near-tie flipping is fine
+    with pytest.raises(VerifyError, match=r"k must be a positive integer"):
+        topk_agreement(k=0)
+
+
+def test_cosine_judges_direction_per_row() -> None:
+    ref = {"embedding": np.array([[1.0, 0.0], [0.0, 2.0]])}
+    assert cosine(0.999)([ref], [{"embedding": np.array([[3.0, 0.0], [0.0, 0.1]])}])  # scale does not matter
+    problems = cosine(0.99).explain(ref, {"embedding": np.array([[1.0, 1.0], [0.0, 2.0]])})
+    assert problems == ["output 'embedding': cosine similarity 0.707107 < 0.99 at row 0 (1 of 2 rows below)"]
+
+
+def test_every_verify_function_fails_nan_shapes_and_integers() -> None:
+    ref = {"y": np.array([1.0, 2.0]), "ids": np.array([1, 2])}
+    for verify in (allclose(1e9, 1e9), topk_agreement(k=1), cosine(-1.0)):
+        assert not verify([ref], [{"y": np.array([1.0, np.nan]), "ids": np.array([1, 2])}])
+        assert not verify([ref], [{"y": np.array([1.0, 2.0]), "ids": np.array([1, 3])}])
+        assert not verify([ref], [{"y": np.array([1.0, 2.0, 3.0]), "ids": np.array([1, 2])}])
+
+
+def test_plain_verify_functions_are_explained_with_figures() -> None:
+    def within_half(expected: object, actual: object) -> bool:
+        return all(np.abs(a["y"] - e["y"]).max() < 0.5 for e, a in zip(expected, actual, strict=True))  # type: ignore[attr-defined]
+
+    ref = {"y": np.array([1.0, 2.0])}
+    assert explain(within_half, ref, {"y": np.array([1.2, 2.0])}, default_verify("fp32")) == []
+    lines = explain(within_half, ref, {"y": np.array([1.7, 2.0])}, default_verify("fp32"))
+    assert lines[0].startswith(
+        "verify function test_plain_verify_functions_are_explained_with_figures.<locals>.within_half returned False"
+    )
+    assert "max abs error 0.7" in lines[1]
+
+
+def test_default_tolerances_follow_precision() -> None:
+    assert default_verify("fp16").tolerance == DEFAULT_TOLERANCES["fp16"]
+    assert default_verify("something-new").tolerance == DEFAULT_TOLERANCES["fp32"]
+    assert DEFAULT_TOLERANCES["fp32"].atol < DEFAULT_TOLERANCES["tf32"].atol < DEFAULT_TOLERANCES["fp16"].atol

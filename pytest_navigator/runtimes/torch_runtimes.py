@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,10 @@ def bind_tensors(model: Model, sample: Sample, device: str = "cpu") -> tuple[lis
     import torch
 
     def tensor(name: str) -> Any:
-        return torch.from_numpy(np.ascontiguousarray(sample[name])).to(device)
+        array = np.ascontiguousarray(sample[name])
+        if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: same bits as torch's
+            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16).to(device)
+        return torch.from_numpy(array).to(device)
 
     return [tensor(n) for n in model.positional_inputs], {n: tensor(n) for n in model.keyword_inputs}
 
@@ -177,11 +181,28 @@ def build_torchscript(model: Model, ctx: BuildContext, device: str = "cpu") -> R
         return TorchRunner(f"torchscript-{device}", _freeze(module_on(model, device)), model, device)
 
 
+class CompiledTorchRunner(TorchRunner):
+    """A torch.compile'd module. Inductor's own use of deprecated torch.jit APIs warns on every
+    (re)compile; users cannot act on that, so only that warning is silenced, only here."""
+
+    def infer(self, sample: Sample) -> Sample:
+        with _quiet_jit_deprecations():
+            return super().infer(sample)
+
+
+@contextlib.contextmanager
+def _quiet_jit_deprecations() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated", category=DeprecationWarning)
+        yield
+
+
 def build_compiled(model: Model, ctx: BuildContext, device: str = "cpu") -> Runner:
     import torch
 
-    compiled = torch.compile(module_on(model, device), backend="inductor")
-    runner = TorchRunner(f"torch-compile-{device}", compiled, model, device)
+    with _quiet_jit_deprecations():
+        compiled = torch.compile(module_on(model, device), backend="inductor")
+    runner = CompiledTorchRunner(f"torch-compile-{device}", compiled, model, device)
     try:  # compile now, so a build error fails this runtime's build and not its first test
         runner.infer(ctx.example)
     except Exception as exc:
