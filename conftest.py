@@ -7,14 +7,16 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
+
+from pytest_navigator.correctness import default_profile, register_profiles
 
 pytest_plugins = ("pytester",)
 
-# CI must never be flaky: the same examples every run. Locally, explore.
-settings.register_profile("navigator-ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("navigator-dev", deadline=None, max_examples=200)
-settings.load_profile("navigator-ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "navigator-dev"))
+# CI must never be flaky: the same examples every run. Locally, explore. The repo's own property
+# tests use the profiles the plugin gives users.
+register_profiles()
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or default_profile())
 
 
 def write_model(kind: str, path: Path, **sizes: int) -> Path:

@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     seconds = [s for s, _ in runs]
     per_sample_ms = [1000 * s / args.examples for s in seconds]
     print(f"{args.examples} samples of float32{list(shape)} per run, {args.repeats} runs")
-    print(f"  wall time per run: median {statistics.median(seconds):.3f} s (min {min(seconds):.3f}, max {max(seconds):.3f})")
+    print(
+        f"  wall time per run: median {statistics.median(seconds):.3f} s (min {min(seconds):.3f}, max {max(seconds):.3f})"
+    )
     print(f"  per sample: median {statistics.median(per_sample_ms):.2f} ms")
     print(f"  elements generated per run: {runs[0][1]:,}")
 

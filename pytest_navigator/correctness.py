@@ -242,9 +242,10 @@ class _RuntimeCheck:
         key = f"{self.model.fingerprint}:{self.runner.runtime}".encode()
         generated_sample_agrees._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
         test = given(sample=strategy.map(_ShownSample))(generated_sample_agrees)
-        test = hypothesis_settings(session.settings.hypothesis_profile, self.options.examples, session.state_dir)(test)
-        # One seed for every runtime of the run: they see the same samples, so reference outputs are shared.
+        # One seed for every runtime of the run: they see the same samples, so reference outputs are
+        # shared. @seed turns the example database off; the settings applied after it turn it back on.
         test = seed(session.run_seed)(test)
+        test = hypothesis_settings(session.settings.hypothesis_profile, self.options.examples, session.state_dir)(test)
         try:
             test()
         except _SampleFailed as failure:
@@ -324,8 +325,13 @@ def register_profiles() -> None:
     from hypothesis import HealthCheck, settings
 
     quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
-    settings.register_profile(CI_PROFILE, derandomize=True, deadline=None, suppress_health_check=quiet, print_blob=True)
-    settings.register_profile(DEV_PROFILE, deadline=None, suppress_health_check=quiet)
+    # From Hypothesis's own defaults, not from whatever profile is loaded (under CI, Hypothesis
+    # loads its "ci" profile, which is derandomized and has no database).
+    base = settings.get_profile("default")
+    settings.register_profile(
+        CI_PROFILE, base, derandomize=True, deadline=None, suppress_health_check=quiet, print_blob=True
+    )
+    settings.register_profile(DEV_PROFILE, base, derandomize=False, deadline=None, suppress_health_check=quiet)
 
 
 def default_profile() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import warnings
 from collections.abc import Callable
@@ -142,7 +143,9 @@ def _half_precision(name: str, precision: str) -> RuntimeDefinition:
     def build(model: Model, ctx: BuildContext) -> Runner:
         import torch
 
-        module = copy.deepcopy(model.torch_module()).half()
+        with warnings.catch_warnings():  # deep-copying an exported module warns inside torch
+            warnings.simplefilter("ignore", FutureWarning)
+            module = copy.deepcopy(model.torch_module()).half()
 
         def infer(sample: Sample) -> Sample:
             inputs = [torch.from_numpy(sample[n]).half() for n in model.io_spec.names]
@@ -286,3 +289,20 @@ def test_a_runtime_that_raises_on_some_inputs_is_shrunk_too(tiny_models: dict[st
         "sample: input float32[3, 8]" in message
         and "oom raised MemoryError: out of memory at this batch size" in message
     )
+
+
+def test_the_example_database_replays_past_failures_first(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    registry = default_registry()
+    registry.register(_wrapping("batch-7-bug", lambda s: s["input"].shape[0] == 7, lambda v: v + 1))
+    dev = {"hypothesis_profile": "navigator-dev", "batch_sizes": (1,)}
+    session, model = _session(tiny_models[".pt2"], registry, tmp_path, **dev)
+    assert "input float32[7, 8]" in _failure(session, model, "batch-7-bug")  # found with 25 examples
+    # One generated example of another run misses batch size 7 on its own (a fresh database passes) ...
+    fresh, fresh_model = _session(tiny_models[".pt2"], registry, tmp_path / "fresh", **dev)
+    fresh.settings = dataclasses.replace(fresh.settings, seed=12345)
+    assert fresh.check_correctness(fresh_model, "batch-7-bug", CheckOptions(examples=1)).passed
+    # ... but with the database of the failing run, the failure is replayed first.
+    again, again_model = _session(tiny_models[".pt2"], registry, tmp_path, **dev)
+    again.settings = dataclasses.replace(again.settings, seed=12345)
+    with pytest.raises(CorrectnessFailure, match=r"input float32\[7, 8\]"):
+        again.check_correctness(again_model, "batch-7-bug", CheckOptions(examples=1))

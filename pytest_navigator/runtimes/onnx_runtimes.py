@@ -18,6 +18,7 @@ from pytest_navigator.errors import RuntimeBuildError, first_line
 from pytest_navigator.model import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.torch_runtimes import bind_tensors
+from pytest_navigator.samples import numpy_dtype
 
 OPSET = 18
 PROVIDERS = {
@@ -156,7 +157,7 @@ class OnnxRuntimeRunner(Runner):
             )
         super().__init__(runtime, model.io_spec, [o.name for o in self.session.get_outputs()], device)
         self._inputs = inputs
-        self._dtypes = {t.name: np.dtype(t.dtype) for t in model.io_spec}
+        self._dtypes = {t.name: numpy_dtype(t.dtype) for t in model.io_spec}
 
     def infer(self, sample: Sample) -> Sample:
         self.check_sample(sample)
