@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pytest_navigator.config import Sample, VerifyFunction
-from pytest_navigator.errors import NavigatorError
+from pytest_navigator.errors import NavigatorError, last_line
 from pytest_navigator.samples import describe, digest, random_sample, samples, simplify
 from pytest_navigator.user_samples import LabeledSample
 from pytest_navigator.verify import Allclose, ExplainingVerify, Tolerance, compare_array, default_verify, explain
@@ -198,7 +198,7 @@ class _RuntimeCheck:
             raise
         except Exception as exc:
             reference = self.session.reference(self.model).runtime
-            problem = f"the reference ({reference}) itself raised {_exception_text(exc)}"
+            problem = f"the reference ({reference}) itself raised {f'{type(exc).__name__}: {last_line(exc)}'}"
             raise _SampleFailed(sample, label, [problem], "reference raised") from exc
         try:
             actual = self.runner.infer(sample)
@@ -206,7 +206,7 @@ class _RuntimeCheck:
             raise
         except Exception as exc:
             raise _SampleFailed(
-                sample, label, [f"{self.runner.runtime} raised {_exception_text(exc)}"], "raised"
+                sample, label, [f"{self.runner.runtime} raised {f'{type(exc).__name__}: {last_line(exc)}'}"], "raised"
             ) from exc
         problems = explain(self.verify, expected, actual, self.fallback)
         self.observed.add(expected, actual)
@@ -409,11 +409,6 @@ def derandomized(profile: str | None) -> bool:
 
     register_profiles()
     return bool(settings.get_profile(profile or default_profile()).derandomize)
-
-
-def _exception_text(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
 def _safe(name: str) -> str:

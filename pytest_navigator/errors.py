@@ -35,3 +35,9 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's text, for one-paragraph messages."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def last_line(exc: BaseException) -> str:
+    """The informative end of an exception's text (TorchScript puts its own traceback first)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -237,9 +237,3 @@ class NavigatorSession:
     def close(self) -> None:
         """Remove the run's temporary artifacts."""
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _last_line(exc: BaseException) -> str:
-    """The informative end of an exception's text (TorchScript puts its own traceback first)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
