@@ -1,0 +1,178 @@
+"""The profiler with a scripted runner and a fake clock: windows, stability, percentiles, sweep, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
+from pytest_navigator.profiler import measure_window, profile_batch, profile_runner, stable_set, sweep_sizes
+from pytest_navigator.runtimes.base import Runner
+from pytest_navigator.spec import parse_io_spec
+
+SPEC = parse_io_spec(["x:float32[N,4]"], "test")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class ScriptedRunner(Runner):
+    """Each request 'takes' latency_ms(batch, call) on the fake clock; synchronize is counted."""
+
+    def __init__(self, clock: FakeClock, latency_ms: Callable[[int, int], float], max_batch: int | None = None) -> None:
+        super().__init__("scripted", SPEC)
+        self.clock, self.latency_ms, self.calls, self.syncs, self.seen = clock, latency_ms, 0, 0, []
+        self._max = max_batch
+
+    @property
+    def max_batch_size(self) -> int | None:
+        return self._max
+
+    def infer(self, sample: Sample) -> Sample:
+        batch = sample["x"].shape[0]
+        self.seen.append(float(sample["x"][0, 0]))
+        self.clock.now += int(self.latency_ms(batch, self.calls) * 1e6)
+        self.calls += 1
+        return {"y": sample["x"]}
+
+    def synchronize(self) -> None:
+        self.syncs += 1
+
+
+def _inputs(batch: int, count: int = 4) -> list[Sample]:
+    return [{"x": np.full((batch, 4), i, np.float32)} for i in range(count)]
+
+
+def test_count_windows_time_every_request_and_rotate_distinct_inputs() -> None:
+    clock = FakeClock()
+    runner = ScriptedRunner(clock, lambda b, i: 2.0)
+    window = measure_window(runner, _inputs(2), 2, ProfilerConfig(measurement_request_count=6), clock)
+    assert window.latencies_ms == (2.0,) * 6 and window.wall_ms == 12.0
+    assert window.throughput == pytest.approx(6 * 2 / 0.012)
+    assert runner.syncs == 6  # every timed request ends with synchronize()
+    assert runner.seen == [0, 1, 2, 3, 0, 1]  # real distinct samples, rotated
+
+
+def test_time_windows_run_until_the_interval_passed() -> None:
+    clock = FakeClock()
+    runner = ScriptedRunner(clock, lambda b, i: 3.0)
+    config = ProfilerConfig(measurement_mode=MeasurementMode.TIME_WINDOWS, measurement_interval=10)
+    window = measure_window(runner, _inputs(1), 1, config, clock)
+    assert len(window.latencies_ms) == 4 and window.wall_ms == 12.0
+
+
+def test_a_steady_runner_is_stable_after_min_trials_with_cold_start_apart() -> None:
+    clock = FakeClock()
+    runner = ScriptedRunner(clock, lambda b, i: 500.0 if i == 0 else 1.0)  # first call compiles
+    profile = profile_batch(runner, _inputs(1), 1, ProfilerConfig(measurement_request_count=10), clock)
+    assert profile.status == "stable" and len(profile.windows) == 3 and profile.stable_windows == (0, 1, 2)
+    assert profile.cold_start_ms == 500.0
+    assert all(ms == 1.0 for w in profile.windows for ms in w.latencies_ms)  # compilation never timed
+    assert profile.throughput == pytest.approx(1000.0)
+
+
+def test_an_unsteady_runner_is_unstable_after_max_trials_with_every_window() -> None:
+    clock = FakeClock()
+    calls_per_window = 5
+
+    def latency(batch: int, call: int) -> float:
+        window = max(call - 4, 0) // calls_per_window  # after 4 warm-up calls
+        return 1.0 if window % 2 == 0 else 2.0
+
+    runner = ScriptedRunner(clock, latency)
+    config = ProfilerConfig(measurement_request_count=calls_per_window, max_trials=6)
+    profile = profile_batch(runner, _inputs(1), 1, config, clock)
+    assert profile.status == "unstable" and len(profile.windows) == 6
+    assert "#1: 1000.0/s p50 1.000 ms; #2: 500.0/s p50 2.000 ms" in profile.describe_windows()
+
+
+def test_percentiles_pool_the_raw_latencies_of_the_stable_windows() -> None:
+    clock = FakeClock()
+    # 4 warm-up calls, then windows of 10 requests whose latencies are 1..10 ms in every window
+    runner = ScriptedRunner(clock, lambda b, i: 5.0 if i < 4 else float((i - 4) % 10 + 1))
+    profile = profile_batch(runner, _inputs(1), 1, ProfilerConfig(measurement_request_count=10), clock)
+    pooled = np.tile(np.arange(1, 11, dtype=float), 3)
+    assert profile.latency_ms == {f"p{q}": pytest.approx(float(np.percentile(pooled, q))) for q in (50, 90, 95, 99)}
+    # pooled, not an average of per-window percentiles: one slow request in one window shows in p99
+    from pytest_navigator.profiler import BatchProfile, WindowResult
+
+    spiky = BatchProfile(
+        1, "stable", 1.0, (WindowResult(1, (1.0,) * 99 + (50.0,), 100.0), WindowResult(1, (1.0,) * 100, 100.0)), (0, 1)
+    )
+    assert spiky.percentile(99) == pytest.approx(float(np.percentile([1.0] * 199 + [50.0], 99)))
+    assert spiky.percentile(50) == 1.0 and spiky.throughput == pytest.approx(1000.0)
+
+
+def test_throttled_windows_are_left_out_of_the_stable_set() -> None:
+    clock = FakeClock()
+    runner = ScriptedRunner(clock, lambda b, i: 1.0)
+    flags = iter([False, True, False, False])
+    profile = profile_batch(
+        runner, _inputs(1), 1, ProfilerConfig(measurement_request_count=5), clock, lambda: next(flags)
+    )
+    assert profile.status == "stable" and profile.windows[1].throttled and profile.stable_windows == (0, 2, 3)
+
+
+def test_stability_needs_throughput_and_p50_both_within_the_percentage() -> None:
+    from pytest_navigator.profiler import WindowResult
+
+    config = ProfilerConfig(stability_percentage=10)
+    same = [WindowResult(1, (1.0, 1.0), 2.0)] * 3
+    assert stable_set(same, config) == (0, 1, 2)
+    # same throughput (wall time), but the median latency moved by 50%: not stable
+    shifted = [*same[:2], WindowResult(1, (1.5, 1.5), 2.0)]
+    assert stable_set(shifted, config) is None
+    assert stable_set(same[:2], config) is None  # fewer than min_trials
+
+
+def _throughput_plateau(batch: int, call: int) -> float:
+    """Latency grows with the batch: throughput doubles up to 8 rows, then stays flat."""
+    return 1.0 if batch <= 8 else batch / 8
+
+
+def test_the_sweep_stops_when_throughput_stops_growing_for_backoff_sizes() -> None:
+    clock = FakeClock()
+    runner = ScriptedRunner(clock, _throughput_plateau, max_batch=1024)
+    config = ProfilerConfig(measurement_request_count=5, throughput_backoff_limit=2)
+    profile = profile_runner(runner, _inputs, config, clock=clock)
+    assert [b.batch_size for b in profile.batches] == [1, 2, 4, 8, 16, 32]
+    assert "grew less than 5% for 2 batch sizes in a row" in profile.stop_reason
+    best = profile.best()
+    assert best is not None and best.throughput == pytest.approx(8000.0)
+    explicit = profile_runner(
+        ScriptedRunner(clock, _throughput_plateau), _inputs, config, batch_sizes=[64, 1, 16], clock=clock
+    )
+    assert [b.batch_size for b in explicit.batches] == [1, 16, 64]  # explicit sizes: all of them, ascending
+
+
+def test_out_of_memory_ends_the_sweep_and_is_reported() -> None:
+    clock = FakeClock()
+
+    def latency(batch: int, call: int) -> float:
+        if batch >= 16:
+            raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return 1.0
+
+    profile = profile_runner(
+        ScriptedRunner(clock, latency), _inputs, ProfilerConfig(measurement_request_count=3), clock=clock
+    )
+    assert [(b.batch_size, b.status) for b in profile.batches] == [
+        (1, "stable"),
+        (2, "stable"),
+        (4, "stable"),
+        (8, "stable"),
+        (16, "error"),
+    ]
+    assert profile.stop_reason == "batch size 16 failed: MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def test_sweep_sizes_are_powers_of_two_up_to_the_limit() -> None:
+    assert sweep_sizes(20) == [1, 2, 4, 8, 16]
+    assert sweep_sizes(None)[-1] == 1024
