@@ -137,16 +137,15 @@ class _Observed:
             self.elements[name] = self.elements.get(name, 0) + ref.size
 
     def summary(self) -> tuple[OutputSummary, ...]:
-        return tuple(
-            OutputSummary(
-                name,
-                self.abs_error[name],
-                self.rel_error[name],
-                self.abs_reference.get(name, 0.0),
-                self.values.get(name, (0.0, 1.0))[0] == self.values.get(name, (0.0, 1.0))[1],
+        summaries = []
+        for name in self.abs_error:
+            lo, hi = self.values.get(name, (0.0, 1.0))
+            summaries.append(
+                OutputSummary(
+                    name, self.abs_error[name], self.rel_error[name], self.abs_reference.get(name, 0.0), lo == hi
+                )
             )
-            for name in self.abs_error
-        )
+        return tuple(summaries)
 
 
 def check_runtime(session: NavigatorSession, model: Model, runtime: str, options: CheckOptions) -> CorrectnessReport:

@@ -185,13 +185,9 @@ class ExplainingVerify(abc.ABC):
     def __call__(self, expected: Iterable[Sample], actual: Iterable[Sample]) -> bool:
         return all(not self.explain(e, a) for e, a in zip(expected, actual, strict=True))
 
-    def explain(self, expected: Sample, actual: Sample) -> list[str]:
-        """One line per failing output; empty when the pair agrees."""
-        return structural_problems(expected, actual) or self._explain_values(expected, actual)
-
     @abc.abstractmethod
-    def _explain_values(self, expected: Sample, actual: Sample) -> list[str]:
-        """Failures of the values, once the structure agrees."""
+    def explain(self, expected: Sample, actual: Sample) -> list[str]:
+        """One line per failing output; empty when the pair agrees. Structure failures always count."""
 
     def atol(self, output: str) -> float | None:
         """The absolute tolerance an output is judged by, where there is one (for the vacuous-check warning)."""
@@ -205,12 +201,13 @@ class Allclose(ExplainingVerify):
         self.tolerance = tolerance
         self.per_output = dict(per_output or {})
 
-    def _explain_values(self, expected: Sample, actual: Sample) -> list[str]:
+    def explain(self, expected: Sample, actual: Sample) -> list[str]:
         unknown = [name for name in self.per_output if name not in expected]
         if unknown:
             raise VerifyError(
                 f"allclose(per_output=...) names output {', '.join(map(repr, unknown))}, but the model's outputs are {', '.join(expected)}."
             )
+        # compare_outputs checks the structure too, in the same pass
         return [
             c.describe() for c in compare_outputs(expected, actual, self.tolerance, self.per_output) if not c.passed
         ]
@@ -223,7 +220,39 @@ class Allclose(ExplainingVerify):
         return f"allclose({self.tolerance}{extra})"
 
 
-class TopKAgreement(ExplainingVerify):
+class _PerOutputVerify(ExplainingVerify):
+    """Judges float outputs one by one (all of them, or the named `outputs`) once the structure agrees."""
+
+    def __init__(self, outputs: Iterable[str] | None) -> None:
+        self.outputs = None if outputs is None else tuple(outputs)
+
+    def explain(self, expected: Sample, actual: Sample) -> list[str]:
+        structural = structural_problems(expected, actual)
+        if structural:
+            return structural
+        problems = []
+        for name in self.outputs or expected:
+            if name not in expected:
+                raise VerifyError(
+                    f"{self._call()}(outputs=...) names output {name!r}, but the model's outputs are {', '.join(expected)}."
+                )
+            ref = np.asarray(expected[name])
+            if ref.dtype.kind in "biu":
+                continue  # compared exactly by the structure checks
+            problem = self._explain_output(name, ref.astype(np.float64), np.asarray(actual[name]).astype(np.float64))
+            if problem:
+                problems.append(problem)
+        return problems
+
+    def _call(self) -> str:
+        return repr(self).split("(")[0]
+
+    @abc.abstractmethod
+    def _explain_output(self, name: str, ref: np.ndarray, got: np.ndarray) -> str | None:
+        """Why one float output (as float64) fails, or None."""
+
+
+class TopKAgreement(_PerOutputVerify):
     """The top-k classes along the last axis agree (as sets) in at least `min_agreement` of the rows.
 
     A class whose reference score ties the k-th best (within 1e-6 relative) may stand in for it:
@@ -231,75 +260,53 @@ class TopKAgreement(ExplainingVerify):
     """
 
     def __init__(self, k: int, min_agreement: float, outputs: Iterable[str] | None) -> None:
+        super().__init__(outputs)
         self.k = k
         self.min_agreement = min_agreement
-        self.outputs = None if outputs is None else tuple(outputs)
 
-    def _explain_values(self, expected: Sample, actual: Sample) -> list[str]:
-        problems = []
-        for name in self.outputs or expected:
-            if name not in expected:
+    def _explain_output(self, name: str, ref: np.ndarray, got: np.ndarray) -> str | None:
+        if ref.ndim == 0 or ref.shape[-1] < self.k:
+            if self.outputs is not None:
                 raise VerifyError(
-                    f"topk_agreement(outputs=...) names output {name!r}, but the model's outputs are {', '.join(expected)}."
+                    f"topk_agreement(k={self.k}): output {name!r} has shape {list(ref.shape)}; it needs a last axis of at least {self.k} scores."
                 )
-            ref = np.asarray(expected[name]).astype(np.float64)
-            got = np.asarray(actual[name]).astype(np.float64)
-            if ref.ndim == 0 or ref.shape[-1] < self.k or ref.dtype.kind not in "fV":
-                if self.outputs is not None:
-                    raise VerifyError(
-                        f"topk_agreement(k={self.k}): output {name!r} has shape {list(ref.shape)}; it needs a last axis of at least {self.k} scores."
-                    )
-                continue  # not a score output; structure checks covered it
-            rows_ref, rows_got = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
-            top_ref = np.argsort(-rows_ref, axis=1, kind="stable")[:, : self.k]
-            top_got = np.argsort(-rows_got, axis=1, kind="stable")[:, : self.k]
-            kth = np.take_along_axis(rows_ref, top_ref[:, -1:], axis=1)
-            slack = 1e-6 * np.maximum(np.abs(kth), 1.0)
-            agree = (np.take_along_axis(rows_ref, top_got, axis=1) >= kth - slack).all(axis=1)
-            share = float(agree.mean()) if agree.size else 1.0
-            if share < self.min_agreement:
-                row = int(np.argmin(agree))
-                index = [int(i) for i in np.unravel_index(row, ref.shape[:-1])] if ref.ndim > 1 else []
-                problems.append(
-                    f"output {name!r}: top-{self.k} agrees in {int(agree.sum())} of {agree.size} rows ({share:.1%} < {self.min_agreement:.1%}); first disagreeing row {index}: reference top-{self.k} {top_ref[row].tolist()}, runtime top-{self.k} {top_got[row].tolist()}"
-                )
-        return problems
+            return None  # not a score output; structure checks covered it
+        rows_ref, rows_got = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, got.shape[-1])
+        top_ref = np.argsort(-rows_ref, axis=1, kind="stable")[:, : self.k]
+        top_got = np.argsort(-rows_got, axis=1, kind="stable")[:, : self.k]
+        kth = np.take_along_axis(rows_ref, top_ref[:, -1:], axis=1)
+        slack = 1e-6 * np.maximum(np.abs(kth), 1.0)
+        agree = (np.take_along_axis(rows_ref, top_got, axis=1) >= kth - slack).all(axis=1)
+        share = float(agree.mean()) if agree.size else 1.0
+        if share >= self.min_agreement:
+            return None
+        row = int(np.argmin(agree))
+        index = [int(i) for i in np.unravel_index(row, ref.shape[:-1])] if ref.ndim > 1 else []
+        return f"output {name!r}: top-{self.k} agrees in {int(agree.sum())} of {agree.size} rows ({share:.1%} < {self.min_agreement:.1%}); first disagreeing row {index}: reference top-{self.k} {top_ref[row].tolist()}, runtime top-{self.k} {top_got[row].tolist()}"
 
     def __repr__(self) -> str:
         return f"topk_agreement(k={self.k}, min_agreement={self.min_agreement:g})"
 
 
-class Cosine(ExplainingVerify):
+class Cosine(_PerOutputVerify):
     """Each sample row of each float output (flattened) has cosine similarity >= min_similarity with the reference."""
 
     def __init__(self, min_similarity: float, outputs: Iterable[str] | None) -> None:
+        super().__init__(outputs)
         self.min_similarity = min_similarity
-        self.outputs = None if outputs is None else tuple(outputs)
 
-    def _explain_values(self, expected: Sample, actual: Sample) -> list[str]:
-        problems = []
-        for name in self.outputs or expected:
-            if name not in expected:
-                raise VerifyError(
-                    f"cosine(outputs=...) names output {name!r}, but the model's outputs are {', '.join(expected)}."
-                )
-            ref = np.asarray(expected[name])
-            if ref.dtype.kind in "biu":
-                continue  # compared exactly by the structure checks
-            rows = ref.shape[0] if ref.ndim > 1 else 1
-            a = ref.astype(np.float64).reshape(rows, -1)
-            b = np.asarray(actual[name]).astype(np.float64).reshape(rows, -1)
-            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            both_zero = ~a.any(axis=1) & ~b.any(axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                similarity = np.where(both_zero, 1.0, np.where(norms > 0, (a * b).sum(axis=1) / norms, 0.0))
-            worst = int(np.argmin(similarity))
-            if similarity[worst] < self.min_similarity:
-                failing = int((similarity < self.min_similarity).sum())
-                problems.append(
-                    f"output {name!r}: cosine similarity {similarity[worst]:.6f} < {self.min_similarity:g} at row {worst} ({failing} of {rows} rows below)"
-                )
-        return problems
+    def _explain_output(self, name: str, ref: np.ndarray, got: np.ndarray) -> str | None:
+        rows = ref.shape[0] if ref.ndim > 1 else 1
+        a, b = ref.reshape(rows, -1), got.reshape(rows, -1)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        both_zero = ~a.any(axis=1) & ~b.any(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            similarity = np.where(both_zero, 1.0, np.where(norms > 0, (a * b).sum(axis=1) / norms, 0.0))
+        worst = int(np.argmin(similarity))
+        if similarity[worst] >= self.min_similarity:
+            return None
+        failing = int((similarity < self.min_similarity).sum())
+        return f"output {name!r}: cosine similarity {similarity[worst]:.6f} < {self.min_similarity:g} at row {worst} ({failing} of {rows} rows below)"
 
     def __repr__(self) -> str:
         return f"cosine(min_similarity={self.min_similarity:g})"
