@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.runtimes.base import Runner
+from pytest_navigator.telemetry import DeviceReading
 
 #: A monotonic clock in nanoseconds (time.perf_counter_ns).
 Clock = Callable[[], int]
-#: Called after each window: whether the device was throttled during it (None: unknown).
-ThrottleProbe = Callable[[], bool | None]
+
+
+class WindowMonitor(Protocol):
+    """Reads the device around each window (telemetry.GpuMonitor on NVIDIA GPUs); never during it."""
+
+    def window_started(self) -> None: ...
+
+    def window_ended(self) -> DeviceReading | None: ...
+
 
 #: Warm-up ends when this many calls in a row lie within WARMUP_SPREAD of their median ...
 WARMUP_CALLS = 3
@@ -40,7 +49,11 @@ class WindowResult:
     batch_size: int
     latencies_ms: tuple[float, ...]
     wall_ms: float
-    throttled: bool = False
+    device: DeviceReading | None = None
+
+    @property
+    def throttled(self) -> bool:
+        return self.device is not None and self.device.throttled
 
     @property
     def throughput(self) -> float:
@@ -89,7 +102,8 @@ class BatchProfile:
     def describe_windows(self) -> str:
         """Every window's throughput and p50, for an unstable result's message."""
         return "; ".join(
-            f"#{i + 1}: {w.throughput:.1f}/s p50 {w.p50_ms:.3f} ms{' (throttled)' if w.throttled else ''}"
+            f"#{i + 1}: {w.throughput:.1f}/s p50 {w.p50_ms:.3f} ms"
+            + (f" (throttled: {w.device.describe()})" if w.device is not None and w.throttled else "")
             for i, w in enumerate(self.windows)
         )
 
@@ -113,11 +127,11 @@ class RuntimeProfile:
         return max(stable, key=lambda b: b.throughput) if stable else None
 
 
-def warm_up(runner: Runner, inputs: Sequence[Sample], clock: Clock) -> float:
+def warm_up(runner: Runner, prepared: Sequence[Any], clock: Clock) -> float:
     """Run requests until plan building/compilation is over; return the first call's latency (ms)."""
     latencies = []
     for call in range(MAX_WARMUP_CALLS):
-        latencies.append(_timed(runner, inputs[call % len(inputs)], clock))
+        latencies.append(_timed(runner, prepared[call % len(prepared)], clock))
         recent = latencies[1:][-WARMUP_CALLS:]
         if len(recent) == WARMUP_CALLS:
             middle = float(np.median(recent))
@@ -127,16 +141,17 @@ def warm_up(runner: Runner, inputs: Sequence[Sample], clock: Clock) -> float:
 
 
 def measure_window(
-    runner: Runner, inputs: Sequence[Sample], batch_size: int, config: ProfilerConfig, clock: Clock, offset: int = 0
+    runner: Runner, prepared: Sequence[Any], batch_size: int, config: ProfilerConfig, clock: Clock, offset: int = 0
 ) -> WindowResult:
     """One window: measurement_request_count requests (COUNT_WINDOWS), or requests until
-    measurement_interval ms have passed (TIME_WINDOWS); inputs rotate across requests."""
+    measurement_interval ms have passed (TIME_WINDOWS); prepared inputs rotate across requests."""
     latencies: list[float] = []
     started = clock()
     limit_ns = config.measurement_interval * 1e6
+    count_mode = config.measurement_mode is MeasurementMode.COUNT_WINDOWS
     while True:
-        latencies.append(_timed(runner, inputs[(offset + len(latencies)) % len(inputs)], clock))
-        if config.measurement_mode is MeasurementMode.COUNT_WINDOWS:
+        latencies.append(_timed(runner, prepared[(offset + len(latencies)) % len(prepared)], clock))
+        if count_mode:
             if len(latencies) >= config.measurement_request_count:
                 break
         elif clock() - started >= limit_ns:
@@ -144,9 +159,9 @@ def measure_window(
     return WindowResult(batch_size, tuple(latencies), (clock() - started) / 1e6)
 
 
-def _timed(runner: Runner, sample: Sample, clock: Clock) -> float:
+def _timed(runner: Runner, prepared: Any, clock: Clock) -> float:
     started = clock()
-    runner.infer(sample)
+    runner.run(prepared)
     runner.synchronize()
     return (clock() - started) / 1e6
 
@@ -170,33 +185,42 @@ def profile_batch(
     batch_size: int,
     config: ProfilerConfig,
     clock: Clock = time.perf_counter_ns,
-    throttled: ThrottleProbe | None = None,
+    monitor: WindowMonitor | None = None,
 ) -> BatchProfile:
-    """Warm up, then measure windows until stable or max_trials; a runtime error is a result too."""
+    """Prepare the inputs, warm up, then measure windows until stable or max_trials; a runtime
+    error (out of memory at a large batch) is a result too."""
     try:
-        cold = warm_up(runner, inputs, clock)
+        prepared = [runner.prepare(sample) for sample in inputs]
+        cold = warm_up(runner, prepared, clock)
         windows: list[WindowResult] = []
         while len(windows) < config.max_trials:
-            window = measure_window(runner, inputs, batch_size, config, clock, offset=len(windows))
-            if throttled is not None and throttled():
-                window = WindowResult(window.batch_size, window.latencies_ms, window.wall_ms, throttled=True)
+            if monitor is not None:
+                monitor.window_started()
+            window = measure_window(runner, prepared, batch_size, config, clock, offset=len(windows))
+            if monitor is not None:
+                window = replace(window, device=monitor.window_ended())
             windows.append(window)
             chosen = stable_set(windows, config)
             if chosen is not None:
                 return BatchProfile(batch_size, "stable", cold, tuple(windows), chosen)
-    except Exception as exc:  # out of memory at a large batch ends the sweep there, reported
+    except Exception as exc:
         return BatchProfile(batch_size, "error", None, error=f"{type(exc).__name__}: {exc}".strip())
+    finally:
+        prepared = []  # release device memory before the next batch size
     return BatchProfile(batch_size, "unstable", cold, tuple(windows))
 
 
 def sweep_sizes(max_batch_size: int | None) -> list[int]:
-    """Powers of two up to the runner's maximum (or SWEEP_LIMIT)."""
-    limit = min(max_batch_size or SWEEP_LIMIT, SWEEP_LIMIT)
+    """Powers of two up to the runner's maximum (capped at SWEEP_LIMIT), and the maximum itself;
+    [1] for a model without a batch axis (max_batch_size None), where one request is one sample."""
+    if max_batch_size is None:
+        return [1]
+    limit = min(max_batch_size, SWEEP_LIMIT)
     sizes, size = [], 1
     while size <= limit:
         sizes.append(size)
         size *= 2
-    return sizes
+    return sizes if sizes[-1] == limit else [*sizes, limit]
 
 
 def profile_runner(
@@ -205,7 +229,7 @@ def profile_runner(
     config: ProfilerConfig,
     batch_sizes: Sequence[int] | None = None,
     clock: Clock = time.perf_counter_ns,
-    throttled: ThrottleProbe | None = None,
+    monitor: WindowMonitor | None = None,
 ) -> RuntimeProfile:
     """Profile each batch size in ascending order. Explicit sizes are all measured; the automatic
     sweep (powers of two) stops once throughput fails to grow by throughput_cutoff_threshold for
@@ -215,7 +239,7 @@ def profile_runner(
     profiles: list[BatchProfile] = []
     best, without_gain = 0.0, 0
     for size in sizes:
-        profile = profile_batch(runner, inputs_for(size), size, config, clock, throttled)
+        profile = profile_batch(runner, inputs_for(size), size, config, clock, monitor)
         profiles.append(profile)
         if profile.status == "error":
             return RuntimeProfile(runner.runtime, tuple(profiles), f"batch size {size} failed: {profile.error}", config)
@@ -235,3 +259,36 @@ def profile_runner(
             )
     reason = "all requested batch sizes measured" if explicit else f"reached the largest batch size ({sizes[-1]})"
     return RuntimeProfile(runner.runtime, tuple(profiles), reason, config)
+
+
+class PerformanceFailure(AssertionError):
+    """A measurement that cannot be trusted or did not happen; the message carries every window."""
+
+
+#: What to try when a measurement will not settle.
+UNSTABLE_HINT = (
+    "hint: measure longer windows (--navigator-window=200 in count mode, or --navigator-mode=time "
+    "--navigator-window=5000), allow more windows (--navigator-max-trials=20) or a looser "
+    "--navigator-stability, or run on a quieter machine (no other jobs, fixed CPU frequency, a GPU not shared)."
+)
+
+
+def check_profile(profile: RuntimeProfile, model_name: str) -> None:
+    """Raise PerformanceFailure when a batch size's measurement is unstable, or nothing could be measured."""
+    config = profile.config
+    unstable = [b for b in profile.batches if b.status == "unstable"]
+    if unstable:
+        lines = [
+            f"{profile.runtime} on {model_name}: the measurement is unstable at batch size"
+            f" {', '.join(str(b.batch_size) for b in unstable)}: after {config.max_trials} windows (max_trials), no"
+            f" {config.stabilization_windows} consecutive unthrottled windows had throughput and p50 latency within"
+            f" {config.stability_percentage:g}% of their mean."
+        ]
+        for batch in unstable:
+            lines.append(f"  batch {batch.batch_size} windows: {batch.describe_windows()}")
+            if sum(w.throttled for w in batch.windows) > len(batch.windows) - config.stabilization_windows:
+                lines.append("  the GPU throttled (clock or thermal limits) in too many windows; let it cool down.")
+        lines.append(UNSTABLE_HINT)
+        raise PerformanceFailure("\n".join(lines))
+    if not any(b.status != "error" for b in profile.batches):
+        raise PerformanceFailure(f"{profile.runtime} on {model_name}: nothing could be measured: {profile.stop_reason}")

@@ -11,6 +11,7 @@ from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.profiler import measure_window, profile_batch, profile_runner, stable_set, sweep_sizes
 from pytest_navigator.runtimes.base import Runner
 from pytest_navigator.spec import parse_io_spec
+from pytest_navigator.telemetry import DeviceReading
 
 SPEC = parse_io_spec(["x:float32[N,4]"], "test")
 
@@ -44,6 +45,20 @@ class ScriptedRunner(Runner):
 
     def synchronize(self) -> None:
         self.syncs += 1
+
+
+class ScriptedMonitor:
+    """Reports the given (SM clock, reasons) after each window, of a GPU whose maximum is 1980 MHz."""
+
+    def __init__(self, readings: list[tuple[int, tuple[str, ...]]]) -> None:
+        self.readings, self.started = iter(readings), 0
+
+    def window_started(self) -> None:
+        self.started += 1
+
+    def window_ended(self) -> DeviceReading:
+        clock, reasons = next(self.readings)
+        return DeviceReading(clock, 1980, 60, reasons)
 
 
 def _inputs(batch: int, count: int = 4) -> list[Sample]:
@@ -113,11 +128,20 @@ def test_percentiles_pool_the_raw_latencies_of_the_stable_windows() -> None:
 def test_throttled_windows_are_left_out_of_the_stable_set() -> None:
     clock = FakeClock()
     runner = ScriptedRunner(clock, lambda b, i: 1.0)
-    flags = iter([False, True, False, False])
-    profile = profile_batch(
-        runner, _inputs(1), 1, ProfilerConfig(measurement_request_count=5), clock, lambda: next(flags)
-    )
+    monitor = ScriptedMonitor([(1980, ()), (1980, ("hw_thermal_slowdown",)), (1980, ()), (1980, ())])
+    profile = profile_batch(runner, _inputs(1), 1, ProfilerConfig(measurement_request_count=5), clock, monitor)
     assert profile.status == "stable" and profile.windows[1].throttled and profile.stable_windows == (0, 2, 3)
+    assert monitor.started == 4  # read around every window
+
+
+def test_a_window_with_the_sm_clock_below_three_quarters_of_its_maximum_is_throttled() -> None:
+    clock = FakeClock()
+    runner = ScriptedRunner(clock, lambda b, i: 1.0)
+    monitor = ScriptedMonitor([(1400, ())] * 3 + [(1980, ("sw_power_cap",))] * 3)
+    profile = profile_batch(runner, _inputs(1), 1, ProfilerConfig(measurement_request_count=5), clock, monitor)
+    assert [w.throttled for w in profile.windows] == [True, True, True, False, False, False]
+    assert profile.stable_windows == (3, 4, 5)
+    assert "(throttled: SM 1400/1980 MHz" in profile.describe_windows()
 
 
 def test_stability_needs_throughput_and_p50_both_within_the_percentage() -> None:
@@ -161,7 +185,10 @@ def test_out_of_memory_ends_the_sweep_and_is_reported() -> None:
         return 1.0
 
     profile = profile_runner(
-        ScriptedRunner(clock, latency), _inputs, ProfilerConfig(measurement_request_count=3), clock=clock
+        ScriptedRunner(clock, latency, max_batch=1024),
+        _inputs,
+        ProfilerConfig(measurement_request_count=3),
+        clock=clock,
     )
     assert [(b.batch_size, b.status) for b in profile.batches] == [
         (1, "stable"),
@@ -174,5 +201,24 @@ def test_out_of_memory_ends_the_sweep_and_is_reported() -> None:
 
 
 def test_sweep_sizes_are_powers_of_two_up_to_the_limit() -> None:
-    assert sweep_sizes(20) == [1, 2, 4, 8, 16]
-    assert sweep_sizes(None)[-1] == 1024
+    assert sweep_sizes(20) == [1, 2, 4, 8, 16, 20]  # the declared maximum is a size users run at
+    assert sweep_sizes(16) == [1, 2, 4, 8, 16]
+    assert sweep_sizes(5000)[-1] == 1024
+    assert sweep_sizes(None) == [1]  # no batch axis: one request is one sample
+
+
+def test_inputs_are_prepared_once_per_batch_size_and_never_timed() -> None:
+    clock = FakeClock()
+
+    class SlowUpload(ScriptedRunner):
+        prepared = 0
+
+        def prepare(self, sample: Sample) -> Sample:
+            self.prepared += 1
+            self.clock.now += 10**9  # a second of host-to-device copying, outside the timer
+            return sample
+
+    runner = SlowUpload(clock, lambda b, i: 1.0)
+    profile = profile_batch(runner, _inputs(1, count=4), 1, ProfilerConfig(measurement_request_count=5), clock)
+    assert runner.prepared == 4 and profile.cold_start_ms == 1.0
+    assert all(ms == 1.0 for w in profile.windows for ms in w.latencies_ms)

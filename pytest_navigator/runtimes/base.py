@@ -40,6 +40,17 @@ class Runner(abc.ABC):
         """Wait for queued device work; a no-op on the CPU."""
         return None
 
+    def prepare(self, sample: Sample) -> Any:
+        """A request's inputs made ready before any timing starts: converted, bound, and on the
+        device for accelerator runners. The profiler times only `run` and `synchronize`."""
+        self.check_sample(sample)
+        return sample
+
+    def run(self, prepared: Any) -> Any:
+        """One request on prepared inputs, as the profiler times it; outputs may stay on the device
+        (call `synchronize()` before reading a clock). The default is `infer`."""
+        return self.infer(prepared)
+
     @property
     def max_batch_size(self) -> int | None:
         return self.input_spec.max_batch_size

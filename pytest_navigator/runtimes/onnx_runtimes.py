@@ -159,11 +159,16 @@ class OnnxRuntimeRunner(Runner):
         self._inputs = inputs
         self._dtypes = {t.name: numpy_dtype(t.dtype) for t in model.io_spec}
 
-    def infer(self, sample: Sample) -> Sample:
+    def prepare(self, sample: Sample) -> dict[str, np.ndarray]:
+        """The feed: contiguous arrays of the session's input dtypes."""
         self.check_sample(sample)
-        feed = {name: np.ascontiguousarray(sample[name], dtype=self._dtypes[name]) for name in self._inputs}
-        outputs = self.session.run(None, feed)
-        return dict(zip(self.output_names, outputs, strict=True))
+        return {name: np.ascontiguousarray(sample[name], dtype=self._dtypes[name]) for name in self._inputs}
+
+    def run(self, prepared: dict[str, np.ndarray]) -> list[Any]:
+        return self.session.run(None, prepared)
+
+    def infer(self, sample: Sample) -> Sample:
+        return dict(zip(self.output_names, self.run(self.prepare(sample)), strict=True))
 
 
 def onnxruntime_unavailable(provider: str) -> str | None:

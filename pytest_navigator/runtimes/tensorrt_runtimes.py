@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import numpy as np
+
 from pytest_navigator.config import Sample
 from pytest_navigator.errors import RuntimeBuildError
 from pytest_navigator.model import Model
@@ -38,15 +40,19 @@ class TensorRTRunner(Runner):
         outputs = [n for n in names if n not in self._inputs]
         super().__init__(runtime, model.io_spec, outputs, device="cuda")
 
-    def infer(self, sample: Sample) -> Sample:
-        import tensorrt as trt
+    def prepare(self, sample: Sample) -> list[tuple[str, Any]]:
+        """Inputs uploaded to the GPU before timing: (name, CUDA tensor) in engine order."""
         import torch
 
         self.check_sample(sample)
-        keep = []
-        for name in self._inputs:
-            tensor = torch.from_numpy(sample[name]).contiguous().cuda()
-            keep.append(tensor)
+        return [(name, torch.from_numpy(np.ascontiguousarray(sample[name])).cuda()) for name in self._inputs]
+
+    def run(self, prepared: list[tuple[str, Any]]) -> dict[str, Any]:
+        """Enqueue the engine on torch's current stream; outputs stay on the GPU."""
+        import tensorrt as trt
+        import torch
+
+        for name, tensor in prepared:
             self.context.set_input_shape(name, tuple(tensor.shape))
             self.context.set_tensor_address(name, tensor.data_ptr())
         results = {}
@@ -58,7 +64,10 @@ class TensorRTRunner(Runner):
         stream = torch.cuda.current_stream()
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"{self.runtime}: TensorRT execute_async_v3 failed")
-        return {name: out.cpu().numpy() for name, out in results.items()}
+        return results
+
+    def infer(self, sample: Sample) -> Sample:
+        return {name: out.cpu().numpy() for name, out in self.run(self.prepare(sample)).items()}
 
     def synchronize(self) -> None:
         import torch

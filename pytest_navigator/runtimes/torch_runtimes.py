@@ -7,6 +7,7 @@ import copy
 import functools
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,15 @@ from pytest_navigator.model import Model
 from pytest_navigator.runtimes.base import TORCH_FORMATS, BuildContext, Runner, RuntimeDefinition
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedTorch:
+    """A request bound to forward's arguments as tensors on the runner's device, with its shape key."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    shapes: tuple[tuple[int, ...], ...]
+
+
 class TorchRunner(Runner):
     """Calls a torch module under inference_mode; inputs bind to forward as the model's spec says."""
 
@@ -25,18 +35,25 @@ class TorchRunner(Runner):
         self.module = module
         self._model = model
 
-    def to_device(self, sample: Sample) -> tuple[list[Any], dict[str, Any]]:
+    def prepare(self, sample: Sample) -> PreparedTorch:
         """Host arrays -> tensors on this runner's device, bound to forward's arguments."""
         self.check_sample(sample)
-        return bind_tensors(self._model, sample, self.device)
+        args, kwargs = bind_tensors(self._model, sample, self.device)
+        return PreparedTorch(args, kwargs, tuple(tuple(sample[n].shape) for n in self.input_spec.names))
 
-    def infer(self, sample: Sample) -> Sample:
+    def module_for(self, prepared: PreparedTorch) -> Any:
+        """The callable that runs this request (one module here; one plan per shape in subclasses)."""
+        return self.module
+
+    def run(self, prepared: PreparedTorch) -> Any:
         import torch
 
-        args, kwargs = self.to_device(sample)
+        module = self.module_for(prepared)
         with torch.inference_mode():
-            outputs = self.module(*args, **kwargs)
-        named = name_outputs(outputs)
+            return module(*prepared.args, **prepared.kwargs)
+
+    def infer(self, sample: Sample) -> Sample:
+        named = name_outputs(self.run(self.prepare(sample)))
         if not self.output_names:
             self.output_names = tuple(named)
         return named
@@ -131,31 +148,30 @@ class TracedTorchScriptRunner(TorchRunner):
         self.plans: dict[tuple[tuple[int, ...], ...], Any] = {}
         self.plan_build_seconds: dict[tuple[tuple[int, ...], ...], float] = {}
 
-    def infer(self, sample: Sample) -> Sample:
-        key = tuple(tuple(sample[name].shape) for name in self.input_spec.names)
-        if key not in self.plans:
-            self.plans[key] = self._trace(sample, key)
-        self.module = self.plans[key]
-        return super().infer(sample)
+    def module_for(self, prepared: PreparedTorch) -> Any:
+        if prepared.shapes not in self.plans:
+            self.plans[prepared.shapes] = self._trace(prepared)
+        return self.plans[prepared.shapes]
 
-    def _trace(self, sample: Sample, key: tuple[tuple[int, ...], ...]) -> Any:
+    def _trace(self, prepared: PreparedTorch) -> Any:
         import time
 
         import torch
 
         started = time.perf_counter()
         source = module_on(self._model, self.device)
-        args, kwargs = self.to_device(sample)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                traced = torch.jit.trace(source, tuple(args), example_kwarg_inputs=kwargs or None, check_trace=False)
+                traced = torch.jit.trace(
+                    source, tuple(prepared.args), example_kwarg_inputs=prepared.kwargs or None, check_trace=False
+                )
             except Exception as exc:
                 raise RuntimeBuildError(
                     f"torch.jit.trace of {self._model.name} failed: {type(exc).__name__}: {exc}"
                 ) from exc
             plan = _freeze(traced)
-        self.plan_build_seconds[key] = time.perf_counter() - started
+        self.plan_build_seconds[prepared.shapes] = time.perf_counter() - started
         return plan
 
 
@@ -185,9 +201,9 @@ class CompiledTorchRunner(TorchRunner):
     """A torch.compile'd module. Inductor's own use of deprecated torch.jit APIs warns on every
     (re)compile; users cannot act on that, so only that warning is silenced, only here."""
 
-    def infer(self, sample: Sample) -> Sample:
+    def run(self, prepared: PreparedTorch) -> Any:
         with _quiet_jit_deprecations():
-            return super().infer(sample)
+            return super().run(prepared)
 
 
 @contextlib.contextmanager

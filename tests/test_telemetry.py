@@ -1,0 +1,133 @@
+"""Device fingerprint and per-window GPU readings, with a stand-in for pynvml where no GPU is at hand."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pytest_navigator import telemetry
+from pytest_navigator.telemetry import DeviceReading, decode_reasons, fingerprint, gpu_monitor, hardware_key
+
+
+class NVMLError(Exception):
+    pass
+
+
+def fake_nvml(
+    clocks: list[int], reasons: list[int], *, event_api: bool = True, init_fails: bool = False
+) -> types.ModuleType:
+    """A pynvml with two H100s whose SM clock and clock-event reasons follow the given scripts."""
+    module = types.ModuleType("pynvml")
+    module.NVML_CLOCK_SM = 1  # type: ignore[attr-defined]
+    module.NVML_TEMPERATURE_GPU = 0  # type: ignore[attr-defined]
+    module.handles = []  # type: ignore[attr-defined]
+    clock_script, reason_script = iter(clocks), iter(reasons)
+
+    def init() -> None:
+        if init_fails:
+            raise NVMLError("Driver Not Loaded")
+
+    def handle(index: int) -> int:
+        module.handles.append(index)  # type: ignore[attr-defined]
+        return index
+
+    module.nvmlInit = init  # type: ignore[attr-defined]
+    module.nvmlDeviceGetCount = lambda: 2  # type: ignore[attr-defined]
+    module.nvmlDeviceGetHandleByIndex = handle  # type: ignore[attr-defined]
+    module.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"  # type: ignore[attr-defined]
+    module.nvmlSystemGetDriverVersion = lambda: "560.35.03"  # type: ignore[attr-defined]
+    module.nvmlSystemGetCudaDriverVersion = lambda: 12060  # type: ignore[attr-defined]
+    module.nvmlDeviceGetMaxClockInfo = lambda h, kind: 1980  # type: ignore[attr-defined]
+    module.nvmlDeviceGetClockInfo = lambda h, kind: next(clock_script)  # type: ignore[attr-defined]
+    module.nvmlDeviceGetTemperature = lambda h, kind: 61  # type: ignore[attr-defined]
+    reasons_api = "nvmlDeviceGetCurrentClocksEventReasons" if event_api else "nvmlDeviceGetCurrentClocksThrottleReasons"
+    setattr(module, reasons_api, lambda h: next(reason_script))
+    return module
+
+
+@pytest.fixture
+def use_nvml(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    def install(module: types.ModuleType | None) -> None:
+        monkeypatch.setitem(sys.modules, "pynvml", module)  # None makes `import pynvml` fail
+        fingerprint.cache_clear()
+
+    yield install
+    fingerprint.cache_clear()
+
+
+def test_without_pynvml_the_fingerprint_has_the_cpu_and_library_facts_only(use_nvml: Any) -> None:
+    use_nvml(None)
+    facts = fingerprint()
+    assert "gpu" not in facts
+    assert facts["cpu"]["cores"] >= facts["cpu"]["usable_cores"] >= 1 and facts["cpu"]["model"]
+    assert facts["libraries"]["numpy"] == __import__("numpy").__version__
+    assert facts["libraries"]["python"].count(".") == 2
+    assert gpu_monitor("cuda:0") is None and gpu_monitor("cpu") is None
+    assert hardware_key(facts, "cuda") == f"{facts['cpu']['model']} x{facts['cpu']['usable_cores']}"
+
+
+def test_a_driver_that_fails_to_initialize_is_no_error(use_nvml: Any) -> None:
+    use_nvml(fake_nvml([], [], init_fails=True))
+    assert "gpu" not in fingerprint() and gpu_monitor("cuda") is None
+
+
+def test_gpu_facts_come_from_pynvml_and_key_cuda_runtimes(use_nvml: Any) -> None:
+    use_nvml(fake_nvml([], []))
+    facts = fingerprint()
+    assert facts["gpu"] == {
+        "names": ["NVIDIA H100 80GB HBM3"] * 2,
+        "count": 2,
+        "driver": "560.35.03",
+        "cuda": "12.6",
+    }
+    assert hardware_key(facts, "cuda:0") == "NVIDIA H100 80GB HBM3 x2"
+    assert hardware_key(facts, "cpu").startswith(facts["cpu"]["model"])
+
+
+def test_the_monitor_reads_around_a_window_and_keeps_the_worse_reading(use_nvml: Any) -> None:
+    use_nvml(fake_nvml([1980, 1410], [0x4, 0x4 | 0x40]))
+    monitor = gpu_monitor("cuda")
+    assert monitor is not None
+    monitor.window_started()
+    reading = monitor.window_ended()
+    assert reading == DeviceReading(1410, 1980, 61, ("sw_power_cap", "hw_thermal_slowdown"))
+    assert reading.throttled
+
+
+def test_the_monitor_uses_the_older_throttle_reason_api_and_maps_visible_devices(
+    use_nvml: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nvml = fake_nvml([1900], [0x1], event_api=False)
+    use_nvml(nvml)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monitor = gpu_monitor("cuda:1")
+    assert monitor is not None and nvml.handles == [5]  # type: ignore[attr-defined]
+    assert monitor.read() == DeviceReading(1900, 1980, 61, ("gpu_idle",))
+
+
+@pytest.mark.parametrize(
+    ("reading", "throttled"),
+    [
+        (DeviceReading(1980, 1980, 60, ("sw_power_cap",)), False),  # a power cap at full clock is normal load
+        (DeviceReading(1500, 1980, 60, ()), False),
+        (DeviceReading(1480, 1980, 60, ()), True),  # below 75% of the maximum clock
+        (DeviceReading(1980, 1980, 90, ("sw_thermal_slowdown",)), True),
+        (DeviceReading(None, None, None, ("hw_power_brake_slowdown",)), True),
+        (DeviceReading(), False),
+    ],
+)
+def test_throttled_means_a_throttling_reason_or_a_clock_below_the_threshold(
+    reading: DeviceReading, throttled: bool
+) -> None:
+    assert reading.throttled is throttled
+
+
+def test_reason_bits_decode_with_unknown_bits_kept() -> None:
+    assert decode_reasons(0) == ()
+    assert decode_reasons(0x8 | 0x20) == ("hw_slowdown", "sw_thermal_slowdown")
+    assert decode_reasons(0x400 | 0x1) == ("gpu_idle", "0x400")
+    assert set(telemetry.THROTTLING_REASONS) <= set(telemetry.CLOCK_EVENT_REASONS.values())
