@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pytest_navigator.config import SizedDataLoader, VerifyFunction
     from pytest_navigator.correctness import CorrectnessReport
     from pytest_navigator.model import Model
+    from pytest_navigator.profiler import RuntimeProfile
     from pytest_navigator.runtimes import Runner
     from pytest_navigator.session import NavigatorSession, RuntimePlan
     from pytest_navigator.settings import Settings
@@ -50,7 +51,7 @@ _OPTIONS: list[tuple[str, str, str, str, str]] = [
         "navigator_batch_sizes",
         "navigator_batch_sizes",
         "string",
-        "Comma-separated batch sizes for samples (default: 1,4).",
+        "Comma-separated batch sizes: samples are checked at these (default: 1,4), and the profiler measures exactly these (default: powers of two until throughput stops growing).",
     ),
     (
         "--navigator-trust-model",
@@ -86,6 +87,41 @@ _OPTIONS: list[tuple[str, str, str, str, str]] = [
         "navigator_strict",
         "bool",
         "Fail, instead of warning, when a check cannot fail (reference outputs tiny or constant).",
+    ),
+    (
+        "--navigator-mode",
+        "navigator_mode",
+        "navigator_mode",
+        "string",
+        "Measurement windows: 'count' (N requests each, the default) or 'time' (N milliseconds each).",
+    ),
+    (
+        "--navigator-window",
+        "navigator_window",
+        "navigator_window",
+        "string",
+        "Window length: requests in count mode (default 50), milliseconds in time mode (default 5000).",
+    ),
+    (
+        "--navigator-stability",
+        "navigator_stability",
+        "navigator_stability",
+        "string",
+        "A measurement is stable when the last 3 windows' throughput and p50 latency lie within this percentage of their mean (default 10).",
+    ),
+    (
+        "--navigator-max-trials",
+        "navigator_max_trials",
+        "navigator_max_trials",
+        "string",
+        "Windows measured per batch size before an unsettled measurement is reported unstable (default 10).",
+    ),
+    (
+        "--navigator-no-profile",
+        "navigator_no_profile",
+        "navigator_no_profile",
+        "bool",
+        "Check correctness only: generate no MODEL::test_performance[RUNTIME] tests.",
     ),
     (
         "--navigator-baselines",
@@ -134,8 +170,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "navigator(verify=None, examples=None, strict=None): settings of pytest-navigator's checks for this test "
-        "(verify: a VerifyFunction; examples: generated samples; strict: fail when a check cannot fail).",
+        "navigator(verify=None, examples=None, strict=None, mode=None, window=None, stability=None, max_trials=None, "
+        "profile=None): settings of pytest-navigator's checks for this test (verify: a VerifyFunction; examples: "
+        "generated samples; strict: fail when a check cannot fail; mode/window/stability/max_trials: as the "
+        "--navigator-* options; profile=False: no measurement).",
     )
     if _value(config, "navigator_models", "navigator_models"):
         config.pluginmanager.register(NavigatorPlugin(config), "navigator-session")
@@ -148,7 +186,8 @@ def _value(config: pytest.Config, dest: str, ini: str) -> Any:
 
 
 def _settings(config: pytest.Config) -> Settings:
-    from pytest_navigator.settings import Settings, parse_batch_sizes, parse_count, parse_runtimes
+    from pytest_navigator.config import ProfilerConfig
+    from pytest_navigator.settings import Settings, parse_batch_sizes, parse_count, parse_runtimes, profiler_config
 
     cli_models = config.getoption("navigator_models")
     invocation = config.invocation_params.dir
@@ -159,12 +198,22 @@ def _settings(config: pytest.Config) -> Settings:
     report = _value(config, "navigator_report", "navigator_report")
     samples = _value(config, "navigator_samples", "navigator_samples")
     seed = _value(config, "navigator_seed", "navigator_seed")
+    batch_sizes = _value(config, "navigator_batch_sizes", "navigator_batch_sizes")
+    profiler = profiler_config(
+        ProfilerConfig(),
+        mode=_value(config, "navigator_mode", "navigator_mode") or None,
+        window=_value(config, "navigator_window", "navigator_window") or None,
+        stability=_value(config, "navigator_stability", "navigator_stability") or None,
+        max_trials=_value(config, "navigator_max_trials", "navigator_max_trials") or None,
+        profile=False if _value(config, "navigator_no_profile", "navigator_no_profile") else None,
+        batch_sizes=batch_sizes or None,
+    )
     return Settings(
         models=tuple(dict.fromkeys(Path(m).absolute() for m in models)),
         cli_inputs=tuple(config.getoption("navigator_inputs") or ()),
         ini_inputs=tuple(config.getini("navigator_inputs") or ()),
         runtimes=parse_runtimes(_value(config, "navigator_runtimes", "navigator_runtimes")),
-        batch_sizes=parse_batch_sizes(_value(config, "navigator_batch_sizes", "navigator_batch_sizes")),
+        batch_sizes=parse_batch_sizes(batch_sizes),
         trust_model=bool(_value(config, "navigator_trust_model", "navigator_trust_model")),
         baselines_dir=Path(baselines) if baselines else config.rootpath / "baselines",
         report_path=Path(report) if report else None,
@@ -176,6 +225,7 @@ def _settings(config: pytest.Config) -> Settings:
         seed=parse_count(seed, "--navigator-seed", 0) if seed not in (None, "") else None,
         state_dir=config.rootpath / ".navigator",
         invocation_dir=invocation,
+        profiler=profiler,
     )
 
 
@@ -220,6 +270,11 @@ class NavigatorPlugin:
         if self.session.records:
             terminalreporter.section("navigator runtimes")
             terminalreporter.line(runtime_table(self.session))
+        if self.session.profiles:
+            from pytest_navigator.report import performance_summary
+
+            terminalreporter.section("navigator performance")
+            terminalreporter.line(performance_summary(self.session))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.session.close()
@@ -231,12 +286,17 @@ class ModelFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         session = self.config.stash[SESSION_KEY]
         model = session.models[next(p for p in session.models if p.resolve() == self.path.resolve())]
-        for plan in session.plan(model):
-            item = CorrectnessItem.from_parent(self, name=f"test_correctness[{plan.name}]", model=model, plan=plan)
-            item.add_marker(pytest.mark.navigator)
-            if plan.skip_reason:
-                item.add_marker(pytest.mark.skip(reason=f"{plan.name}: {plan.skip_reason}"))
-            yield item
+        plans = session.plan(model)
+        kinds: list[type[NavigatorItem]] = [CorrectnessItem]
+        if session.settings.profiler.run_profiling:
+            kinds.append(PerformanceItem)
+        for kind in kinds:  # every correctness test first: they build the runtimes the profiler reuses
+            for plan in plans:
+                item = kind.from_parent(self, name=f"{kind.test_name}[{plan.name}]", model=model, plan=plan)
+                item.add_marker(pytest.mark.navigator)
+                if plan.skip_reason:
+                    item.add_marker(pytest.mark.skip(reason=f"{plan.name}: {plan.skip_reason}"))
+                yield item
 
 
 def _test_correctness(request: pytest.FixtureRequest, navigator_verify: Any, navigator_dataloader: Any) -> None:
@@ -246,12 +306,21 @@ def _test_correctness(request: pytest.FixtureRequest, navigator_verify: Any, nav
     _run_check(item, item.navigator_model, item.navigator_runtime, navigator_verify, navigator_dataloader)
 
 
-class CorrectnessItem(pytest.Function):
-    """Checks one runtime's outputs against the reference's; a Function, so users' fixtures
-    (navigator_verify, navigator_dataloader) and markers apply to it."""
+def _test_performance(request: pytest.FixtureRequest) -> None:
+    """The body of every generated test_performance[<runtime>]: profile, keep the profile, fail when unstable."""
+    item = request.node
+    assert isinstance(item, PerformanceItem)
+    _run_profile(item, item.navigator_model, item.navigator_runtime)
+
+
+class NavigatorItem(pytest.Function):
+    """A generated test of one runtime of one model; a Function, so users' fixtures and markers apply."""
+
+    test_name = ""
+    body: Callable[..., None]
 
     def __init__(self, *, model: Model, plan: RuntimePlan, **kwargs: Any) -> None:
-        super().__init__(callobj=_test_correctness, **kwargs)
+        super().__init__(callobj=type(self).body, **kwargs)
         self.navigator_model = model
         self.plan = plan
 
@@ -262,8 +331,9 @@ class CorrectnessItem(pytest.Function):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         from pytest_navigator.correctness import CorrectnessFailure
         from pytest_navigator.errors import NavigatorError
+        from pytest_navigator.profiler import PerformanceFailure
 
-        if isinstance(excinfo.value, (NavigatorError, CorrectnessFailure)):
+        if isinstance(excinfo.value, (NavigatorError, CorrectnessFailure, PerformanceFailure)):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
@@ -271,6 +341,59 @@ class CorrectnessItem(pytest.Function):
         # Skip reports need a line number; the domain is the bare name, or the reporter turns
         # the model file's dots into '::'.
         return self.path, 0, self.name
+
+
+class CorrectnessItem(NavigatorItem):
+    """Checks one runtime's outputs against the reference's (navigator_verify / navigator_dataloader apply)."""
+
+    test_name = "test_correctness"
+    body = staticmethod(_test_correctness)
+
+
+class PerformanceItem(NavigatorItem):
+    """Profiles one runtime: throughput and latency per batch size, kept for the summary and baselines."""
+
+    test_name = "test_performance"
+    body = staticmethod(_test_performance)
+
+
+#: Settings the navigator marker takes: the check's, then the profiler's (as settings.PROFILER_SETTINGS).
+_CHECK_SETTINGS = ("verify", "examples", "strict")
+_PROFILE_SETTINGS = ("mode", "window", "stability", "max_trials", "profile", "batch_sizes")
+
+
+def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The navigator markers' settings (the closest marker wins) updated with non-None overrides."""
+    from pytest_navigator.settings import OptionError
+
+    settings: dict[str, Any] = {}
+    for marker in reversed(list(node.iter_markers("navigator"))):
+        settings.update(marker.kwargs)
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(settings) - set(_CHECK_SETTINGS) - set(_PROFILE_SETTINGS))
+    if unknown:
+        raise OptionError(
+            f"{node.nodeid}: the navigator marker has no setting {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(_CHECK_SETTINGS + _PROFILE_SETTINGS)}."
+        )
+    return settings
+
+
+def _run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any) -> RuntimeProfile:
+    """Profile one runtime with the options, updated by the navigator marker and call arguments;
+    skip when profiling is off, fail when the measurement is unstable."""
+    from pytest_navigator.profiler import check_profile
+    from pytest_navigator.settings import profiler_config
+
+    session = node.config.stash[SESSION_KEY]
+    settings = _marker_settings(node, overrides)
+    chosen = {k: settings[k] for k in _PROFILE_SETTINGS if k in settings}
+    config = profiler_config(session.settings.profiler, f"{node.nodeid}: ", **chosen)
+    if not config.run_profiling:
+        pytest.skip("profiling is off (--navigator-no-profile or navigator(profile=False))")
+    profile = session.profile(model, runtime, config)
+    check_profile(profile, model.name)
+    return profile
 
 
 def _run_check(
@@ -283,15 +406,7 @@ def _run_check(
     from pytest_navigator.user_samples import check_samples, samples_from_dataloader
 
     session = node.config.stash[SESSION_KEY]
-    settings: dict[str, Any] = {}
-    for marker in reversed(list(node.iter_markers("navigator"))):  # the closest marker wins
-        settings.update(marker.kwargs)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(settings) - {"verify", "examples", "strict"})
-    if unknown:
-        raise OptionError(
-            f"{node.nodeid}: the navigator marker has no setting {', '.join(map(repr, unknown))}; it takes verify, examples and strict."
-        )
+    settings = _marker_settings(node, overrides)
     verify = settings.get("verify", fixture_verify)
     if verify is not None and not callable(verify):
         raise OptionError(
@@ -373,6 +488,36 @@ def navigator_dataloader() -> SizedDataLoader | None:
 
 
 @pytest.fixture
+def navigator_profile(
+    request: pytest.FixtureRequest, navigator_session: NavigatorSession
+) -> Callable[..., RuntimeProfile]:
+    """`navigator_profile(runtime, model=None, mode=None, window=None, stability=None, max_trials=None)`
+    measures a runtime as the generated test_performance tests do, under this test's `navigator` marker;
+    returns the RuntimeProfile, fails the test when the measurement is unstable."""
+
+    def profile(runtime: str | Runner, model: Model | None = None, **settings: Any) -> RuntimeProfile:
+        name = runtime.runtime if not isinstance(runtime, str) else runtime
+        return _run_profile(request.node, _chosen_model(request, navigator_session, model, name), name, **settings)
+
+    return profile
+
+
+def _chosen_model(
+    request: pytest.FixtureRequest, session: NavigatorSession, model: Model | None, runtime: str
+) -> Model:
+    """The model a fixture call means: given, the test's navigator_model, or the only one of the run."""
+    chosen = model or request.node.funcargs.get("navigator_model")
+    if chosen is None:
+        models = list(session.models.values())
+        if len(models) != 1:
+            raise pytest.UsageError(
+                f"{request.fixturename}({runtime!r}): {len(models)} models are given; pass model= (or use the navigator_model fixture)."
+            )
+        chosen = models[0]
+    return chosen
+
+
+@pytest.fixture
 def navigator_check(
     request: pytest.FixtureRequest,
     navigator_session: NavigatorSession,
@@ -390,17 +535,9 @@ def navigator_check(
         strict: bool | None = None,
     ) -> CorrectnessReport:
         name = runtime.runtime if not isinstance(runtime, str) else runtime
-        chosen = model or request.node.funcargs.get("navigator_model")
-        if chosen is None:
-            models = list(navigator_session.models.values())
-            if len(models) != 1:
-                raise pytest.UsageError(
-                    f"navigator_check({name!r}): {len(models)} models are given; pass model= (or use the navigator_model fixture)."
-                )
-            chosen = models[0]
         return _run_check(
             request.node,
-            chosen,
+            _chosen_model(request, navigator_session, model, name),
             name,
             navigator_verify,
             navigator_dataloader,

@@ -16,18 +16,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_navigator.config import Sample
+from pytest_navigator.config import ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckOptions, CorrectnessReport
 from pytest_navigator.errors import NavigatorError, RuntimeBuildError
 from pytest_navigator.model import Model, load
+from pytest_navigator.profiler import RuntimeProfile
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
-from pytest_navigator.samples import digest, random_sample
+from pytest_navigator.samples import digest, random_sample, random_samples
 from pytest_navigator.settings import Settings
 from pytest_navigator.spec import parse_io_spec, read_sidecar
 from pytest_navigator.user_samples import LabeledSample, check_samples, load_sample_files
 
 #: Reference outputs kept for this many distinct samples (a run's samples repeat across runtimes).
 REFERENCE_CACHE_SIZE = 512
+#: The profiler rotates up to this many distinct samples per batch size ...
+PROFILE_INPUTS = 8
+#: ... as long as they fit in this many bytes (at least 2 samples are always made).
+PROFILE_INPUT_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class NavigatorSession:
     models: dict[Path, Model] = field(default_factory=dict)
     records: dict[tuple[Path, str], RuntimeRecord] = field(default_factory=dict)
     correctness: dict[tuple[Path, str], CorrectnessReport] = field(default_factory=dict)
+    profiles: dict[tuple[Path, str], RuntimeProfile] = field(default_factory=dict)
     _runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = field(default_factory=dict)
     _references: dict[Path, Runner] = field(default_factory=dict)
     _examples: dict[Path, Sample] = field(default_factory=dict)
@@ -233,6 +239,46 @@ class NavigatorSession:
                 record.detail = f"{report.samples} samples{given}{batches}, max abs error {worst:.2g}"
                 self.correctness[(model.path, runtime)] = report
         return report
+
+    # -- performance ---------------------------------------------------------------------------
+
+    def profiling_inputs(self, model: Model, batch_size: int) -> list[Sample]:
+        """Distinct random samples of one batch size for the profiler to rotate through: up to
+        PROFILE_INPUTS of them within PROFILE_INPUT_BYTES, the same ones in every run (seeded by size)."""
+        first = random_samples(model.io_spec, [batch_size], 1, seed=batch_size)[0]
+        size = max(sum(a.nbytes for a in first.values()), 1)
+        count = max(2, min(PROFILE_INPUTS, PROFILE_INPUT_BYTES // size))
+        return random_samples(model.io_spec, [batch_size], count, seed=batch_size)
+
+    def profile(self, model: Model, runtime: str, config: ProfilerConfig | None = None) -> RuntimeProfile:
+        """Measure a runtime: config.batch_sizes (those the runner accepts), else a sweep of powers of two."""
+        from pytest_navigator.profiler import profile_runner
+        from pytest_navigator.telemetry import gpu_monitor
+
+        config = config or self.settings.profiler
+        runner = self.runner(model, runtime)
+        sizes = None
+        if config.batch_sizes is not None:
+            sizes = [b for b in config.batch_sizes if b is not None and runner.accepts_batch_size(b)]
+            if not sizes:
+                limit = runner.max_batch_size
+                raise NavigatorError(
+                    f"{runtime}: none of the batch sizes {', '.join(map(str, config.batch_sizes))} fits "
+                    + (
+                        f"{model.name}, whose largest batch is {limit}."
+                        if limit
+                        else f"{model.name}, which has no batch axis."
+                    )
+                )
+        profile = profile_runner(
+            runner,
+            lambda size: self.profiling_inputs(model, size),
+            config,
+            sizes,
+            monitor=gpu_monitor(runner.device),
+        )
+        self.profiles[(model.path, runtime)] = profile
+        return profile
 
     def close(self) -> None:
         """Remove the run's temporary artifacts."""

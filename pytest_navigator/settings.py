@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pytest_navigator.config import MeasurementMode, ProfilerConfig, ProfilerConfigError
 from pytest_navigator.errors import NavigatorError
 
 DEFAULT_BATCH_SIZES = (1, 4)
@@ -43,6 +45,9 @@ class Settings:
     state_dir: Path = Path(".navigator")
     #: Where pytest was started: paths in messages are shown relative to it.
     invocation_dir: Path | None = None
+    #: How performance is measured (--navigator-mode/-window/-stability/-max-trials/-no-profile);
+    #: batch_sizes holds --navigator-batch-sizes when given, else None (sweep powers of two).
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
 
 
 def parse_runtimes(value: str | None) -> tuple[str, ...] | None:
@@ -81,3 +86,82 @@ def parse_count(value: str | int | None, option: str, default: int) -> int:
     if not text.isdigit():
         raise OptionError(f"{option}={value!r}: give a whole number >= 0, e.g. {default}.")
     return int(text)
+
+
+#: Marker and fixture settings of the profiler, with the option each mirrors.
+PROFILER_SETTINGS = {
+    "mode": "--navigator-mode",
+    "window": "--navigator-window",
+    "stability": "--navigator-stability",
+    "max_trials": "--navigator-max-trials",
+    "profile": "--navigator-no-profile",
+}
+
+_MODES = {
+    "count": MeasurementMode.COUNT_WINDOWS,
+    "count_windows": MeasurementMode.COUNT_WINDOWS,
+    "time": MeasurementMode.TIME_WINDOWS,
+    "time_windows": MeasurementMode.TIME_WINDOWS,
+}
+
+
+def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> ProfilerConfig:
+    """`base` with the given option values (mode, window, stability, max_trials, profile, batch_sizes)
+    applied; None leaves a setting alone. A bad value names the option (prefixed by `where`), the value
+    and what is accepted."""
+    changes: dict[str, Any] = {}
+    unknown = sorted(set(values) - set(PROFILER_SETTINGS) - {"batch_sizes"})
+    if unknown:
+        raise OptionError(
+            f"{where}no profiler setting {', '.join(map(repr, unknown))}; settings: {', '.join(PROFILER_SETTINGS)}."
+        )
+    mode = values.get("mode")
+    if mode is not None:
+        key = mode.value if isinstance(mode, MeasurementMode) else str(mode).strip().lower()
+        if key not in _MODES:
+            raise OptionError(
+                f"{where}--navigator-mode={mode!r}: give 'count' (windows of N requests) or 'time' (windows of N ms)."
+            )
+        changes["measurement_mode"] = _MODES[key]
+    window = values.get("window")
+    if window is not None:
+        count_mode = changes.get("measurement_mode", base.measurement_mode) is MeasurementMode.COUNT_WINDOWS
+        number = _number(
+            window,
+            "--navigator-window",
+            where,
+            "requests per window (count mode) or milliseconds (time mode), e.g. 50",
+            integer=count_mode,
+        )
+        changes["measurement_request_count" if count_mode else "measurement_interval"] = number
+    stability = values.get("stability")
+    if stability is not None:
+        text = str(stability).strip().removesuffix("%")
+        changes["stability_percentage"] = _number(
+            text, "--navigator-stability", where, "a percentage in (0, 100], e.g. 10"
+        )
+    if values.get("max_trials") is not None:
+        changes["max_trials"] = _number(
+            values["max_trials"], "--navigator-max-trials", where, "an integer >= 3, e.g. 10", integer=True
+        )
+    if values.get("profile") is not None:
+        changes["run_profiling"] = bool(values["profile"])
+    if values.get("batch_sizes") is not None:
+        changes["batch_sizes"] = parse_batch_sizes(values["batch_sizes"])
+    try:
+        return ProfilerConfig.from_dict({**base.to_dict(), **changes})
+    except ProfilerConfigError as exc:
+        options = ", ".join(
+            f"{PROFILER_SETTINGS[k]}={values[k]!r}" for k in PROFILER_SETTINGS if values.get(k) is not None
+        )
+        raise OptionError(f"{where}{options}: {exc}") from None
+
+
+def _number(value: Any, option: str, where: str, accepted: str, integer: bool = False) -> Any:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = float("nan")
+    if number != number or (integer and not number.is_integer()):
+        raise OptionError(f"{where}{option}={value!r}: give {accepted}.")
+    return int(number) if integer else number

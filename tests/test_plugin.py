@@ -13,6 +13,13 @@ CPU_TORCH = "torch-cpu,torchscript-cpu,onnxruntime-cpu"  # torch.compile is exer
 GPU_RUNTIMES = [d.name for d in default_registry() if d.device == "cuda"]
 
 
+@pytest.fixture(autouse=True)
+def _correctness_only(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These sessions test options and correctness; profiling has its own (test_plugin_performance.py).
+    (Set after pytester's setup, which clears PYTEST_ADDOPTS.)"""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--navigator-no-profile")
+
+
 def _copy(pytester: pytest.Pytester, source: Path, name: str | None = None) -> Path:
     target = pytester.path / (name or source.name)
     shutil.copy(source, target)

@@ -24,6 +24,13 @@ def pytest_navigator_register_runtimes(registry, config):
 """
 
 
+@pytest.fixture(autouse=True)
+def _correctness_only(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These sessions test options and correctness; profiling has its own (test_plugin_performance.py).
+    (Set after pytester's setup, which clears PYTEST_ADDOPTS.)"""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--navigator-no-profile")
+
+
 @pytest.fixture
 def mlp(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> Path:
     target = pytester.path / "mlp.pt2"
@@ -115,7 +122,7 @@ def navigator_verify():
             "*test_values_must_match FAILED*",
             "*test_a_plain_seed_000_function PASSED*",
             "*doubling disagrees with the reference (torch-cpu) on mlp.pt2, judged by allclose(atol=0.001, rtol=0.001):*",
-            "*the navigator marker has no setting 'tolerance'; it takes verify, examples and strict*",
+            "*the navigator marker has no setting 'tolerance'; it takes verify, examples, strict, mode, window, stability, max_trials, profile, batch_sizes*",
         ]
     )
 
