@@ -6,11 +6,13 @@ Nothing here imports an ML library at import time: `pytest --help` and runs with
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from pytest_navigator.items import SESSION_KEY, ModelFile, run_check, run_profile
 
 if TYPE_CHECKING:
     from pytest_navigator.config import SizedDataLoader, VerifyFunction
@@ -18,10 +20,8 @@ if TYPE_CHECKING:
     from pytest_navigator.model import Model
     from pytest_navigator.profiler import RuntimeProfile
     from pytest_navigator.runtimes import Runner
-    from pytest_navigator.session import NavigatorSession, RuntimePlan
+    from pytest_navigator.session import NavigatorSession
     from pytest_navigator.settings import Settings
-
-SESSION_KEY = pytest.StashKey["NavigatorSession"]()
 
 #: (option, dest, ini name, ini type, help). Every option has an ini twin.
 _OPTIONS: list[tuple[str, str, str, str, str]] = [
@@ -280,148 +280,6 @@ class NavigatorPlugin:
         self.session.close()
 
 
-class ModelFile(pytest.File):
-    """A model file as a collector: one test per runtime, with no test file written by the user."""
-
-    def collect(self) -> Iterator[pytest.Item]:
-        session = self.config.stash[SESSION_KEY]
-        model = session.models[next(p for p in session.models if p.resolve() == self.path.resolve())]
-        plans = session.plan(model)
-        kinds: list[type[NavigatorItem]] = [CorrectnessItem]
-        if session.settings.profiler.run_profiling:
-            kinds.append(PerformanceItem)
-        for kind in kinds:  # every correctness test first: they build the runtimes the profiler reuses
-            for plan in plans:
-                item = kind.from_parent(self, name=f"{kind.test_name}[{plan.name}]", model=model, plan=plan)
-                item.add_marker(pytest.mark.navigator)
-                if plan.skip_reason:
-                    item.add_marker(pytest.mark.skip(reason=f"{plan.name}: {plan.skip_reason}"))
-                yield item
-
-
-def _test_correctness(request: pytest.FixtureRequest, navigator_verify: Any, navigator_dataloader: Any) -> None:
-    """The body of every generated test_correctness[<runtime>]: fixtures resolved by pytest, then the check."""
-    item = request.node
-    assert isinstance(item, CorrectnessItem)
-    _run_check(item, item.navigator_model, item.navigator_runtime, navigator_verify, navigator_dataloader)
-
-
-def _test_performance(request: pytest.FixtureRequest) -> None:
-    """The body of every generated test_performance[<runtime>]: profile, keep the profile, fail when unstable."""
-    item = request.node
-    assert isinstance(item, PerformanceItem)
-    _run_profile(item, item.navigator_model, item.navigator_runtime)
-
-
-class NavigatorItem(pytest.Function):
-    """A generated test of one runtime of one model; a Function, so users' fixtures and markers apply."""
-
-    test_name = ""
-    body: Callable[..., None]
-
-    def __init__(self, *, model: Model, plan: RuntimePlan, **kwargs: Any) -> None:
-        super().__init__(callobj=type(self).body, **kwargs)
-        self.navigator_model = model
-        self.plan = plan
-
-    @property
-    def navigator_runtime(self) -> str:
-        return self.plan.name
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
-        from pytest_navigator.correctness import CorrectnessFailure
-        from pytest_navigator.errors import NavigatorError
-        from pytest_navigator.profiler import PerformanceFailure
-
-        if isinstance(excinfo.value, (NavigatorError, CorrectnessFailure, PerformanceFailure)):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
-
-    def reportinfo(self) -> tuple[Path, int, str]:
-        # Skip reports need a line number; the domain is the bare name, or the reporter turns
-        # the model file's dots into '::'.
-        return self.path, 0, self.name
-
-
-class CorrectnessItem(NavigatorItem):
-    """Checks one runtime's outputs against the reference's (navigator_verify / navigator_dataloader apply)."""
-
-    test_name = "test_correctness"
-    body = staticmethod(_test_correctness)
-
-
-class PerformanceItem(NavigatorItem):
-    """Profiles one runtime: throughput and latency per batch size, kept for the summary and baselines."""
-
-    test_name = "test_performance"
-    body = staticmethod(_test_performance)
-
-
-#: Settings the navigator marker takes: the check's, then the profiler's (as settings.PROFILER_SETTINGS).
-_CHECK_SETTINGS = ("verify", "examples", "strict")
-_PROFILE_SETTINGS = ("mode", "window", "stability", "max_trials", "profile", "batch_sizes")
-
-
-def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The navigator markers' settings (the closest marker wins) updated with non-None overrides."""
-    from pytest_navigator.settings import OptionError
-
-    settings: dict[str, Any] = {}
-    for marker in reversed(list(node.iter_markers("navigator"))):
-        settings.update(marker.kwargs)
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(settings) - set(_CHECK_SETTINGS) - set(_PROFILE_SETTINGS))
-    if unknown:
-        raise OptionError(
-            f"{node.nodeid}: the navigator marker has no setting {', '.join(map(repr, unknown))}; "
-            f"it takes {', '.join(_CHECK_SETTINGS + _PROFILE_SETTINGS)}."
-        )
-    return settings
-
-
-def _run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any) -> RuntimeProfile:
-    """Profile one runtime with the options, updated by the navigator marker and call arguments;
-    skip when profiling is off, fail when the measurement is unstable."""
-    from pytest_navigator.profiler import check_profile
-    from pytest_navigator.settings import profiler_config
-
-    session = node.config.stash[SESSION_KEY]
-    settings = _marker_settings(node, overrides)
-    chosen = {k: settings[k] for k in _PROFILE_SETTINGS if k in settings}
-    config = profiler_config(session.settings.profiler, f"{node.nodeid}: ", **chosen)
-    if not config.run_profiling:
-        pytest.skip("profiling is off (--navigator-no-profile or navigator(profile=False))")
-    profile = session.profile(model, runtime, config)
-    check_profile(profile, model.name)
-    return profile
-
-
-def _run_check(
-    node: pytest.Item, model: Model, runtime: str, fixture_verify: Any, dataloader: Any, **overrides: Any
-) -> CorrectnessReport:
-    """One runtime's check with settings from, by precedence: call arguments, the navigator marker,
-    the navigator_verify / navigator_dataloader fixtures, then options and ini."""
-    from pytest_navigator.correctness import CheckOptions
-    from pytest_navigator.settings import OptionError
-    from pytest_navigator.user_samples import check_samples, samples_from_dataloader
-
-    session = node.config.stash[SESSION_KEY]
-    settings = _marker_settings(node, overrides)
-    verify = settings.get("verify", fixture_verify)
-    if verify is not None and not callable(verify):
-        raise OptionError(
-            f"{node.nodeid}: verify={verify!r} is not a VerifyFunction; give a callable (reference samples, runtime samples) -> bool, e.g. pytest_navigator.allclose(atol=1e-3)."
-        )
-    explicit = list(session.user_samples(model))
-    if dataloader is not None:
-        explicit += check_samples(samples_from_dataloader(dataloader, model.io_spec), model.io_spec)
-    examples = settings.get("examples", session.settings.examples)
-    if not isinstance(examples, int) or examples < 0:
-        raise OptionError(f"{node.nodeid}: examples={examples!r}; give a whole number >= 0.")
-    options = CheckOptions(verify, examples, tuple(explicit), bool(settings.get("strict", session.settings.strict)))
-    return session.check_correctness(model, runtime, options)
-
-
 # -- fixtures for users' own tests ----------------------------------------------------------------
 
 
@@ -497,7 +355,7 @@ def navigator_profile(
 
     def profile(runtime: str | Runner, model: Model | None = None, **settings: Any) -> RuntimeProfile:
         name = runtime.runtime if not isinstance(runtime, str) else runtime
-        return _run_profile(request.node, _chosen_model(request, navigator_session, model, name), name, **settings)
+        return run_profile(request.node, _chosen_model(request, navigator_session, model, name), name, **settings)
 
     return profile
 
@@ -535,7 +393,7 @@ def navigator_check(
         strict: bool | None = None,
     ) -> CorrectnessReport:
         name = runtime.runtime if not isinstance(runtime, str) else runtime
-        return _run_check(
+        return run_check(
             request.node,
             _chosen_model(request, navigator_session, model, name),
             name,
