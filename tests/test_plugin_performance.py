@@ -205,3 +205,21 @@ def test_bad_profiler_options_stop_the_run_naming_the_option(
     result = pytester.runpytest("--navigator-model=mlp.pt2", option)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}"])
+
+
+def test_ini_twins_configure_the_profiler(pytester: pytest.Pytester, mlp: Path) -> None:
+    pytester.makeini(
+        "[pytest]\nnavigator_mode = time\nnavigator_window = 20\nnavigator_stability = 70\nnavigator_max_trials = 12\n"
+    )
+    pytester.makepyfile(
+        test_mine="""
+        from pytest_navigator.config import MeasurementMode
+
+        def test_settings(navigator_profile):
+            config = navigator_profile("steady", batch_sizes=[1]).config
+            assert config.measurement_mode is MeasurementMode.TIME_WINDOWS and config.measurement_interval == 20
+            assert config.stability_percentage == 70 and config.max_trials == 12
+        """
+    )
+    result = pytester.runpytest("--navigator-model=mlp.pt2", "test_mine.py", "-k", "test_mine")
+    result.assert_outcomes(passed=1)
