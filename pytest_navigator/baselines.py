@@ -1,0 +1,176 @@
+"""Stored baselines: one human-diffable JSON file per model, keyed by hardware, runtime and batch size.
+
+A file is `<model stem>-<first 12 hex of its sha256>.json` under the baselines folder, with a
+schema version. Writes happen under a `filelock` lock and re-read the file first, so concurrent
+writers (xdist workers, parallel CI jobs) merge rather than lose entries; the new content goes to
+a temporary file renamed over the old one, so a reader never sees half a file. A file that is
+corrupt or has a newer schema is never overwritten: BaselineError names it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_navigator.errors import NavigatorError
+from pytest_navigator.profiler import BatchProfile, RuntimeProfile
+
+SCHEMA_VERSION = 1
+#: Each stable window's requests are split into this many consecutive blocks: the samples the
+#: significance test compares (3 windows give 15 per side; 3 window values alone cannot reach p < 0.05).
+BLOCKS_PER_WINDOW = 5
+#: Significant digits kept in the file: stable diffs, no float noise.
+DIGITS = 6
+
+
+class BaselineError(NavigatorError):
+    """A baseline file that cannot be read or must not be written."""
+
+
+#: (hardware, runtime, batch size) -> entry
+Key = tuple[str, str, int]
+
+
+def _round(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.{DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_round(v) for v in value]
+    return value
+
+
+def blocks(batch: BatchProfile) -> tuple[list[float], list[float]]:
+    """Throughput (samples/s) and p95 latency (ms) of each block of the stable windows' requests."""
+    throughputs, p95s = [], []
+    for index in batch.stable_windows:
+        window = batch.windows[index]
+        for chunk in np.array_split(np.asarray(window.latencies_ms), BLOCKS_PER_WINDOW):
+            if chunk.size and chunk.sum() > 0:
+                throughputs.append(float(chunk.size * window.batch_size / (chunk.sum() / 1000)))
+                p95s.append(float(np.percentile(chunk, 95)))
+    return throughputs, p95s
+
+
+def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, Any], precision: str) -> dict[str, Any]:
+    """What is stored for one stable batch-size measurement."""
+    throughputs, p95s = blocks(batch)
+    return _round(
+        {
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "libraries": dict(facts.get("libraries", {})),
+            "precision": precision,
+            "profiler": profile.config.to_dict(),
+            "throughput": batch.throughput,
+            "latency_ms": batch.latency_ms,
+            "cold_start_ms": batch.cold_start_ms,
+            "window_throughputs": [batch.windows[i].throughput for i in batch.stable_windows],
+            "block_throughputs": throughputs,
+            "block_p95_ms": p95s,
+        }
+    )
+
+
+@dataclass
+class BaselineFile:
+    """One model's baselines: entries[hardware][runtime][str(batch)] -> entry."""
+
+    path: Path
+    model: dict[str, str]
+    entries: dict[str, dict[str, dict[str, dict[str, Any]]]]
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        hardware, runtime, batch = key
+        return self.entries.get(hardware, {}).get(runtime, {}).get(str(batch))
+
+    def keys(self) -> Iterator[Key]:
+        for hardware, runtimes in self.entries.items():
+            for runtime, batches in runtimes.items():
+                for batch in batches:
+                    yield hardware, runtime, int(batch)
+
+    def put(self, key: Key, entry: dict[str, Any]) -> None:
+        hardware, runtime, batch = key
+        self.entries.setdefault(hardware, {}).setdefault(runtime, {})[str(batch)] = entry
+
+    def dumps(self) -> str:
+        data = {"schema": SCHEMA_VERSION, "model": self.model, "entries": self.entries}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+class BaselineStore:
+    """The baselines folder: read a model's file, write measured entries into it safely."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path_for(self, model_name: str, fingerprint: str) -> Path:
+        return self.directory / f"{Path(model_name).stem}-{fingerprint[:12]}.json"
+
+    def load(self, model_name: str, fingerprint: str) -> BaselineFile:
+        """The model's baselines; an empty file object when none is stored yet."""
+        path = self.path_for(model_name, fingerprint)
+        if not path.exists():
+            return BaselineFile(path, {"name": model_name, "sha256": fingerprint}, {})
+        return _parse(path)
+
+    def update(
+        self, model_name: str, fingerprint: str, entries: Mapping[Key, dict[str, Any]]
+    ) -> list[tuple[Key, Any, Any]]:
+        """Write `entries` into the model's file, keeping every other entry; returns (key, old, new) rows.
+        Locked and atomic: concurrent updaters merge; a corrupt or newer-schema file raises, untouched."""
+        from filelock import FileLock
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path_for(model_name, fingerprint)
+        with FileLock(str(path) + ".lock", timeout=120):
+            stored = self.load(model_name, fingerprint)  # re-read under the lock: others may have written
+            changes = []
+            for key, entry in sorted(entries.items()):
+                changes.append((key, stored.get(key), entry))
+                stored.put(key, entry)
+            _write_atomically(path, stored.dumps())
+        return changes
+
+
+def _parse(path: Path) -> BaselineFile:
+    accepted = f"a pytest-navigator baseline file (schema {SCHEMA_VERSION}) written by --update-baselines"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BaselineError(
+            f"{path}: cannot read the baseline file ({type(exc).__name__}: {exc}); expected {accepted}. "
+            "It is left as it is: fix or delete it, then run with --update-baselines."
+        ) from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if isinstance(schema, int) and schema > SCHEMA_VERSION:
+        raise BaselineError(
+            f"{path}: baseline schema {schema} is newer than this pytest-navigator reads ({SCHEMA_VERSION}); "
+            "upgrade pytest-navigator. The file is left as it is."
+        )
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if schema != SCHEMA_VERSION or not isinstance(entries, dict) or not isinstance(data.get("model"), dict):
+        raise BaselineError(f"{path}: not {accepted}. It is left as it is: fix or delete it.")
+    return BaselineFile(path, data["model"], entries)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,235 @@
+"""A measurement against its baseline: PASS, REGRESSED, IMPROVED, INCONCLUSIVE or NEW.
+
+REGRESSED needs two things: an effect beyond the threshold (default throughput below 95% of the
+baseline, p95 or p99 latency above 110% of it) and statistical significance, so that noise alone
+does not fail a build. Significance is a one-sided Mann-Whitney U test (scipy) between the two
+runs' block samples (each stable window split into consecutive blocks of requests); a threshold
+given as an absolute value (seed 002's style: `{"throughput": 500.0}` next to `{"throughput": "95%"}`)
+is tested with a one-sided Wilcoxon signed-rank test of the blocks against that value.
+Mann-Whitney was chosen over a t-test because block throughputs are skewed by stalls.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_navigator.errors import NavigatorError
+
+#: Accepted metrics: throughput is a lower bound, latencies upper bounds.
+METRICS = ("throughput", "p50", "p90", "p95", "p99")
+DEFAULT_THRESHOLDS: dict[str, str | float] = {"throughput": "95%", "p95": "110%", "p99": "110%"}
+#: A slowdown must be this unlikely under "no change" to count.
+ALPHA = 0.01
+#: Fewer blocks than this on either side cannot support a test.
+MIN_BLOCKS = 6
+
+
+class Verdict(enum.Enum):
+    PASS = "pass"
+    REGRESSED = "regressed"
+    IMPROVED = "improved"
+    INCONCLUSIVE = "inconclusive"
+    NEW = "new"
+
+
+class ThresholdError(NavigatorError):
+    """A threshold that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One metric's bound: a fraction of the baseline (relative) or a value in samples/s or ms."""
+
+    metric: str
+    value: float
+    relative: bool
+
+    def bound(self, baseline: float | None) -> float | None:
+        if not self.relative:
+            return self.value
+        return None if baseline is None else baseline * self.value
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value * 100:g}%" if self.relative else f"{self.metric}={self.value:g}"
+
+
+def parse_thresholds(value: str | Mapping[str, Any] | None, where: str = "--navigator-thresholds") -> dict[str, Limit]:
+    """'throughput=95%,p99=120%' or {"throughput": "95%", "p95": 12.0} over the defaults; a bad one
+    names the option, the value and what is accepted."""
+    merged: dict[str, Any] = dict(DEFAULT_THRESHOLDS)
+    if isinstance(value, str):
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            name, sep, text = part.partition("=")
+            if not sep:
+                raise ThresholdError(f"{where}={value!r}: {part!r} is not METRIC=LIMIT, e.g. throughput=95%,p99=120%.")
+            merged[name.strip()] = text.strip()
+    elif value is not None:
+        merged.update(value)
+    limits = {}
+    for metric, raw in merged.items():
+        if metric not in METRICS:
+            raise ThresholdError(f"{where}: unknown metric {metric!r}; accepted: {', '.join(METRICS)}.")
+        if raw is None:
+            continue  # {"p99": None} turns a default off
+        limits[metric] = _limit(metric, raw, where)
+    return limits
+
+
+def _limit(metric: str, raw: Any, where: str) -> Limit:
+    text = str(raw).strip()
+    relative = text.endswith("%")
+    try:
+        number = float(text.removesuffix("%"))
+    except ValueError:
+        number = float("nan")
+    example = (
+        "95% (of the baseline) or 500 (samples/s)" if metric == "throughput" else "110% (of the baseline) or 12.5 (ms)"
+    )
+    if not number > 0:
+        raise ThresholdError(f"{where}: {metric}={raw!r} is not a positive number or percentage; e.g. {example}.")
+    if relative:
+        number /= 100
+        wrong = number > 1 if metric == "throughput" else number < 1
+        if wrong:
+            side = "at most 100%" if metric == "throughput" else "at least 100%"
+            raise ThresholdError(
+                f"{where}: {metric}={raw!r}: a relative {metric} limit is {side} of the baseline; e.g. {example}."
+            )
+    return Limit(metric, number, relative)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict for one runtime at one batch size, with the figures behind it."""
+
+    runtime: str
+    batch_size: int
+    verdict: Verdict
+    #: metric -> (baseline, current, bound); baseline None for NEW
+    figures: dict[str, tuple[float | None, float, float | None]] = field(default_factory=dict)
+    p_values: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    version_changes: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+    def delta(self, metric: str = "throughput") -> float | None:
+        """Relative change of a metric against the baseline (+0.05 = 5% higher)."""
+        baseline, current, _ = self.figures.get(metric, (None, 0.0, None))
+        return None if not baseline else current / baseline - 1
+
+    def describe(self) -> str:
+        parts = []
+        for metric, (baseline, current, bound) in self.figures.items():
+            unit = "samples/s" if metric == "throughput" else "ms"
+            change = "" if not baseline else f" ({current / baseline - 1:+.1%})"
+            limit = "" if bound is None else f", limit {bound:.4g}"
+            was = "" if baseline is None else f"{baseline:.4g} -> "
+            p = f", p={self.p_values[metric]:.2g}" if metric in self.p_values else ""
+            parts.append(f"{metric} {was}{current:.4g} {unit}{change}{limit}{p}")
+        versions = "; ".join(f"{k} {a or '-'} -> {b or '-'}" for k, (a, b) in self.version_changes.items())
+        lines = [f"{self.runtime} batch {self.batch_size}: {self.verdict.value.upper()}: {self.reason}"]
+        lines += [f"  {p}" for p in parts]
+        if versions:
+            lines.append(f"  versions changed since the baseline: {versions}")
+        return "\n".join(lines)
+
+
+def compare(
+    runtime: str,
+    batch_size: int,
+    current: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None,
+    limits: Mapping[str, Limit],
+    stable: bool = True,
+) -> Comparison:
+    """Judge a current entry (baselines.entry_for) against the stored one."""
+    versions = _version_changes(baseline.get("libraries", {}) if baseline else {}, current.get("libraries", {}))
+    figures: dict[str, tuple[float | None, float, float | None]] = {
+        metric: (_figure(baseline, metric) if baseline else None, _figure(current, metric), None) for metric in limits
+    }
+    if not stable:
+        return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason="the measurement is unstable")
+    if baseline is None:
+        absolute = [m for m, limit in limits.items() if not limit.relative]
+        if not absolute:
+            return Comparison(runtime, batch_size, Verdict.NEW, figures, reason="no baseline for this hardware")
+    if len(current.get("block_throughputs", ())) < MIN_BLOCKS or (
+        baseline is not None and len(baseline.get("block_throughputs", ())) < MIN_BLOCKS
+    ):
+        return Comparison(
+            runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason=f"fewer than {MIN_BLOCKS} blocks to compare"
+        )
+    regressed: list[str] = []
+    improved: list[str] = []
+    notes: list[str] = []
+    p_values: dict[str, float] = {}
+    for metric, limit in limits.items():
+        base = _figure(baseline, metric) if baseline else None
+        bound = limit.bound(base)
+        if bound is None:
+            continue
+        now = _figure(current, metric)
+        figures[metric] = (base, now, bound)
+        worse = now < bound if metric == "throughput" else now > bound
+        better = base is not None and (now > base / limit.value if metric == "throughput" else now < base / limit.value)
+        if not (worse or better):
+            continue
+        p_worse = _p_value(metric, current, baseline, limit, "worse")
+        if worse:
+            p_values[metric] = p_worse
+            (regressed if p_worse < ALPHA else notes).append(metric)
+        elif limit.relative and metric == "throughput":
+            p_better = _p_value(metric, current, baseline, limit, "better")
+            p_values[metric] = p_better
+            if p_better < ALPHA:
+                improved.append(metric)
+    if regressed:
+        reason = f"{', '.join(regressed)} beyond the limit ({', '.join(str(limits[m]) for m in regressed)}) and significant (p < {ALPHA})"
+        return Comparison(runtime, batch_size, Verdict.REGRESSED, figures, p_values, reason, versions)
+    if improved:
+        return Comparison(
+            runtime, batch_size, Verdict.IMPROVED, figures, p_values, "throughput significantly higher", versions
+        )
+    reason = (
+        f"{', '.join(notes)} beyond the limit but not significant (p >= {ALPHA}): noise cannot be ruled out"
+        if notes
+        else "within the limits"
+    )
+    return Comparison(runtime, batch_size, Verdict.PASS, figures, p_values, reason, versions)
+
+
+def _figure(entry: Mapping[str, Any] | None, metric: str) -> float:
+    assert entry is not None
+    return float(entry["throughput"] if metric == "throughput" else entry["latency_ms"][metric])
+
+
+def _p_value(
+    metric: str, current: Mapping[str, Any], baseline: Mapping[str, Any] | None, limit: Limit, direction: str
+) -> float:
+    """One-sided p-value that `current` is worse (or better) than the baseline or the absolute limit.
+    Throughput uses block throughputs; latencies the blocks' p95 latencies."""
+    from scipy import stats
+
+    field_name = "block_throughputs" if metric == "throughput" else "block_p95_ms"
+    now = list(current[field_name])
+    higher_is_worse = metric != "throughput"
+    worse_side = "greater" if higher_is_worse else "less"
+    better_side = "less" if higher_is_worse else "greater"
+    alternative = worse_side if direction == "worse" else better_side
+    if limit.relative and baseline is not None:
+        before = list(baseline[field_name])
+        return float(stats.mannwhitneyu(now, before, alternative=alternative).pvalue)
+    differences = [x - limit.value for x in now]
+    if all(d == 0 for d in differences):
+        return 1.0
+    return float(stats.wilcoxon(differences, alternative=alternative).pvalue)
+
+
+def _version_changes(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, tuple[str | None, str | None]]:
+    return {
+        name: (before.get(name), after.get(name))
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name) and name != "pytest-navigator"
+    }

@@ -1,0 +1,171 @@
+"""Baseline files and verdicts, on synthetic measurements with known properties."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_navigator.baselines import SCHEMA_VERSION, BaselineError, BaselineStore, blocks, entry_for
+from pytest_navigator.config import ProfilerConfig
+from pytest_navigator.profiler import BatchProfile, RuntimeProfile, WindowResult
+from pytest_navigator.verdicts import DEFAULT_THRESHOLDS, ThresholdError, Verdict, compare, parse_thresholds
+
+LIMITS = parse_thresholds(None)
+
+
+def entry(throughput: float, p95: float = 10.0, seed: int = 0, spread: float = 0.02, **extra: Any) -> dict[str, Any]:
+    """A stored-entry-shaped measurement: 15 blocks scattered by `spread` around the given figures."""
+    rng = np.random.default_rng(seed)
+    return {
+        "throughput": throughput,
+        "latency_ms": {"p50": p95 / 2, "p90": p95 * 0.9, "p95": p95, "p99": p95 * 1.1},
+        "block_throughputs": list(throughput * (1 + spread * rng.standard_normal(15))),
+        "block_p95_ms": list(p95 * (1 + spread * rng.standard_normal(15))),
+        "libraries": {"torch": "2.13.0"},
+        **extra,
+    }
+
+
+def test_an_unchanged_measurement_passes() -> None:
+    assert compare("r", 1, entry(1000, seed=1), entry(1000), LIMITS).verdict is Verdict.PASS
+
+
+def test_a_large_significant_slowdown_regresses_with_its_figures() -> None:
+    result = compare("r", 4, entry(850, seed=1), entry(1000), LIMITS)
+    assert result.verdict is Verdict.REGRESSED
+    assert result.figures["throughput"] == (1000.0, 850.0, 950.0)
+    assert result.p_values["throughput"] < 0.01
+    text = result.describe()
+    assert "r batch 4: REGRESSED: throughput beyond the limit (throughput=95%) and significant" in text
+    assert "throughput 1000 -> 850 samples/s (-15.0%), limit 950" in text
+
+
+def test_a_slowdown_within_noise_is_not_a_regression() -> None:
+    # 7% slower on average, but the blocks scatter by 40%: not significant.
+    result = compare("r", 1, entry(930, seed=1, spread=0.4), entry(1000, spread=0.4), LIMITS)
+    assert result.verdict is Verdict.PASS and "not significant" in result.reason
+
+
+def test_a_small_significant_slowdown_within_the_threshold_passes() -> None:
+    result = compare("r", 1, entry(970, seed=1, spread=0.001), entry(1000, spread=0.001), LIMITS)
+    assert result.verdict is Verdict.PASS and result.reason == "within the limits"
+
+
+def test_latency_regressions_count_too() -> None:
+    result = compare("r", 1, entry(1000, p95=13.0, seed=1), entry(1000, p95=10.0), LIMITS)
+    assert result.verdict is Verdict.REGRESSED and "p95" in result.reason
+
+
+def test_improved_new_and_inconclusive() -> None:
+    assert compare("r", 1, entry(1200, seed=1), entry(1000), LIMITS).verdict is Verdict.IMPROVED
+    assert compare("r", 1, entry(1000), None, LIMITS).verdict is Verdict.NEW
+    assert compare("r", 1, entry(1000), entry(1000), LIMITS, stable=False).verdict is Verdict.INCONCLUSIVE
+    few = entry(1000, block_throughputs=[1000.0, 1001.0])
+    assert compare("r", 1, few, entry(1000), LIMITS).verdict is Verdict.INCONCLUSIVE
+
+
+def test_absolute_limits_judge_without_a_baseline() -> None:
+    limits = parse_thresholds({"throughput": 1100.0, "p95": None, "p99": None})
+    result = compare("r", 1, entry(1000), None, limits)
+    assert result.verdict is Verdict.REGRESSED and result.figures["throughput"] == (None, 1000.0, 1100.0)
+    assert compare("r", 1, entry(1000), None, parse_thresholds({"throughput": 900.0})).verdict is Verdict.PASS
+
+
+def test_version_changes_are_reported() -> None:
+    result = compare("r", 1, entry(800, seed=1, libraries={"torch": "2.14.0"}), entry(1000), LIMITS)
+    assert result.version_changes == {"torch": ("2.13.0", "2.14.0")}
+    assert "versions changed since the baseline: torch 2.13.0 -> 2.14.0" in result.describe()
+
+
+def test_thresholds_parse_strings_and_seed_002_dicts() -> None:
+    parsed = parse_thresholds("throughput=90%,p99=150%,p50=4.5")
+    assert {m: (limit.value, limit.relative) for m, limit in parsed.items()} == {
+        "throughput": (0.9, True),
+        "p95": (1.1, True),
+        "p99": (1.5, True),
+        "p50": (4.5, False),
+    }
+    assert set(parse_thresholds({"p99": None})) == set(DEFAULT_THRESHOLDS) - {"p99"}
+    for bad, message in [
+        ("speed=5%", "unknown metric 'speed'; accepted: throughput, p50, p90, p95, p99"),
+        ("throughput=105%", "a relative throughput limit is at most 100% of the baseline"),
+        ("p95=90%", "a relative p95 limit is at least 100% of the baseline"),
+        ("throughput", "'throughput' is not METRIC=LIMIT"),
+        ("p95=fast", "p95='fast' is not a positive number or percentage"),
+    ]:
+        with pytest.raises(ThresholdError, match=re.escape(message)):
+            parse_thresholds(bad)
+
+
+def _profile(latency_ms: float, windows: int = 3, requests: int = 10) -> tuple[RuntimeProfile, BatchProfile]:
+    window = WindowResult(2, (latency_ms,) * requests, latency_ms * requests)
+    batch = BatchProfile(2, "stable", 5.0, (window,) * windows, tuple(range(windows)))
+    return RuntimeProfile("torch-cpu", (batch,), "done", ProfilerConfig()), batch
+
+
+def test_entries_hold_blocks_of_the_stable_windows() -> None:
+    profile, batch = _profile(2.0)
+    throughputs, p95s = blocks(batch)
+    assert len(p95s) == 15 and all(p == pytest.approx(2.0) for p in p95s)
+    assert len(throughputs) == 15 and all(t == pytest.approx(1000.0) for t in throughputs)
+    stored = entry_for(batch, profile, {"libraries": {"numpy": "2.0"}}, "fp32")
+    assert stored["throughput"] == 1000.0 and stored["window_throughputs"] == [1000.0] * 3
+    assert stored["libraries"] == {"numpy": "2.0"} and stored["profiler"]["measurement_request_count"] == 50
+    assert stored["date"].endswith("Z") and stored["cold_start_ms"] == 5.0
+
+
+def test_update_keeps_other_entries_and_writes_sorted_rounded_json(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path / "baselines")
+    first = store.update("m.pt2", "ab" * 32, {("cpu x2", "torch-cpu", 1): {"throughput": 1 / 3}})
+    assert first == [(("cpu x2", "torch-cpu", 1), None, {"throughput": 1 / 3})]
+    store.update("m.pt2", "ab" * 32, {("cpu x2", "onnxruntime-cpu", 4): {"throughput": 2.0}})
+    path = tmp_path / "baselines" / f"m-{'ab' * 6}.json"
+    data = json.loads(path.read_text())
+    assert data["schema"] == SCHEMA_VERSION and data["model"] == {"name": "m.pt2", "sha256": "ab" * 32}
+    assert sorted(store.load("m.pt2", "ab" * 32).keys()) == [
+        ("cpu x2", "onnxruntime-cpu", 4),
+        ("cpu x2", "torch-cpu", 1),
+    ]
+    assert path.read_text() == json.dumps(data, indent=2, sort_keys=True) + "\n"
+    assert not list(path.parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "cannot read the baseline file (JSONDecodeError"),
+        ('{"schema": 99, "model": {}, "entries": {}}', "baseline schema 99 is newer than this pytest-navigator reads"),
+        ('{"schema": 1, "entries": []}', "not a pytest-navigator baseline file (schema 1)"),
+    ],
+)
+def test_a_corrupt_or_newer_file_is_never_overwritten(tmp_path: Path, content: str, message: str) -> None:
+    store = BaselineStore(tmp_path)
+    path = store.path_for("m.pt2", "cd" * 32)
+    path.write_text(content)
+    with pytest.raises(BaselineError, match=re.escape(message)) as failure:
+        store.update("m.pt2", "cd" * 32, {("cpu", "torch-cpu", 1): {"throughput": 1.0}})
+    assert str(path) in str(failure.value)
+    assert path.read_text() == content
+
+
+def test_concurrent_updates_lose_nothing(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+
+    def write(worker: int) -> None:
+        for batch in range(5):
+            BaselineStore(tmp_path).update(
+                "m.pt2", "ef" * 32, {("cpu", f"runtime-{worker}", batch): {"throughput": 1.0}}
+            )
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(list(store.load("m.pt2", "ef" * 32).keys())) == 20
