@@ -34,6 +34,9 @@ class ModelFile(pytest.File):
                 item.add_marker(pytest.mark.navigator)
                 if plan.skip_reason:
                     item.add_marker(pytest.mark.skip(reason=f"{plan.name}: {plan.skip_reason}"))
+                if kind is PerformanceItem and self.config.pluginmanager.hasplugin("xdist"):
+                    # under --dist loadgroup, one worker measures a device: no two timings compete
+                    item.add_marker(pytest.mark.xdist_group(f"navigator-performance-{plan.definition.device}"))
                 yield item
 
 
@@ -97,7 +100,7 @@ class PerformanceItem(NavigatorItem):
 
 #: Settings the navigator marker takes: the check's, then the profiler's (as settings.PROFILER_SETTINGS).
 _CHECK_SETTINGS = ("verify", "examples", "strict")
-_PROFILE_SETTINGS = ("mode", "window", "stability", "max_trials", "profile", "batch_sizes")
+_PROFILE_SETTINGS = ("mode", "window", "stability", "max_trials", "profile", "batch_sizes", "thresholds")
 
 
 def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -118,10 +121,14 @@ def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, 
 
 
 def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any) -> RuntimeProfile:
-    """Profile one runtime with the options, updated by the navigator marker and call arguments;
-    skip when profiling is off, fail when the measurement is unstable."""
-    from pytest_navigator.profiler import check_profile
+    """Profile one runtime with the options, updated by the navigator marker and call arguments, and
+    judge it against the stored baseline. Skip when profiling is off; fail when the measurement is
+    unstable (INCONCLUSIVE; a warning with --navigator-inconclusive=warn), when it REGRESSED, or
+    when there is no baseline under --navigator-require-baseline. --update-baselines accepts any
+    stable speed."""
+    from pytest_navigator.profiler import PerformanceFailure, check_profile
     from pytest_navigator.settings import profiler_config
+    from pytest_navigator.verdicts import Verdict, parse_thresholds
 
     session = node.config.stash[SESSION_KEY]
     settings = _marker_settings(node, overrides)
@@ -129,9 +136,41 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
     config = profiler_config(session.settings.profiler, f"{node.nodeid}: ", **chosen)
     if not config.run_profiling:
         pytest.skip("profiling is off (--navigator-no-profile or navigator(profile=False))")
+    limits = parse_thresholds(
+        settings.get("thresholds", session.settings.thresholds),
+        f"{node.nodeid}: thresholds" if "thresholds" in settings else "--navigator-thresholds",
+    )
     profile = session.profile(model, runtime, config)
-    check_profile(profile, model.name)
+    comparisons = session.judge(model, runtime, profile, limits)
+    try:
+        check_profile(profile, model.name)
+    except PerformanceFailure as unstable:
+        if session.settings.inconclusive != "warn":
+            raise
+        import warnings
+
+        warnings.warn(InconclusiveWarning(f"INCONCLUSIVE: {unstable}"), stacklevel=1)
+    if session.settings.update_baselines:
+        return profile
+    regressed = [c for c in comparisons if c.verdict is Verdict.REGRESSED]
+    if regressed:
+        raise PerformanceFailure(
+            f"{runtime} on {model.name} regressed against {session.baseline_store.path_for(model.name, model.fingerprint)}:\n"
+            + "\n".join(c.describe() for c in regressed)
+            + "\nIf the slowdown is intended, accept it with --update-baselines (and commit the baseline file)."
+        )
+    new = [c for c in comparisons if c.verdict is Verdict.NEW]
+    if new and session.settings.require_baseline:
+        raise PerformanceFailure(
+            f"{runtime} on {model.name}: no baseline for batch size {', '.join(str(c.batch_size) for c in new)} on "
+            f"{session.hardware(runtime)} in {session.baseline_store.path_for(model.name, model.fingerprint)} "
+            "(--navigator-require-baseline); record one with --update-baselines."
+        )
     return profile
+
+
+class InconclusiveWarning(UserWarning):
+    """An unstable measurement under --navigator-inconclusive=warn: nothing was judged."""
 
 
 def run_check(

@@ -124,6 +124,28 @@ _OPTIONS: list[tuple[str, str, str, str, str]] = [
         "Check correctness only: generate no MODEL::test_performance[RUNTIME] tests.",
     ),
     (
+        "--navigator-thresholds",
+        "navigator_thresholds",
+        "navigator_thresholds",
+        "string",
+        "Regression limits, METRIC=LIMIT by commas: a percentage of the baseline or an absolute value (samples/s, ms); "
+        "metrics throughput, p50, p90, p95, p99 (default: throughput=95%,p95=110%,p99=110%).",
+    ),
+    (
+        "--navigator-require-baseline",
+        "navigator_require_baseline",
+        "navigator_require_baseline",
+        "bool",
+        "Fail a performance test that has no stored baseline for this hardware (default: NEW passes).",
+    ),
+    (
+        "--navigator-inconclusive",
+        "navigator_inconclusive",
+        "navigator_inconclusive",
+        "string",
+        "What an unstable measurement does: 'fail' (default) or 'warn'.",
+    ),
+    (
         "--navigator-baselines",
         "navigator_baselines",
         "navigator_baselines",
@@ -157,7 +179,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         dest="navigator_update_baselines",
-        help="Rewrite the stored baselines of the runtimes measured in this run.",
+        help="Accept today's speed: write this run's stable measurements of runtimes that passed correctness into the baseline files, keeping every other entry.",
     )
 
 
@@ -171,9 +193,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "navigator(verify=None, examples=None, strict=None, mode=None, window=None, stability=None, max_trials=None, "
-        "profile=None): settings of pytest-navigator's checks for this test (verify: a VerifyFunction; examples: "
+        "profile=None, batch_sizes=None, thresholds=None): settings of pytest-navigator's checks for this test (verify: a VerifyFunction; examples: "
         "generated samples; strict: fail when a check cannot fail; mode/window/stability/max_trials: as the "
-        "--navigator-* options; profile=False: no measurement).",
+        "--navigator-* options; profile=False: no measurement; thresholds: e.g. {'throughput': '95%'}).",
     )
     if _value(config, "navigator_models", "navigator_models"):
         config.pluginmanager.register(NavigatorPlugin(config), "navigator-session")
@@ -208,6 +230,16 @@ def _settings(config: pytest.Config) -> Settings:
         profile=False if _value(config, "navigator_no_profile", "navigator_no_profile") else None,
         batch_sizes=batch_sizes or None,
     )
+    inconclusive = (_value(config, "navigator_inconclusive", "navigator_inconclusive") or "fail").strip().lower()
+    if inconclusive not in ("fail", "warn"):
+        from pytest_navigator.settings import OptionError
+
+        raise OptionError(f"--navigator-inconclusive={inconclusive!r}: give 'fail' or 'warn'.")
+    thresholds = _value(config, "navigator_thresholds", "navigator_thresholds") or None
+    if thresholds is not None:
+        from pytest_navigator.verdicts import parse_thresholds
+
+        parse_thresholds(thresholds)  # a bad value stops the run now, naming the option
     return Settings(
         models=tuple(dict.fromkeys(Path(m).absolute() for m in models)),
         cli_inputs=tuple(config.getoption("navigator_inputs") or ()),
@@ -226,6 +258,9 @@ def _settings(config: pytest.Config) -> Settings:
         state_dir=config.rootpath / ".navigator",
         invocation_dir=invocation,
         profiler=profiler,
+        thresholds=thresholds,
+        require_baseline=bool(_value(config, "navigator_require_baseline", "navigator_require_baseline")),
+        inconclusive=inconclusive,
     )
 
 
@@ -264,6 +299,25 @@ class NavigatorPlugin:
             return ModelFile.from_parent(parent, path=file_path)
         return None
 
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller merges and writes
+            workeroutput["navigator"] = self.session.worker_results()
+            return
+        if self.session.settings.update_baselines:
+            from pytest_navigator.baselines import BaselineError
+
+            self.session.update_baselines()
+            if any(isinstance(o, BaselineError) for o in self.session.baseline_updates.values()):
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: take in a worker's measurements and correctness outcomes."""
+        results = getattr(node, "workeroutput", {}).get("navigator")
+        if results:
+            self.session.merge_worker_results(results)
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_navigator.report import runtime_table
 
@@ -275,6 +329,12 @@ class NavigatorPlugin:
 
             terminalreporter.section("navigator performance")
             terminalreporter.line(performance_summary(self.session))
+            from pytest_navigator.report import baseline_summary
+
+            text = baseline_summary(self.session)
+            if text:
+                terminalreporter.section("navigator baselines")
+                terminalreporter.line(text)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.session.close()

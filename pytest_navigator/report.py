@@ -37,10 +37,13 @@ def performance_summary(session: NavigatorSession) -> str:
     rows, stops, best = [], [], []
     for (path, runtime), profile in session.profiles.items():
         model = session.models[path].name if path in session.models else path.name
+        verdicts = {c.batch_size: c for c in session.comparisons.get((path, runtime), [])}
         for batch in profile.batches:
             if batch.status == "error":
-                rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", ""])
+                rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", ""])
                 continue
+            comparison = verdicts.get(batch.batch_size)
+            delta = comparison.delta() if comparison else None
             latency = batch.latency_ms
             used = len(batch.stable_windows) if batch.stable else len(batch.windows)
             rows.append(
@@ -55,6 +58,8 @@ def performance_summary(session: NavigatorSession) -> str:
                     f"{latency['p99']:.3f}",
                     f"{batch.cold_start_ms:.1f}" if batch.cold_start_ms is not None else "",
                     f"{used}/{len(batch.windows)}",
+                    "" if delta is None else f"{delta:+.1%}",
+                    comparison.verdict.value if comparison else "",
                 ]
             )
             if batch.stable:
@@ -73,10 +78,25 @@ def performance_summary(session: NavigatorSession) -> str:
             "p99 ms",
             "cold ms",
             "windows",
+            "vs baseline",
+            "verdict",
         ],
         tablefmt="simple",
         disable_numparse=True,
-        colalign=("left", "left", "right", "left", "right", "right", "right", "right", "right", "right"),
+        colalign=(
+            "left",
+            "left",
+            "right",
+            "left",
+            "right",
+            "right",
+            "right",
+            "right",
+            "right",
+            "right",
+            "right",
+            "left",
+        ),
     )
     lines = [device, libraries, "", table, "", *stops]
     if best:
@@ -86,4 +106,56 @@ def performance_summary(session: NavigatorSession) -> str:
             f"max throughput: {fast[1]} at batch {fast[2].batch_size} ({fast[2].throughput:.1f} samples/s); "
             f"min latency: {quick[1]} at batch {quick[2].batch_size} (p50 {quick[2].percentile(50):.3f} ms)"
         )
+    return "\n".join(lines)
+
+
+def baseline_summary(session: NavigatorSession) -> str:
+    """After --update-baselines: old -> new per entry written, and why measured runtimes were not
+    written. Always: stored entries for this machine that no test of the run used (kept)."""
+    from tabulate import tabulate
+
+    from pytest_navigator.baselines import BaselineError
+
+    lines = []
+    for outcome in session.baseline_updates.values():
+        if isinstance(outcome, BaselineError):
+            lines.append(f"not updated: {outcome}")
+            continue
+        written, changes = outcome
+        rows = []
+        for (hardware, runtime, size), old, new in changes:
+            before = old.get("throughput") if old else None
+            after = new["throughput"]
+            delta = "new" if not before else f"{after / before - 1:+.1%}"
+            rows.append([runtime, size, "" if before is None else f"{before:.1f}", f"{after:.1f}", delta, hardware])
+        lines.append(f"updated {written} ({len(changes)} entries):")
+        lines.append(
+            tabulate(
+                rows,
+                headers=["runtime", "batch", "old samples/s", "new samples/s", "delta", "hardware"],
+                tablefmt="simple",
+                disable_numparse=True,
+            )
+        )
+    if session.settings.update_baselines:
+        for (path, runtime), profile in session.profiles.items():
+            record = session.records.get((path, runtime))
+            if record is not None and record.status != "passed":
+                why = (
+                    "correctness was not checked in this run"
+                    if record.status == "built"
+                    else f"correctness {record.status}"
+                )
+                lines.append(f"not written: {path.name} {runtime}: {why}")
+            for batch in profile.batches:
+                if batch.status == "unstable":
+                    lines.append(f"not written: {path.name} {runtime} batch {batch.batch_size}: unstable")
+    for model in session.models.values():
+        unused = session.unused_baselines(model)
+        if unused:
+            listed = ", ".join(f"{name} batch {size}" for _, name, size in unused)
+            lines.append(
+                f"{len(unused)} unused in {session.baseline_store.path_for(model.name, model.fingerprint).name} "
+                f"(kept; no test of this run measured them): {listed}"
+            )
     return "\n".join(lines)

@@ -15,7 +15,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStore, Key, entry_for
 from pytest_navigator.config import ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckOptions, CorrectnessReport
 from pytest_navigator.errors import NavigatorError, RuntimeBuildError
@@ -26,6 +28,7 @@ from pytest_navigator.samples import digest, random_sample, random_samples
 from pytest_navigator.settings import Settings
 from pytest_navigator.spec import parse_io_spec, read_sidecar
 from pytest_navigator.user_samples import LabeledSample, check_samples, load_sample_files
+from pytest_navigator.verdicts import Comparison, Limit, compare
 
 #: Reference outputs kept for this many distinct samples (a run's samples repeat across runtimes).
 REFERENCE_CACHE_SIZE = 512
@@ -65,6 +68,11 @@ class NavigatorSession:
     records: dict[tuple[Path, str], RuntimeRecord] = field(default_factory=dict)
     correctness: dict[tuple[Path, str], CorrectnessReport] = field(default_factory=dict)
     profiles: dict[tuple[Path, str], RuntimeProfile] = field(default_factory=dict)
+    comparisons: dict[tuple[Path, str], list[Comparison]] = field(default_factory=dict)
+    #: Stable measurements as baseline entries, waiting for --update-baselines: (model, runtime) -> key -> entry
+    measured: dict[tuple[Path, str], dict[Key, dict[str, Any]]] = field(default_factory=dict)
+    #: After --update-baselines: model file -> (baseline file, [(key, old, new)]) or the error that stopped it
+    baseline_updates: dict[Path, tuple[Path, list[tuple[Key, Any, Any]]] | BaselineError] = field(default_factory=dict)
     _runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = field(default_factory=dict)
     _references: dict[Path, Runner] = field(default_factory=dict)
     _examples: dict[Path, Sample] = field(default_factory=dict)
@@ -279,6 +287,110 @@ class NavigatorSession:
         )
         self.profiles[(model.path, runtime)] = profile
         return profile
+
+    # -- baselines -----------------------------------------------------------------------------
+
+    @property
+    def baseline_store(self) -> BaselineStore:
+        return BaselineStore(self.settings.baselines_dir)
+
+    def hardware(self, runtime: str) -> str:
+        """The hardware a runtime's baselines are keyed by: its GPU, or the CPU."""
+        from pytest_navigator.telemetry import fingerprint, hardware_key
+
+        device = self.registry.get(runtime).device if runtime in self.registry else "cpu"
+        return hardware_key(fingerprint(), device)
+
+    def judge(self, model: Model, runtime: str, profile: RuntimeProfile, limits: dict[str, Limit]) -> list[Comparison]:
+        """Compare each measured batch size with the stored baseline for this hardware (BaselineError
+        for an unreadable file); keep the stable ones as entries for --update-baselines."""
+        from pytest_navigator.telemetry import fingerprint
+
+        unreadable: BaselineError | None = None
+        try:
+            stored = self.baseline_store.load(model.name, model.fingerprint)
+        except BaselineError as exc:  # still keep the measurement: --update-baselines reports the file
+            unreadable, stored = exc, BaselineFile(Path(), {}, {})
+        hardware = self.hardware(runtime)
+        precision = self.registry.get(runtime).precision if runtime in self.registry else "fp32"
+        results, entries = [], {}
+        for batch in profile.batches:
+            if batch.status == "error":
+                continue
+            current = entry_for(batch, profile, fingerprint(), precision)
+            key = (hardware, runtime, batch.batch_size)
+            results.append(compare(runtime, batch.batch_size, current, stored.get(key), limits, stable=batch.stable))
+            if batch.stable:
+                entries[key] = current
+        self.comparisons[(model.path, runtime)] = results
+        self.measured[(model.path, runtime)] = entries
+        if unreadable is not None:
+            raise unreadable
+        return results
+
+    def update_baselines(self) -> None:
+        """Write this run's stable measurements of runtimes that passed correctness in this run; keep
+        every other entry. Each model's outcome (changes, or the error) lands in baseline_updates."""
+        for model in self.models.values():
+            entries: dict[Key, dict[str, Any]] = {}
+            for (path, runtime), measured in self.measured.items():
+                if path == model.path and self.records.get((path, runtime), RuntimeRecord()).status == "passed":
+                    entries.update(measured)
+            if not entries:
+                continue
+            try:
+                changes = self.baseline_store.update(model.name, model.fingerprint, entries)
+                self.baseline_updates[model.path] = (
+                    self.baseline_store.path_for(model.name, model.fingerprint),
+                    changes,
+                )
+            except BaselineError as exc:
+                self.baseline_updates[model.path] = exc
+
+    def worker_results(self) -> str:
+        """What an xdist worker hands the controller (JSON): runtime outcomes and measured entries."""
+        import json
+
+        return json.dumps(
+            {
+                "records": [[str(path), runtime, record.status] for (path, runtime), record in self.records.items()],
+                "measured": [
+                    [str(path), runtime, [[list(key), entry] for key, entry in entries.items()]]
+                    for (path, runtime), entries in self.measured.items()
+                ],
+            }
+        )
+
+    def merge_worker_results(self, text: str) -> None:
+        """Merge a worker's results: a runtime passed if some worker saw it pass and none saw it fail."""
+        import json
+
+        data = json.loads(text)
+        for path, runtime, status in data["records"]:
+            record = self.records.setdefault((Path(path), runtime), RuntimeRecord())
+            if status in ("failed", "failed-build") or (
+                status == "passed" and record.status not in ("failed", "failed-build")
+            ):
+                record.status = status
+        for path, runtime, entries in data["measured"]:
+            merged = self.measured.setdefault((Path(path), runtime), {})
+            for key, entry in entries:
+                merged[(key[0], key[1], int(key[2]))] = entry
+
+    def unused_baselines(self, model: Model) -> list[Key]:
+        """Entries for this machine's hardware that no test of this run compared against (kept, listed)."""
+        try:
+            stored = self.baseline_store.load(model.name, model.fingerprint)
+        except BaselineError:
+            return []
+        used = {
+            (self.hardware(runtime), runtime, c.batch_size)
+            for (path, runtime), comparisons in self.comparisons.items()
+            if path == model.path
+            for c in comparisons
+        }
+        hardware = {key[0] for key in used} or {self.hardware(r) for r in self.registry.names}
+        return sorted(key for key in stored.keys() if key[0] in hardware and key not in used)
 
     def close(self) -> None:
         """Remove the run's temporary artifacts."""

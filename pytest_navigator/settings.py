@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,12 @@ class Settings:
     #: How performance is measured (--navigator-mode/-window/-stability/-max-trials/-no-profile);
     #: batch_sizes holds --navigator-batch-sizes when given, else None (sweep powers of two).
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+    #: Regression thresholds (--navigator-thresholds): metric -> verdicts.Limit; None: the defaults.
+    thresholds: Mapping[str, Any] | str | None = None
+    #: A measurement without a stored baseline fails (--navigator-require-baseline).
+    require_baseline: bool = False
+    #: An unstable measurement: "fail" (default) or "warn" (--navigator-inconclusive).
+    inconclusive: str = "fail"
 
 
 def parse_runtimes(value: str | None) -> tuple[str, ...] | None:

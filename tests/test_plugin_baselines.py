@@ -1,0 +1,219 @@
+"""Baselines in real pytest sessions: record, compare, regress, update safely, xdist.
+
+The runtimes sleep a known time per request; a slowdown is real extra work (3x the sleep), far
+beyond noise, and "unchanged" reruns use generous thresholds, so no assertion depends on how
+quiet the machine is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+_RUNTIMES = """
+import os
+import time
+
+from pytest_navigator.runtimes import CallableRunner, RuntimeDefinition
+from pytest_navigator.runtimes.torch_runtimes import build_eager
+
+calls = {"n": 0}
+
+
+def sleeping(model, name, seconds):
+    eager = build_eager(model, None)
+
+    def run(sample):
+        time.sleep(seconds())
+        return eager.infer(sample)
+
+    return CallableRunner(name, run, model.io_spec)
+
+
+def slowable():
+    return 0.003 if os.environ.get("NAVIGATOR_TEST_SLOW") else 0.001
+
+
+def wobbly():
+    calls["n"] += 1
+    return 0.002 if (calls["n"] // 5) % 2 else 0.0002
+
+
+def pytest_navigator_register_runtimes(registry, config):
+    registry.register(RuntimeDefinition("slowable", lambda m, c: sleeping(m, "slowable", slowable)))
+    registry.register(RuntimeDefinition("other", lambda m, c: sleeping(m, "other", lambda: 0.001)))
+    registry.register(RuntimeDefinition("wobbly", lambda m, c: sleeping(m, "wobbly", wobbly)))
+"""
+
+QUICK = (
+    "--navigator-window=10",
+    "--navigator-stability=50",
+    "--navigator-max-trials=30",
+    "--navigator-batch-sizes=1,2",
+)
+GENEROUS = "--navigator-thresholds=throughput=50%,p95=300%,p99=300%"
+
+
+@pytest.fixture
+def mlp(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> Path:
+    target = pytester.path / "mlp.pt2"
+    shutil.copy(tiny_models[".pt2"], target)
+    shutil.copy(tiny_models[".pt2"].with_name("mlp.navigator.toml"), pytester.path)
+    pytester.makeconftest(_RUNTIMES)
+    return target
+
+
+def _baseline_file(pytester: pytest.Pytester) -> Path:
+    (found,) = (pytester.path / "baselines").glob("mlp-*.json")
+    return found
+
+
+def _run(pytester: pytest.Pytester, runtimes: str, *extra: str) -> pytest.RunResult:
+    return pytester.runpytest(
+        "--navigator-model=mlp.pt2", f"--navigator-runtimes={runtimes}", "--navigator-examples=2", *QUICK, *extra
+    )
+
+
+def test_record_then_rerun_passes_and_a_real_slowdown_regresses(
+    pytester: pytest.Pytester, mlp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded = _run(pytester, "slowable", "--update-baselines")
+    recorded.assert_outcomes(passed=2)
+    recorded.stdout.fnmatch_lines(
+        [
+            "*navigator baselines*",
+            "updated *baselines*mlp-*.json (2 entries):",
+            "slowable *1 * new *",
+            "slowable *2 * new *",
+        ]
+    )
+    data = json.loads(_baseline_file(pytester).read_text())
+    ((_, runtimes),) = data["entries"].items()
+    assert sorted(runtimes["slowable"]) == ["1", "2"]
+    assert len(runtimes["slowable"]["1"]["block_throughputs"]) >= 15
+
+    again = _run(pytester, "slowable", GENEROUS)
+    again.assert_outcomes(passed=2)
+    again.stdout.fnmatch_lines(["mlp.pt2 *slowable *1 *stable *% *pass", "mlp.pt2 *slowable *2 *stable *% *pass"])
+
+    monkeypatch.setenv("NAVIGATOR_TEST_SLOW", "1")  # three times the work per request
+    slowed = _run(pytester, "slowable")
+    slowed.assert_outcomes(passed=1, failed=1)
+    slowed.stdout.fnmatch_lines(
+        [
+            "*slowable on mlp.pt2 regressed against *mlp-*.json:",
+            "*slowable batch 1: REGRESSED: throughput, p95, p99 beyond the limit (throughput=95%, p95=110%, p99=110%)"
+            " and significant (p < 0.01)",
+            "*throughput * -> * samples/s (-*%), limit *, p=*",
+            "*If the slowdown is intended, accept it with --update-baselines*",
+            "mlp.pt2 *slowable *1 *stable *-*% *regressed",
+        ]
+    )
+    assert json.loads(_baseline_file(pytester).read_text()) == data  # a failing run writes nothing
+
+
+def test_unstable_is_inconclusive_and_fails_unless_told_to_warn(pytester: pytest.Pytester, mlp: Path) -> None:
+    strict = pytester.runpytest(
+        "--navigator-model=mlp.pt2", "--navigator-runtimes=wobbly", "--navigator-batch-sizes=1",
+        "--navigator-window=5", "--navigator-max-trials=6", "-k", "performance",
+    )  # fmt: skip
+    strict.assert_outcomes(failed=1, deselected=1)
+    strict.stdout.fnmatch_lines(
+        ["*the measurement is unstable at batch size 1*", "mlp.pt2 *wobbly *1 *unstable *inconclusive"]
+    )
+    lenient = pytester.runpytest(
+        "--navigator-model=mlp.pt2", "--navigator-runtimes=wobbly", "--navigator-batch-sizes=1",
+        "--navigator-window=5", "--navigator-max-trials=6", "-k", "performance", "--navigator-inconclusive=warn",
+    )  # fmt: skip
+    lenient.assert_outcomes(passed=1, deselected=1, warnings=1)
+    lenient.stdout.fnmatch_lines(
+        ["*InconclusiveWarning: INCONCLUSIVE: wobbly on mlp.pt2: the measurement is unstable*"]
+    )
+
+
+def test_new_on_unknown_hardware_passes_or_fails_when_a_baseline_is_required(
+    pytester: pytest.Pytester, mlp: Path
+) -> None:
+    _run(pytester, "other", "--update-baselines").assert_outcomes(passed=2)
+    path = _baseline_file(pytester)
+    data = json.loads(path.read_text())
+    data["entries"] = {"Imaginary CPU x64": next(iter(data["entries"].values()))}
+    path.write_text(json.dumps(data))
+    new = _run(pytester, "other")
+    new.assert_outcomes(passed=2)
+    new.stdout.fnmatch_lines(["mlp.pt2 *other *1 *stable * new"])
+    required = _run(pytester, "other", "--navigator-require-baseline")
+    required.assert_outcomes(passed=1, failed=1)
+    required.stdout.fnmatch_lines(
+        ["*other on mlp.pt2: no baseline for batch size 1, 2 on * in *mlp-*.json (--navigator-require-baseline)*"]
+    )
+
+
+def test_an_update_keeps_what_it_did_not_measure_and_lists_it_unused(pytester: pytest.Pytester, mlp: Path) -> None:
+    _run(pytester, "slowable,other", "--update-baselines").assert_outcomes(passed=4)
+    before = json.loads(_baseline_file(pytester).read_text())
+    only = _run(pytester, "other", "--update-baselines")
+    only.assert_outcomes(passed=2)
+    only.stdout.fnmatch_lines(
+        [
+            "updated * (2 entries):",
+            "2 unused in mlp-*.json (kept; no test of this run measured them): slowable batch 1, slowable batch 2",
+        ]
+    )
+    after = json.loads(_baseline_file(pytester).read_text())
+    ((hardware, runtimes),) = after["entries"].items()
+    assert runtimes["slowable"] == before["entries"][hardware]["slowable"]
+    assert runtimes["other"] != before["entries"][hardware]["other"]  # re-measured: new date and figures
+
+    unchecked = _run(pytester, "other", "--update-baselines", "-k", "performance")
+    unchecked.stdout.fnmatch_lines(["not written: mlp.pt2 other: correctness was not checked in this run"])
+    assert json.loads(_baseline_file(pytester).read_text()) == after
+
+
+def test_a_corrupt_baseline_file_is_a_clear_error_and_stays_byte_identical(
+    pytester: pytest.Pytester, mlp: Path
+) -> None:
+    _run(pytester, "other", "--update-baselines").assert_outcomes(passed=2)
+    path = _baseline_file(pytester)
+    corrupt = path.read_bytes()[:-40]
+    path.write_bytes(corrupt)
+    result = _run(pytester, "other", "--update-baselines")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [f"*{path}: cannot read the baseline file (JSONDecodeError*", "not updated: *cannot read*"]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert path.read_bytes() == corrupt
+
+
+def test_bad_thresholds_stop_the_run(pytester: pytest.Pytester, mlp: Path) -> None:
+    result = pytester.runpytest("--navigator-model=mlp.pt2", "--navigator-thresholds=throughput=120%")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--navigator-thresholds: throughput='120%': a relative throughput limit is at most 100%*"]
+    )
+
+
+@pytest.mark.parametrize("dist", ["load", "loadgroup", "loadgroup"])
+def test_xdist_workers_updating_one_file_lose_nothing(pytester: pytest.Pytester, mlp: Path, dist: str) -> None:
+    """Correctness and performance of a runtime may land on different workers: the controller merges
+    their outcomes and writes once. loadgroup also keeps every performance test on one worker."""
+    pytest.importorskip("xdist")
+    pytester.makeconftest(
+        _RUNTIMES
+        + """
+    for index in range(8):
+        registry.register(RuntimeDefinition(f"copy-{index}", lambda m, c, i=index: sleeping(m, f"copy-{i}", lambda: 0.0005)))
+"""
+    )
+    runtimes = ",".join(f"copy-{i}" for i in range(8))
+    result = pytester.runpytest_subprocess(
+        "--navigator-model=mlp.pt2", f"--navigator-runtimes={runtimes}", "--navigator-examples=2",
+        *QUICK, "--update-baselines", "-n", "4", "-p", "xdist", "--dist", dist,
+    )  # fmt: skip
+    result.assert_outcomes(passed=16)
+    ((_, stored),) = json.loads(_baseline_file(pytester).read_text())["entries"].items()
+    assert sorted(stored) == sorted(runtimes.split(",")) and all(sorted(b) == ["1", "2"] for b in stored.values())
