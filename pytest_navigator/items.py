@@ -154,8 +154,13 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
         return profile
     regressed = [c for c in comparisons if c.verdict is Verdict.REGRESSED]
     if regressed:
+        against = (
+            f"{session.against_model.path} (A/B, measured side by side)"
+            if session.against_model is not None
+            else session.baseline_store.path_for(model.name, model.fingerprint)
+        )
         raise PerformanceFailure(
-            f"{runtime} on {model.name} regressed against {session.baseline_store.path_for(model.name, model.fingerprint)}:\n"
+            f"{runtime} on {model.name} regressed against {against}:\n"
             + "\n".join(c.describe() for c in regressed)
             + "\nIf the slowdown is intended, accept it with --update-baselines (and commit the baseline file)."
         )

@@ -146,6 +146,20 @@ _OPTIONS: list[tuple[str, str, str, str, str]] = [
         "What an unstable measurement does: 'fail' (default) or 'warn'.",
     ),
     (
+        "--navigator-normalize",
+        "navigator_normalize",
+        "navigator_normalize",
+        "bool",
+        "Judge baselines on calibration-normalized figures (throughput relative to a fixed workload measured beside it), not raw ones.",
+    ),
+    (
+        "--navigator-against",
+        "navigator_against",
+        "navigator_against",
+        "string",
+        "An older model file (e.g. from the main branch): each runtime measures both, windows interleaved, and is judged against the old one (A/B, no stored baseline needed).",
+    ),
+    (
         "--navigator-baselines",
         "navigator_baselines",
         "navigator_baselines",
@@ -235,6 +249,7 @@ def _settings(config: pytest.Config) -> Settings:
         from pytest_navigator.settings import OptionError
 
         raise OptionError(f"--navigator-inconclusive={inconclusive!r}: give 'fail' or 'warn'.")
+    against = _value(config, "navigator_against", "navigator_against") or None
     thresholds = _value(config, "navigator_thresholds", "navigator_thresholds") or None
     if thresholds is not None:
         from pytest_navigator.verdicts import parse_thresholds
@@ -261,6 +276,8 @@ def _settings(config: pytest.Config) -> Settings:
         thresholds=thresholds,
         require_baseline=bool(_value(config, "navigator_require_baseline", "navigator_require_baseline")),
         inconclusive=inconclusive,
+        normalize=bool(_value(config, "navigator_normalize", "navigator_normalize")),
+        against=invocation / against if against else None,
     )
 
 

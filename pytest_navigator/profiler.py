@@ -116,6 +116,8 @@ class RuntimeProfile:
     batches: tuple[BatchProfile, ...]
     stop_reason: str
     config: ProfilerConfig = field(default_factory=ProfilerConfig)
+    #: Throughput of the device's fixed calibration workload around this profile (calibration.py).
+    calibration: float | None = None
 
     @property
     def stable(self) -> bool:
@@ -230,16 +232,21 @@ def profile_runner(
     batch_sizes: Sequence[int] | None = None,
     clock: Clock = time.perf_counter_ns,
     monitor: WindowMonitor | None = None,
+    measure: Callable[[int], BatchProfile] | None = None,
 ) -> RuntimeProfile:
     """Profile each batch size in ascending order. Explicit sizes are all measured; the automatic
     sweep (powers of two) stops once throughput fails to grow by throughput_cutoff_threshold for
-    throughput_backoff_limit sizes in a row. An error (e.g. out of memory) ends the sweep there."""
+    throughput_backoff_limit sizes in a row. An error (e.g. out of memory) ends the sweep there.
+    `measure(size)` replaces profile_batch (profile_pair uses it for A/B runs)."""
     explicit = batch_sizes is not None
     sizes = sorted(set(batch_sizes)) if batch_sizes is not None else sweep_sizes(runner.max_batch_size)
     profiles: list[BatchProfile] = []
     best, without_gain = 0.0, 0
     for size in sizes:
-        profile = profile_batch(runner, inputs_for(size), size, config, clock, monitor)
+        if measure is not None:
+            profile = measure(size)
+        else:
+            profile = profile_batch(runner, inputs_for(size), size, config, clock, monitor)
         profiles.append(profile)
         if profile.status == "error":
             return RuntimeProfile(runner.runtime, tuple(profiles), f"batch size {size} failed: {profile.error}", config)
@@ -259,6 +266,43 @@ def profile_runner(
             )
     reason = "all requested batch sizes measured" if explicit else f"reached the largest batch size ({sizes[-1]})"
     return RuntimeProfile(runner.runtime, tuple(profiles), reason, config)
+
+
+def profile_pair(
+    new: Runner,
+    old: Runner,
+    inputs: Sequence[Sample],
+    batch_size: int,
+    config: ProfilerConfig,
+    clock: Clock = time.perf_counter_ns,
+) -> tuple[BatchProfile, BatchProfile]:
+    """A/B: both runners warmed up, then their windows interleaved (new, old, new, old, ...) on the same
+    inputs until both are stable or max_trials pairs; a machine drift hits both alike. The stable sets
+    are the last `stabilization_windows` pairs, so window i of one is paired with window i of the other."""
+    try:
+        prepared = [[runner.prepare(sample) for sample in inputs] for runner in (new, old)]
+        colds = [warm_up(runner, ready, clock) for runner, ready in zip((new, old), prepared, strict=True)]
+        windows: list[list[WindowResult]] = [[], []]
+        chosen = None
+        while len(windows[0]) < config.max_trials:
+            for side, runner in enumerate((new, old)):
+                windows[side].append(
+                    measure_window(runner, prepared[side], batch_size, config, clock, offset=len(windows[side]))
+                )
+            both = [stable_set(w, config) for w in windows]
+            if both[0] is not None and both[1] is not None:
+                chosen = tuple(range(len(windows[0]) - config.stabilization_windows, len(windows[0])))
+                break
+    except Exception as exc:
+        failed = BatchProfile(batch_size, "error", None, error=f"{type(exc).__name__}: {exc}".strip())
+        return failed, failed
+    finally:
+        prepared = []
+    status = "stable" if chosen is not None else "unstable"
+    return (
+        BatchProfile(batch_size, status, colds[0], tuple(windows[0]), chosen or ()),
+        BatchProfile(batch_size, status, colds[1], tuple(windows[1]), chosen or ()),
+    )
 
 
 class PerformanceFailure(AssertionError):

@@ -35,9 +35,13 @@ def performance_summary(session: NavigatorSession) -> str:
         device += f"; GPU: {gpu['count']} x {gpu['names'][0]}, driver {gpu['driver']}, CUDA {gpu['cuda']}"
     libraries = ", ".join(f"{k} {v}" for k, v in facts["libraries"].items() if k != "pytest-navigator")
     rows, stops, best = [], [], []
-    for (path, runtime), profile in session.profiles.items():
+    measured = [(key, profile, False) for key, profile in session.profiles.items()]
+    measured += [(key, profile, True) for key, profile in session.against_profiles.items()]
+    for (path, runtime), profile, is_old in measured:
         model = session.models[path].name if path in session.models else path.name
-        verdicts = {c.batch_size: c for c in session.comparisons.get((path, runtime), [])}
+        if is_old and session.against_model is not None:
+            model = f"{session.against_model.name} (A/B old)"
+        verdicts = {} if is_old else {c.batch_size: c for c in session.comparisons.get((path, runtime), [])}
         for batch in profile.batches:
             if batch.status == "error":
                 rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", ""])
@@ -62,7 +66,7 @@ def performance_summary(session: NavigatorSession) -> str:
                     comparison.verdict.value if comparison else "",
                 ]
             )
-            if batch.stable:
+            if batch.stable and not is_old:
                 best.append((model, runtime, batch))
         stops.append(f"{model} {runtime}: sweep stopped: {profile.stop_reason}")
     table = tabulate(

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,9 @@ class NavigatorSession:
     _examples: dict[Path, Sample] = field(default_factory=dict)
     _reference_outputs: OrderedDict[tuple[Path, str], Sample] = field(default_factory=OrderedDict)
     _run_seed: int | None = None
+    #: --navigator-against: the old model every runtime is also measured on, window by window.
+    against_model: Model | None = None
+    against_profiles: dict[tuple[Path, str], RuntimeProfile] = field(default_factory=dict)
     _user_samples: dict[Path, list[LabeledSample]] = field(default_factory=dict)
 
     def load_models(self) -> list[Model]:
@@ -91,6 +94,24 @@ class NavigatorSession:
                 self.models[path] = load(
                     path, trust=self.settings.trust_model, user_specs=[cli, ini, read_sidecar(path)]
                 )
+        against = self.settings.against
+        if against is not None and self.against_model is None:
+            if len(self.settings.models) != 1:
+                raise NavigatorError(
+                    f"--navigator-against={against} compares with one model; {len(self.settings.models)} are given."
+                )
+            (model,) = self.models.values()
+            old = load(against, trust=self.settings.trust_model, user_specs=[cli, ini, read_sidecar(against)])
+            if old.format is not model.format:
+                raise NavigatorError(
+                    f"--navigator-against={against} is {old.format.value} and {model.name} is {model.format.value}: "
+                    "an A/B run builds the same runtimes from both, so give the old model in the same format."
+                )
+            if str(old.io_spec) != str(model.io_spec):
+                raise NavigatorError(
+                    f"--navigator-against={against}: its inputs ({old.io_spec}) differ from {model.name}'s ({model.io_spec})."
+                )
+            self.against_model = old
         return list(self.models.values())
 
     def plan(self, model: Model) -> list[RuntimePlan]:
@@ -260,7 +281,8 @@ class NavigatorSession:
 
     def profile(self, model: Model, runtime: str, config: ProfilerConfig | None = None) -> RuntimeProfile:
         """Measure a runtime: config.batch_sizes (those the runner accepts), else a sweep of powers of two."""
-        from pytest_navigator.profiler import profile_runner
+        from pytest_navigator.calibration import calibration_score
+        from pytest_navigator.profiler import BatchProfile, profile_pair, profile_runner
         from pytest_navigator.telemetry import gpu_monitor
 
         config = config or self.settings.profiler
@@ -278,13 +300,30 @@ class NavigatorSession:
                         else f"{model.name}, which has no batch axis."
                     )
                 )
+        before = calibration_score(runner.device)
+        measure = None
+        olds: dict[int, BatchProfile] = {}
+        if self.against_model is not None:
+            old_runner = self.runner(self.against_model, runtime)
+
+            def measure(size: int) -> BatchProfile:
+                new, olds[size] = profile_pair(runner, old_runner, self.profiling_inputs(model, size), size, config)
+                return new
+
         profile = profile_runner(
             runner,
             lambda size: self.profiling_inputs(model, size),
             config,
             sizes,
             monitor=gpu_monitor(runner.device),
+            measure=measure,
         )
+        if self.against_model is not None:
+            self.against_profiles[(model.path, runtime)] = replace(
+                profile, batches=tuple(olds[b.batch_size] for b in profile.batches)
+            )
+        scores = [s for s in (before, calibration_score(runner.device)) if s is not None]
+        profile = replace(profile, calibration=sum(scores) / len(scores) if scores else None)
         self.profiles[(model.path, runtime)] = profile
         return profile
 
@@ -313,13 +352,32 @@ class NavigatorSession:
             unreadable, stored = exc, BaselineFile(Path(), {}, {})
         hardware = self.hardware(runtime)
         precision = self.registry.get(runtime).precision if runtime in self.registry else "fp32"
+        old = self.against_profiles.get((model.path, runtime))
+        olds = {b.batch_size: b for b in old.batches} if old else {}
         results, entries = [], {}
         for batch in profile.batches:
             if batch.status == "error":
                 continue
             current = entry_for(batch, profile, fingerprint(), precision)
             key = (hardware, runtime, batch.batch_size)
-            results.append(compare(runtime, batch.batch_size, current, stored.get(key), limits, stable=batch.stable))
+            if old is not None and self.against_model is not None:  # A/B: the old model, measured beside it
+                other = olds[batch.batch_size]
+                before = entry_for(other, old, fingerprint(), precision) if other.status != "error" else None
+                against: str | None = self.against_model.name
+            else:
+                before, against = stored.get(key), None
+            results.append(
+                compare(
+                    runtime,
+                    batch.batch_size,
+                    current,
+                    before,
+                    limits,
+                    stable=batch.stable,
+                    normalize=self.settings.normalize,
+                    against=against,
+                )
+            )
             if batch.stable:
                 entries[key] = current
         self.comparisons[(model.path, runtime)] = results

@@ -54,6 +54,10 @@ class Settings:
     require_baseline: bool = False
     #: An unstable measurement: "fail" (default) or "warn" (--navigator-inconclusive).
     inconclusive: str = "fail"
+    #: Gate on calibration-normalized figures instead of raw ones (--navigator-normalize).
+    normalize: bool = False
+    #: --navigator-against: an older model file every runtime is also measured on, interleaved (A/B).
+    against: Path | None = None
 
 
 def parse_runtimes(value: str | None) -> tuple[str, ...] | None:

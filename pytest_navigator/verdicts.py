@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_navigator.errors import NavigatorError
@@ -113,6 +113,13 @@ class Comparison:
     p_values: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     version_changes: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    #: Throughput now / baseline, as measured and divided by the calibration workload's ratio.
+    raw_ratio: float | None = None
+    normalized_ratio: float | None = None
+    #: Whether the verdict was judged on calibration-normalized figures (--navigator-normalize).
+    normalized: bool = False
+    #: "baseline" or "A/B against OLD": what the verdict compared with.
+    against: str = "baseline"
 
     def delta(self, metric: str = "throughput") -> float | None:
         """Relative change of a metric against the baseline (+0.05 = 5% higher)."""
@@ -130,7 +137,14 @@ class Comparison:
             parts.append(f"{metric} {was}{current:.4g} {unit}{change}{limit}{p}")
         versions = "; ".join(f"{k} {a or '-'} -> {b or '-'}" for k, (a, b) in self.version_changes.items())
         lines = [f"{self.runtime} batch {self.batch_size}: {self.verdict.value.upper()}: {self.reason}"]
+        if self.normalized:
+            lines[0] += " (figures normalized by the calibration workload)"
         lines += [f"  {p}" for p in parts]
+        if self.raw_ratio is not None:
+            normalized = (
+                "" if self.normalized_ratio is None else f", calibration-normalized {self.normalized_ratio:.3f}"
+            )
+            lines.append(f"  throughput ratio vs {self.against}: raw {self.raw_ratio:.3f}{normalized}")
         if versions:
             lines.append(f"  versions changed since the baseline: {versions}")
         return "\n".join(lines)
@@ -143,9 +157,52 @@ def compare(
     baseline: Mapping[str, Any] | None,
     limits: Mapping[str, Limit],
     stable: bool = True,
+    normalize: bool = False,
+    against: str | None = None,
 ) -> Comparison:
-    """Judge a current entry (baselines.entry_for) against the stored one."""
+    """Judge a current entry (baselines.entry_for) against the stored one; with `normalize`, the
+    current figures are first scaled by the calibration workload's baseline/current ratio. With
+    `against` (an A/B run: `baseline` is the old model measured in this run, window by window beside
+    the new one) the significance test is paired and no normalization applies."""
     versions = _version_changes(baseline.get("libraries", {}) if baseline else {}, current.get("libraries", {}))
+    raw_ratio = normalized_ratio = None
+    if baseline is not None and baseline.get("throughput"):
+        raw_ratio = float(current["throughput"]) / float(baseline["throughput"])
+        if current.get("calibration") and baseline.get("calibration"):
+            factor = float(baseline["calibration"]) / float(current["calibration"])
+            normalized_ratio = raw_ratio * factor
+            if normalize and against is None:
+                current = _scaled(current, factor)
+    result = _judge(runtime, batch_size, current, baseline, limits, stable, versions, paired=against is not None)
+    return replace(
+        result,
+        raw_ratio=raw_ratio,
+        normalized_ratio=None if against else normalized_ratio,
+        normalized=normalize and normalized_ratio is not None and against is None,
+        against=f"A/B against {against}" if against else "baseline",
+    )
+
+
+def _scaled(entry: Mapping[str, Any], factor: float) -> dict[str, Any]:
+    """An entry as if measured on a machine `factor` times as fast: throughputs up, latencies down."""
+    scaled = dict(entry)
+    scaled["throughput"] = entry["throughput"] * factor
+    scaled["block_throughputs"] = [x * factor for x in entry.get("block_throughputs", ())]
+    scaled["latency_ms"] = {k: v / factor for k, v in entry["latency_ms"].items()}
+    scaled["block_p95_ms"] = [x / factor for x in entry.get("block_p95_ms", ())]
+    return scaled
+
+
+def _judge(
+    runtime: str,
+    batch_size: int,
+    current: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None,
+    limits: Mapping[str, Limit],
+    stable: bool,
+    versions: dict[str, tuple[str | None, str | None]],
+    paired: bool = False,
+) -> Comparison:
     figures: dict[str, tuple[float | None, float, float | None]] = {
         metric: (_figure(baseline, metric) if baseline else None, _figure(current, metric), None) for metric in limits
     }
@@ -176,12 +233,12 @@ def compare(
         better = base is not None and (now > base / limit.value if metric == "throughput" else now < base / limit.value)
         if not (worse or better):
             continue
-        p_worse = _p_value(metric, current, baseline, limit, "worse")
+        p_worse = _p_value(metric, current, baseline, limit, "worse", paired)
         if worse:
             p_values[metric] = p_worse
             (regressed if p_worse < ALPHA else notes).append(metric)
         elif limit.relative and metric == "throughput":
-            p_better = _p_value(metric, current, baseline, limit, "better")
+            p_better = _p_value(metric, current, baseline, limit, "better", paired)
             p_values[metric] = p_better
             if p_better < ALPHA:
                 improved.append(metric)
@@ -206,10 +263,16 @@ def _figure(entry: Mapping[str, Any] | None, metric: str) -> float:
 
 
 def _p_value(
-    metric: str, current: Mapping[str, Any], baseline: Mapping[str, Any] | None, limit: Limit, direction: str
+    metric: str,
+    current: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None,
+    limit: Limit,
+    direction: str,
+    paired: bool = False,
 ) -> float:
     """One-sided p-value that `current` is worse (or better) than the baseline or the absolute limit.
-    Throughput uses block throughputs; latencies the blocks' p95 latencies."""
+    Throughput uses block throughputs; latencies the blocks' p95 latencies. Paired (A/B: block i of
+    both measured side by side): Wilcoxon signed-rank on the log ratios of the pairs."""
     from scipy import stats
 
     field_name = "block_throughputs" if metric == "throughput" else "block_p95_ms"
@@ -220,6 +283,13 @@ def _p_value(
     alternative = worse_side if direction == "worse" else better_side
     if limit.relative and baseline is not None:
         before = list(baseline[field_name])
+        if paired and len(before) == len(now):
+            import numpy as np
+
+            log_ratios = np.log(np.asarray(now)) - np.log(np.asarray(before))
+            if not np.any(log_ratios):
+                return 1.0
+            return float(stats.wilcoxon(log_ratios, alternative=alternative).pvalue)
         return float(stats.mannwhitneyu(now, before, alternative=alternative).pvalue)
     differences = [x - limit.value for x in now]
     if all(d == 0 for d in differences):

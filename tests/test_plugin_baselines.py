@@ -217,3 +217,82 @@ def test_xdist_workers_updating_one_file_lose_nothing(pytester: pytest.Pytester,
     result.assert_outcomes(passed=16)
     ((_, stored),) = json.loads(_baseline_file(pytester).read_text())["entries"].items()
     assert sorted(stored) == sorted(runtimes.split(",")) and all(sorted(b) == ["1", "2"] for b in stored.values())
+
+
+_AB_RUNTIMES = """
+import time
+
+from pytest_navigator.runtimes import CallableRunner, RuntimeDefinition
+from pytest_navigator.runtimes.torch_runtimes import build_eager
+
+
+def build(model, ctx):
+    eager = build_eager(model, None)
+    seconds = 0.003 if model.name.startswith("slow") else 0.001  # the 'slow' model does 3x the work
+
+    def run(sample):
+        time.sleep(seconds)
+        return eager.infer(sample)
+
+    return CallableRunner("sleeper", run, model.io_spec)
+
+
+def pytest_navigator_register_runtimes(registry, config):
+    registry.register(RuntimeDefinition("sleeper", build))
+"""
+
+
+@pytest.mark.parametrize(("new", "outcome"), [("copy.pt2", "pass"), ("slow.pt2", "regressed")])
+def test_against_an_old_model_measures_both_side_by_side(
+    pytester: pytest.Pytester, tiny_models: dict[str, Path], new: str, outcome: str
+) -> None:
+    for name in ("mlp.pt2", new):
+        shutil.copy(tiny_models[".pt2"], pytester.path / name)
+        shutil.copy(
+            tiny_models[".pt2"].with_name("mlp.navigator.toml"), pytester.path / name.replace(".pt2", ".navigator.toml")
+        )
+    pytester.makeconftest(_AB_RUNTIMES)
+    result = pytester.runpytest(
+        f"--navigator-model={new}", "--navigator-against=mlp.pt2", "--navigator-runtimes=sleeper",
+        "--navigator-examples=2", *QUICK, "-k", "performance",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines(
+        [
+            f"{new} *sleeper *1 *stable *% *{outcome}",
+            "mlp.pt2 (A/B old) *sleeper *1 *stable *",
+        ]
+    )
+    if outcome == "pass":
+        result.assert_outcomes(passed=1, deselected=1)
+        assert not (pytester.path / "baselines").exists()  # no stored baseline needed or written
+    else:
+        result.assert_outcomes(failed=1, deselected=1)
+        result.stdout.fnmatch_lines(
+            [
+                f"*sleeper on {new} regressed against *mlp.pt2 (A/B, measured side by side):",
+                "*sleeper batch 1: REGRESSED: throughput, p95, p99 beyond the limit*",
+                "*throughput ratio vs A/B against mlp.pt2: raw 0.*",
+            ]
+        )
+
+
+def test_against_needs_one_model_with_the_same_inputs(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> None:
+    shutil.copy(tiny_models[".pt2"], pytester.path / "mlp.pt2")
+    shutil.copy(tiny_models[".pt2"].with_name("mlp.navigator.toml"), pytester.path)
+    shutil.copy(tiny_models[".onnx"], pytester.path / "other.onnx")
+    result = pytester.runpytest("--navigator-model=mlp.pt2", "--navigator-against=other.onnx")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--navigator-against=*other.onnx is onnx and mlp.pt2 is torch-exportedprogram*"])
+    from conftest import write_model
+
+    write_model("mlp", pytester.path / "other.pt2", features=9, hidden=16, classes=3)
+    result = pytester.runpytest("--navigator-model=mlp.pt2", "--navigator-against=other.pt2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--navigator-against=*other.pt2: its inputs (input:float32[[]N,9]) differ from mlp.pt2's*"]
+    )
+    result = pytester.runpytest(
+        "--navigator-model=mlp.pt2", "--navigator-model=other.pt2", "--navigator-against=mlp.pt2"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--navigator-against=*mlp.pt2 compares with one model; 2 are given.*"])
