@@ -171,7 +171,7 @@ _OPTIONS: list[tuple[str, str, str, str, str]] = [
         "navigator_report",
         "navigator_report",
         "string",
-        "Write a JSON report of the run to this path.",
+        "Write a JSON report of the run to this path (schema: pytest_navigator/report.schema.json).",
     ),
 ]
 
@@ -263,7 +263,7 @@ def _settings(config: pytest.Config) -> Settings:
         batch_sizes=parse_batch_sizes(batch_sizes),
         trust_model=bool(_value(config, "navigator_trust_model", "navigator_trust_model")),
         baselines_dir=Path(baselines) if baselines else config.rootpath / "baselines",
-        report_path=Path(report) if report else None,
+        report_path=invocation / report if report else None,
         update_baselines=bool(config.getoption("navigator_update_baselines")),
         examples=parse_count(_value(config, "navigator_examples", "navigator_examples"), "--navigator-examples", 25),
         samples_path=invocation / samples if samples else None,
@@ -321,6 +321,10 @@ class NavigatorPlugin:
         if workeroutput is not None:  # an xdist worker: the controller merges and writes
             workeroutput["navigator"] = self.session.worker_results()
             return
+        if self.session.settings.report_path is not None:
+            from pytest_navigator.json_report import write_report
+
+            write_report(self.session, self.session.settings.report_path)
         if self.session.settings.update_baselines:
             from pytest_navigator.baselines import BaselineError
 

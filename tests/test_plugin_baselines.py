@@ -296,3 +296,31 @@ def test_against_needs_one_model_with_the_same_inputs(pytester: pytest.Pytester,
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--navigator-against=*mlp.pt2 compares with one model; 2 are given.*"])
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda(), reason="counts torch-cuda as skipped, which it is not on a GPU machine")
+def test_the_json_report_validates_against_its_schema(pytester: pytest.Pytester, mlp: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from pytest_navigator.json_report import SCHEMA_PATH
+
+    _run(pytester, "other", "--update-baselines").assert_outcomes(passed=2)
+    result = _run(pytester, "other,torch-cuda", "--navigator-report=out/report.json", GENEROUS)
+    result.assert_outcomes(passed=2, skipped=2)
+    report = json.loads((pytester.path / "out" / "report.json").read_text())
+    jsonschema.validate(report, json.loads(SCHEMA_PATH.read_text()))
+    (model,) = report["models"]
+    runtimes = {r["name"]: r for r in model["runtimes"]}
+    other, cuda = runtimes["other"], runtimes["torch-cuda"]
+    assert other["correctness"]["passed"] and other["correctness"]["samples"] >= 2
+    assert [b["batch_size"] for b in other["profile"]["batches"]] == [1, 2]
+    assert all(len(b["windows"]) >= 3 for b in other["profile"]["batches"])
+    assert [v["verdict"] for v in other["verdicts"]] == ["pass", "pass"]
+    assert other["verdicts"][0]["figures"]["throughput"]["baseline"] > 0
+    assert cuda["status"] == "skipped" and cuda["profile"] is None and cuda["verdicts"] == []
+    assert report["settings"]["thresholds"] == {"throughput": "throughput=50%", "p95": "p95=300%", "p99": "p99=300%"}

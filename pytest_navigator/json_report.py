@@ -1,0 +1,146 @@
+"""The machine-readable report of a run (--navigator-report=out.json), the one input later tools read.
+
+Its shape is the JSON Schema in `report.schema.json` beside this module (schema_version 1): the
+device fingerprint, the settings, and per model and runtime what happened, the correctness
+figures, every measured window, and the verdict per batch size. Values that do not exist (a
+skipped runtime's profile) are null, never left out, so readers need no guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_navigator.correctness import CorrectnessReport
+    from pytest_navigator.profiler import RuntimeProfile
+    from pytest_navigator.session import NavigatorSession
+    from pytest_navigator.verdicts import Comparison
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
+
+
+def build_report(session: NavigatorSession) -> dict[str, Any]:
+    from pytest_navigator.telemetry import fingerprint
+    from pytest_navigator.verdicts import parse_thresholds
+
+    settings = session.settings
+    models = []
+    for model in session.models.values():
+        runtimes = []
+        for (path, runtime), record in session.records.items():
+            if path != model.path:
+                continue
+            definition = session.registry.get(runtime) if runtime in session.registry else None
+            runtimes.append(
+                {
+                    "name": runtime,
+                    "device": definition.device if definition else None,
+                    "precision": definition.precision if definition else None,
+                    "status": record.status,
+                    "detail": record.detail,
+                    "build_seconds": record.build_seconds,
+                    "correctness": _correctness(session.correctness.get((path, runtime))),
+                    "profile": _profile(session.profiles.get((path, runtime))),
+                    "against_profile": _profile(session.against_profiles.get((path, runtime))),
+                    "verdicts": [_verdict(c) for c in session.comparisons.get((path, runtime), [])],
+                }
+            )
+        models.append(
+            {
+                "name": model.name,
+                "path": str(model.path),
+                "sha256": model.fingerprint,
+                "format": model.format.value,
+                "inputs": str(model.io_spec),
+                "baseline_file": str(session.baseline_store.path_for(model.name, model.fingerprint)),
+                "runtimes": runtimes,
+            }
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": fingerprint(),
+        "settings": {
+            "profiler": settings.profiler.to_dict(),
+            "thresholds": {m: str(limit) for m, limit in parse_thresholds(settings.thresholds).items()},
+            "normalize": settings.normalize,
+            "against": str(session.against_model.path) if session.against_model else None,
+            "update_baselines": settings.update_baselines,
+        },
+        "models": models,
+    }
+
+
+def write_report(session: NavigatorSession, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(build_report(session), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _correctness(report: CorrectnessReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {
+        "passed": report.passed,
+        "verify": report.verify,
+        "samples": report.samples,
+        "explicit": report.explicit,
+        "generated": report.generated,
+        "batch_sizes": list(report.batch_sizes),
+        "outputs": [
+            {"name": o.name, "max_abs_error": o.max_abs_error, "max_rel_error": o.max_rel_error} for o in report.outputs
+        ],
+        "warnings": list(report.warnings),
+    }
+
+
+def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
+    if profile is None:
+        return None
+    batches = []
+    for batch in profile.batches:
+        measured = batch.status != "error"
+        batches.append(
+            {
+                "batch_size": batch.batch_size,
+                "status": batch.status,
+                "error": batch.error,
+                "throughput": batch.throughput if measured else None,
+                "latency_ms": batch.latency_ms if measured else None,
+                "cold_start_ms": batch.cold_start_ms,
+                "stable_windows": list(batch.stable_windows),
+                "windows": [
+                    {
+                        "requests": len(w.latencies_ms),
+                        "wall_ms": w.wall_ms,
+                        "throughput": w.throughput,
+                        "p50_ms": w.p50_ms,
+                        "throttled": w.throttled,
+                        "device": None if w.device is None else w.device.describe(),
+                    }
+                    for w in batch.windows
+                ],
+            }
+        )
+    return {"stop_reason": profile.stop_reason, "calibration": profile.calibration, "batches": batches}
+
+
+def _verdict(comparison: Comparison) -> dict[str, Any]:
+    return {
+        "batch_size": comparison.batch_size,
+        "verdict": comparison.verdict.value,
+        "reason": comparison.reason,
+        "against": comparison.against,
+        "raw_ratio": comparison.raw_ratio,
+        "normalized_ratio": comparison.normalized_ratio,
+        "normalized": comparison.normalized,
+        "figures": {
+            metric: {"baseline": baseline, "current": current, "limit": limit}
+            for metric, (baseline, current, limit) in comparison.figures.items()
+        },
+        "p_values": dict(comparison.p_values),
+        "version_changes": {k: list(v) for k, v in comparison.version_changes.items()},
+    }
