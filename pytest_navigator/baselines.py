@@ -21,12 +21,9 @@ from typing import Any
 import numpy as np
 
 from pytest_navigator.errors import NavigatorError
-from pytest_navigator.profiler import BatchProfile, RuntimeProfile
+from pytest_navigator.profiler import BLOCKS_PER_WINDOW, BatchProfile, RuntimeProfile
 
 SCHEMA_VERSION = 1
-#: Each stable window's requests are split into this many consecutive blocks: the samples the
-#: significance test compares (3 windows give 15 per side; 3 window values alone cannot reach p < 0.05).
-BLOCKS_PER_WINDOW = 5
 #: Significant digits kept in the file: stable diffs, no float noise.
 DIGITS = 6
 
@@ -50,7 +47,9 @@ def _round(value: Any) -> Any:
 
 
 def blocks(batch: BatchProfile) -> tuple[list[float], list[float]]:
-    """Throughput (samples/s) and p95 latency (ms) of each block of the stable windows' requests."""
+    """Throughput (samples/s) and p95 latency (ms) of each block of the stable windows' requests
+    (BLOCKS_PER_WINDOW per window: 3 windows give 15 samples per side, where 3 window values alone
+    could never reach p < 0.05)."""
     throughputs, p95s = [], []
     for index in batch.stable_windows:
         window = batch.windows[index]

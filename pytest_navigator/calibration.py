@@ -36,7 +36,11 @@ def _cpu_workload() -> tuple[Callable[[Sample], Sample], list[Sample]]:
 
 
 def calibration_score(device: str = "cpu", clock: Clock = time.perf_counter_ns) -> float | None:
-    """Requests per second of the fixed workload on `device` (None when it could not be measured stably)."""
+    """Requests per second of the fixed workload on `device` (None when it could not be measured stably).
+    Starts after a pause, so that a runtime measured just before has released the cores."""
+    from pytest_navigator.profiler import SETTLE_SECONDS
+
+    time.sleep(SETTLE_SECONDS)
     spec = parse_io_spec([f"x:float32[N,{CPU_SIZE},{CPU_SIZE}]"], "calibration")
     runner: CallableRunner
     if device.startswith("cuda"):

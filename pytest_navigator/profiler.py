@@ -38,6 +38,9 @@ WARMUP_CALLS = 3
 WARMUP_SPREAD = 0.5
 #: ... or after this many calls.
 MAX_WARMUP_CALLS = 50
+#: A window's requests fall into this many consecutive blocks: the samples of significance tests
+#: (baselines.blocks).
+BLOCKS_PER_WINDOW = 5
 #: Without explicit batch sizes and without a runner limit, the sweep stops here.
 SWEEP_LIMIT = 1024
 
@@ -281,7 +284,10 @@ def profile_pair(
     are the last `stabilization_windows` pairs, so window i of one is paired with window i of the other."""
     try:
         prepared = [[runner.prepare(sample) for sample in inputs] for runner in (new, old)]
-        colds = [warm_up(runner, ready, clock) for runner, ready in zip((new, old), prepared, strict=True)]
+        colds = []
+        for runner, ready in zip((new, old), prepared, strict=True):
+            colds.append(warm_up(runner, ready, clock))
+            _settle()
         windows: list[list[WindowResult]] = [[], []]
         chosen = None
         while len(windows[0]) < config.max_trials:
@@ -289,6 +295,7 @@ def profile_pair(
                 windows[side].append(
                     measure_window(runner, prepared[side], batch_size, config, clock, offset=len(windows[side]))
                 )
+                _settle()
             both = [stable_set(w, config) for w in windows]
             if both[0] is not None and both[1] is not None:
                 chosen = tuple(range(len(windows[0]) - config.stabilization_windows, len(windows[0])))
@@ -303,6 +310,16 @@ def profile_pair(
         BatchProfile(batch_size, status, colds[0], tuple(windows[0]), chosen or ()),
         BatchProfile(batch_size, status, colds[1], tuple(windows[1]), chosen or ()),
     )
+
+
+#: Pause between A/B windows, untimed. Runtimes whose worker threads stay busy after a request
+#: hold the cores the other side needs: on 2 cores, ONNX Runtime CPU measured right after another
+#: session ran was 2x slower, and needed about 0.2 s of pause to recover fully.
+SETTLE_SECONDS = 0.2
+
+
+def _settle() -> None:
+    time.sleep(SETTLE_SECONDS)
 
 
 class PerformanceFailure(AssertionError):

@@ -169,3 +169,28 @@ def test_concurrent_updates_lose_nothing(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert len(list(store.load("m.pt2", "ef" * 32).keys())) == 20
+
+
+def test_normalization_takes_machine_drift_out_of_the_verdict() -> None:
+    # The whole machine is 20% slower today: the runtime and the calibration workload alike.
+    baseline = entry(1000, calibration=5000.0)
+    today = entry(800, p95=12.5, seed=1, calibration=4000.0)
+    raw = compare("r", 1, today, baseline, LIMITS)
+    normalized = compare("r", 1, today, baseline, LIMITS, normalize=True)
+    assert raw.verdict is Verdict.REGRESSED and not raw.normalized
+    assert normalized.verdict is Verdict.PASS and normalized.normalized
+    assert raw.raw_ratio == pytest.approx(0.8) and raw.normalized_ratio == pytest.approx(1.0)
+    assert "throughput ratio vs baseline: raw 0.800, calibration-normalized 1.000" in raw.describe()
+    # ... while a slowdown of the runtime alone still regresses after normalization.
+    slowed = compare("r", 1, entry(800, seed=1, calibration=5000.0), baseline, LIMITS, normalize=True)
+    assert slowed.verdict is Verdict.REGRESSED
+
+
+def test_ab_comparisons_are_paired() -> None:
+    # Both sides drift together block by block (a noisy machine); the new one is 8% slower in every pair.
+    drift = np.random.default_rng(3).uniform(0.6, 1.4, 15)
+    old = entry(1000) | {"block_throughputs": list(1000 * drift)}
+    new = entry(920) | {"block_throughputs": list(920 * drift)}
+    assert compare("r", 1, new, old, LIMITS, against="old.pt2").verdict is Verdict.REGRESSED
+    assert compare("r", 1, new, old, LIMITS).verdict is Verdict.PASS  # unpaired, the drift hides it
+    assert compare("r", 1, new, old, LIMITS, against="old.pt2").against == "A/B against old.pt2"

@@ -222,3 +222,30 @@ def test_inputs_are_prepared_once_per_batch_size_and_never_timed() -> None:
     profile = profile_batch(runner, _inputs(1, count=4), 1, ProfilerConfig(measurement_request_count=5), clock)
     assert runner.prepared == 4 and profile.cold_start_ms == 1.0
     assert all(ms == 1.0 for w in profile.windows for ms in w.latencies_ms)
+
+
+def test_ab_windows_alternate_and_pair_by_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_navigator import profiler
+    from pytest_navigator.profiler import profile_pair
+
+    monkeypatch.setattr(profiler, "SETTLE_SECONDS", 0.0)
+    clock = FakeClock()
+    order: list[str] = []
+
+    class Named(ScriptedRunner):
+        def __init__(self, name: str, ms: float) -> None:
+            super().__init__(clock, lambda b, i: ms)
+            self.name = name
+
+        def infer(self, sample: Sample) -> Sample:
+            order.append(self.name)
+            return super().infer(sample)
+
+    new, old = Named("new", 2.0), Named("old", 1.0)
+    config = ProfilerConfig(measurement_request_count=4)
+    first, second = profile_pair(new, old, _inputs(1), 1, config, clock)
+    assert first.status == second.status == "stable"
+    assert first.stable_windows == second.stable_windows == (0, 1, 2)
+    assert first.throughput == pytest.approx(500.0) and second.throughput == pytest.approx(1000.0)
+    assert order[-24::4] == ["new", "old"] * 3  # the last 6 windows of 4 requests: new, old, new, ...
+    assert order[-24:-20] == ["new"] * 4
