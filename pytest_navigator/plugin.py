@@ -178,7 +178,8 @@ _OPTIONS: list[tuple[str, str, str, str, str]] = [
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("navigator", "pytest-navigator: correctness and speed of ML inference runtimes")
-    for option, dest, ini, kind, help_text in _OPTIONS:
+    for option, dest, ini, kind, ini_help in _OPTIONS:
+        help_text = ini_help.replace("%", "%%")  # argparse %-formats option help; ini help is printed as is
         if kind == "bool":
             group.addoption(option, action="store_true", default=None, dest=dest, help=help_text)
         elif kind in ("paths", "linelist"):
@@ -187,7 +188,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             )
         else:
             group.addoption(option, action="store", default=None, dest=dest, help=help_text)
-        parser.addini(ini, help=help_text, type=kind, default=False if kind == "bool" else None)  # type: ignore[arg-type]
+        parser.addini(ini, help=ini_help, type=kind, default=False if kind == "bool" else None)  # type: ignore[arg-type]
     group.addoption(
         "--update-baselines",
         action="store_true",

@@ -80,7 +80,7 @@ def test_readme_command_one(pytester: pytest.Pytester) -> None:
             "*navigator runtimes*",
             "*navigator performance*",
             "CPU: *",
-            "model *runtime *batch *status *samples/s *p50 ms *p95 ms *p99 ms *cold ms *windows",
+            "model *runtime *batch *status *samples/s *p50 ms *p95 ms *p99 ms *cold ms *windows *vs baseline *verdict",
             "resnet.pt2 *onnxruntime-cpu *1 *stable *",
             "*max throughput: * at batch *; min latency: * at batch *",
             "*SKIPPED*tensorrt: tensorrt is not installed*",
