@@ -114,6 +114,7 @@ class Comparison:
     reason: str = ""
     version_changes: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     #: Throughput now / baseline, as measured and divided by the calibration workload's ratio.
+    #: (The throughput verdict itself uses the median block ratio: see _block_ratio.)
     raw_ratio: float | None = None
     normalized_ratio: float | None = None
     #: Whether the verdict was judged on calibration-normalized figures (--navigator-normalize).
@@ -222,6 +223,7 @@ def _judge(
     improved: list[str] = []
     notes: list[str] = []
     p_values: dict[str, float] = {}
+    level = ALPHA / len(limits)  # Bonferroni: each metric tested is one more chance of a false alarm
     for metric, limit in limits.items():
         base = _figure(baseline, metric) if baseline else None
         bound = limit.bound(base)
@@ -229,32 +231,54 @@ def _judge(
             continue
         now = _figure(current, metric)
         figures[metric] = (base, now, bound)
-        worse = now < bound if metric == "throughput" else now > bound
-        better = base is not None and (now > base / limit.value if metric == "throughput" else now < base / limit.value)
+        if metric == "throughput" and base is not None:
+            # The effect is the median block ratio: one stall in one window cannot make a regression.
+            ratio = _block_ratio(current, baseline, paired)
+            worse, better = ratio < limit.value, ratio > 1 / limit.value
+        else:
+            worse = now < bound if metric == "throughput" else now > bound
+            better = base is not None and now < base / limit.value
         if not (worse or better):
             continue
         p_worse = _p_value(metric, current, baseline, limit, "worse", paired)
         if worse:
             p_values[metric] = p_worse
-            (regressed if p_worse < ALPHA else notes).append(metric)
+            (regressed if p_worse < level else notes).append(metric)
         elif limit.relative and metric == "throughput":
             p_better = _p_value(metric, current, baseline, limit, "better", paired)
             p_values[metric] = p_better
-            if p_better < ALPHA:
+            if p_better < level:
                 improved.append(metric)
     if regressed:
-        reason = f"{', '.join(regressed)} beyond the limit ({', '.join(str(limits[m]) for m in regressed)}) and significant (p < {ALPHA})"
+        reason = (
+            f"{', '.join(regressed)} beyond the limit ({', '.join(str(limits[m]) for m in regressed)}) and "
+            f"significant (p < {level:.2g}: {ALPHA} over {len(limits)} metrics)"
+        )
         return Comparison(runtime, batch_size, Verdict.REGRESSED, figures, p_values, reason, versions)
     if improved:
         return Comparison(
             runtime, batch_size, Verdict.IMPROVED, figures, p_values, "throughput significantly higher", versions
         )
     reason = (
-        f"{', '.join(notes)} beyond the limit but not significant (p >= {ALPHA}): noise cannot be ruled out"
+        f"{', '.join(notes)} beyond the limit but not significant (p >= {level:.2g}): noise cannot be ruled out"
         if notes
         else "within the limits"
     )
     return Comparison(runtime, batch_size, Verdict.PASS, figures, p_values, reason, versions)
+
+
+def _block_ratio(current: Mapping[str, Any], baseline: Mapping[str, Any] | None, paired: bool) -> float:
+    """Throughput now / before from the blocks, robust to a stall: the median of paired block ratios
+    (A/B), else the ratio of the block medians."""
+    import numpy as np
+
+    now = np.asarray(current["block_throughputs"], dtype=float)
+    before = np.asarray(baseline["block_throughputs"] if baseline else (), dtype=float)
+    if not now.size or not before.size:
+        return float(current["throughput"]) / float(baseline["throughput"]) if baseline else 1.0
+    if paired and now.size == before.size:
+        return float(np.exp(np.median(np.log(now) - np.log(before))))
+    return float(np.median(now) / np.median(before))
 
 
 def _figure(entry: Mapping[str, Any] | None, metric: str) -> float:

@@ -105,8 +105,8 @@ def test_record_then_rerun_passes_and_a_real_slowdown_regresses(
     slowed.stdout.fnmatch_lines(
         [
             "*slowable on mlp.pt2 regressed against *mlp-*.json:",
-            "*slowable batch 1: REGRESSED: throughput, p95, p99 beyond the limit (throughput=95%, p95=110%, p99=110%)"
-            " and significant (p < 0.01)",
+            "*slowable batch 1: REGRESSED: throughput* beyond the limit (throughput=95%*)"
+            " and significant (p < 0.0033: 0.01 over 3 metrics)",
             "*throughput * -> * samples/s (-*%), limit *, p=*",
             "*If the slowdown is intended, accept it with --update-baselines*",
             "mlp.pt2 *slowable *1 *stable *-*% *regressed",
@@ -252,9 +252,12 @@ def test_against_an_old_model_measures_both_side_by_side(
             tiny_models[".pt2"].with_name("mlp.navigator.toml"), pytester.path / name.replace(".pt2", ".navigator.toml")
         )
     pytester.makeconftest(_AB_RUNTIMES)
+    # Identical runtimes must pass: a moderately generous threshold keeps CI from ever flaking here
+    # (false-alarm rates at the defaults are what harness/bench_detection.py measures); 3x slower is caught.
     result = pytester.runpytest(
         f"--navigator-model={new}", "--navigator-against=mlp.pt2", "--navigator-runtimes=sleeper",
-        "--navigator-examples=2", *QUICK, "-k", "performance",
+        "--navigator-examples=2", *QUICK, "--navigator-window=50", "-k", "performance",
+        "--navigator-thresholds=throughput=80%,p95=200%,p99=200%",
     )  # fmt: skip
     result.stdout.fnmatch_lines(
         [
@@ -270,7 +273,7 @@ def test_against_an_old_model_measures_both_side_by_side(
         result.stdout.fnmatch_lines(
             [
                 f"*sleeper on {new} regressed against *mlp.pt2 (A/B, measured side by side):",
-                "*sleeper batch 1: REGRESSED: throughput, p95, p99 beyond the limit*",
+                "*sleeper batch 1: REGRESSED: throughput* beyond the limit*",
                 "*throughput ratio vs A/B against mlp.pt2: raw 0.*",
             ]
         )
