@@ -25,7 +25,7 @@ CPU_SIZE = 256
 #: ... and on CUDA devices, of this size (about 17 GFLOP each).
 CUDA_SIZE = 2048
 #: Short windows: the workload takes well under a second.
-CONFIG = ProfilerConfig(measurement_request_count=20, stability_percentage=10.0, max_trials=10)
+CONFIG = ProfilerConfig(measurement_request_count=100, stability_percentage=10.0, max_trials=10)
 
 
 def _cpu_workload() -> tuple[Callable[[Sample], Sample], list[Sample]]:

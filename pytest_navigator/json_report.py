@@ -129,18 +129,4 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
 
 
 def _verdict(comparison: Comparison) -> dict[str, Any]:
-    return {
-        "batch_size": comparison.batch_size,
-        "verdict": comparison.verdict.value,
-        "reason": comparison.reason,
-        "against": comparison.against,
-        "raw_ratio": comparison.raw_ratio,
-        "normalized_ratio": comparison.normalized_ratio,
-        "normalized": comparison.normalized,
-        "figures": {
-            metric: {"baseline": baseline, "current": current, "limit": limit}
-            for metric, (baseline, current, limit) in comparison.figures.items()
-        },
-        "p_values": dict(comparison.p_values),
-        "version_changes": {k: list(v) for k, v in comparison.version_changes.items()},
-    }
+    return comparison.to_dict()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -353,3 +353,62 @@ def check_profile(profile: RuntimeProfile, model_name: str) -> None:
         raise PerformanceFailure("\n".join(lines))
     if not any(b.status != "error" for b in profile.batches):
         raise PerformanceFailure(f"{profile.runtime} on {model_name}: nothing could be measured: {profile.stop_reason}")
+
+
+def profile_to_dict(profile: RuntimeProfile) -> dict[str, Any]:
+    """Every measured value, JSON-ready (xdist workers send profiles to the controller this way)."""
+    return {
+        "runtime": profile.runtime,
+        "stop_reason": profile.stop_reason,
+        "config": profile.config.to_dict(),
+        "calibration": profile.calibration,
+        "batches": [
+            {
+                "batch_size": b.batch_size,
+                "status": b.status,
+                "cold_start_ms": b.cold_start_ms,
+                "error": b.error,
+                "stable_windows": list(b.stable_windows),
+                "windows": [
+                    {
+                        "latencies_ms": list(w.latencies_ms),
+                        "wall_ms": w.wall_ms,
+                        "device": None if w.device is None else asdict(w.device),
+                    }
+                    for w in b.windows
+                ],
+            }
+            for b in profile.batches
+        ],
+    }
+
+
+def profile_from_dict(data: dict[str, Any]) -> RuntimeProfile:
+    """The inverse of profile_to_dict."""
+    batches = []
+    for b in data["batches"]:
+        windows = tuple(
+            WindowResult(
+                b["batch_size"],
+                tuple(w["latencies_ms"]),
+                w["wall_ms"],
+                None if w["device"] is None else _reading(w["device"]),
+            )
+            for w in b["windows"]
+        )
+        batches.append(
+            BatchProfile(
+                b["batch_size"], b["status"], b["cold_start_ms"], windows, tuple(b["stable_windows"]), b["error"]
+            )
+        )
+    return RuntimeProfile(
+        data["runtime"],
+        tuple(batches),
+        data["stop_reason"],
+        ProfilerConfig.from_dict(data["config"]),
+        data["calibration"],
+    )
+
+
+def _reading(values: dict[str, Any]) -> DeviceReading:
+    return DeviceReading(**{**values, "reasons": tuple(values.get("reasons", ()))})

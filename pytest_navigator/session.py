@@ -409,9 +409,19 @@ class NavigatorSession:
         """What an xdist worker hands the controller (JSON): runtime outcomes and measured entries."""
         import json
 
+        from pytest_navigator.profiler import profile_to_dict
+
         return json.dumps(
             {
-                "records": [[str(path), runtime, record.status] for (path, runtime), record in self.records.items()],
+                "records": [
+                    [str(path), runtime, record.status, record.detail, record.build_seconds]
+                    for (path, runtime), record in self.records.items()
+                ],
+                "profiles": [[str(p), r, profile_to_dict(x)] for (p, r), x in self.profiles.items()],
+                "against_profiles": [[str(p), r, profile_to_dict(x)] for (p, r), x in self.against_profiles.items()],
+                "comparisons": [
+                    [str(p), r, [c.to_dict() for c in found]] for (p, r), found in self.comparisons.items()
+                ],
                 "measured": [
                     [str(path), runtime, [[list(key), entry] for key, entry in entries.items()]]
                     for (path, runtime), entries in self.measured.items()
@@ -423,13 +433,23 @@ class NavigatorSession:
         """Merge a worker's results: a runtime passed if some worker saw it pass and none saw it fail."""
         import json
 
+        from pytest_navigator.profiler import profile_from_dict
+
         data = json.loads(text)
-        for path, runtime, status in data["records"]:
+        for path, runtime, status, detail, build_seconds in data["records"]:
             record = self.records.setdefault((Path(path), runtime), RuntimeRecord())
             if status in ("failed", "failed-build") or (
-                status == "passed" and record.status not in ("failed", "failed-build")
+                status in ("passed", "built", "skipped") and record.status not in ("failed", "failed-build", "passed")
             ):
                 record.status = status
+            record.detail = detail or record.detail
+            record.build_seconds = build_seconds if build_seconds is not None else record.build_seconds
+        for path, runtime, profile in data["profiles"]:
+            self.profiles[(Path(path), runtime)] = profile_from_dict(profile)
+        for path, runtime, profile in data["against_profiles"]:
+            self.against_profiles[(Path(path), runtime)] = profile_from_dict(profile)
+        for path, runtime, found in data["comparisons"]:
+            self.comparisons[(Path(path), runtime)] = [Comparison.from_dict(runtime, c) for c in found]
         for path, runtime, entries in data["measured"]:
             merged = self.measured.setdefault((Path(path), runtime), {})
             for key, entry in entries:

@@ -122,6 +122,40 @@ class Comparison:
     #: "baseline" or "A/B against OLD": what the verdict compared with.
     against: str = "baseline"
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the report's verdict object (report.schema.json)."""
+        return {
+            "batch_size": self.batch_size,
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "against": self.against,
+            "raw_ratio": self.raw_ratio,
+            "normalized_ratio": self.normalized_ratio,
+            "normalized": self.normalized,
+            "figures": {
+                metric: {"baseline": baseline, "current": current, "limit": limit}
+                for metric, (baseline, current, limit) in self.figures.items()
+            },
+            "p_values": dict(self.p_values),
+            "version_changes": {k: list(v) for k, v in self.version_changes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, runtime: str, data: Mapping[str, Any]) -> Comparison:
+        return cls(
+            runtime,
+            data["batch_size"],
+            Verdict(data["verdict"]),
+            {m: (f["baseline"], f["current"], f["limit"]) for m, f in data["figures"].items()},
+            dict(data["p_values"]),
+            data["reason"],
+            {k: (v[0], v[1]) for k, v in data["version_changes"].items()},
+            data["raw_ratio"],
+            data["normalized_ratio"],
+            data["normalized"],
+            data["against"],
+        )
+
     def delta(self, metric: str = "throughput") -> float | None:
         """Relative change of a metric against the baseline (+0.05 = 5% higher)."""
         baseline, current, _ = self.figures.get(metric, (None, 0.0, None))

@@ -197,3 +197,10 @@ def test_ab_comparisons_are_paired() -> None:
     assert compare("r", 1, new, old, LIMITS, against="old.pt2").verdict is Verdict.REGRESSED
     assert compare("r", 1, new, old, LIMITS).verdict is Verdict.PASS  # unpaired, the drift hides it
     assert compare("r", 1, new, old, LIMITS, against="old.pt2").against == "A/B against old.pt2"
+
+
+def test_comparisons_survive_the_trip_from_an_xdist_worker() -> None:
+    from pytest_navigator.verdicts import Comparison
+
+    result = compare("r", 4, entry(800, seed=1, libraries={"torch": "2.14.0"}), entry(1000), LIMITS)
+    assert Comparison.from_dict("r", json.loads(json.dumps(result.to_dict()))) == result

@@ -215,6 +215,9 @@ def test_xdist_workers_updating_one_file_lose_nothing(pytester: pytest.Pytester,
         *QUICK, "--update-baselines", "-n", "4", "-p", "xdist", "--dist", dist,
     )  # fmt: skip
     result.assert_outcomes(passed=16)
+    result.stdout.fnmatch_lines(["*navigator performance*", "*navigator baselines*"])
+    for index in range(8):  # the controller's summary holds every worker's measurements
+        result.stdout.fnmatch_lines([f"mlp.pt2 *copy-{index} *2 *stable *new"])
     ((_, stored),) = json.loads(_baseline_file(pytester).read_text())["entries"].items()
     assert sorted(stored) == sorted(runtimes.split(",")) and all(sorted(b) == ["1", "2"] for b in stored.values())
 

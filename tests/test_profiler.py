@@ -249,3 +249,18 @@ def test_ab_windows_alternate_and_pair_by_index(monkeypatch: pytest.MonkeyPatch)
     assert first.throughput == pytest.approx(500.0) and second.throughput == pytest.approx(1000.0)
     assert order[-24::4] == ["new", "old"] * 3  # the last 6 windows of 4 requests: new, old, new, ...
     assert order[-24:-20] == ["new"] * 4
+
+
+def test_profiles_survive_the_trip_from_an_xdist_worker() -> None:
+    import json
+
+    from pytest_navigator.profiler import profile_from_dict, profile_to_dict
+
+    clock = FakeClock()
+    monitor = ScriptedMonitor([(1980, ())] * 2 + [(1200, ("hw_slowdown",))] + [(1980, ())] * 10)
+    profile = profile_runner(
+        ScriptedRunner(clock, lambda b, i: 1.0 + b, max_batch=2), _inputs, ProfilerConfig(measurement_request_count=3),
+        clock=clock, monitor=monitor,
+    )  # fmt: skip
+    back = profile_from_dict(json.loads(json.dumps(profile_to_dict(profile))))
+    assert back == profile and back.batches[0].windows[2].throttled
