@@ -65,6 +65,7 @@ def one_run(model_path: Path, baselines: Path, runtime: str, extra_s: float, rec
     from pytest_navigator.baselines import entry_for
     from pytest_navigator.calibration import calibration_score
     from pytest_navigator.profiler import RuntimeProfile, profile_batch, profile_pair
+    from pytest_navigator.session import paired_entry
     from pytest_navigator.telemetry import fingerprint
     from pytest_navigator.verdicts import compare, parse_thresholds
 
@@ -97,8 +98,8 @@ def one_run(model_path: Path, baselines: Path, runtime: str, extra_s: float, rec
     verdicts["ab"] = compare(
         runtime,
         1,
-        entry_for(new_batch, pair, fingerprint(), "fp32"),
-        entry_for(old_batch, replace(profile, batches=(old_batch,)), fingerprint(), "fp32"),
+        paired_entry(entry_for(new_batch, pair, fingerprint(), "fp32"), new_batch),
+        paired_entry(entry_for(old_batch, replace(profile, batches=(old_batch,)), fingerprint(), "fp32"), old_batch),
         limits,
         new_batch.stable,
         against="old",

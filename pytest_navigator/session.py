@@ -22,7 +22,7 @@ from pytest_navigator.config import ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckOptions, CorrectnessReport
 from pytest_navigator.errors import NavigatorError, RuntimeBuildError
 from pytest_navigator.model import Model, load
-from pytest_navigator.profiler import RuntimeProfile
+from pytest_navigator.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.samples import digest, random_sample, random_samples
 from pytest_navigator.settings import Settings
@@ -57,6 +57,16 @@ class RuntimeRecord:
     status: str = "planned"  # planned, built, failed-build, skipped, passed, failed
     detail: str = ""
     build_seconds: float | None = None
+
+
+def paired_entry(entry: dict[str, Any], batch: BatchProfile) -> dict[str, Any]:
+    """An entry with every window's throughput and p95 (A/B runs pair windows, not blocks)."""
+    import numpy as np
+
+    return entry | {
+        "paired_throughputs": [w.throughput for w in batch.windows],
+        "paired_p95_ms": [float(np.percentile(w.latencies_ms, 95)) for w in batch.windows],
+    }
 
 
 @dataclass
@@ -282,7 +292,7 @@ class NavigatorSession:
     def profile(self, model: Model, runtime: str, config: ProfilerConfig | None = None) -> RuntimeProfile:
         """Measure a runtime: config.batch_sizes (those the runner accepts), else a sweep of powers of two."""
         from pytest_navigator.calibration import calibration_score
-        from pytest_navigator.profiler import BatchProfile, profile_pair, profile_runner
+        from pytest_navigator.profiler import profile_pair, profile_runner
         from pytest_navigator.telemetry import gpu_monitor
 
         config = config or self.settings.profiler
@@ -362,7 +372,12 @@ class NavigatorSession:
             key = (hardware, runtime, batch.batch_size)
             if old is not None and self.against_model is not None:  # A/B: the old model, measured beside it
                 other = olds[batch.batch_size]
-                before = entry_for(other, old, fingerprint(), precision) if other.status != "error" else None
+                before = (
+                    paired_entry(entry_for(other, old, fingerprint(), precision), other)
+                    if other.status != "error"
+                    else None
+                )
+                current = paired_entry(current, batch)
                 against: str | None = self.against_model.name
             else:
                 before, against = stored.get(key), None

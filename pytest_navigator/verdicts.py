@@ -25,6 +25,8 @@ DEFAULT_THRESHOLDS: dict[str, str | float] = {"throughput": "95%", "p95": "110%"
 ALPHA = 0.01
 #: Fewer blocks than this on either side cannot support a test.
 MIN_BLOCKS = 6
+#: A/B: fewer window pairs than this cannot support the paired test (profiler.AB_MIN_PAIRS).
+AB_PAIRS = 9
 
 
 class Verdict(enum.Enum):
@@ -247,6 +249,10 @@ def _judge(
         absolute = [m for m, limit in limits.items() if not limit.relative]
         if not absolute:
             return Comparison(runtime, batch_size, Verdict.NEW, figures, reason="no baseline for this hardware")
+    if paired and len(current.get("paired_throughputs", ())) < AB_PAIRS:
+        return Comparison(
+            runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason=f"fewer than {AB_PAIRS} window pairs to compare"
+        )
     if len(current.get("block_throughputs", ())) < MIN_BLOCKS or (
         baseline is not None and len(baseline.get("block_throughputs", ())) < MIN_BLOCKS
     ):
@@ -306,8 +312,9 @@ def _block_ratio(current: Mapping[str, Any], baseline: Mapping[str, Any] | None,
     (A/B), else the ratio of the block medians."""
     import numpy as np
 
-    now = np.asarray(current["block_throughputs"], dtype=float)
-    before = np.asarray(baseline["block_throughputs"] if baseline else (), dtype=float)
+    name = "paired_throughputs" if paired and "paired_throughputs" in current else "block_throughputs"
+    now = np.asarray(current[name], dtype=float)
+    before = np.asarray(baseline[name] if baseline else (), dtype=float)
     if not now.size or not before.size:
         return float(current["throughput"]) / float(baseline["throughput"]) if baseline else 1.0
     if paired and now.size == before.size:
@@ -329,11 +336,13 @@ def _p_value(
     paired: bool = False,
 ) -> float:
     """One-sided p-value that `current` is worse (or better) than the baseline or the absolute limit.
-    Throughput uses block throughputs; latencies the blocks' p95 latencies. Paired (A/B: block i of
-    both measured side by side): Wilcoxon signed-rank on the log ratios of the pairs."""
+    Throughput uses block throughputs; latencies the blocks' p95 latencies. Paired (A/B: window i of
+    both measured side by side): Wilcoxon signed-rank on the log ratios of the window pairs."""
     from scipy import stats
 
     field_name = "block_throughputs" if metric == "throughput" else "block_p95_ms"
+    if paired and "paired_throughputs" in current:
+        field_name = "paired_throughputs" if metric == "throughput" else "paired_p95_ms"
     now = list(current[field_name])
     higher_is_worse = metric != "throughput"
     worse_side = "greater" if higher_is_worse else "less"

@@ -190,13 +190,16 @@ def test_normalization_takes_machine_drift_out_of_the_verdict() -> None:
 
 
 def test_ab_comparisons_are_paired() -> None:
-    # Both sides drift together block by block (a noisy machine); the new one is 8% slower in every pair.
-    drift = np.random.default_rng(3).uniform(0.6, 1.4, 15)
-    old = entry(1000) | {"block_throughputs": list(1000 * drift)}
-    new = entry(920) | {"block_throughputs": list(920 * drift)}
-    assert compare("r", 1, new, old, LIMITS, against="old.pt2").verdict is Verdict.REGRESSED
+    # Both sides drift together window by window (a noisy machine); the new one is 8% slower in every pair.
+    drift = np.random.default_rng(3).uniform(0.6, 1.4, 10)
+    old = entry(1000) | {"block_throughputs": list(1000 * drift), "paired_throughputs": list(1000 * drift)}
+    new = entry(920) | {"block_throughputs": list(920 * drift), "paired_throughputs": list(920 * drift)}
+    paired = compare("r", 1, new, old, LIMITS, against="old.pt2")
+    assert paired.verdict is Verdict.REGRESSED and paired.against == "A/B against old.pt2"
+    assert paired.p_values["throughput"] == pytest.approx(2**-10)  # all 10 pairs agree: Wilcoxon's smallest p
     assert compare("r", 1, new, old, LIMITS).verdict is Verdict.PASS  # unpaired, the drift hides it
-    assert compare("r", 1, new, old, LIMITS, against="old.pt2").against == "A/B against old.pt2"
+    few = compare("r", 1, new | {"paired_throughputs": [1.0] * 5}, old, LIMITS, against="old.pt2")
+    assert few.verdict is Verdict.INCONCLUSIVE and "fewer than 9 window pairs" in few.reason
 
 
 def test_comparisons_survive_the_trip_from_an_xdist_worker() -> None:
