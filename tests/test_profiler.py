@@ -245,8 +245,8 @@ def test_ab_windows_alternate_and_pair_by_index(monkeypatch: pytest.MonkeyPatch)
     config = ProfilerConfig(measurement_request_count=4)
     first, second = profile_pair(new, old, _inputs(1), 1, config, clock)
     assert first.status == second.status == "stable"
-    assert len(first.windows) == len(second.windows) == 9  # AB_MIN_PAIRS, though stable after 3
-    assert first.stable_windows == second.stable_windows == (6, 7, 8)
+    assert len(first.windows) == len(second.windows) == profiler.AB_MIN_PAIRS
+    assert first.stable_windows == second.stable_windows == tuple(range(profiler.AB_MIN_PAIRS))
     assert first.throughput == pytest.approx(500.0) and second.throughput == pytest.approx(1000.0)
     assert order[-24::4] == ["new", "old"] * 3  # the last 6 windows of 4 requests: new, old, new, ...
     assert order[-24:-20] == ["new"] * 4
