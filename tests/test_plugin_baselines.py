@@ -247,8 +247,11 @@ def pytest_navigator_register_runtimes(registry, config):
 
 @pytest.mark.parametrize(("new", "outcome"), [("copy.pt2", "pass"), ("slow.pt2", "regressed")])
 def test_against_an_old_model_measures_both_side_by_side(
-    pytester: pytest.Pytester, tiny_models: dict[str, Path], new: str, outcome: str
+    pytester: pytest.Pytester, tiny_models: dict[str, Path], new: str, outcome: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pytest_navigator import profiler
+
+    monkeypatch.setattr(profiler, "SETTLE_SECONDS", 0.02)  # sleeping runtimes keep no threads busy
     for name in ("mlp.pt2", new):
         shutil.copy(tiny_models[".pt2"], pytester.path / name)
         shutil.copy(
@@ -259,7 +262,7 @@ def test_against_an_old_model_measures_both_side_by_side(
     # (false-alarm rates at the defaults are what harness/bench_detection.py measures); 3x slower is caught.
     result = pytester.runpytest(
         f"--navigator-model={new}", "--navigator-against=mlp.pt2", "--navigator-runtimes=sleeper",
-        "--navigator-examples=2", *QUICK, "--navigator-window=50", "-k", "performance",
+        "--navigator-examples=2", *QUICK, "--navigator-window=20", "--navigator-batch-sizes=1", "-k", "performance",
         "--navigator-thresholds=throughput=80%,p95=200%,p99=200%",
     )  # fmt: skip
     result.stdout.fnmatch_lines(
