@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from pytest_navigator.correctness import CorrectnessReport
     from pytest_navigator.profiler import RuntimeProfile
     from pytest_navigator.session import NavigatorSession
-    from pytest_navigator.verdicts import Comparison
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
@@ -46,7 +45,7 @@ def build_report(session: NavigatorSession) -> dict[str, Any]:
                     "correctness": _correctness(session.correctness.get((path, runtime))),
                     "profile": _profile(session.profiles.get((path, runtime))),
                     "against_profile": _profile(session.against_profiles.get((path, runtime))),
-                    "verdicts": [_verdict(c) for c in session.comparisons.get((path, runtime), [])],
+                    "verdicts": [c.to_dict() for c in session.comparisons.get((path, runtime), [])],
                 }
             )
         models.append(
@@ -126,7 +125,3 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
             }
         )
     return {"stop_reason": profile.stop_reason, "calibration": profile.calibration, "batches": batches}
-
-
-def _verdict(comparison: Comparison) -> dict[str, Any]:
-    return comparison.to_dict()

@@ -209,10 +209,13 @@ def profile_batch(
             if chosen is not None:
                 return BatchProfile(batch_size, "stable", cold, tuple(windows), chosen)
     except Exception as exc:
-        return BatchProfile(batch_size, "error", None, error=f"{type(exc).__name__}: {exc}".strip())
-    finally:
-        prepared = []  # release device memory before the next batch size
+        return _failed(batch_size, exc)
     return BatchProfile(batch_size, "unstable", cold, tuple(windows))
+
+
+def _failed(batch_size: int, exc: Exception) -> BatchProfile:
+    """A runtime error at this batch size (out of memory at a large batch) as a result, not a crash."""
+    return BatchProfile(batch_size, "error", None, error=f"{type(exc).__name__}: {exc}".strip())
 
 
 def sweep_sizes(max_batch_size: int | None) -> list[int]:
@@ -297,10 +300,8 @@ def profile_pair(
                 )
                 _settle()
     except Exception as exc:
-        failed = BatchProfile(batch_size, "error", None, error=f"{type(exc).__name__}: {exc}".strip())
+        failed = _failed(batch_size, exc)
         return failed, failed
-    finally:
-        prepared = []
     every = tuple(range(len(windows[0])))
     return (
         BatchProfile(batch_size, "stable", colds[0], tuple(windows[0]), every),

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStore, Key, entry_for
 from pytest_navigator.config import ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckOptions, CorrectnessReport
@@ -24,7 +26,7 @@ from pytest_navigator.errors import NavigatorError, RuntimeBuildError
 from pytest_navigator.model import Model, load
 from pytest_navigator.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
-from pytest_navigator.samples import digest, random_sample, random_samples
+from pytest_navigator.samples import digest, random_sample
 from pytest_navigator.settings import Settings
 from pytest_navigator.spec import parse_io_spec, read_sidecar
 from pytest_navigator.user_samples import LabeledSample, check_samples, load_sample_files
@@ -61,8 +63,6 @@ class RuntimeRecord:
 
 def paired_entry(entry: dict[str, Any], batch: BatchProfile) -> dict[str, Any]:
     """An entry with every window's throughput and p95 (A/B runs pair windows, not blocks)."""
-    import numpy as np
-
     return entry | {
         "paired_throughputs": [w.throughput for w in batch.windows],
         "paired_p95_ms": [float(np.percentile(w.latencies_ms, 95)) for w in batch.windows],
@@ -198,8 +198,6 @@ class NavigatorSession:
     def _example(self, model: Model) -> Sample:
         """The request builds trace, compile and export with (batch 2 where allowed), made once per model."""
         if model.path not in self._examples:
-            import numpy as np
-
             limit = model.io_spec.max_batch_size
             size = 2 if limit is None or limit >= 2 else 1
             self._examples[model.path] = random_sample(model.io_spec, size, np.random.default_rng(7919))
@@ -284,10 +282,12 @@ class NavigatorSession:
     def profiling_inputs(self, model: Model, batch_size: int) -> list[Sample]:
         """Distinct random samples of one batch size for the profiler to rotate through: up to
         PROFILE_INPUTS of them within PROFILE_INPUT_BYTES, the same ones in every run (seeded by size)."""
-        first = random_samples(model.io_spec, [batch_size], 1, seed=batch_size)[0]
-        size = max(sum(a.nbytes for a in first.values()), 1)
+        rng = np.random.default_rng(batch_size)  # the stream random_samples(seed=batch_size) draws from
+        samples = [random_sample(model.io_spec, batch_size, rng)]
+        size = max(sum(a.nbytes for a in samples[0].values()), 1)
         count = max(2, min(PROFILE_INPUTS, PROFILE_INPUT_BYTES // size))
-        return random_samples(model.io_spec, [batch_size], count, seed=batch_size)
+        samples += [random_sample(model.io_spec, batch_size, rng) for _ in range(count - 1)]
+        return samples
 
     def profile(self, model: Model, runtime: str, config: ProfilerConfig | None = None) -> RuntimeProfile:
         """Measure a runtime: config.batch_sizes (those the runner accepts), else a sweep of powers of two."""
