@@ -82,7 +82,8 @@ def test_static_batch_models_get_no_batch_axis() -> None:
 def _find(spec: IOSpec, condition: object) -> Sample:
     from hypothesis import find
 
-    return find(samples(spec, (1, 4)), condition, settings=settings(max_examples=500, database=None))  # type: ignore[arg-type]
+    # derandomized: these assert where shrinking ends, which a random start can leave a step short of
+    return find(samples(spec, (1, 4)), condition, settings=settings(max_examples=500, database=None, derandomize=True))  # type: ignore[arg-type]
 
 
 def test_defaults_reach_edges_large_values_and_large_batches() -> None:
