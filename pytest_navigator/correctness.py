@@ -158,7 +158,7 @@ class _RuntimeCheck:
 
     def __init__(self, session: NavigatorSession, model: Model, runner: Runner, options: CheckOptions) -> None:
         self.session, self.model, self.runner, self.options = session, model, runner, options
-        self.fallback = default_verify(session.registry.get(runner.runtime).precision)
+        self.fallback = default_verify(session.precision(runner.runtime))
         self.verify = options.verify or self.fallback
         self.observed = _Observed()
 

@@ -99,7 +99,7 @@ class PerformanceItem(NavigatorItem):
 
 
 #: Settings the navigator marker takes: the check's, then the profiler's (as settings.PROFILER_SETTINGS).
-_CHECK_SETTINGS = ("verify", "examples", "strict")
+_CHECK_SETTINGS = ("verify", "examples", "strict", "runtime_options")
 _PROFILE_SETTINGS = ("mode", "window", "stability", "max_trials", "profile", "batch_sizes", "thresholds")
 
 

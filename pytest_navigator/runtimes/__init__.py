@@ -65,7 +65,7 @@ class Registry:
         return decorate
 
     def __contains__(self, name: object) -> bool:
-        return name in self._definitions
+        return isinstance(name, str) and name.partition(":")[0] in self._definitions
 
     def __iter__(self) -> Iterator[RuntimeDefinition]:
         return iter(self._definitions.values())
@@ -78,8 +78,9 @@ class Registry:
         return tuple(self._definitions)
 
     def get(self, name: str) -> RuntimeDefinition:
+        """The definition of a runtime name or id ('onnxruntime-cpu:intra_op_num_threads=1')."""
         try:
-            return self._definitions[name]
+            return self._definitions[name.partition(":")[0]]
         except KeyError:
             raise RuntimeSelectionError(f"unknown runtime {name!r}; known runtimes: {', '.join(self.names)}.") from None
 

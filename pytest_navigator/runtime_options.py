@@ -1,0 +1,279 @@
+"""Runtime options: one config class per runtime family (seed 000's CustomConfigForFormat), in the
+role MegEngine Lite's LiteOptions play (seed 004): threads, graph optimization, precision, TF32,
+CUDA graphs, workspace limits.
+
+Options come from the CLI (`--navigator-runtime-option onnxruntime-cpu:intra_op_num_threads=1`),
+the ini (`navigator_runtime_options`, one per line) or a marker
+(`@pytest.mark.navigator(runtime_options={"onnxruntime-cpu": {"intra_op_num_threads": 1}})`).
+Options that differ from a runtime's defaults are part of its identity: a runtime id is
+`NAME` or `NAME:key=value,key=value` (sorted), and that id is what test ids, reports and baseline
+keys show, so a baseline measured with one thread is never compared with one measured with four.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+from pytest_navigator.config import CustomConfigForFormat, Format
+from pytest_navigator.errors import NavigatorError
+
+
+class RuntimeOptionError(NavigatorError):
+    """A runtime option that does not exist or a value it does not accept."""
+
+
+class _Options(CustomConfigForFormat):
+    """Shared behaviour: checked fields, canonical text, parsing from strings."""
+
+    def __post_init__(self) -> None:
+        for item in fields(self):  # type: ignore[arg-type]
+            _coerce(type(self), item.name, getattr(self, item.name), "")
+
+    @property
+    def format(self) -> Format:
+        return self.FORMAT  # type: ignore[attr-defined]
+
+    def changed(self, defaults: _Options | None = None) -> dict[str, Any]:
+        """Fields whose value differs from `defaults` (the class defaults when None), in field order."""
+        base = defaults if defaults is not None else type(self)()
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(base, f.name)}  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def describe_fields(cls) -> str:
+        hints = typing.get_type_hints(cls)
+        parts = []
+        for item in fields(cls):  # type: ignore[arg-type]
+            parts.append(f"{item.name} ({_accepted(hints[item.name])}, default {_text(item.default)})")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class TorchConfig(_Options):
+    """Eager PyTorch (torch-cpu, torch-cuda)."""
+
+    FORMAT: typing.ClassVar[Format] = Format.TORCH
+    #: torch.set_num_threads while this runtime runs (0: torch's default).
+    threads: int = 0
+    #: TF32 tensor cores for float32 matmuls and convolutions on CUDA.
+    tf32: bool = False
+
+    @classmethod
+    def name(cls) -> str:
+        return "Torch"
+
+
+@dataclass(frozen=True)
+class TorchScriptConfig(_Options):
+    """TorchScript (torchscript-cpu, torchscript-cuda): frozen, optionally optimized for inference."""
+
+    FORMAT: typing.ClassVar[Format] = Format.TORCHSCRIPT
+    threads: int = 0
+    tf32: bool = False
+    #: torch.jit.optimize_for_inference after freezing (fusions, MKLDNN layouts on the CPU).
+    optimize_for_inference: bool = True
+
+    @classmethod
+    def name(cls) -> str:
+        return "TorchScript"
+
+
+@dataclass(frozen=True)
+class TorchCompileConfig(_Options):
+    """torch.compile (torch-compile-cpu, torch-compile-cuda)."""
+
+    FORMAT: typing.ClassVar[Format] = Format.TORCH
+    threads: int = 0
+    tf32: bool = False
+    #: torch.compile's mode; reduce-overhead and max-autotune capture CUDA graphs themselves.
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    #: CUDA graphs in mode=default (inductor's triton.cudagraphs); CUDA runtimes only.
+    cuda_graphs: bool = False
+    #: One compiled plan per batch size (static shapes, memoized) or torch's automatic dynamic shapes.
+    static_shapes: bool = False
+    fullgraph: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cuda_graphs and self.mode != "default":
+            raise RuntimeOptionError(
+                f"torch.compile: cuda_graphs=true goes with mode=default; mode={self.mode} "
+                "decides CUDA graphs itself (reduce-overhead and max-autotune use them)."
+            )
+
+    @classmethod
+    def name(cls) -> str:
+        return "TorchCompile"
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeConfig(_Options):
+    """ONNX Runtime (onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt)."""
+
+    FORMAT: typing.ClassVar[Format] = Format.ONNX
+    #: SessionOptions.intra_op_num_threads (0: one per physical core).
+    intra_op_num_threads: int = 0
+    inter_op_num_threads: int = 0
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    #: Whether idle intra-op threads spin (faster next request, busy cores between requests).
+    allow_spinning: bool = True
+    #: GPU providers: inputs and outputs bound on the device (IO binding), no host copies timed.
+    io_binding: bool = True
+    #: TensorRT execution provider: fp16 kernels and the builder's workspace limit.
+    trt_fp16: bool = False
+    trt_workspace_bytes: int = 1 << 30
+
+    @classmethod
+    def name(cls) -> str:
+        return "OnnxRuntime"
+
+
+@dataclass(frozen=True)
+class TensorRTConfig(_Options):
+    """Native TensorRT (tensorrt, tensorrt-fp16)."""
+
+    FORMAT: typing.ClassVar[Format] = Format.TENSORRT
+    fp16: bool = False
+    tf32: bool = True
+    #: The builder's workspace memory pool limit.
+    workspace_bytes: int = 1 << 30
+    #: IBuilderConfig.builder_optimization_level: 0 (fast builds) to 5 (slow builds, fast engines).
+    builder_optimization_level: int = 3
+    #: One optimization profile per batch size (seed 003's per-batch plans) or one for all sizes.
+    profile_per_batch_size: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.builder_optimization_level <= 5:
+            raise RuntimeOptionError(
+                f"tensorrt: builder_optimization_level={self.builder_optimization_level} is not accepted; expected 0 to 5."
+            )
+
+    @classmethod
+    def name(cls) -> str:
+        return "TensorRT"
+
+
+CONFIG_CLASSES: tuple[type[_Options], ...] = (
+    TorchConfig,
+    TorchScriptConfig,
+    TorchCompileConfig,
+    OnnxRuntimeConfig,
+    TensorRTConfig,
+)
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _accepted(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " | ".join(map(str, typing.get_args(hint)))
+    if hint is bool:
+        return "true | false"
+    if hint is int:
+        return "integer >= 0"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _coerce(cls: type[_Options], name: str, value: Any, where: str) -> Any:
+    """`value` (a string from the CLI/ini, or a Python value from a marker) as field `name`'s type."""
+    hint = typing.get_type_hints(cls)[name]
+    prefix = f"{where}: " if where else ""
+
+    def reject() -> typing.NoReturn:
+        raise RuntimeOptionError(
+            f"{prefix}{cls.name()} option {name}={value!r} is not accepted; expected {_accepted(hint)}."
+        )
+
+    if typing.get_origin(hint) is Literal:
+        if value not in typing.get_args(hint):
+            reject()
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if isinstance(value, str) and text in _TRUE | _FALSE:
+            return text in _TRUE
+        reject()
+    if hint is int:
+        if isinstance(value, bool):
+            reject()
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            reject()
+        if number < 0:
+            reject()
+        return number
+    return value
+
+
+def with_options(defaults: _Options, values: Mapping[str, Any], where: str, runtime: str) -> _Options:
+    """`defaults` updated with `values` (strings or Python values); unknown names and bad values are
+    one RuntimeOptionError listing what the runtime accepts."""
+    cls = type(defaults)
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise RuntimeOptionError(
+            f"{where}: {runtime} has no option {', '.join(map(repr, unknown))}; "
+            f"its options ({cls.name()}Config): {cls.describe_fields()}."
+        )
+    coerced = {name: _coerce(cls, name, value, where) for name, value in values.items()}
+    try:
+        return replace(defaults, **coerced)  # type: ignore[type-var]
+    except RuntimeOptionError as exc:
+        raise RuntimeOptionError(f"{where}: {exc}") from None
+
+
+def parse_option_specs(specs: Iterable[str], where: str) -> dict[str, dict[str, str]]:
+    """['onnxruntime-cpu:intra_op_num_threads=1,allow_spinning=false', ...] -> runtime -> {name: text}.
+    Later specs for the same runtime and option win."""
+    found: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        spec = spec.strip()
+        if not spec:
+            continue
+        runtime, sep, rest = spec.partition(":")
+        pairs = [p.strip() for p in rest.split(",") if p.strip()]
+        if not sep or not runtime.strip() or not pairs or any("=" not in p for p in pairs):
+            raise RuntimeOptionError(
+                f"{where}={spec!r} is not RUNTIME:OPTION=VALUE[,OPTION=VALUE...], "
+                "e.g. onnxruntime-cpu:intra_op_num_threads=1"
+            )
+        options = found.setdefault(runtime.strip(), {})
+        for pair in pairs:
+            name, _, value = pair.partition("=")
+            options[name.strip()] = value.strip()
+    return found
+
+
+def runtime_id(name: str, options: _Options | None, defaults: _Options | None) -> str:
+    """`name`, or `name:key=value,...` with every option that differs from the runtime's defaults."""
+    if options is None:
+        return name
+    changed = options.changed(defaults)
+    if not changed:
+        return name
+    return name + ":" + ",".join(f"{key}={_text(value)}" for key, value in sorted(changed.items()))
+
+
+def split_runtime_id(runtime: str) -> tuple[str, dict[str, str]]:
+    """'onnxruntime-cpu:intra_op_num_threads=1' -> ('onnxruntime-cpu', {'intra_op_num_threads': '1'})."""
+    name, sep, rest = runtime.partition(":")
+    if not sep:
+        return name, {}
+    return name, dict(pair.split("=", 1) for pair in rest.split(",") if "=" in pair)
