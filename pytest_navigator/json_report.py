@@ -38,10 +38,11 @@ def build_report(session: NavigatorSession) -> dict[str, Any]:
                 {
                     "name": runtime,
                     "device": definition.device if definition else None,
-                    "precision": definition.precision if definition else None,
+                    "precision": session.precision(runtime) if definition else None,
                     "status": record.status,
                     "detail": record.detail,
                     "build_seconds": record.build_seconds,
+                    "artifacts": list(record.artifacts),
                     "correctness": _correctness(session.correctness.get((path, runtime))),
                     "profile": _profile(session.profiles.get((path, runtime))),
                     "against_profile": _profile(session.against_profiles.get((path, runtime))),

@@ -160,6 +160,30 @@ _OPTIONS: list[tuple[str, str, str, str, str]] = [
         "An older model file (e.g. from the main branch): each runtime measures both, windows interleaved, and is judged against the old one (A/B, no stored baseline needed).",
     ),
     (
+        "--navigator-runtime-option",
+        "navigator_runtime_options",
+        "navigator_runtime_options",
+        "linelist",
+        "A runtime's option, RUNTIME:OPTION=VALUE[,OPTION=VALUE] (repeatable), e.g. onnxruntime-cpu:intra_op_num_threads=1; "
+        "options that differ from the defaults are part of the runtime's id in test ids, reports and baselines.",
+    ),
+    (
+        "--navigator-cache",
+        "navigator_cache",
+        "navigator_cache",
+        "string",
+        "Directory of built artifacts (ONNX exports, TorchScript, TensorRT engines, torch.compile's caches) reused "
+        "across runs, keyed by model content, options, library versions and device (default: .navigator/cache "
+        "under the rootdir; 'none' builds everything in a temporary folder).",
+    ),
+    (
+        "--navigator-rebuild",
+        "navigator_rebuild",
+        "navigator_rebuild",
+        "bool",
+        "Build every artifact again and replace its cache entry.",
+    ),
+    (
         "--navigator-baselines",
         "navigator_baselines",
         "navigator_baselines",
@@ -208,9 +232,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "navigator(verify=None, examples=None, strict=None, mode=None, window=None, stability=None, max_trials=None, "
-        "profile=None, batch_sizes=None, thresholds=None): settings of pytest-navigator's checks for this test (verify: a VerifyFunction; examples: "
+        "profile=None, batch_sizes=None, thresholds=None, runtime_options=None): settings of pytest-navigator's checks for this test (verify: a VerifyFunction; examples: "
         "generated samples; strict: fail when a check cannot fail; mode/window/stability/max_trials: as the "
-        "--navigator-* options; profile=False: no measurement; thresholds: e.g. {'throughput': '95%'}).",
+        "--navigator-* options; profile=False: no measurement; thresholds: e.g. {'throughput': '95%'}; runtime_options: e.g. "
+        "{'onnxruntime-cpu': {'intra_op_num_threads': 1}} for the navigator_runner fixture).",
     )
     if _value(config, "navigator_models", "navigator_models"):
         config.pluginmanager.register(NavigatorPlugin(config), "navigator-session")
@@ -224,6 +249,7 @@ def _value(config: pytest.Config, dest: str, ini: str) -> Any:
 
 def _settings(config: pytest.Config) -> Settings:
     from pytest_navigator.config import ProfilerConfig
+    from pytest_navigator.runtime_options import parse_option_specs
     from pytest_navigator.settings import Settings, parse_batch_sizes, parse_count, parse_runtimes, profiler_config
 
     cli_models = config.getoption("navigator_models")
@@ -256,6 +282,19 @@ def _settings(config: pytest.Config) -> Settings:
         from pytest_navigator.verdicts import parse_thresholds
 
         parse_thresholds(thresholds)  # a bad value stops the run now, naming the option
+    runtime_options = parse_option_specs(config.getini("navigator_runtime_options") or (), "navigator_runtime_options")
+    for runtime, values in parse_option_specs(
+        config.getoption("navigator_runtime_options") or (), "--navigator-runtime-option"
+    ).items():
+        runtime_options.setdefault(runtime, {}).update(values)  # the command line wins over the ini
+    cache = _value(config, "navigator_cache", "navigator_cache") or None
+    cache_dir = (
+        config.rootpath / ".navigator" / "cache"
+        if cache is None
+        else None
+        if cache.strip().lower() == "none"
+        else invocation / cache
+    )
     return Settings(
         models=tuple(dict.fromkeys(Path(m).absolute() for m in models)),
         cli_inputs=tuple(config.getoption("navigator_inputs") or ()),
@@ -279,6 +318,9 @@ def _settings(config: pytest.Config) -> Settings:
         inconclusive=inconclusive,
         normalize=bool(_value(config, "navigator_normalize", "navigator_normalize")),
         against=invocation / against if against else None,
+        runtime_options=runtime_options,
+        cache_dir=cache_dir,
+        rebuild=bool(_value(config, "navigator_rebuild", "navigator_rebuild")),
     )
 
 
@@ -295,6 +337,8 @@ class NavigatorPlugin:
             config.hook.pytest_navigator_register_runtimes(registry=registry, config=config)
             session = NavigatorSession(_settings(config), registry)
             registry.select(session.settings.runtimes)  # unknown names fail now, listing the known ones
+            for name in session.settings.runtime_options:
+                session.runtime_id(name)  # unknown runtimes, options or values fail now too
             session.load_models()
             session.load_user_samples()
         except NavigatorError as exc:
@@ -374,7 +418,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     models = list(session.models.values())
     metafunc.parametrize("navigator_model", models, indirect=True, ids=[m.name for m in models], scope="session")
     if "navigator_runner" in metafunc.fixturenames:
-        names = list(dict.fromkeys(p.name for m in models for p in session.plan(m)))
+        overrides: dict[str, Any] = {}
+        for marker in reversed(list(metafunc.definition.iter_markers("navigator"))):
+            overrides.update(marker.kwargs.get("runtime_options") or {})
+        from pytest_navigator.errors import NavigatorError
+
+        where = f"{metafunc.definition.nodeid}: navigator marker runtime_options"
+        try:
+            unknown = [name for name in overrides if name not in session.registry]
+            if unknown:
+                session.registry.select(unknown)  # raises, listing the known runtimes
+            names = list(
+                dict.fromkeys(
+                    session.runtime_id(p.definition.name, overrides.get(p.definition.name), where)
+                    for m in models
+                    for p in session.plan(m)
+                )
+            )
+        except NavigatorError as exc:
+            raise pytest.UsageError(str(exc)) from None
         metafunc.parametrize("navigator_runner", names, indirect=True, ids=names, scope="session")
 
 
@@ -401,14 +463,14 @@ def navigator_runner(
     """Each runtime of the model, built once per run; skipped with the reason where it cannot run."""
     from pytest_navigator.errors import RuntimeBuildError
 
-    plans = {p.name: p for p in navigator_session.plan(navigator_model)}
-    plan = plans.get(request.param)
+    plans = {p.definition.name: p for p in navigator_session.plan(navigator_model)}
+    plan = plans.get(navigator_session.registry.get(request.param).name)
     if plan is None:
         pytest.skip(f"{request.param} does not apply to {navigator_model.name}")
     if plan.skip_reason:
-        pytest.skip(f"{plan.name}: {plan.skip_reason}")
+        pytest.skip(f"{request.param}: {plan.skip_reason}")
     try:
-        return navigator_session.runner(navigator_model, plan.name)
+        return navigator_session.runner(navigator_model, request.param)
     except RuntimeBuildError as exc:
         pytest.fail(str(exc), pytrace=False)
 

@@ -17,8 +17,20 @@ def runtime_table(session: NavigatorSession) -> str:
         model = session.models.get(path)
         device = session.registry.get(runtime).device if runtime in session.registry else "?"
         build = "" if record.build_seconds is None else f"{record.build_seconds:.1f}"
-        rows.append([model.name if model else path.name, runtime, device, record.status, build, record.detail])
-    return tabulate(rows, headers=["model", "runtime", "device", "status", "build s", "detail"], tablefmt="simple")
+        rows.append(
+            [
+                model.name if model else path.name,
+                runtime,
+                device,
+                record.status,
+                build,
+                record.cache_summary,
+                record.detail,
+            ]
+        )
+    return tabulate(
+        rows, headers=["model", "runtime", "device", "status", "build s", "artifacts", "detail"], tablefmt="simple"
+    )
 
 
 def performance_summary(session: NavigatorSession) -> str:

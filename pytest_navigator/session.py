@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,14 @@ from typing import Any
 import numpy as np
 
 from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStore, Key, entry_for
+from pytest_navigator.cache import ArtifactCache
 from pytest_navigator.config import ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckOptions, CorrectnessReport
 from pytest_navigator.errors import NavigatorError, RuntimeBuildError
 from pytest_navigator.model import Model, load
 from pytest_navigator.profiler import BatchProfile, RuntimeProfile
+from pytest_navigator.runtime_options import RuntimeOptionError, split_runtime_id, with_options
+from pytest_navigator.runtime_options import runtime_id as format_runtime_id
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.samples import digest, random_sample
 from pytest_navigator.settings import Settings
@@ -47,9 +50,12 @@ class RuntimePlan:
     definition: RuntimeDefinition
     skip_reason: str | None
 
+    #: The runtime id: its name, plus the options that differ from its defaults.
+    runtime_id: str = ""
+
     @property
     def name(self) -> str:
-        return self.definition.name
+        return self.runtime_id or self.definition.name
 
 
 @dataclass
@@ -59,6 +65,12 @@ class RuntimeRecord:
     status: str = "planned"  # planned, built, failed-build, skipped, passed, failed
     detail: str = ""
     build_seconds: float | None = None
+    #: What the build did with cached artifacts: "restored onnx-export 0.02 s", "built tensorrt-engine 41 s".
+    artifacts: list[str] = field(default_factory=list)
+
+    @property
+    def cache_summary(self) -> str:
+        return "; ".join(self.artifacts)
 
 
 def paired_entry(entry: dict[str, Any], batch: BatchProfile) -> dict[str, Any]:
@@ -92,6 +104,7 @@ class NavigatorSession:
     against_model: Model | None = None
     against_profiles: dict[tuple[Path, str], RuntimeProfile] = field(default_factory=dict)
     _user_samples: dict[Path, list[LabeledSample]] = field(default_factory=dict)
+    _cache: ArtifactCache | None = None
 
     def load_models(self) -> list[Model]:
         """Load every model of the settings; the first bad one raises its NavigatorError."""
@@ -128,12 +141,54 @@ class NavigatorSession:
         """The runtimes to test for a model: the selected ones, or every one its format can use."""
         explicit = self.settings.runtimes is not None
         chosen = self.registry.select(self.settings.runtimes)
-        plans = [RuntimePlan(d, d.unavailable_reason(model)) for d in chosen if explicit or d.applies_to(model)]
+        plans = [
+            RuntimePlan(d, d.unavailable_reason(model), self.runtime_id(d.name))
+            for d in chosen
+            if explicit or d.applies_to(model)
+        ]
         for plan in plans:
             record = self.records.setdefault((model.path, plan.name), RuntimeRecord())
             if plan.skip_reason:
                 record.status, record.detail = "skipped", plan.skip_reason
         return plans
+
+    # -- runtime options -----------------------------------------------------------------------
+
+    def runtime_id(self, name: str, overrides: Mapping[str, Any] | None = None, where: str = "") -> str:
+        """The id of runtime `name` with this run's options (--navigator-runtime-option, ini) updated
+        by `overrides` (a marker's): `name` or `name:key=value,...`. Bad options raise RuntimeOptionError."""
+        if name not in self.registry:
+            raise RuntimeOptionError(
+                f"{where or '--navigator-runtime-option'}: unknown runtime {name!r}; known runtimes: {', '.join(self.registry.names)}."
+            )
+        definition = self.registry.get(name)
+        values = dict(self.settings.runtime_options.get(definition.name, {}))
+        values.update(overrides or {})
+        if definition.options is None:
+            if values:
+                raise RuntimeOptionError(
+                    f"{where or '--navigator-runtime-option'}: {definition.name} takes no options "
+                    f"(got {', '.join(sorted(values))})."
+                )
+            return definition.name
+        options = with_options(definition.options, values, where or "--navigator-runtime-option", definition.name)
+        return format_runtime_id(definition.name, options, definition.options)
+
+    def options(self, runtime: str) -> Any:
+        """The options config of a runtime id (None for runtimes that take none)."""
+        definition = self.registry.get(runtime)
+        if definition.options is None:
+            return None
+        return with_options(definition.options, split_runtime_id(runtime)[1], runtime, definition.name)
+
+    def precision(self, runtime: str) -> str:
+        """fp32/fp16/...: the definition's, or fp16 where an option turns fp16 on."""
+        if runtime not in self.registry:
+            return "fp32"
+        options = self.options(runtime)
+        if getattr(options, "fp16", False) or getattr(options, "trt_fp16", False):
+            return "fp16"
+        return self.registry.get(runtime).precision
 
     # -- building ------------------------------------------------------------------------------
 
@@ -167,13 +222,16 @@ class NavigatorSession:
             record = self.records.setdefault(key, RuntimeRecord())
             definition = self.registry.get(runtime)
             started = time.perf_counter()
+            seen = len(self.cache.events)
             try:
                 reference = self.reference(model)
-                built = definition.build(model, self._context(model, reference.output_names))
+                context = replace(self._context(model, reference.output_names), options=self.options(runtime))
+                built = definition.build(model, context)
                 if not isinstance(built, Runner):
                     raise RuntimeBuildError(
                         f"{runtime}: build returned {built!r}, not a pytest_navigator.runtimes.Runner"
                     )
+                built.runtime = runtime
                 self._runners[key] = built
                 record.status = "built"
             except Exception as exc:
@@ -187,13 +245,24 @@ class NavigatorSession:
                 self._runners[key] = error
                 record.status, record.detail = "failed-build", str(error).splitlines()[0]
             record.build_seconds = time.perf_counter() - started
+            record.artifacts = [
+                f"{e.action} {e.mode} {e.seconds:.2f} s" + (f" ({e.detail})" if e.detail else "")
+                for e in self.cache.events[seen:]
+            ]
         found = self._runners[key]
         if isinstance(found, RuntimeBuildError):
             raise found
         return found
 
     def _context(self, model: Model, output_names: tuple[str, ...]) -> BuildContext:
-        return BuildContext(self.workdir, self._example(model), output_names, self.batch_sizes(model))
+        return BuildContext(self.workdir, self._example(model), output_names, self.batch_sizes(model), cache=self.cache)
+
+    @property
+    def cache(self) -> ArtifactCache:
+        """The run's artifact cache (--navigator-cache; a throwaway folder with 'none')."""
+        if self._cache is None:
+            self._cache = ArtifactCache(self.settings.cache_dir, self.settings.rebuild)
+        return self._cache
 
     def _example(self, model: Model) -> Sample:
         """The request builds trace, compile and export with (batch 2 where allowed), made once per model."""
@@ -310,6 +379,10 @@ class NavigatorSession:
                         else f"{model.name}, which has no batch axis."
                     )
                 )
+            try:  # build every size's plan now (per-batch-size runners); each build is its size's cold start
+                runner.preload(self.profiling_inputs(model, size)[0] for size in sizes)
+            except Exception:
+                pass
         before = calibration_score(runner.device)
         measure = None
         olds: dict[int, BatchProfile] = {}
@@ -361,7 +434,7 @@ class NavigatorSession:
         except BaselineError as exc:  # still keep the measurement: --update-baselines reports the file
             unreadable, stored = exc, BaselineFile(Path(), {}, {})
         hardware = self.hardware(runtime)
-        precision = self.registry.get(runtime).precision if runtime in self.registry else "fp32"
+        precision = self.precision(runtime)
         old = self.against_profiles.get((model.path, runtime))
         olds = {b.batch_size: b for b in old.batches} if old else {}
         results, entries = [], {}
@@ -429,7 +502,7 @@ class NavigatorSession:
         return json.dumps(
             {
                 "records": [
-                    [str(path), runtime, record.status, record.detail, record.build_seconds]
+                    [str(path), runtime, record.status, record.detail, record.build_seconds, record.artifacts]
                     for (path, runtime), record in self.records.items()
                 ],
                 "profiles": [[str(p), r, profile_to_dict(x)] for (p, r), x in self.profiles.items()],
@@ -451,7 +524,7 @@ class NavigatorSession:
         from pytest_navigator.profiler import profile_from_dict
 
         data = json.loads(text)
-        for path, runtime, status, detail, build_seconds in data["records"]:
+        for path, runtime, status, detail, build_seconds, artifacts in data["records"]:
             record = self.records.setdefault((Path(path), runtime), RuntimeRecord())
             if status in ("failed", "failed-build") or (
                 status in ("passed", "built", "skipped") and record.status not in ("failed", "failed-build", "passed")
@@ -459,6 +532,7 @@ class NavigatorSession:
                 record.status = status
             record.detail = detail or record.detail
             record.build_seconds = build_seconds if build_seconds is not None else record.build_seconds
+            record.artifacts = artifacts or record.artifacts
         for path, runtime, profile in data["profiles"]:
             self.profiles[(Path(path), runtime)] = profile_from_dict(profile)
         for path, runtime, profile in data["against_profiles"]:
@@ -488,3 +562,5 @@ class NavigatorSession:
     def close(self) -> None:
         """Remove the run's temporary artifacts."""
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._cache is not None:
+            self._cache.close()

@@ -58,6 +58,12 @@ class Settings:
     normalize: bool = False
     #: --navigator-against: an older model file every runtime is also measured on, interleaved (A/B).
     against: Path | None = None
+    #: --navigator-runtime-option / navigator_runtime_options: runtime name -> option -> value text.
+    runtime_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: Built artifacts reused across runs (--navigator-cache); None: no cache, build everything.
+    cache_dir: Path | None = None
+    #: --navigator-rebuild: build every artifact again and overwrite its cache entry.
+    rebuild: bool = False
 
 
 def parse_runtimes(value: str | None) -> tuple[str, ...] | None:

@@ -55,6 +55,36 @@ class Runner(abc.ABC):
     def max_batch_size(self) -> int | None:
         return self.input_spec.max_batch_size
 
+    # -- per-batch-size plans (seed 003's memoizing inferer) ----------------------------------------
+    # Runners whose plan depends on the input shape (traced TorchScript, static-shape torch.compile,
+    # TensorRT profiles) build one plan per batch size on first use and keep it; they override
+    # plan_seconds. Everyone else has one plan for all sizes.
+
+    def plan_seconds(self, batch_size: int) -> float | None:
+        """How long building the plan for `batch_size` took (None: no plan of its own)."""
+        return None
+
+    @property
+    def planned_batch_sizes(self) -> tuple[int, ...]:
+        """Batch sizes with a plan built (empty for runners with one plan for all sizes)."""
+        return ()
+
+    def preload(self, samples: Iterable[Sample]) -> None:
+        """Build the plans for these samples' batch sizes now, so no timed request pays for one
+        (for a runner with one plan, a request each: harmless)."""
+        for sample in samples:
+            self.run(self.prepare(sample))
+            self.synchronize()
+
+    def select_batch_size(self, max_count: int) -> int:
+        """How many requests this runner should take in one batch when `max_count` are waiting: the
+        largest size with a plan that fits, else as many as it accepts."""
+        fitting = [size for size in self.planned_batch_sizes if size <= max_count]
+        if fitting:
+            return max(fitting)
+        limit = self.max_batch_size
+        return max(1, min(max_count, limit) if limit is not None else max_count)
+
     def accepts_batch_size(self, batch_size: int) -> bool:
         limit = self.max_batch_size
         return limit is None or 1 <= batch_size <= limit
@@ -92,6 +122,10 @@ class BuildContext:
     example: Sample
     output_names: tuple[str, ...] = ()
     batch_sizes: tuple[int, ...] = ()
+    #: The runtime's options (its definition's config class, defaults updated by the user's).
+    options: Any = None
+    #: Built artifacts reused across runs (cache.ArtifactCache); None: build into workdir.
+    cache: Any = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +142,8 @@ class RuntimeDefinition:
     #: Returns why this model cannot use the runtime although its format is accepted, or None.
     model_check: Callable[[Model], str | None] = field(default=lambda model: None, repr=False)
     description: str = ""
+    #: The runtime's options with their defaults (a runtime_options config); None: it takes none.
+    options: Any = None
 
     def applies_to(self, model: Model) -> bool:
         return model.format in self.formats

@@ -16,6 +16,7 @@ import numpy as np
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError, first_line
 from pytest_navigator.model import Model
+from pytest_navigator.runtime_options import OnnxRuntimeConfig
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.torch_runtimes import bind_tensors
 from pytest_navigator.samples import numpy_dtype
@@ -55,15 +56,32 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
     """
     if model.format is Format.ONNX:
         return model.path
+    from pytest_navigator.cache import ArtifactCache, Mode
+
+    cache = ctx.cache if ctx.cache is not None else ArtifactCache(ctx.workdir / "artifacts")
+    parts = {
+        "model": model.fingerprint,
+        "format": model.format.value,
+        "spec": str(model.io_spec),
+        "outputs": list(ctx.output_names),
+        "opset": OPSET,
+    }
+
+    def convert(folder: Path) -> tuple[str, dict[str, Any]]:
+        _export(model, ctx, folder / "model.onnx")
+        return "model.onnx", {"opset": OPSET}
+
+    def restore(artifact: Path, metadata: dict[str, Any]) -> Path:
+        return artifact
+
+    return cache.fetch(Mode("onnx-export", convert, restore), parts)
+
+
+def _export(model: Model, ctx: BuildContext, path: Path) -> None:
     import torch
 
-    path = ctx.workdir / f"{model.path.stem}-{model.fingerprint[:12]}.onnx"
-    if path.is_file():
-        return path
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
     args, kwargs = bind_tensors(model, ctx.example)
     output_names = list(ctx.output_names) or None
-    partial = path.with_suffix(".partial.onnx")
     try:
         with _quiet_exporter():
             if model.format is Format.TORCHSCRIPT:
@@ -75,7 +93,7 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
                 torch.onnx.export(
                     model.source,
                     (*args, kwargs) if kwargs else tuple(args),
-                    str(partial),
+                    str(path),
                     dynamo=False,
                     input_names=list(model.positional_inputs) + list(model.keyword_inputs),
                     output_names=output_names,
@@ -91,7 +109,7 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
                 torch.onnx.export(
                     program,
                     tuple(args),
-                    str(partial),
+                    str(path),
                     kwargs=kwargs or None,
                     dynamo=True,
                     external_data=False,
@@ -100,12 +118,9 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
                     opset_version=OPSET,
                 )
     except Exception as exc:
-        partial.unlink(missing_ok=True)
         raise RuntimeBuildError(
             f"exporting {model.name} to ONNX failed: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
-    partial.replace(path)
-    return path
 
 
 def _export_program(model: Model, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -124,21 +139,43 @@ def _export_program(model: Model, args: list[Any], kwargs: dict[str, Any]) -> An
 
 
 class OnnxRuntimeRunner(Runner):
-    """An onnxruntime InferenceSession on one execution provider, refusing a silent CPU fallback."""
+    """An onnxruntime InferenceSession on one execution provider, refusing a silent CPU fallback.
+
+    With IO binding (the GPU providers' default), inputs are bound as OrtValues on the session's
+    device before timing and outputs stay there, so a timed request copies nothing to or from the host.
+    """
 
     def __init__(
-        self, runtime: str, model: Model, onnx_path: Path, provider: str, optimize: bool = True, device: str = "cpu"
+        self,
+        runtime: str,
+        model: Model,
+        onnx_path: Path,
+        provider: str,
+        optimize: bool = True,
+        device: str = "cpu",
+        options: OnnxRuntimeConfig | None = None,
+        provider_options: dict[str, Any] | None = None,
     ) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        config = options or OnnxRuntimeConfig(
+            graph_optimization_level="all" if optimize else "disable", io_binding=False
         )
-        options.log_severity_level = 3
-        providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = _LEVELS[config.graph_optimization_level](ort)
+        session_options.intra_op_num_threads = config.intra_op_num_threads
+        session_options.inter_op_num_threads = config.inter_op_num_threads
+        session_options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        session_options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if config.allow_spinning else "0"
+        )
+        session_options.log_severity_level = 3
+        chosen: Any = (provider, provider_options) if provider_options else provider
+        providers = [chosen] if provider == "CPUExecutionProvider" else [chosen, "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+            self.session = ort.InferenceSession(str(onnx_path), session_options, providers=providers)
         except Exception as exc:
             raise RuntimeBuildError(
                 f"onnxruntime could not load {onnx_path}: {type(exc).__name__}: {first_line(exc)}"
@@ -158,17 +195,48 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(runtime, model.io_spec, [o.name for o in self.session.get_outputs()], device)
         self._inputs = inputs
         self._dtypes = {t.name: numpy_dtype(t.dtype) for t in model.io_spec}
+        self.io_binding = config.io_binding
+        self._ort_device = "cuda" if device.startswith("cuda") else "cpu"
+        self._last_binding: Any = None
 
-    def prepare(self, sample: Sample) -> dict[str, np.ndarray]:
-        """The feed: contiguous arrays of the session's input dtypes."""
+    def prepare(self, sample: Sample) -> Any:
+        """The feed: contiguous arrays of the session's input dtypes, or OrtValues on the device (IO binding)."""
         self.check_sample(sample)
-        return {name: np.ascontiguousarray(sample[name], dtype=self._dtypes[name]) for name in self._inputs}
+        feed = {name: np.ascontiguousarray(sample[name], dtype=self._dtypes[name]) for name in self._inputs}
+        if not self.io_binding:
+            return feed
+        import onnxruntime as ort
 
-    def run(self, prepared: dict[str, np.ndarray]) -> list[Any]:
-        return self.session.run(None, prepared)
+        return {name: ort.OrtValue.ortvalue_from_numpy(array, self._ort_device, 0) for name, array in feed.items()}
+
+    def run(self, prepared: Any) -> Any:
+        if not self.io_binding:
+            return self.session.run(None, prepared)
+        binding = self.session.io_binding()
+        for name, value in prepared.items():
+            binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, self._ort_device)
+        self.session.run_with_iobinding(binding)
+        self._last_binding = binding
+        return binding
+
+    def synchronize(self) -> None:
+        if self._last_binding is not None and self._ort_device != "cpu":
+            self._last_binding.synchronize_outputs()
 
     def infer(self, sample: Sample) -> Sample:
-        return dict(zip(self.output_names, self.run(self.prepare(sample)), strict=True))
+        result = self.run(self.prepare(sample))
+        outputs = result.copy_outputs_to_cpu() if self.io_binding else result
+        return dict(zip(self.output_names, outputs, strict=True))
+
+
+_LEVELS = {
+    "disable": lambda ort: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": lambda ort: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 
 
 def onnxruntime_unavailable(provider: str) -> str | None:
@@ -219,12 +287,28 @@ def exporter_unavailable(model: Model) -> str | None:
 def build_onnxruntime(model: Model, ctx: BuildContext, runtime: str) -> Runner:
     path = export_onnx(model, ctx)
     device = "cpu" if runtime == "onnxruntime-cpu" else "cuda"
-    return OnnxRuntimeRunner(runtime, model, path, PROVIDERS[runtime], optimize=True, device=device)
+    options: OnnxRuntimeConfig = ctx.options or _DEFAULTS[runtime]
+    provider_options: dict[str, Any] = {}
+    if runtime == "onnxruntime-tensorrt":
+        provider_options = {"trt_fp16_enable": options.trt_fp16, "trt_max_workspace_size": options.trt_workspace_bytes}
+        if ctx.cache is not None and ctx.cache.root is not None:  # TensorRT EP engines live in the artifact cache
+            engines = ctx.cache.root / "onnxruntime-tensorrt"
+            engines.mkdir(parents=True, exist_ok=True)
+            provider_options |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines)}
+    return OnnxRuntimeRunner(runtime, model, path, PROVIDERS[runtime], True, device, options, provider_options)
 
 
 def build_reference(model: Model, ctx: BuildContext) -> Runner:
     """For an ONNX source: onnxruntime-cpu with every graph optimization off."""
     return OnnxRuntimeRunner("onnxruntime-cpu-reference", model, model.path, "CPUExecutionProvider", optimize=False)
+
+
+#: Each ONNX Runtime runtime's default options: IO binding where a device copy is at stake.
+_DEFAULTS = {
+    "onnxruntime-cpu": OnnxRuntimeConfig(io_binding=False),
+    "onnxruntime-cuda": OnnxRuntimeConfig(),
+    "onnxruntime-tensorrt": OnnxRuntimeConfig(),
+}
 
 
 def definitions() -> list[RuntimeDefinition]:
@@ -237,6 +321,7 @@ def definitions() -> list[RuntimeDefinition]:
             requirement=functools.partial(onnxruntime_unavailable, provider),
             model_check=exporter_unavailable,
             description=f"ONNX Runtime, {provider}, graph optimization level ALL",
+            options=_DEFAULTS[runtime],
         )
         for runtime, provider in PROVIDERS.items()
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,10 +11,9 @@ import numpy as np
 from pytest_navigator.config import Sample
 from pytest_navigator.errors import RuntimeBuildError
 from pytest_navigator.model import Model
+from pytest_navigator.runtime_options import TensorRTConfig
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.onnx_runtimes import export_onnx, exporter_unavailable
-
-WORKSPACE_BYTES = 1 << 30
 
 
 def tensorrt_unavailable() -> str | None:
@@ -28,9 +28,14 @@ def tensorrt_unavailable() -> str | None:
 
 
 class TensorRTRunner(Runner):
-    """Runs a deserialized engine on torch's current CUDA stream; outputs are copied to the host."""
+    """Runs a deserialized engine on torch's current CUDA stream; outputs stay on the GPU until read.
 
-    def __init__(self, runtime: str, model: Model, engine: Any) -> None:
+    An engine built with one optimization profile per batch size (seed 003's per-batch plans)
+    keeps one execution context per profile, created on first use of its size."""
+
+    def __init__(
+        self, runtime: str, model: Model, engine: Any, profiles: tuple[int, ...] = (), build_seconds: float = 0.0
+    ) -> None:
         import tensorrt as trt
 
         self.engine = engine
@@ -39,6 +44,28 @@ class TensorRTRunner(Runner):
         self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in self._inputs]
         super().__init__(runtime, model.io_spec, outputs, device="cuda")
+        #: batch size -> optimization profile index, when the engine has one profile per size
+        self.profiles = {size: index for index, size in enumerate(profiles)}
+        self._contexts: dict[int, Any] = {}
+        self._build_seconds = build_seconds
+
+    def plan_seconds(self, batch_size: int) -> float | None:
+        return self._build_seconds if batch_size in self.profiles else None
+
+    @property
+    def planned_batch_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.profiles))
+
+    def _context_for(self, batch_size: int) -> Any:
+        import torch
+
+        if batch_size not in self.profiles:
+            return self.context
+        if batch_size not in self._contexts:
+            context = self.engine.create_execution_context()
+            context.set_optimization_profile_async(self.profiles[batch_size], torch.cuda.current_stream().cuda_stream)
+            self._contexts[batch_size] = context
+        return self._contexts[batch_size]
 
     def prepare(self, sample: Sample) -> list[tuple[str, Any]]:
         """Inputs uploaded to the GPU before timing: (name, CUDA tensor) in engine order."""
@@ -52,17 +79,19 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
         import torch
 
+        batch = int(prepared[0][1].shape[0]) if prepared and prepared[0][1].dim() else 1
+        context = self._context_for(batch)
         for name, tensor in prepared:
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
+            context.set_input_shape(name, tuple(tensor.shape))
+            context.set_tensor_address(name, tensor.data_ptr())
         results = {}
         for name in self.output_names:
             dtype = torch.from_numpy(trt.nptype(self.engine.get_tensor_dtype(name))(0).reshape(1)).dtype
-            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-            self.context.set_tensor_address(name, out.data_ptr())
+            out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
+            context.set_tensor_address(name, out.data_ptr())
             results[name] = out
         stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        if not context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"{self.runtime}: TensorRT execute_async_v3 failed")
         return results
 
@@ -75,10 +104,24 @@ class TensorRTRunner(Runner):
         torch.cuda.current_stream().synchronize()
 
 
-def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
+def _shape(spec: Any, batch: int, pick: str) -> tuple[int, ...]:
+    """One input's shape at `batch` with its other dynamic axes at their min or max."""
+    dims = []
+    for axis, dim in enumerate(spec.dims):
+        if not dim.dynamic:
+            dims.append(dim.size or 1)
+        elif axis == 0:
+            dims.append(batch)
+        else:
+            dims.append(dim.min if pick == "min" else dim.max)
+    return tuple(dims)
+
+
+def serialize_engine(model: Model, onnx_path: Path, options: TensorRTConfig, sizes: tuple[int, ...]) -> bytes:
+    """Build a serialized engine from the ONNX export: explicit batch, the options' precision, TF32,
+    workspace and optimization level, and one profile covering `sizes` (or one profile per size)."""
     import tensorrt as trt
 
-    onnx_path = export_onnx(model, ctx)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode since TensorRT 10
@@ -87,33 +130,68 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if fp16:
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
+    config.builder_optimization_level = options.builder_optimization_level
+    if options.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    sizes = ctx.batch_sizes or (1,)
-    for index in range(network.num_inputs):
-        tensor = network.get_input(index)
-        spec = model.io_spec[tensor.name]
-
-        def shape(batch: int, pick: str, spec: Any = spec) -> tuple[int, ...]:
-            dims = []
-            for axis, dim in enumerate(spec.dims):
-                if not dim.dynamic:
-                    dims.append(dim.size or 1)
-                elif axis == 0:
-                    dims.append(batch)
-                else:
-                    dims.append({"min": dim.min, "opt": dim.max, "max": dim.max}[pick])
-            return tuple(dims)
-
-        profile.set_shape(tensor.name, shape(min(sizes), "min"), shape(max(sizes), "opt"), shape(max(sizes), "max"))
-    config.add_optimization_profile(profile)
+    if not options.tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    ranges = (
+        [(size, size, size) for size in sizes]
+        if options.profile_per_batch_size
+        else [(min(sizes), max(sizes), max(sizes))]
+    )
+    for low, opt, high in ranges:
+        profile = builder.create_optimization_profile()
+        for index in range(network.num_inputs):
+            tensor = network.get_input(index)
+            spec = model.io_spec[tensor.name]
+            profile.set_shape(
+                tensor.name, _shape(spec, low, "min"), _shape(spec, opt, "max"), _shape(spec, high, "max")
+            )
+        config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeBuildError(f"TensorRT failed to build an engine for {model.name} (see the TensorRT log above)")
-    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
-    return TensorRTRunner("tensorrt-fp16" if fp16 else "tensorrt", model, engine)
+    return bytes(serialized)
+
+
+def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
+    """The engine from the artifact cache (keyed by model, options, sizes, GPU and TensorRT version),
+    built and stored on a miss."""
+    import time
+
+    import tensorrt as trt
+
+    from pytest_navigator.cache import ArtifactCache, Mode
+    from pytest_navigator.telemetry import gpu_facts
+
+    options: TensorRTConfig = ctx.options or TensorRTConfig(fp16=fp16)
+    sizes = ctx.batch_sizes or (1,)
+    onnx_path = export_onnx(model, ctx)
+    cache = ctx.cache if ctx.cache is not None else ArtifactCache(ctx.workdir / "artifacts")
+    started = time.perf_counter()
+
+    def convert(folder: Path) -> tuple[str, dict[str, Any]]:
+        (folder / "engine.plan").write_bytes(serialize_engine(model, onnx_path, options, sizes))
+        return "engine.plan", {"sizes": list(sizes), "tensorrt": trt.__version__}
+
+    def restore(artifact: Path, metadata: dict[str, Any]) -> Any:
+        engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(artifact.read_bytes())
+        if engine is None:
+            raise RuntimeBuildError(f"TensorRT could not deserialize {artifact}")
+        return engine
+
+    parts = {
+        "model": model.fingerprint,
+        "options": options.to_dict(),
+        "sizes": list(sizes),
+        "gpus": gpu_facts(),
+    }
+    engine = cache.fetch(Mode("tensorrt-engine", convert, restore), parts)
+    name = "tensorrt-fp16" if fp16 else "tensorrt"
+    profiles = sizes if options.profile_per_batch_size else ()
+    return TensorRTRunner(name, model, engine, profiles, time.perf_counter() - started)
 
 
 def definitions() -> list[RuntimeDefinition]:
@@ -127,6 +205,7 @@ def definitions() -> list[RuntimeDefinition]:
             requirement=tensorrt_unavailable,
             model_check=exporter_unavailable,
             description=f"native TensorRT engine, {'fp16' if fp16 else 'fp32'}",
+            options=TensorRTConfig(fp16=fp16),
         )
         for name, fp16 in (("tensorrt", False), ("tensorrt-fp16", True))
     ]

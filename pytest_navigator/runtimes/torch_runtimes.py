@@ -8,6 +8,7 @@ import functools
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError
 from pytest_navigator.model import Model
+from pytest_navigator.runtime_options import TorchCompileConfig, TorchConfig, TorchScriptConfig
 from pytest_navigator.runtimes.base import TORCH_FORMATS, BuildContext, Runner, RuntimeDefinition
 
 
@@ -28,12 +30,17 @@ class PreparedTorch:
 
 
 class TorchRunner(Runner):
-    """Calls a torch module under inference_mode; inputs bind to forward as the model's spec says."""
+    """Calls a torch module under inference_mode; inputs bind to forward as the model's spec says.
+    `threads` and `tf32` (runtime options) hold only while this runner runs: torch's settings are
+    process-wide, and the reference and other runtimes keep theirs."""
 
-    def __init__(self, runtime: str, module: Any, model: Model, device: str = "cpu") -> None:
+    def __init__(
+        self, runtime: str, module: Any, model: Model, device: str = "cpu", threads: int = 0, tf32: bool = False
+    ) -> None:
         super().__init__(runtime, model.io_spec, device=device)
         self.module = module
         self._model = model
+        self.threads, self.tf32 = threads, tf32
 
     def prepare(self, sample: Sample) -> PreparedTorch:
         """Host arrays -> tensors on this runner's device, bound to forward's arguments."""
@@ -48,9 +55,10 @@ class TorchRunner(Runner):
     def run(self, prepared: PreparedTorch) -> Any:
         import torch
 
-        module = self.module_for(prepared)
-        with torch.inference_mode():
-            return module(*prepared.args, **prepared.kwargs)
+        with torch_settings(self.threads, self.tf32):
+            module = self.module_for(prepared)
+            with torch.inference_mode():
+                return module(*prepared.args, **prepared.kwargs)
 
     def infer(self, sample: Sample) -> Sample:
         named = name_outputs(self.run(self.prepare(sample)))
@@ -63,6 +71,32 @@ class TorchRunner(Runner):
             import torch
 
             torch.cuda.synchronize(self.device)
+
+
+@contextlib.contextmanager
+def torch_settings(threads: int = 0, tf32: bool = False) -> Iterator[None]:
+    """torch's intra-op thread count and TF32 switches set for the block, restored after it."""
+    import torch
+
+    if not threads and not tf32:
+        yield
+        return
+    saved = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    if threads:
+        torch.set_num_threads(threads)
+    if tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
+
+
+def _flags(ctx: BuildContext) -> dict[str, Any]:
+    """The torch settings every torch runtime's options carry (none for a runtime built without options)."""
+    options = getattr(ctx, "options", None)
+    return {"threads": getattr(options, "threads", 0), "tf32": getattr(options, "tf32", False)}
 
 
 def bind_tensors(model: Model, sample: Sample, device: str = "cpu") -> tuple[list[Any], dict[str, Any]]:
@@ -132,7 +166,7 @@ def module_on(model: Model, device: str) -> Any:
 
 
 def build_eager(model: Model, ctx: BuildContext, device: str = "cpu") -> Runner:
-    return TorchRunner(f"torch-{device}", module_on(model, device), model, device)
+    return TorchRunner(f"torch-{device}", module_on(model, device), model, device, **_flags(ctx))
 
 
 class TracedTorchScriptRunner(TorchRunner):
@@ -140,25 +174,62 @@ class TracedTorchScriptRunner(TorchRunner):
 
     torch.jit.trace records the shapes it sees as constants (an exported program's reshapes
     become reshape(2, 32, ...)), so a plan traced at one batch size is only valid for it.
-    Plans are built on first use of a shape and kept; `plans` says which exist.
+    Plans are built on first use of a shape (or preloaded) and kept; `plans` says which exist.
+    With an artifact cache, each frozen plan is saved there and a later run loads it instead of
+    tracing again.
     """
 
-    def __init__(self, runtime: str, model: Model, device: str) -> None:
-        super().__init__(runtime, None, model, device)
+    def __init__(
+        self,
+        runtime: str,
+        model: Model,
+        device: str,
+        threads: int = 0,
+        tf32: bool = False,
+        optimize: bool = True,
+        cache: Any = None,
+    ) -> None:
+        super().__init__(runtime, None, model, device, threads, tf32)
         self.plans: dict[tuple[tuple[int, ...], ...], Any] = {}
         self.plan_build_seconds: dict[tuple[tuple[int, ...], ...], float] = {}
+        self._optimize, self._cache = optimize, cache
 
     def module_for(self, prepared: PreparedTorch) -> Any:
         if prepared.shapes not in self.plans:
             self.plans[prepared.shapes] = self._trace(prepared)
         return self.plans[prepared.shapes]
 
+    def plan_seconds(self, batch_size: int) -> float | None:
+        found = [t for shapes, t in self.plan_build_seconds.items() if _batch_of(shapes) == batch_size]
+        return max(found) if found else None
+
+    @property
+    def planned_batch_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted({b for b in map(_batch_of, self.plans) if b is not None}))
+
     def _trace(self, prepared: PreparedTorch) -> Any:
         import time
 
+        started = time.perf_counter()
+        if self._cache is None:
+            plan = _optimized(self._frozen_trace(prepared), self._optimize)
+        else:
+            from pytest_navigator.cache import Mode
+
+            parts = {
+                "model": self._model.fingerprint,
+                "shapes": [list(shape) for shape in prepared.shapes],
+                "device": self.device,
+            }
+            plan = self._cache.fetch(
+                Mode("torchscript-trace", functools.partial(self._save, prepared), self._load), parts
+            )
+        self.plan_build_seconds[prepared.shapes] = time.perf_counter() - started
+        return plan
+
+    def _frozen_trace(self, prepared: PreparedTorch) -> Any:
         import torch
 
-        started = time.perf_counter()
         source = module_on(self._model, self.device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -170,40 +241,99 @@ class TracedTorchScriptRunner(TorchRunner):
                 raise RuntimeBuildError(
                     f"torch.jit.trace of {self._model.name} failed: {type(exc).__name__}: {exc}"
                 ) from exc
-            plan = _freeze(traced)
-        self.plan_build_seconds[prepared.shapes] = time.perf_counter() - started
-        return plan
+            return torch.jit.freeze(traced.eval())
+
+    def _save(self, prepared: PreparedTorch, folder: Path) -> tuple[str, dict[str, Any]]:
+        """convert: the frozen trace, saved before optimize_for_inference (its fused, prepacked
+        weights are layout-specific), which restore applies again."""
+        import torch
+
+        frozen = self._frozen_trace(prepared)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(frozen, str(folder / "plan.pt"))
+        return "plan.pt", {"device": self.device}
+
+    def _load(self, artifact: Path, metadata: dict[str, Any]) -> Any:
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = torch.jit.load(str(artifact), map_location=self.device)
+        return _optimized(loaded.eval(), self._optimize)
 
 
-def _freeze(module: Any) -> Any:
+def _batch_of(shapes: tuple[tuple[int, ...], ...]) -> int | None:
+    """The batch size of a shape signature: the first input's first dimension."""
+    return shapes[0][0] if shapes and shapes[0] else None
+
+
+def _freeze(module: Any, optimize: bool = True) -> Any:
     """Freeze, then optimize_for_inference where the graph allows it (it does not for every model)."""
     import torch
 
-    frozen = torch.jit.freeze(module.eval())
+    return _optimized(torch.jit.freeze(module.eval()), optimize)
+
+
+def _optimized(frozen: Any, optimize: bool) -> Any:
+    import torch
+
+    if not optimize:
+        return frozen
     try:
-        return torch.jit.optimize_for_inference(frozen)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.optimize_for_inference(frozen)
     except Exception:  # optional pass; the frozen module is still a valid runtime
         return frozen
 
 
 def build_torchscript(model: Model, ctx: BuildContext, device: str = "cpu") -> Runner:
     """A TorchScript file is frozen as is; other torch models are traced, one plan per shape."""
+    optimize = getattr(getattr(ctx, "options", None), "optimize_for_inference", True)
     if model.format is not Format.TORCHSCRIPT:
-        runner = TracedTorchScriptRunner(f"torchscript-{device}", model, device)
+        runner = TracedTorchScriptRunner(
+            f"torchscript-{device}", model, device, **_flags(ctx), optimize=optimize, cache=getattr(ctx, "cache", None)
+        )
         runner.infer(ctx.example)  # trace now, so a trace error fails the build
         return runner
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return TorchRunner(f"torchscript-{device}", _freeze(module_on(model, device)), model, device)
+        return TorchRunner(
+            f"torchscript-{device}", _freeze(module_on(model, device), optimize), model, device, **_flags(ctx)
+        )
 
 
 class CompiledTorchRunner(TorchRunner):
-    """A torch.compile'd module. Inductor's own use of deprecated torch.jit APIs warns on every
-    (re)compile; users cannot act on that, so only that warning is silenced, only here."""
+    """A torch.compile'd module. The first request of each batch size compiles (or, with static
+    shapes, recompiles) a plan; its duration is kept as that size's plan build time. Inductor's own
+    use of deprecated torch.jit APIs warns on every (re)compile; users cannot act on that, so only
+    that warning is silenced, only here."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.plan_build_seconds: dict[int, float] = {}
 
     def run(self, prepared: PreparedTorch) -> Any:
+        batch = _batch_of(prepared.shapes)
+        if batch is None or batch in self.plan_build_seconds:
+            with _quiet_jit_deprecations():
+                return super().run(prepared)
+        import time
+
+        started = time.perf_counter()
         with _quiet_jit_deprecations():
-            return super().run(prepared)
+            result = super().run(prepared)
+        self.synchronize()
+        self.plan_build_seconds[batch] = time.perf_counter() - started
+        return result
+
+    def plan_seconds(self, batch_size: int) -> float | None:
+        return self.plan_build_seconds.get(batch_size)
+
+    @property
+    def planned_batch_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted(self.plan_build_seconds))
 
 
 @contextlib.contextmanager
@@ -216,9 +346,28 @@ def _quiet_jit_deprecations() -> Iterator[None]:
 def build_compiled(model: Model, ctx: BuildContext, device: str = "cpu") -> Runner:
     import torch
 
-    with _quiet_jit_deprecations():
-        compiled = torch.compile(module_on(model, device), backend="inductor")
-    runner = CompiledTorchRunner(f"torch-compile-{device}", compiled, model, device)
+    options = getattr(ctx, "options", None) or TorchCompileConfig()
+    if options.cuda_graphs and device == "cpu":
+        raise RuntimeBuildError(f"torch-compile-{device}: cuda_graphs=true needs a CUDA runtime (torch-compile-cuda).")
+    settings: dict[str, Any] = {"backend": "inductor", "fullgraph": options.fullgraph}
+    if options.cuda_graphs:
+        settings["options"] = {"triton.cudagraphs": True}
+    elif options.mode != "default":
+        settings["mode"] = options.mode
+    if options.static_shapes:
+        # one plan per batch size: torch recompiles per shape, so allow as many plans as sizes
+        settings["dynamic"] = False
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    cache = getattr(ctx, "cache", None)
+    if cache is not None:
+        from pytest_navigator.cache import torch_compile_cache
+
+        torch_compile_cache(cache.root)
+    with _quiet_jit_deprecations(), torch_settings(options.threads, options.tf32):
+        compiled = torch.compile(module_on(model, device), **settings)
+    runner = CompiledTorchRunner(
+        f"torch-compile-{device}", compiled, model, device, threads=options.threads, tf32=options.tf32
+    )
     try:  # compile now, so a build error fails this runtime's build and not its first test
         runner.infer(ctx.example)
     except Exception as exc:
@@ -244,6 +393,7 @@ def definitions() -> list[RuntimeDefinition]:
                 device,
                 requirement=requirement,
                 description="PyTorch eager, inference_mode, fp32",
+                options=TorchConfig(),
             ),
             RuntimeDefinition(
                 f"torchscript-{device}",
@@ -252,6 +402,7 @@ def definitions() -> list[RuntimeDefinition]:
                 device,
                 requirement=requirement,
                 description="TorchScript, frozen and optimized for inference",
+                options=TorchScriptConfig(),
             ),
             RuntimeDefinition(
                 f"torch-compile-{device}",
@@ -261,6 +412,7 @@ def definitions() -> list[RuntimeDefinition]:
                 requirement=requirement,
                 model_check=_not_torchscript,
                 description="torch.compile (inductor)",
+                options=TorchCompileConfig(),
             ),
         ]
     return found
