@@ -156,6 +156,10 @@ class ArtifactCache:
     def _record(self, mode: Mode[Any], key: str, action: str, started: float, detail: str, entry: Path) -> None:
         self.events.append(CacheEvent(mode.name, key, action, time.perf_counter() - started, detail, str(entry)))
 
+    def note(self, mode: str, action: str, seconds: float, detail: str = "") -> None:
+        """Record a build whose caching someone else does (torch.compile's own caches)."""
+        self.events.append(CacheEvent(mode, "", action, seconds, detail, str(self.root or "")))
+
     def close(self) -> None:
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)

@@ -201,3 +201,20 @@ def test_runners_with_one_plan_select_what_they_accept(tiny_models: dict[str, Pa
     limit = model.io_spec.max_batch_size
     assert runner.select_batch_size(3) == 3
     assert runner.select_batch_size(10**6) == (limit if limit is not None else 10**6)
+
+
+def test_torch_compile_caches_live_in_the_artifact_cache(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch.compile's own caches follow --navigator-cache; restore the process's settings afterwards
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "before-triton"))
+    actions = []
+    for _ in range(2):
+        session = _session(tiny_models[".pt2"], tmp_path / "cache")
+        (model,) = session.models.values()
+        session.runner(model, "torch-compile-cpu")
+        (line,) = session.records[(model.path, "torch-compile-cpu")].artifacts
+        actions.append(line.split()[0])
+    assert actions == ["built", "restored"]
+    assert any((tmp_path / "cache" / "torch-compile").rglob("*")), "inductor wrote into the artifact cache"

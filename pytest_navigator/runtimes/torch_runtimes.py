@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -208,7 +209,6 @@ class TracedTorchScriptRunner(TorchRunner):
         return tuple(sorted({b for b in map(_batch_of, self.plans) if b is not None}))
 
     def _trace(self, prepared: PreparedTorch) -> Any:
-        import time
 
         started = time.perf_counter()
         if self._cache is None:
@@ -319,8 +319,6 @@ class CompiledTorchRunner(TorchRunner):
         if batch is None or batch in self.plan_build_seconds:
             with _quiet_jit_deprecations():
                 return super().run(prepared)
-        import time
-
         started = time.perf_counter()
         with _quiet_jit_deprecations():
             result = super().run(prepared)
@@ -368,12 +366,23 @@ def build_compiled(model: Model, ctx: BuildContext, device: str = "cpu") -> Runn
     runner = CompiledTorchRunner(
         f"torch-compile-{device}", compiled, model, device, threads=options.threads, tf32=options.tf32
     )
+    from torch._dynamo.utils import counters
+
+    before = dict(counters["inductor"])
+    started = time.perf_counter()
     try:  # compile now, so a build error fails this runtime's build and not its first test
         runner.infer(ctx.example)
     except Exception as exc:
         raise RuntimeBuildError(
             f"torch.compile of {model.name} failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         ) from exc
+    if cache is not None:  # inductor's FX graph cache: hits mean the compiled kernels were restored
+        hits = counters["inductor"]["fxgraph_cache_hit"] - before.get("fxgraph_cache_hit", 0)
+        misses = counters["inductor"]["fxgraph_cache_miss"] - before.get("fxgraph_cache_miss", 0)
+        action = "restored" if hits and not misses else "built"
+        cache.note(
+            "torch-compile", action, time.perf_counter() - started, f"inductor cache {hits} hits, {misses} misses"
+        )
     return runner
 
 
