@@ -28,7 +28,7 @@ def tensorrt_unavailable() -> str | None:
 
 
 class TensorRTRunner(Runner):
-    """Runs a deserialized engine on torch's current CUDA stream; outputs stay on the GPU until read.
+    """Runs a deserialized engine on its own CUDA stream; outputs stay on the GPU until read.
 
     An engine built with one optimization profile per batch size (seed 003's per-batch plans)
     keeps one execution context per profile, created on first use of its size."""
@@ -48,6 +48,10 @@ class TensorRTRunner(Runner):
         self.profiles = {size: index for index, size in enumerate(profiles)}
         self._contexts: dict[int, Any] = {}
         self._build_seconds = build_seconds
+        import torch
+
+        #: This runner's own stream: engines are enqueued there and synchronize() waits for it only.
+        self.stream = torch.cuda.Stream()
 
     def plan_seconds(self, batch_size: int) -> float | None:
         return self._build_seconds if batch_size in self.profiles else None
@@ -57,13 +61,12 @@ class TensorRTRunner(Runner):
         return tuple(sorted(self.profiles))
 
     def _context_for(self, batch_size: int) -> Any:
-        import torch
 
         if batch_size not in self.profiles:
             return self.context
         if batch_size not in self._contexts:
             context = self.engine.create_execution_context()
-            context.set_optimization_profile_async(self.profiles[batch_size], torch.cuda.current_stream().cuda_stream)
+            context.set_optimization_profile_async(self.profiles[batch_size], self.stream.cuda_stream)
             self._contexts[batch_size] = context
         return self._contexts[batch_size]
 
@@ -72,10 +75,12 @@ class TensorRTRunner(Runner):
         import torch
 
         self.check_sample(sample)
-        return [(name, torch.from_numpy(np.ascontiguousarray(sample[name])).cuda()) for name in self._inputs]
+        uploaded = [(name, torch.from_numpy(np.ascontiguousarray(sample[name])).cuda()) for name in self._inputs]
+        torch.cuda.current_stream().synchronize()  # uploaded before any timing starts
+        return uploaded
 
     def run(self, prepared: list[tuple[str, Any]]) -> dict[str, Any]:
-        """Enqueue the engine on torch's current stream; outputs stay on the GPU."""
+        """Enqueue the engine on this runner's stream; outputs stay on the GPU."""
         import tensorrt as trt
         import torch
 
@@ -85,23 +90,23 @@ class TensorRTRunner(Runner):
             context.set_input_shape(name, tuple(tensor.shape))
             context.set_tensor_address(name, tensor.data_ptr())
         results = {}
-        for name in self.output_names:
-            dtype = torch.from_numpy(trt.nptype(self.engine.get_tensor_dtype(name))(0).reshape(1)).dtype
-            out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-            context.set_tensor_address(name, out.data_ptr())
-            results[name] = out
-        stream = torch.cuda.current_stream()
-        if not context.execute_async_v3(stream.cuda_stream):
+        with torch.cuda.stream(self.stream):  # outputs belong to this stream's allocations
+            for name in self.output_names:
+                dtype = torch.from_numpy(trt.nptype(self.engine.get_tensor_dtype(name))(0).reshape(1)).dtype
+                out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
+                context.set_tensor_address(name, out.data_ptr())
+                results[name] = out
+        if not context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"{self.runtime}: TensorRT execute_async_v3 failed")
         return results
 
     def infer(self, sample: Sample) -> Sample:
-        return {name: out.cpu().numpy() for name, out in self.run(self.prepare(sample)).items()}
+        outputs = self.run(self.prepare(sample))
+        self.synchronize()
+        return {name: out.cpu().numpy() for name, out in outputs.items()}
 
     def synchronize(self) -> None:
-        import torch
-
-        torch.cuda.current_stream().synchronize()
+        self.stream.synchronize()
 
 
 def _shape(spec: Any, batch: int, pick: str) -> tuple[int, ...]:

@@ -44,10 +44,25 @@ class TorchRunner(Runner):
         self.threads, self.tf32 = threads, tf32
 
     def prepare(self, sample: Sample) -> PreparedTorch:
-        """Host arrays -> tensors on this runner's device, bound to forward's arguments."""
+        """Host arrays -> tensors on this runner's device, bound to forward's arguments; on CUDA the
+        upload has finished when this returns, so no timed request waits for it."""
         self.check_sample(sample)
         args, kwargs = bind_tensors(self._model, sample, self.device)
+        if self.stream is not None:
+            import torch
+
+            torch.cuda.current_stream(self.device).synchronize()
         return PreparedTorch(args, kwargs, tuple(tuple(sample[n].shape) for n in self.input_spec.names))
+
+    @functools.cached_property
+    def stream(self) -> Any:
+        """This runner's own CUDA stream (None on the CPU): its work is queued there and
+        synchronize() waits for that stream only, not for other runtimes' work on the device."""
+        if not self.device.startswith("cuda"):
+            return None
+        import torch
+
+        return torch.cuda.Stream(device=self.device)
 
     def module_for(self, prepared: PreparedTorch) -> Any:
         """The callable that runs this request (one module here; one plan per shape in subclasses)."""
@@ -56,22 +71,23 @@ class TorchRunner(Runner):
     def run(self, prepared: PreparedTorch) -> Any:
         import torch
 
-        with torch_settings(self.threads, self.tf32):
+        on_stream = torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        with on_stream, torch_settings(self.threads, self.tf32):
             module = self.module_for(prepared)
             with torch.inference_mode():
                 return module(*prepared.args, **prepared.kwargs)
 
     def infer(self, sample: Sample) -> Sample:
-        named = name_outputs(self.run(self.prepare(sample)))
+        outputs = self.run(self.prepare(sample))
+        self.synchronize()  # the host copies below run on the default stream
+        named = name_outputs(outputs)
         if not self.output_names:
             self.output_names = tuple(named)
         return named
 
     def synchronize(self) -> None:
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize(self.device)
+        if self.stream is not None:
+            self.stream.synchronize()
 
 
 @contextlib.contextmanager
