@@ -2,12 +2,15 @@
 
     python -m harness.bench_detection [--runs 10] [--runtime onnxruntime-cpu] [--slowdown 0.10]
 
-On the demo ResNet (exported to ONNX once): one process records a baseline; then `--runs`
-processes measure the unchanged runtime and `--runs` processes measure it with a slowdown
-injected (real extra CPU work after each request: a busy wait of `slowdown` x the baseline's p50),
-alternating unchanged and slowed so both see the same machine drift. Each process judges its
-measurement with every gate:
+On the demo ResNet (exported to ONNX once): `--recordings` processes record the baseline, as
+repeated `--update-baselines` runs do (each one that confirms the stored speed is pooled with it);
+then `--runs` processes measure the unchanged runtime and `--runs` processes measure it with a
+slowdown injected (real extra CPU work after each request: a busy wait of `slowdown` x the
+baseline's p50), alternating unchanged and slowed so both see the same machine drift. Each process
+judges its measurement with every gate:
 
+- pytest-benchmark: its `--benchmark-compare-fail=mean:5%` rule on the same measurement (mean
+  latency more than 5% above the last recording's), for a side-by-side comparison;
 - raw: against the stored baseline (threshold effect + Mann-Whitney significance);
 - normalized: the same, after dividing by the calibration workload measured beside it;
 - A/B: against a second, unchanged instance of the runtime measured in the same process with
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-GATES = ("raw", "normalized", "ab")
+GATES = ("pytest-benchmark", "raw", "normalized", "ab")
 
 
 def _session(model_path: Path, baselines: Path) -> Any:
@@ -58,8 +61,11 @@ class _Slowed:
         return out
 
 
-def one_run(model_path: Path, baselines: Path, runtime: str, extra_s: float, record: bool) -> dict[str, Any]:
-    """Measure once in this process; record the baseline, or return each gate's verdict."""
+def one_run(
+    model_path: Path, baselines: Path, runtime: str, extra_s: float, record: bool, config: Any = None
+) -> dict[str, Any]:
+    """Measure once in this process (the default ProfilerConfig unless `config`); record the
+    baseline, or return each gate's verdict."""
     from dataclasses import replace
 
     from pytest_navigator.baselines import entry_for
@@ -71,7 +77,7 @@ def one_run(model_path: Path, baselines: Path, runtime: str, extra_s: float, rec
 
     session = _session(model_path, baselines)
     (model,) = session.models.values()
-    config = session.settings.profiler
+    config = config or session.settings.profiler
     runner = session.runner(model, runtime)
     inputs = session.profiling_inputs(model, 1)
     key = (session.hardware(runtime), runtime, 1)
@@ -82,12 +88,16 @@ def one_run(model_path: Path, baselines: Path, runtime: str, extra_s: float, rec
     scores = [s for s in (before, after) if s]
     profile = RuntimeProfile(runtime, (batch,), "", config, sum(scores) / len(scores) if scores else None)
     current = entry_for(batch, profile, fingerprint(), "fp32")
-    if record:
-        session.baseline_store.update(model.name, model.fingerprint, {key: current})
-        return {"p50_ms": batch.percentile(50), "throughput": batch.throughput}
     limits = parse_thresholds(None)
     stored = session.baseline_store.load(model.name, model.fingerprint).get(key)
+    if record:  # like --update-baselines: a recording that confirms the stored speed is pooled with it
+        confirmed = stored is not None and compare(runtime, 1, current, stored, limits).verdict.value == "pass"
+        session.baseline_store.update(model.name, model.fingerprint, {key: current}, {key} if confirmed else set())
+        return {"p50_ms": batch.percentile(50), "throughput": batch.throughput, "pooled": confirmed}
+    assert stored is not None
+    last = (stored.get("recordings") or [stored])[-1]["throughput"]
     verdicts = {
+        "pytest-benchmark": "regressed" if 1 / batch.throughput > 1.05 / last else "pass",
         "raw": compare(runtime, 1, current, stored, limits, batch.stable).verdict.value,
         "normalized": compare(runtime, 1, current, stored, limits, batch.stable, normalize=True).verdict.value,
     }
@@ -122,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=10, help="unchanged and slowed runs each")
     parser.add_argument("--runtime", default="onnxruntime-cpu")
     parser.add_argument("--slowdown", type=float, default=0.10)
+    parser.add_argument("--recordings", type=int, default=3, help="baseline recordings (pooled when they agree)")
     parser.add_argument(
         "--child", nargs=5, metavar=("MODEL", "BASELINES", "RUNTIME", "EXTRA_S", "RECORD"), help=argparse.SUPPRESS
     )
@@ -136,7 +147,11 @@ def main(argv: list[str] | None = None) -> None:
         model = Path(folder) / "resnet.onnx"
         zoo.main(["resnet", "--out", str(model)])
         baselines = Path(folder) / "baselines"
-        recorded = _child([str(model), str(baselines), args.runtime, "0", "1"])
+        for _ in range(args.recordings):
+            recorded = _child([str(model), str(baselines), args.runtime, "0", "1"])
+            print(
+                f"  recording: {recorded['throughput']:.1f} samples/s, pooled with the stored ones: {recorded['pooled']}"
+            )
         extra = args.slowdown * recorded["p50_ms"] / 1000
         print(
             f"baseline: {args.runtime} batch 1, p50 {recorded['p50_ms']:.3f} ms, {recorded['throughput']:.1f} samples/s; "
@@ -155,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             alarms = sum(o["verdicts"][gate] == "regressed" for o in outcomes["unchanged"])
             caught = sum(o["verdicts"][gate] == "regressed" for o in outcomes["slowed"])
             print(
-                f"  {gate:10s}: false alarms {alarms}/{args.runs} ({alarms / args.runs:.0%}), "
+                f"  {gate:16s}: false alarms {alarms}/{args.runs} ({alarms / args.runs:.0%}), "
                 f"detected {caught}/{args.runs} ({caught / args.runs:.0%})"
             )
 

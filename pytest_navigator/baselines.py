@@ -80,6 +80,48 @@ def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, 
     )
 
 
+#: An update that confirms the stored speed (no significant change, same library versions, profiler
+#: settings and precision) pools its measurement with the stored ones, up to this many recordings:
+#: one recording is one moment of a machine that drifts between runs, several are its usual range.
+#: An update that changes the speed, or anything else, starts the pool again.
+POOL_SIZE = 5
+#: The sample lists that pool (concatenated in recording order).
+POOLED = ("window_throughputs", "block_throughputs", "block_p95_ms")
+
+
+def poolable(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether `new` measures the same thing as `old` the same way."""
+    return old is not None and all(old.get(k) == new.get(k) for k in ("libraries", "profiler", "precision"))
+
+
+def pool(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """`new` pooled with `old`'s recordings (the oldest dropped beyond POOL_SIZE): samples concatenated,
+    throughput, latencies and calibration the median over the recordings."""
+    recordings = [*(old.get("recordings") or [_recording(old)]), _recording(new)]
+    dropped = recordings[: max(0, len(recordings) - POOL_SIZE)]
+    kept = recordings[len(dropped) :]
+    merged = dict(new)
+    for name in POOLED:
+        skip = sum(r["counts"].get(name, 0) for r in dropped)
+        merged[name] = list(old.get(name, ()))[skip:] + list(new.get(name, ()))
+    merged["recordings"] = kept
+    merged["throughput"] = float(np.median([r["throughput"] for r in kept]))
+    merged["latency_ms"] = {k: float(np.median([r["latency_ms"][k] for r in kept])) for k in new["latency_ms"]}
+    scores = [r["calibration"] for r in kept if r.get("calibration")]
+    merged["calibration"] = float(np.median(scores)) if scores else None
+    return _round(merged)
+
+
+def _recording(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "date": entry.get("date"),
+        "throughput": entry["throughput"],
+        "latency_ms": dict(entry["latency_ms"]),
+        "calibration": entry.get("calibration"),
+        "counts": {name: len(entry.get(name, ())) for name in POOLED},
+    }
+
+
 @dataclass
 class BaselineFile:
     """One model's baselines: entries[hardware][runtime][str(batch)] -> entry."""
@@ -124,10 +166,16 @@ class BaselineStore:
         return _parse(path)
 
     def update(
-        self, model_name: str, fingerprint: str, entries: Mapping[Key, dict[str, Any]]
+        self,
+        model_name: str,
+        fingerprint: str,
+        entries: Mapping[Key, dict[str, Any]],
+        pool_keys: frozenset[Key] | set[Key] = frozenset(),
     ) -> list[tuple[Key, Any, Any]]:
         """Write `entries` into the model's file, keeping every other entry; returns (key, old, new) rows.
-        Locked and atomic: concurrent updaters merge; a corrupt or newer-schema file raises, untouched."""
+        Entries under `pool_keys` (measurements that confirmed the stored speed) are pooled with the
+        stored recordings where poolable. Locked and atomic: concurrent updaters merge; a corrupt or
+        newer-schema file raises, untouched."""
         from filelock import FileLock
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -136,8 +184,10 @@ class BaselineStore:
             stored = self.load(model_name, fingerprint)  # re-read under the lock: others may have written
             changes = []
             for key, entry in sorted(entries.items()):
-                changes.append((key, stored.get(key), entry))
-                stored.put(key, entry)
+                old = stored.get(key)
+                written = pool(old, entry) if key in pool_keys and old is not None and poolable(old, entry) else entry
+                changes.append((key, old, written))
+                stored.put(key, written)
             _write_atomically(path, stored.dumps())
         return changes
 

@@ -143,12 +143,15 @@ def baseline_summary(session: NavigatorSession) -> str:
             before = old.get("throughput") if old else None
             after = new["throughput"]
             delta = "new" if not before else f"{after / before - 1:+.1%}"
-            rows.append([runtime, size, "" if before is None else f"{before:.1f}", f"{after:.1f}", delta, hardware])
+            pooled = len(new.get("recordings", ())) or 1
+            rows.append(
+                [runtime, size, "" if before is None else f"{before:.1f}", f"{after:.1f}", delta, pooled, hardware]
+            )
         lines.append(f"updated {written} ({len(changes)} entries):")
         lines.append(
             tabulate(
                 rows,
-                headers=["runtime", "batch", "old samples/s", "new samples/s", "delta", "hardware"],
+                headers=["runtime", "batch", "old samples/s", "new samples/s", "delta", "recordings", "hardware"],
                 tablefmt="simple",
                 disable_numparse=True,
             )

@@ -33,7 +33,7 @@ from pytest_navigator.samples import digest, random_sample
 from pytest_navigator.settings import Settings
 from pytest_navigator.spec import parse_io_spec, read_sidecar
 from pytest_navigator.user_samples import LabeledSample, check_samples, load_sample_files
-from pytest_navigator.verdicts import Comparison, Limit, compare
+from pytest_navigator.verdicts import Comparison, Limit, Verdict, compare
 
 #: Reference outputs kept for this many distinct samples (a run's samples repeat across runtimes).
 REFERENCE_CACHE_SIZE = 512
@@ -479,13 +479,20 @@ class NavigatorSession:
         every other entry. Each model's outcome (changes, or the error) lands in baseline_updates."""
         for model in self.models.values():
             entries: dict[Key, dict[str, Any]] = {}
+            confirmed: set[Key] = set()  # measurements that matched the stored speed: pooled with it
             for (path, runtime), measured in self.measured.items():
                 if path == model.path and self.records.get((path, runtime), RuntimeRecord()).status == "passed":
                     entries.update(measured)
+                    passed = {
+                        c.batch_size
+                        for c in self.comparisons.get((path, runtime), [])
+                        if c.verdict is Verdict.PASS and c.against == "baseline"
+                    }
+                    confirmed |= {key for key in measured if key[2] in passed}
             if not entries:
                 continue
             try:
-                changes = self.baseline_store.update(model.name, model.fingerprint, entries)
+                changes = self.baseline_store.update(model.name, model.fingerprint, entries, confirmed)
                 self.baseline_updates[model.path] = (
                     self.baseline_store.path_for(model.name, model.fingerprint),
                     changes,

@@ -207,3 +207,54 @@ def test_comparisons_survive_the_trip_from_an_xdist_worker() -> None:
 
     result = compare("r", 4, entry(800, seed=1, libraries={"torch": "2.14.0"}), entry(1000), LIMITS)
     assert Comparison.from_dict("r", json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_a_confirming_update_pools_recordings_and_drops_the_oldest_beyond_the_pool() -> None:
+    from pytest_navigator.baselines import POOL_SIZE, pool
+
+    recorded = [entry(900 + 10 * i, seed=i, window_throughputs=[900.0 + i] * 3, profiler={"w": 1}) for i in range(7)]
+    merged = recorded[0]
+    for new in recorded[1:]:
+        merged = pool(merged, new)
+    assert len(merged["recordings"]) == POOL_SIZE
+    kept = recorded[-POOL_SIZE:]
+    assert merged["block_throughputs"] == pytest.approx([x for e in kept for x in e["block_throughputs"]], rel=1e-5)
+    assert merged["window_throughputs"] == pytest.approx([x for e in kept for x in e["window_throughputs"]])
+    assert merged["throughput"] == pytest.approx(np.median([e["throughput"] for e in kept]))
+    assert [r["throughput"] for r in merged["recordings"]] == [e["throughput"] for e in kept]
+
+
+def test_update_pools_only_confirmed_entries_measured_the_same_way(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    key, other = ("hw", "r", 1), ("hw", "r", 2)
+    store.update("m.onnx", "f" * 64, {key: entry(1000), other: entry(1000)})
+    store.update("m.onnx", "f" * 64, {key: entry(1010, seed=2), other: entry(1010, seed=2)}, pool_keys={key})
+    stored = store.load("m.onnx", "f" * 64)
+    assert len(stored.get(key)["recordings"]) == 2 and len(stored.get(key)["block_throughputs"]) == 30
+    assert "recordings" not in stored.get(other)  # not confirmed: today's speed replaces it
+    upgraded = entry(1005, seed=3, libraries={"torch": "2.14.0"})
+    store.update("m.onnx", "f" * 64, {key: upgraded}, pool_keys={key})
+    assert "recordings" not in store.load("m.onnx", "f" * 64).get(key)  # another torch: the pool starts again
+
+
+def test_pooled_baselines_judge_on_every_recording() -> None:
+    from pytest_navigator.baselines import pool
+
+    stored = pool(pool(entry(1000, seed=1), entry(1000, seed=2)), entry(1000, seed=3))
+    assert compare("r", 1, entry(1000, seed=4), stored, LIMITS).verdict is Verdict.PASS
+    slow = compare("r", 1, entry(850, seed=4), stored, LIMITS)
+    assert slow.verdict is Verdict.REGRESSED and slow.figures["throughput"][0] == pytest.approx(1000, rel=1e-3)
+
+
+def test_the_calibration_score_is_a_median_of_windows_and_never_fails_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_navigator import calibration
+
+    monkeypatch.setattr(calibration, "WINDOWS", 3)
+    score = calibration.calibration_score()
+    assert score is not None and score > 0
+
+    def broken() -> Any:
+        raise RuntimeError("no torch today")
+
+    monkeypatch.setattr(calibration, "_cpu_workload", broken)
+    assert calibration.calibration_score() is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness import bench_samples
@@ -27,3 +29,19 @@ def test_bench_overhead_compares_profiler_and_bare_loop(capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "profiler bookkeeping: " in out and "us per request" in out
     assert "~100 us request (tanh over float32[" in out and "(target >= 0.97: " in out
+
+
+def test_bench_detection_judges_each_run_with_every_gate(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from harness.bench_detection import GATES, one_run
+    from pytest_navigator.config import ProfilerConfig
+
+    lenient = ProfilerConfig(stability_percentage=60, max_trials=20)  # no timing luck needed on a busy machine
+    baselines = tmp_path / "baselines"
+    first = one_run(tiny_models[".onnx"], baselines, "onnxruntime-cpu", 0.0, record=True, config=lenient)
+    assert first["pooled"] is False and first["throughput"] > 0
+    slowed = one_run(tiny_models[".onnx"], baselines, "onnxruntime-cpu", 0.002, record=False, config=lenient)
+    assert set(slowed["verdicts"]) == set(GATES)
+    # 2 ms of busy work on a request of tens of microseconds: every gate must see it
+    assert slowed["verdicts"]["pytest-benchmark"] == "regressed"
+    assert slowed["verdicts"]["raw"] == "regressed"
+    assert slowed["verdicts"]["ab"] == "regressed"

@@ -134,6 +134,17 @@ def test_unstable_is_inconclusive_and_fails_unless_told_to_warn(pytester: pytest
     )
 
 
+def test_an_update_that_confirms_the_speed_pools_the_recordings(pytester: pytest.Pytester, mlp: Path) -> None:
+    _run(pytester, "other", "--update-baselines").assert_outcomes(passed=2)
+    confirmed = _run(pytester, "other", "--update-baselines", GENEROUS)
+    confirmed.assert_outcomes(passed=2)
+    confirmed.stdout.fnmatch_lines(["other *1 * * * [+-]*% *2 *", "other *2 * * * [+-]*% *2 *"])
+    ((_, runtimes),) = json.loads(_baseline_file(pytester).read_text())["entries"].items()
+    first = runtimes["other"]["1"]
+    assert len(first["recordings"]) == 2
+    assert len(first["block_throughputs"]) == sum(r["counts"]["block_throughputs"] for r in first["recordings"])
+
+
 def test_new_on_unknown_hardware_passes_or_fails_when_a_baseline_is_required(
     pytester: pytest.Pytester, mlp: Path
 ) -> None:
