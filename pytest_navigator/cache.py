@@ -1,8 +1,9 @@
 """Built artifacts (ONNX exports, TorchScript plans, TensorRT engines) reused across runs.
 
 Each conversion step is a mode in seed 001's sense: `convert(model, config, folder) -> (artifact,
-metadata)` builds the artifact into a folder, and `restore(artifact, config, metadata)` turns a
-stored artifact back into what the runtime needs, so a rerun restores instead of rebuilding. An
+metadata)` builds the artifact into a folder (the artifact is its file name there), and
+`restore(artifact, config, metadata)` turns a stored artifact back into what the runtime needs,
+so a rerun restores instead of rebuilding. An
 entry is keyed by the model's content hash, the mode, its options, the library versions and the
 device; a change to any of them is a new entry, never a stale one.
 
@@ -36,12 +37,14 @@ KEY_LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu"
 
 @dataclass(frozen=True)
 class Mode(Generic[T]):
-    """One conversion step: `convert` writes the artifact into a folder and returns its file name and
-    metadata (JSON-ready); `restore` turns the stored file back into a usable object."""
+    """One conversion step: `convert(model, config, folder)` writes the artifact into the folder and
+    returns its file name and metadata (JSON-ready: what restore needs beyond the config, e.g. the
+    batch sizes an engine was built for); `restore(artifact, config, metadata)` turns the stored
+    file back into a usable object."""
 
     name: str
-    convert: Callable[[Path], tuple[str, dict[str, Any]]]
-    restore: Callable[[Path, dict[str, Any]], T]
+    convert: Callable[[Any, Any, Path], tuple[str, dict[str, Any]]]
+    restore: Callable[[Path, Any, dict[str, Any]], T]
 
 
 @dataclass(frozen=True)
@@ -91,36 +94,37 @@ class ArtifactCache:
             self._scratch = Path(tempfile.mkdtemp(prefix="navigator-artifacts-"))
         return self._scratch
 
-    def fetch(self, mode: Mode[T], parts: Mapping[str, Any]) -> T:
-        """The artifact for `parts`: restored from its entry, else built (and stored)."""
+    def fetch(self, mode: Mode[T], model: Any, config: Any, parts: Mapping[str, Any]) -> T:
+        """`model` converted by `mode` under `config`: restored from the entry for `parts` (what
+        decides the artifact: the model's content hash, options, device, ...), else built and stored."""
         key = self.key(mode.name, parts)
         entry = self.folder() / mode.name / key
         started = time.perf_counter()
         problem = ""
         if (entry in self._fresh or not self.rebuild) and entry.exists():
             try:
-                restored = self._restore(mode, entry)
+                restored = self._restore(mode, config, entry)
                 self._record(mode, key, "restored", started, "", entry)
                 return restored
             except Exception as exc:  # a corrupt or partial entry is rebuilt, never fatal
                 problem = f"{type(exc).__name__}: {exc}"
-        return self._build(mode, entry, key, started, problem)
+        return self._build(mode, model, config, entry, key, started, problem)
 
-    def _build(self, mode: Mode[T], entry: Path, key: str, started: float, problem: str) -> T:
+    def _build(self, mode: Mode[T], model: Any, config: Any, entry: Path, key: str, started: float, problem: str) -> T:
         from filelock import FileLock
 
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
             if not problem and not self.rebuild and entry.exists():
                 try:  # another worker built it while this one waited for the lock
-                    restored = self._restore(mode, entry)
+                    restored = self._restore(mode, config, entry)
                     self._record(mode, key, "restored", started, "built by another worker", entry)
                     return restored
                 except Exception as exc:
                     problem = f"{type(exc).__name__}: {exc}"
             building = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
             try:
-                artifact, metadata = mode.convert(building)
+                artifact, metadata = mode.convert(model, config, building)
                 files = {
                     p.relative_to(building).as_posix(): _describe(p) for p in sorted(building.rglob("*")) if p.is_file()
                 }
@@ -135,12 +139,12 @@ class ArtifactCache:
             finally:
                 if building.exists():
                     shutil.rmtree(building, ignore_errors=True)
-        restored = self._restore(mode, entry)
+        restored = self._restore(mode, config, entry)
         action = "rebuilt" if problem or self.rebuild else "built"
         self._record(mode, key, action, started, problem or ("--navigator-rebuild" if self.rebuild else ""), entry)
         return restored
 
-    def _restore(self, mode: Mode[T], entry: Path) -> T:
+    def _restore(self, mode: Mode[T], config: Any, entry: Path) -> T:
         try:
             record = json.loads((entry / METADATA).read_text())
         except (OSError, ValueError) as exc:
@@ -151,7 +155,7 @@ class ArtifactCache:
             path = entry / name
             if not path.is_file() or _describe(path) != expected:
                 raise CacheError(f"{path} is missing or differs from when it was built")
-        return mode.restore(entry / record["artifact"], record.get("metadata", {}))
+        return mode.restore(entry / record["artifact"], config, record.get("metadata", {}))
 
     def _record(self, mode: Mode[Any], key: str, action: str, started: float, detail: str, entry: Path) -> None:
         self.events.append(CacheEvent(mode.name, key, action, time.perf_counter() - started, detail, str(entry)))

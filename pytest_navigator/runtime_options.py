@@ -30,8 +30,8 @@ class _Options(CustomConfigForFormat):
     """Shared behaviour: checked fields, canonical text, parsing from strings."""
 
     def __post_init__(self) -> None:
-        for item in fields(self):  # type: ignore[arg-type]
-            _coerce(type(self), item.name, getattr(self, item.name), "")
+        for item in fields(self):  # type: ignore[arg-type]  # from_dict({"fp16": "true"}) gets a bool
+            object.__setattr__(self, item.name, _coerce(type(self), item.name, getattr(self, item.name), ""))
 
     @property
     def format(self) -> Format:

@@ -19,12 +19,12 @@ from pytest_navigator.settings import Settings
 
 
 def _mode(calls: list[str], payload: bytes = b"engine") -> Mode[bytes]:
-    def convert(folder: Path) -> tuple[str, dict[str, Any]]:
+    def convert(model: Any, config: Any, folder: Path) -> tuple[str, dict[str, Any]]:
         calls.append("convert")
         (folder / "artifact.bin").write_bytes(payload)
         return "artifact.bin", {"size": len(payload)}
 
-    def restore(artifact: Path, metadata: dict[str, Any]) -> bytes:
+    def restore(artifact: Path, config: Any, metadata: dict[str, Any]) -> bytes:
         data = artifact.read_bytes()
         assert len(data) == metadata["size"]
         return data
@@ -35,9 +35,9 @@ def _mode(calls: list[str], payload: bytes = b"engine") -> Mode[bytes]:
 def test_a_second_run_restores_instead_of_building(tmp_path: Path) -> None:
     calls: list[str] = []
     first = ArtifactCache(tmp_path)
-    assert first.fetch(_mode(calls), {"model": "abc"}) == b"engine"
+    assert first.fetch(_mode(calls), None, None, {"model": "abc"}) == b"engine"
     second = ArtifactCache(tmp_path)
-    assert second.fetch(_mode(calls), {"model": "abc"}) == b"engine"
+    assert second.fetch(_mode(calls), None, None, {"model": "abc"}) == b"engine"
     assert calls == ["convert"]
     assert [e.action for e in first.events + second.events] == ["built", "restored"]
     entry = Path(second.events[0].path)
@@ -65,7 +65,7 @@ def test_every_part_of_the_key_makes_a_new_entry(tmp_path: Path, monkeypatch: py
 @pytest.mark.parametrize("damage", ["truncate", "metadata", "no-metadata", "restore-fails"])
 def test_a_corrupt_or_partial_entry_is_rebuilt_never_fatal(tmp_path: Path, damage: str) -> None:
     calls: list[str] = []
-    ArtifactCache(tmp_path).fetch(_mode(calls), {"model": "abc"})
+    ArtifactCache(tmp_path).fetch(_mode(calls), None, None, {"model": "abc"})
     (entry,) = (tmp_path / "test-mode").glob("[!.]*[!k]")  # the entry folder, not its .lock
     if damage == "truncate":
         (entry / "artifact.bin").write_bytes(b"eng")
@@ -78,27 +78,27 @@ def test_a_corrupt_or_partial_entry_is_rebuilt_never_fatal(tmp_path: Path, damag
     if damage == "restore-fails":
         broken = {"n": 0}
 
-        def restore(artifact: Path, metadata: dict[str, Any]) -> bytes:
+        def restore(artifact: Path, config: Any, metadata: dict[str, Any]) -> bytes:
             broken["n"] += 1
             if broken["n"] == 1:
                 raise ValueError("engine from another TensorRT")
             return artifact.read_bytes()
 
         mode = Mode(mode.name, mode.convert, restore)
-    assert cache.fetch(mode, {"model": "abc"}) == b"engine"
+    assert cache.fetch(mode, None, None, {"model": "abc"}) == b"engine"
     assert calls == ["convert", "convert"]
     (event,) = cache.events
     assert event.action == "rebuilt" and event.detail
-    assert ArtifactCache(tmp_path).fetch(_mode(calls), {"model": "abc"}) == b"engine"  # healthy again
+    assert ArtifactCache(tmp_path).fetch(_mode(calls), None, None, {"model": "abc"}) == b"engine"  # healthy again
     assert calls == ["convert", "convert"]
 
 
 def test_rebuild_builds_once_per_run_then_reuses(tmp_path: Path) -> None:
     calls: list[str] = []
-    ArtifactCache(tmp_path).fetch(_mode(calls), {"model": "abc"})
+    ArtifactCache(tmp_path).fetch(_mode(calls), None, None, {"model": "abc"})
     cache = ArtifactCache(tmp_path, rebuild=True)
-    cache.fetch(_mode(calls, b"engine2"), {"model": "abc"})
-    assert cache.fetch(_mode(calls, b"engine2"), {"model": "abc"}) == b"engine2"
+    cache.fetch(_mode(calls, b"engine2"), None, None, {"model": "abc"})
+    assert cache.fetch(_mode(calls, b"engine2"), None, None, {"model": "abc"}) == b"engine2"
     assert calls == ["convert", "convert"]
     assert [e.action for e in cache.events] == ["rebuilt", "restored"]
 
@@ -107,15 +107,15 @@ def _worker(root: str, log: str) -> bytes:
     import os
     import time
 
-    def convert(folder: Path) -> tuple[str, dict[str, Any]]:
+    def convert(model: Any, config: Any, folder: Path) -> tuple[str, dict[str, Any]]:
         with open(log, "a") as handle:
             handle.write(f"{os.getpid()}\n")
         time.sleep(0.3)  # a slow build: the others must wait, not build too
         (folder / "artifact.bin").write_bytes(b"x" * 4096)
         return "artifact.bin", {}
 
-    mode = Mode("shared", convert, lambda artifact, metadata: artifact.read_bytes())
-    return ArtifactCache(Path(root)).fetch(mode, {"model": "abc"})
+    mode = Mode("shared", convert, lambda artifact, config, metadata: artifact.read_bytes())
+    return ArtifactCache(Path(root)).fetch(mode, None, None, {"model": "abc"})
 
 
 def test_concurrent_workers_build_an_entry_once(tmp_path: Path) -> None:

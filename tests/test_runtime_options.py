@@ -29,6 +29,9 @@ def test_configs_are_model_navigator_custom_configs_for_a_format() -> None:
     assert isinstance(config, CustomConfigForFormat)
     assert config.format is Format.ONNX and OnnxRuntimeConfig.name() == "OnnxRuntime"
     assert TensorRTConfig.from_dict({"fp16": True}) == TensorRTConfig(fp16=True)
+    assert TensorRTConfig.from_dict({"fp16": "true", "workspace_bytes": "1024"}) == TensorRTConfig(
+        fp16=True, workspace_bytes=1024
+    )
 
 
 def test_strings_from_the_cli_become_typed_values() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_navigator.cache import Mode
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError, first_line
 from pytest_navigator.model import Model
@@ -56,7 +57,7 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
     """
     if model.format is Format.ONNX:
         return model.path
-    from pytest_navigator.cache import ArtifactCache, Mode
+    from pytest_navigator.cache import ArtifactCache
 
     cache = ctx.cache if ctx.cache is not None else ArtifactCache(ctx.workdir / "artifacts")
     parts = {
@@ -67,14 +68,20 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
         "opset": OPSET,
     }
 
-    def convert(folder: Path) -> tuple[str, dict[str, Any]]:
-        _export(model, ctx, folder / "model.onnx")
-        return "model.onnx", {"opset": OPSET}
+    return cache.fetch(ONNX_EXPORT, model, ctx, parts)
 
-    def restore(artifact: Path, metadata: dict[str, Any]) -> Path:
-        return artifact
 
-    return cache.fetch(Mode("onnx-export", convert, restore), parts)
+def _convert_onnx(model: Model, ctx: BuildContext, folder: Path) -> tuple[str, dict[str, Any]]:
+    _export(model, ctx, folder / "model.onnx")
+    return "model.onnx", {"opset": OPSET}
+
+
+def _restore_onnx(artifact: Path, ctx: BuildContext, metadata: dict[str, Any]) -> Path:
+    return artifact
+
+
+#: torch model -> ONNX file (the dynamo exporter, or the TorchScript one for TorchScript models).
+ONNX_EXPORT: Mode[Path] = Mode("onnx-export", _convert_onnx, _restore_onnx)
 
 
 def _export(model: Model, ctx: BuildContext, path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pytest_navigator.cache import Mode
 from pytest_navigator.config import Sample
 from pytest_navigator.errors import RuntimeBuildError
 from pytest_navigator.model import Model
@@ -161,14 +163,41 @@ def serialize_engine(model: Model, onnx_path: Path, options: TensorRTConfig, siz
     return bytes(serialized)
 
 
+@dataclass(frozen=True)
+class EngineConfig:
+    """What an engine is built with: the runtime's options, the batch sizes its profiles cover, the ONNX file."""
+
+    options: TensorRTConfig
+    sizes: tuple[int, ...]
+    onnx_path: Path
+
+
+def _convert_engine(model: Model, config: EngineConfig, folder: Path) -> tuple[str, dict[str, Any]]:
+    import tensorrt as trt
+
+    (folder / "engine.plan").write_bytes(serialize_engine(model, config.onnx_path, config.options, config.sizes))
+    return "engine.plan", {"sizes": list(config.sizes), "tensorrt": trt.__version__}
+
+
+def _restore_engine(artifact: Path, config: EngineConfig, metadata: dict[str, Any]) -> Any:
+    import tensorrt as trt
+
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(artifact.read_bytes())
+    if engine is None:
+        raise RuntimeBuildError(f"TensorRT could not deserialize {artifact}")
+    return engine
+
+
+#: ONNX file -> serialized TensorRT engine (restore deserializes it for this GPU).
+TENSORRT_ENGINE: Mode[Any] = Mode("tensorrt-engine", _convert_engine, _restore_engine)
+
+
 def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
     """The engine from the artifact cache (keyed by model, options, sizes, GPU and TensorRT version),
     built and stored on a miss."""
     import time
 
-    import tensorrt as trt
-
-    from pytest_navigator.cache import ArtifactCache, Mode
+    from pytest_navigator.cache import ArtifactCache
     from pytest_navigator.telemetry import gpu_facts
 
     options: TensorRTConfig = ctx.options or TensorRTConfig(fp16=fp16)
@@ -177,23 +206,13 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
     cache = ctx.cache if ctx.cache is not None else ArtifactCache(ctx.workdir / "artifacts")
     started = time.perf_counter()
 
-    def convert(folder: Path) -> tuple[str, dict[str, Any]]:
-        (folder / "engine.plan").write_bytes(serialize_engine(model, onnx_path, options, sizes))
-        return "engine.plan", {"sizes": list(sizes), "tensorrt": trt.__version__}
-
-    def restore(artifact: Path, metadata: dict[str, Any]) -> Any:
-        engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(artifact.read_bytes())
-        if engine is None:
-            raise RuntimeBuildError(f"TensorRT could not deserialize {artifact}")
-        return engine
-
     parts = {
         "model": model.fingerprint,
         "options": options.to_dict(),
         "sizes": list(sizes),
         "gpus": gpu_facts(),
     }
-    engine = cache.fetch(Mode("tensorrt-engine", convert, restore), parts)
+    engine = cache.fetch(TENSORRT_ENGINE, model, EngineConfig(options, sizes, onnx_path), parts)
     name = "tensorrt-fp16" if fp16 else "tensorrt"
     profiles = sizes if options.profile_per_batch_size else ()
     return TensorRTRunner(name, model, engine, profiles, time.perf_counter() - started)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_navigator.cache import Mode
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError
 from pytest_navigator.model import Model
@@ -230,16 +231,12 @@ class TracedTorchScriptRunner(TorchRunner):
         if self._cache is None:
             plan = _optimized(self._frozen_trace(prepared), self._optimize)
         else:
-            from pytest_navigator.cache import Mode
-
             parts = {
                 "model": self._model.fingerprint,
                 "shapes": [list(shape) for shape in prepared.shapes],
                 "device": self.device,
             }
-            plan = self._cache.fetch(
-                Mode("torchscript-trace", functools.partial(self._save, prepared), self._load), parts
-            )
+            plan = self._cache.fetch(TORCHSCRIPT_TRACE, self._model, (self, prepared), parts)
         self.plan_build_seconds[prepared.shapes] = time.perf_counter() - started
         return plan
 
@@ -277,6 +274,23 @@ class TracedTorchScriptRunner(TorchRunner):
             warnings.simplefilter("ignore")
             loaded = torch.jit.load(str(artifact), map_location=self.device)
         return _optimized(loaded.eval(), self._optimize)
+
+
+def _convert_trace(
+    model: Model, config: tuple[TracedTorchScriptRunner, PreparedTorch], folder: Path
+) -> tuple[str, dict[str, Any]]:
+    runner, prepared = config
+    return runner._save(prepared, folder)
+
+
+def _restore_trace(
+    artifact: Path, config: tuple[TracedTorchScriptRunner, PreparedTorch], metadata: dict[str, Any]
+) -> Any:
+    return config[0]._load(artifact, metadata)
+
+
+#: torch model + one input shape -> a frozen TorchScript plan (optimize_for_inference on restore).
+TORCHSCRIPT_TRACE: Mode[Any] = Mode("torchscript-trace", _convert_trace, _restore_trace)
 
 
 def _batch_of(shapes: tuple[tuple[int, ...], ...]) -> int | None:
