@@ -10,6 +10,7 @@ with a fake one.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -295,11 +296,12 @@ def profile_pair(
         for runner, ready in zip((new, old), prepared, strict=True):
             colds.append(warm_up(runner, ready, clock))
             _settle()
+        window_config = _ab_windows(config, [runner for runner in (new, old)], prepared, clock)
         windows: list[list[WindowResult]] = [[], []]
         for _ in range(max(AB_MIN_PAIRS, config.max_trials)):
             for side, runner in enumerate((new, old)):
                 windows[side].append(
-                    measure_window(runner, prepared[side], batch_size, config, clock, offset=len(windows[side]))
+                    measure_window(runner, prepared[side], batch_size, window_config, clock, offset=len(windows[side]))
                 )
                 _settle()
     except Exception as exc:
@@ -312,6 +314,25 @@ def profile_pair(
     )
 
 
+def _ab_windows(
+    config: ProfilerConfig, runners: Sequence[Runner], prepared: Sequence[Any], clock: Clock
+) -> ProfilerConfig:
+    """A/B windows last at least AB_MIN_WINDOW_MS: the untimed pause between windows costs as much
+    anyway, and a longer window averages out short noise, which the paired test would otherwise
+    see as differences between the two sides. Count windows get more requests (the same number on
+    both sides, from the slower side's latency); time windows a longer interval."""
+    if config.measurement_mode is MeasurementMode.TIME_WINDOWS:
+        return replace(config, measurement_interval=max(config.measurement_interval, AB_MIN_WINDOW_MS))
+    slowest = max(
+        float(np.median([_timed(runner, ready[i % len(ready)], clock) for i in range(5)]))
+        for runner, ready in zip(runners, prepared, strict=True)
+    )
+    count = math.ceil(AB_MIN_WINDOW_MS / max(slowest, 1e-6))
+    return replace(config, measurement_request_count=max(config.measurement_request_count, count))
+
+
+#: A/B windows last at least this long (ms).
+AB_MIN_WINDOW_MS = 300.0
 #: An A/B run measures this many window pairs (or max_trials, if larger). The paired test works on
 #: window pairs, since blocks inside a window are not independent; with 9 pairs a one-sided Wilcoxon
 #: test can just reach p < 0.0033 (0.01 over 3 metrics) when every pair agrees, so 20 leave room for

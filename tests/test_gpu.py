@@ -1,5 +1,5 @@
 """The CUDA runtimes end to end. Each test skips with the reason where its GPU stack is missing
-(no CUDA device, no onnxruntime-gpu, no TensorRT); on a CUDA machine: `pytest tests/test_gpu.py -rs`."""
+(no CUDA device, no onnxruntime-gpu, no TensorRT); on a CUDA machine: `pytest -m gpu -rs`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def _session(model: Path, cache: Path, **runtime_options: dict[str, str]) -> Nav
     session.load_models()
     return session
 
+
+pytestmark = pytest.mark.gpu
 
 QUICK = ProfilerConfig(measurement_request_count=20, stability_percentage=50, max_trials=10, batch_sizes=(1, 4))
 

@@ -229,6 +229,7 @@ def test_ab_windows_alternate_and_pair_by_index(monkeypatch: pytest.MonkeyPatch)
     from pytest_navigator.profiler import profile_pair
 
     monkeypatch.setattr(profiler, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(profiler, "AB_MIN_WINDOW_MS", 0.0)  # windows of exactly the configured 4 requests
     clock = FakeClock()
     order: list[str] = []
 
@@ -250,6 +251,23 @@ def test_ab_windows_alternate_and_pair_by_index(monkeypatch: pytest.MonkeyPatch)
     assert first.throughput == pytest.approx(500.0) and second.throughput == pytest.approx(1000.0)
     assert order[-24::4] == ["new", "old"] * 3  # the last 6 windows of 4 requests: new, old, new, ...
     assert order[-24:-20] == ["new"] * 4
+
+
+def test_ab_windows_last_long_enough_to_average_out_short_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_navigator import profiler
+    from pytest_navigator.config import MeasurementMode
+    from pytest_navigator.profiler import profile_pair
+
+    monkeypatch.setattr(profiler, "SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(profiler, "AB_MIN_WINDOW_MS", 20.0)
+    clock = FakeClock()
+    new, old = ScriptedRunner(clock, lambda b, i: 2.0), ScriptedRunner(clock, lambda b, i: 1.0)
+    first, second = profile_pair(new, old, _inputs(1), 1, ProfilerConfig(measurement_request_count=4), clock)
+    # 20 ms at the slower side's 2 ms per request: 10 requests a window, on both sides alike
+    assert {len(w.latencies_ms) for w in first.windows + second.windows} == {10}
+    timed = ProfilerConfig(measurement_mode=MeasurementMode.TIME_WINDOWS, measurement_interval=5.0)
+    first, second = profile_pair(new, old, _inputs(1), 1, timed, clock)
+    assert min(w.wall_ms for w in first.windows + second.windows) >= 20.0
 
 
 def test_profiles_survive_the_trip_from_an_xdist_worker() -> None:
