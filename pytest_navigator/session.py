@@ -278,6 +278,24 @@ class NavigatorSession:
             return (1,) if any(t.batch_axis is not None for t in model.io_spec) else ()
         return tuple(b for b in self.settings.batch_sizes if b <= limit) or (min(self.settings.batch_sizes[0], limit),)
 
+    def build_batch_sizes(self, model: Model) -> tuple[int, ...]:
+        """Every batch size a built runtime will serve this run: the generated samples' range ends, the
+        configured sizes, and the profiler's (explicit, else its sweep). TensorRT's optimization
+        profile covers them all; per-size plans are built for them."""
+        from pytest_navigator.profiler import sweep_sizes
+        from pytest_navigator.samples import batch_bounds
+
+        sizes = set(self.batch_sizes(model))
+        bounds = batch_bounds(model.io_spec, sizes)
+        if bounds is not None:
+            sizes |= set(bounds)
+        profiler = self.settings.profiler
+        if profiler.run_profiling:
+            explicit = [b for b in profiler.batch_sizes or () if b is not None]
+            limit = model.io_spec.max_batch_size
+            sizes |= {b for b in explicit if limit is None or b <= limit} if explicit else set(sweep_sizes(limit))
+        return tuple(sorted(sizes))
+
     # -- correctness ---------------------------------------------------------------------------
 
     @property

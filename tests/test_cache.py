@@ -218,3 +218,17 @@ def test_torch_compile_caches_live_in_the_artifact_cache(
         actions.append(line.split()[0])
     assert actions == ["built", "restored"]
     assert any((tmp_path / "cache" / "torch-compile").rglob("*")), "inductor wrote into the artifact cache"
+
+
+def test_builds_plan_for_every_batch_size_the_run_will_serve(tiny_models: dict[str, Path]) -> None:
+    from pytest_navigator.config import ProfilerConfig
+
+    def sizes(**settings: Any) -> tuple[int, ...]:
+        session = NavigatorSession(Settings(models=(tiny_models[".pt2"],), **settings), default_registry())
+        (model,) = session.load_models()
+        return session.build_batch_sizes(model)
+
+    checked = sizes(profiler=ProfilerConfig(run_profiling=False))
+    assert checked[0] == 1 and {1, 4} <= set(checked) and max(checked) >= 8  # samples range up to 8
+    profiled = sizes(profiler=ProfilerConfig(batch_sizes=(2, 16)))
+    assert set(checked) | {2, 16} == set(profiled)  # a TensorRT profile covers the profiler's sizes too

@@ -46,8 +46,9 @@ class TensorRTRunner(Runner):
         self._inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in self._inputs]
         super().__init__(runtime, model.io_spec, outputs, device="cuda")
-        #: batch size -> optimization profile index, when the engine has one profile per size
-        self.profiles = {size: index for index, size in enumerate(profiles)}
+        #: batch size -> optimization profile index, when the engine has one profile per size (profile 0
+        #: covers every size and serves the others)
+        self.profiles = {size: index + 1 for index, size in enumerate(profiles)}
         self._contexts: dict[int, Any] = {}
         self._build_seconds = build_seconds
         import torch
@@ -143,11 +144,10 @@ def serialize_engine(model: Model, onnx_path: Path, options: TensorRTConfig, siz
         config.set_flag(trt.BuilderFlag.FP16)
     if not options.tf32:
         config.clear_flag(trt.BuilderFlag.TF32)
-    ranges = (
-        [(size, size, size) for size in sizes]
-        if options.profile_per_batch_size
-        else [(min(sizes), max(sizes), max(sizes))]
-    )
+    # profile 0 covers every size (the fallback); with profile_per_batch_size, profile i+1 is tuned for sizes[i]
+    ranges = [(min(sizes), max(sizes), max(sizes))]
+    if options.profile_per_batch_size:
+        ranges += [(size, size, size) for size in sizes]
     for low, opt, high in ranges:
         profile = builder.create_optimization_profile()
         for index in range(network.num_inputs):
