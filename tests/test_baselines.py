@@ -230,11 +230,14 @@ def test_update_pools_only_confirmed_entries_measured_the_same_way(tmp_path: Pat
     store.update("m.onnx", "f" * 64, {key: entry(1000), other: entry(1000)})
     store.update("m.onnx", "f" * 64, {key: entry(1010, seed=2), other: entry(1010, seed=2)}, pool_keys={key})
     stored = store.load("m.onnx", "f" * 64)
-    assert len(stored.get(key)["recordings"]) == 2 and len(stored.get(key)["block_throughputs"]) == 30
-    assert "recordings" not in stored.get(other)  # not confirmed: today's speed replaces it
+    pooled, replaced = stored.get(key), stored.get(other)
+    assert pooled is not None and replaced is not None
+    assert len(pooled["recordings"]) == 2 and len(pooled["block_throughputs"]) == 30
+    assert "recordings" not in replaced  # not confirmed: today's speed replaces it
     upgraded = entry(1005, seed=3, libraries={"torch": "2.14.0"})
     store.update("m.onnx", "f" * 64, {key: upgraded}, pool_keys={key})
-    assert "recordings" not in store.load("m.onnx", "f" * 64).get(key)  # another torch: the pool starts again
+    again = store.load("m.onnx", "f" * 64).get(key)
+    assert again is not None and "recordings" not in again  # another torch: the pool starts again
 
 
 def test_pooled_baselines_judge_on_every_recording() -> None:

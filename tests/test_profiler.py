@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,8 @@ class ScriptedRunner(Runner):
 
     def __init__(self, clock: FakeClock, latency_ms: Callable[[int, int], float], max_batch: int | None = None) -> None:
         super().__init__("scripted", SPEC)
-        self.clock, self.latency_ms, self.calls, self.syncs, self.seen = clock, latency_ms, 0, 0, []
+        self.clock, self.latency_ms, self.calls, self.syncs = clock, latency_ms, 0, 0
+        self.seen: list[Any] = []
         self._max = max_batch
 
     @property
@@ -50,7 +52,7 @@ class ScriptedRunner(Runner):
 class ScriptedMonitor:
     """Reports the given (SM clock, reasons) after each window, of a GPU whose maximum is 1980 MHz."""
 
-    def __init__(self, readings: list[tuple[int, tuple[str, ...]]]) -> None:
+    def __init__(self, readings: Sequence[tuple[int, tuple[str, ...]]]) -> None:
         self.readings, self.started = iter(readings), 0
 
     def window_started(self) -> None:

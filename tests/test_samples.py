@@ -155,8 +155,8 @@ def _good(batch: int = 2, seq: int = 5) -> Sample:
 
 
 def test_npz_files_and_folders_load_in_name_order(tmp_path: Path) -> None:
-    np.savez(tmp_path / "b.npz", **_good(1))
-    np.savez(tmp_path / "a.npz", **_good(3))
+    np.savez(tmp_path / "b.npz", **_good(1))  # type: ignore[arg-type]  # numpy's stub types **kwds badly
+    np.savez(tmp_path / "a.npz", **_good(3))  # type: ignore[arg-type]
     (tmp_path / "notes.txt").write_text("not a sample")
     loaded = load_sample_files(tmp_path)
     assert [Path(label).name for label, _ in loaded] == ["a.npz", "b.npz"]

@@ -32,7 +32,7 @@ def fake_nvml(
             raise NVMLError("Driver Not Loaded")
 
     def handle(index: int) -> int:
-        module.handles.append(index)  # type: ignore[attr-defined]
+        module.handles.append(index)
         return index
 
     module.nvmlInit = init  # type: ignore[attr-defined]
@@ -105,7 +105,7 @@ def test_the_monitor_uses_the_older_throttle_reason_api_and_maps_visible_devices
     use_nvml(nvml)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     monitor = gpu_monitor("cuda:1")
-    assert monitor is not None and nvml.handles == [5]  # type: ignore[attr-defined]
+    assert monitor is not None and nvml.handles == [5]
     assert monitor.read() == DeviceReading(1900, 1980, 61, ("gpu_idle",))
 
 

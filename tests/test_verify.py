@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -118,8 +120,8 @@ def test_every_verify_function_fails_nan_shapes_and_integers() -> None:
 
 
 def test_plain_verify_functions_are_explained_with_figures() -> None:
-    def within_half(expected: object, actual: object) -> bool:
-        return all(np.abs(a["y"] - e["y"]).max() < 0.5 for e, a in zip(expected, actual, strict=True))  # type: ignore[attr-defined]
+    def within_half(expected: Any, actual: Any) -> bool:
+        return all(np.abs(a["y"] - e["y"]).max() < 0.5 for e, a in zip(expected, actual, strict=True))
 
     ref = {"y": np.array([1.0, 2.0])}
     assert explain(within_half, ref, {"y": np.array([1.2, 2.0])}, default_verify("fp32")) == []
