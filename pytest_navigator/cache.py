@@ -102,12 +102,10 @@ class ArtifactCache:
         started = time.perf_counter()
         problem = ""
         if (entry in self._fresh or not self.rebuild) and entry.exists():
-            try:
-                restored = self._restore(mode, config, entry)
+            restored, problem = self._try_restore(mode, config, entry)
+            if not problem:
                 self._record(mode, key, "restored", started, "", entry)
                 return restored
-            except Exception as exc:  # a corrupt or partial entry is rebuilt, never fatal
-                problem = f"{type(exc).__name__}: {exc}"
         return self._build(mode, model, config, entry, key, started, problem)
 
     def _build(self, mode: Mode[T], model: Any, config: Any, entry: Path, key: str, started: float, problem: str) -> T:
@@ -115,13 +113,11 @@ class ArtifactCache:
 
         entry.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(entry) + ".lock"):
-            if not problem and not self.rebuild and entry.exists():
-                try:  # another worker built it while this one waited for the lock
-                    restored = self._restore(mode, config, entry)
+            if not problem and not self.rebuild and entry.exists():  # another worker built it meanwhile
+                restored, problem = self._try_restore(mode, config, entry)
+                if not problem:
                     self._record(mode, key, "restored", started, "built by another worker", entry)
                     return restored
-                except Exception as exc:
-                    problem = f"{type(exc).__name__}: {exc}"
             building = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
             try:
                 artifact, metadata = mode.convert(model, config, building)
@@ -139,19 +135,27 @@ class ArtifactCache:
             finally:
                 if building.exists():
                     shutil.rmtree(building, ignore_errors=True)
-        restored = self._restore(mode, config, entry)
+        restored = self._restore(mode, config, entry, verify=False)  # just written and hashed
         action = "rebuilt" if problem or self.rebuild else "built"
         self._record(mode, key, action, started, problem or ("--navigator-rebuild" if self.rebuild else ""), entry)
         return restored
 
-    def _restore(self, mode: Mode[T], config: Any, entry: Path) -> T:
+    def _try_restore(self, mode: Mode[Any], config: Any, entry: Path) -> tuple[Any, str]:
+        """(restored, "") or (None, why the entry cannot be used): a corrupt or partial entry is
+        rebuilt, never fatal. Entries this run built are not hashed again."""
+        try:
+            return self._restore(mode, config, entry, verify=entry not in self._fresh), ""
+        except Exception as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _restore(self, mode: Mode[T], config: Any, entry: Path, verify: bool = True) -> T:
         try:
             record = json.loads((entry / METADATA).read_text())
         except (OSError, ValueError) as exc:
             raise CacheError(f"{entry / METADATA} is missing or unreadable ({exc})") from None
         if not isinstance(record, dict) or record.get("mode") != mode.name or "artifact" not in record:
             raise CacheError(f"{entry / METADATA} is not a {mode.name} entry")
-        for name, expected in record.get("files", {}).items():
+        for name, expected in record.get("files", {}).items() if verify else ():
             path = entry / name
             if not path.is_file() or _describe(path) != expected:
                 raise CacheError(f"{path} is missing or differs from when it was built")

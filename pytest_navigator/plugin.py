@@ -425,9 +425,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
         where = f"{metafunc.definition.nodeid}: navigator marker runtime_options"
         try:
-            unknown = [name for name in overrides if name not in session.registry]
-            if unknown:
-                session.registry.select(unknown)  # raises, listing the known runtimes
+            for name, values in overrides.items():  # every marker entry is checked, not only the planned ones
+                session.runtime_id(name, values, where)
             names = list(
                 dict.fromkeys(
                     session.runtime_id(p.definition.name, overrides.get(p.definition.name), where)

@@ -296,7 +296,7 @@ def profile_pair(
         for runner, ready in zip((new, old), prepared, strict=True):
             colds.append(warm_up(runner, ready, clock))
             _settle()
-        window_config = _ab_windows(config, [runner for runner in (new, old)], prepared, clock)
+        window_config = _ab_windows(config, (new, old), prepared, clock)
         windows: list[list[WindowResult]] = [[], []]
         for _ in range(max(AB_MIN_PAIRS, config.max_trials)):
             for side, runner in enumerate((new, old)):

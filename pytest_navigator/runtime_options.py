@@ -13,6 +13,7 @@ keys show, so a baseline measured with one thread is never compared with one mea
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -27,7 +28,15 @@ class RuntimeOptionError(NavigatorError):
 
 
 class _Options(CustomConfigForFormat):
-    """Shared behaviour: checked fields, canonical text, parsing from strings."""
+    """Shared behaviour: checked fields, canonical text, parsing from strings. Subclasses set
+    FORMAT and NAME."""
+
+    FORMAT: typing.ClassVar[Format]
+    NAME: typing.ClassVar[str]
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.NAME
 
     def __post_init__(self) -> None:
         for item in fields(self):  # type: ignore[arg-type]  # from_dict({"fp16": "true"}) gets a bool
@@ -35,7 +44,7 @@ class _Options(CustomConfigForFormat):
 
     @property
     def format(self) -> Format:
-        return self.FORMAT  # type: ignore[attr-defined]
+        return self.FORMAT
 
     def changed(self, defaults: _Options | None = None) -> dict[str, Any]:
         """Fields whose value differs from `defaults` (the class defaults when None), in field order."""
@@ -47,7 +56,7 @@ class _Options(CustomConfigForFormat):
 
     @classmethod
     def describe_fields(cls) -> str:
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         parts = []
         for item in fields(cls):  # type: ignore[arg-type]
             parts.append(f"{item.name} ({_accepted(hints[item.name])}, default {_text(item.default)})")
@@ -55,42 +64,39 @@ class _Options(CustomConfigForFormat):
 
 
 @dataclass(frozen=True)
-class TorchConfig(_Options):
-    """Eager PyTorch (torch-cpu, torch-cuda)."""
+class _TorchOptions(_Options):
+    """What every torch runtime takes: settings that hold only while the runtime runs."""
 
-    FORMAT: typing.ClassVar[Format] = Format.TORCH
     #: torch.set_num_threads while this runtime runs (0: torch's default).
     threads: int = 0
     #: TF32 tensor cores for float32 matmuls and convolutions on CUDA.
     tf32: bool = False
 
-    @classmethod
-    def name(cls) -> str:
-        return "Torch"
+
+@dataclass(frozen=True)
+class TorchConfig(_TorchOptions):
+    """Eager PyTorch (torch-cpu, torch-cuda)."""
+
+    FORMAT: typing.ClassVar[Format] = Format.TORCH
+    NAME: typing.ClassVar[str] = "Torch"
 
 
 @dataclass(frozen=True)
-class TorchScriptConfig(_Options):
+class TorchScriptConfig(_TorchOptions):
     """TorchScript (torchscript-cpu, torchscript-cuda): frozen, optionally optimized for inference."""
 
     FORMAT: typing.ClassVar[Format] = Format.TORCHSCRIPT
-    threads: int = 0
-    tf32: bool = False
+    NAME: typing.ClassVar[str] = "TorchScript"
     #: torch.jit.optimize_for_inference after freezing (fusions, MKLDNN layouts on the CPU).
     optimize_for_inference: bool = True
 
-    @classmethod
-    def name(cls) -> str:
-        return "TorchScript"
-
 
 @dataclass(frozen=True)
-class TorchCompileConfig(_Options):
+class TorchCompileConfig(_TorchOptions):
     """torch.compile (torch-compile-cpu, torch-compile-cuda)."""
 
     FORMAT: typing.ClassVar[Format] = Format.TORCH
-    threads: int = 0
-    tf32: bool = False
+    NAME: typing.ClassVar[str] = "TorchCompile"
     #: torch.compile's mode; reduce-overhead and max-autotune capture CUDA graphs themselves.
     mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     #: CUDA graphs in mode=default (inductor's triton.cudagraphs); CUDA runtimes only.
@@ -107,16 +113,13 @@ class TorchCompileConfig(_Options):
                 "decides CUDA graphs itself (reduce-overhead and max-autotune use them)."
             )
 
-    @classmethod
-    def name(cls) -> str:
-        return "TorchCompile"
-
 
 @dataclass(frozen=True)
 class OnnxRuntimeConfig(_Options):
     """ONNX Runtime (onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt)."""
 
     FORMAT: typing.ClassVar[Format] = Format.ONNX
+    NAME: typing.ClassVar[str] = "OnnxRuntime"
     #: SessionOptions.intra_op_num_threads (0: one per physical core).
     intra_op_num_threads: int = 0
     inter_op_num_threads: int = 0
@@ -130,16 +133,13 @@ class OnnxRuntimeConfig(_Options):
     trt_fp16: bool = False
     trt_workspace_bytes: int = 1 << 30
 
-    @classmethod
-    def name(cls) -> str:
-        return "OnnxRuntime"
-
 
 @dataclass(frozen=True)
 class TensorRTConfig(_Options):
     """Native TensorRT (tensorrt, tensorrt-fp16)."""
 
     FORMAT: typing.ClassVar[Format] = Format.TENSORRT
+    NAME: typing.ClassVar[str] = "TensorRT"
     fp16: bool = False
     tf32: bool = True
     #: The builder's workspace memory pool limit.
@@ -156,18 +156,12 @@ class TensorRTConfig(_Options):
                 f"tensorrt: builder_optimization_level={self.builder_optimization_level} is not accepted; expected 0 to 5."
             )
 
-    @classmethod
-    def name(cls) -> str:
-        return "TensorRT"
 
+@functools.cache
+def _hints(cls: type[_Options]) -> dict[str, Any]:
+    """A config class's resolved field types (annotations are strings under `from __future__`)."""
+    return typing.get_type_hints(cls)
 
-CONFIG_CLASSES: tuple[type[_Options], ...] = (
-    TorchConfig,
-    TorchScriptConfig,
-    TorchCompileConfig,
-    OnnxRuntimeConfig,
-    TensorRTConfig,
-)
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -189,7 +183,7 @@ def _text(value: Any) -> str:
 
 def _coerce(cls: type[_Options], name: str, value: Any, where: str) -> Any:
     """`value` (a string from the CLI/ini, or a Python value from a marker) as field `name`'s type."""
-    hint = typing.get_type_hints(cls)[name]
+    hint = _hints(cls)[name]
     prefix = f"{where}: " if where else ""
 
     def reject() -> typing.NoReturn:

@@ -7,6 +7,7 @@ reference outputs of a sample computed once for all runtimes' checks.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -397,10 +398,10 @@ class NavigatorSession:
                         else f"{model.name}, which has no batch axis."
                     )
                 )
-            try:  # build every size's plan now (per-batch-size runners); each build is its size's cold start
+            # build every size's plan now (per-batch-size runners); each build is its size's cold start.
+            # A size that fails (out of memory) fails again in its own measurement, where it is shown.
+            with contextlib.suppress(Exception):
                 runner.preload(self.profiling_inputs(model, size)[0] for size in sizes)
-            except Exception:
-                pass
         before = calibration_score(runner.device)
         measure = None
         olds: dict[int, BatchProfile] = {}

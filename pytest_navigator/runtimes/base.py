@@ -127,6 +127,15 @@ class BuildContext:
     #: Built artifacts reused across runs (cache.ArtifactCache); None: build into workdir.
     cache: Any = None
 
+    @property
+    def artifacts(self) -> Any:
+        """The cache to fetch artifacts from: `cache`, else one under workdir (kept for this run only)."""
+        if self.cache is not None:
+            return self.cache
+        from pytest_navigator.cache import ArtifactCache
+
+        return ArtifactCache(self.workdir / "artifacts")
+
 
 @dataclass(frozen=True)
 class RuntimeDefinition:

@@ -57,9 +57,6 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
     """
     if model.format is Format.ONNX:
         return model.path
-    from pytest_navigator.cache import ArtifactCache
-
-    cache = ctx.cache if ctx.cache is not None else ArtifactCache(ctx.workdir / "artifacts")
     parts = {
         "model": model.fingerprint,
         "format": model.format.value,
@@ -68,7 +65,7 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
         "opset": OPSET,
     }
 
-    return cache.fetch(ONNX_EXPORT, model, ctx, parts)
+    return ctx.artifacts.fetch(ONNX_EXPORT, model, ctx, parts)
 
 
 def _convert_onnx(model: Model, ctx: BuildContext, folder: Path) -> tuple[str, dict[str, Any]]:
@@ -207,26 +204,30 @@ class OnnxRuntimeRunner(Runner):
         self._last_binding: Any = None
 
     def prepare(self, sample: Sample) -> Any:
-        """The feed: contiguous arrays of the session's input dtypes, or OrtValues on the device (IO binding)."""
+        """The feed: contiguous arrays of the session's input dtypes; with IO binding, a binding of
+        those inputs as OrtValues on the device and of the outputs to the device, made before timing."""
         self.check_sample(sample)
         feed = {name: np.ascontiguousarray(sample[name], dtype=self._dtypes[name]) for name in self._inputs}
         if not self.io_binding:
             return feed
         import onnxruntime as ort
 
-        return {name: ort.OrtValue.ortvalue_from_numpy(array, self._ort_device, 0) for name, array in feed.items()}
+        bound = BoundFeed(
+            {name: ort.OrtValue.ortvalue_from_numpy(array, self._ort_device, 0) for name, array in feed.items()}
+        )
+        bound.binding = self.session.io_binding()
+        for name, value in bound.items():
+            bound.binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            bound.binding.bind_output(name, self._ort_device)
+        return bound
 
     def run(self, prepared: Any) -> Any:
         if not self.io_binding:
             return self.session.run(None, prepared)
-        binding = self.session.io_binding()
-        for name, value in prepared.items():
-            binding.bind_ortvalue_input(name, value)
-        for name in self.output_names:
-            binding.bind_output(name, self._ort_device)
-        self.session.run_with_iobinding(binding)
-        self._last_binding = binding
-        return binding
+        self.session.run_with_iobinding(prepared.binding)
+        self._last_binding = prepared.binding
+        return prepared.binding
 
     def synchronize(self) -> None:
         if self._last_binding is not None and self._ort_device != "cpu":
@@ -236,6 +237,12 @@ class OnnxRuntimeRunner(Runner):
         result = self.run(self.prepare(sample))
         outputs = result.copy_outputs_to_cpu() if self.io_binding else result
         return dict(zip(self.output_names, outputs, strict=True))
+
+
+class BoundFeed(dict[str, Any]):
+    """IO binding's prepared request: the input OrtValues by name, and the binding made of them."""
+
+    binding: Any = None
 
 
 _LEVELS = {

@@ -197,13 +197,11 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
     built and stored on a miss."""
     import time
 
-    from pytest_navigator.cache import ArtifactCache
     from pytest_navigator.telemetry import gpu_facts
 
     options: TensorRTConfig = ctx.options or TensorRTConfig(fp16=fp16)
     sizes = ctx.batch_sizes or (1,)
     onnx_path = export_onnx(model, ctx)
-    cache = ctx.cache if ctx.cache is not None else ArtifactCache(ctx.workdir / "artifacts")
     started = time.perf_counter()
 
     parts = {
@@ -212,7 +210,7 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
         "sizes": list(sizes),
         "gpus": gpu_facts(),
     }
-    engine = cache.fetch(TENSORRT_ENGINE, model, EngineConfig(options, sizes, onnx_path), parts)
+    engine = ctx.artifacts.fetch(TENSORRT_ENGINE, model, EngineConfig(options, sizes, onnx_path), parts)
     name = "tensorrt-fp16" if fp16 else "tensorrt"
     profiles = sizes if options.profile_per_batch_size else ()
     return TensorRTRunner(name, model, engine, profiles, time.perf_counter() - started)

@@ -226,7 +226,6 @@ class TracedTorchScriptRunner(TorchRunner):
         return tuple(sorted({b for b in map(_batch_of, self.plans) if b is not None}))
 
     def _trace(self, prepared: PreparedTorch) -> Any:
-
         started = time.perf_counter()
         if self._cache is None:
             plan = _optimized(self._frozen_trace(prepared), self._optimize)
