@@ -24,12 +24,21 @@ from pytest_navigator.config import Sample, VerifyFunction
 from pytest_navigator.errors import NavigatorError, last_line
 from pytest_navigator.samples import describe, digest, random_sample, samples, simplify
 from pytest_navigator.user_samples import LabeledSample
-from pytest_navigator.verify import Allclose, ExplainingVerify, Tolerance, compare_array, default_verify, explain
+from pytest_navigator.verify import (
+    Allclose,
+    ExplainingVerify,
+    Tolerance,
+    compare_array,
+    default_verify,
+    explain,
+    tolerance_for,
+)
 
 if TYPE_CHECKING:
     from pytest_navigator.model import Model
     from pytest_navigator.runtimes import Runner
     from pytest_navigator.session import NavigatorSession
+    from pytest_navigator.truth import Truth
 
 #: Generated samples per runtime unless --navigator-examples says otherwise: enough to find
 #: shape- and value-dependent bugs, few enough for CI.
@@ -65,6 +74,10 @@ class OutputSummary:
     max_rel_error: float
     max_abs_reference: float
     constant: bool
+    #: The largest error against the truth in units of the reference's own rounding (error budget
+    #: only; None where the fixed tolerance judged), and the truths it was measured against.
+    budget_ratio: float | None = None
+    truth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,10 @@ class CorrectnessReport:
     outputs: tuple[OutputSummary, ...]
     batch_sizes: tuple[int, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: The error budget's multiple of the reference's own rounding (None: another verify function).
+    budget_multiple: float | None = None
+    #: Why the truth was not the float64 shadow, when it was not.
+    truth_note: str = ""
 
     @property
     def passed(self) -> bool:
@@ -116,12 +133,24 @@ class _Observed:
     abs_reference: dict[str, float] = field(default_factory=dict)
     values: dict[str, tuple[float, float]] = field(default_factory=dict)
     elements: dict[str, int] = field(default_factory=dict)
+    budget_ratio: dict[str, float] = field(default_factory=dict)
+    truths: dict[str, set[str]] = field(default_factory=dict)
+    truth_notes: set[str] = field(default_factory=set)
     failures: int = 0
     first_failure: str = ""
     generated: int = 0
     batch_sizes: set[int] = field(default_factory=set)
 
-    def add(self, expected: Sample, actual: Sample) -> None:
+    def add(self, expected: Sample, actual: Sample, truth: Truth | None = None, verify: object = None) -> None:
+        from pytest_navigator.budget import ErrorBudget
+
+        if truth is not None:
+            if truth.note:
+                self.truth_notes.add(truth.note)
+            judged = verify.compare(expected, actual, truth) if isinstance(verify, ErrorBudget) and truth.noise else {}
+            for name, comparison in judged.items():
+                self.budget_ratio[name] = max(self.budget_ratio.get(name, 0.0), comparison.ratio)
+                self.truths.setdefault(name, set()).add(comparison.truth_kind)
         for name, ref in expected.items():
             ref = np.asarray(ref)
             if ref.dtype.kind in "biu" or ref.size == 0 or name not in actual:
@@ -142,7 +171,13 @@ class _Observed:
             lo, hi = self.values.get(name, (0.0, 1.0))
             summaries.append(
                 OutputSummary(
-                    name, self.abs_error[name], self.rel_error[name], self.abs_reference.get(name, 0.0), lo == hi
+                    name,
+                    self.abs_error[name],
+                    self.rel_error[name],
+                    self.abs_reference.get(name, 0.0),
+                    lo == hi,
+                    self.budget_ratio.get(name),
+                    " and ".join(sorted(self.truths[name])) if name in self.truths else None,
                 )
             )
         return tuple(summaries)
@@ -158,8 +193,10 @@ class _RuntimeCheck:
 
     def __init__(self, session: NavigatorSession, model: Model, runner: Runner, options: CheckOptions) -> None:
         self.session, self.model, self.runner, self.options = session, model, runner, options
-        self.fallback = default_verify(session.precision(runner.runtime))
-        self.verify = options.verify or self.fallback
+        precision = session.precision(runner.runtime)
+        #: The precision's fixed tolerance: explains plain verify functions' failures, and the vacuous check's atol.
+        self.fixed = tolerance_for(precision)
+        self.verify = options.verify or default_verify(precision)
         self.observed = _Observed()
 
     def run(self) -> CorrectnessReport:
@@ -181,8 +218,10 @@ class _RuntimeCheck:
             self.observed.generated,
             self.observed.summary(),
             tuple(sorted(self.observed.batch_sizes)),
+            budget_multiple=getattr(self.verify, "multiple", None) if getattr(self.verify, "uses_truth", False) else None,
+            truth_note="; ".join(sorted(self.observed.truth_notes)),
         )
-        vacuous = _vacuous_outputs(report, self.verify, self.fallback)
+        vacuous = _vacuous_outputs(report, self.verify, self.fixed)
         if vacuous and self.options.strict:
             raise CorrectnessFailure("\n".join([*vacuous, "(--navigator-strict turns this warning into a failure)"]))
         for text in vacuous:
@@ -207,8 +246,9 @@ class _RuntimeCheck:
             raise _SampleFailed(
                 sample, label, [f"{self.runner.runtime} raised {f'{type(exc).__name__}: {last_line(exc)}'}"], "raised"
             ) from exc
-        problems = explain(self.verify, expected, actual, self.fallback)
-        self.observed.add(expected, actual)
+        truth = self.session.truth(self.model, sample) if getattr(self.verify, "uses_truth", False) else None
+        problems = explain(self.verify, expected, actual, self.fixed, truth)
+        self.observed.add(expected, actual, truth, self.verify)
         self.observed.batch_sizes.update(
             sample[t.name].shape[0] for t in self.model.io_spec if t.batch_axis is not None
         )
@@ -297,6 +337,8 @@ class _RuntimeCheck:
             shown = _shown(Path(failure.label), here) if failure.label.endswith(".npz") else failure.label
             lines.append(f"  sample: {shown}: {shape}")
         lines += [f"  {problem}" for problem in failure.problems]
+        if getattr(self.verify, "uses_truth", False) and failure.kind == "mismatch":
+            lines.append(f"  truth: {describe_truth(session.truth(model, failure.sample))}")
         if failure.label.endswith(".npz") and Path(failure.label).is_file():
             saved = Path(failure.label)
         else:
@@ -312,6 +354,17 @@ class _RuntimeCheck:
                 f"  run seed: {session.run_seed} (rerun every check alike with --navigator-seed={session.run_seed})"
             )
         return "\n".join(lines)
+
+
+def describe_truth(truth: Truth) -> str:
+    """What a budget was measured against, and why when it is not the float64 shadow."""
+    from pytest_navigator.truth import FLOAT64_SHADOW, PERTURBATION
+
+    what = {
+        FLOAT64_SHADOW: "the float64 shadow (the reference model in double precision)",
+        PERTURBATION: "the reference itself; its own rounding is a perturbation estimate (inputs and weights moved one ulp)",
+    }.get(truth.kind, "the reference itself, with no estimate of its rounding: the precision's fixed tolerance judged")
+    return what + (f" ({truth.note})" if truth.note else "")
 
 
 def _verify_name(verify: VerifyFunction) -> str:

@@ -91,9 +91,18 @@ def _correctness(report: CorrectnessReport | None) -> dict[str, Any] | None:
         "generated": report.generated,
         "batch_sizes": list(report.batch_sizes),
         "outputs": [
-            {"name": o.name, "max_abs_error": o.max_abs_error, "max_rel_error": o.max_rel_error} for o in report.outputs
+            {
+                "name": o.name,
+                "max_abs_error": o.max_abs_error,
+                "max_rel_error": o.max_rel_error,
+                "budget_ratio": o.budget_ratio,
+                "truth": o.truth,
+            }
+            for o in report.outputs
         ],
         "warnings": list(report.warnings),
+        "budget_multiple": report.budget_multiple,
+        "truth_note": report.truth_note,
     }
 
 

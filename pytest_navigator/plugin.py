@@ -324,6 +324,24 @@ def _settings(config: pytest.Config) -> Settings:
     )
 
 
+#: Loggers of the libraries a run drives. Under pytest's --log-level=DEBUG (or a log_level ini) their
+#: debug records (inductor's compile steps, every file lock taken) would fill a failing test's
+#: "Captured log" section with hundreds of lines that say nothing about the failure.
+LIBRARY_LOGGERS = ("torch", "filelock", "onnx", "onnxscript", "onnx_ir", "onnxruntime", "tensorrt", "triton", "transformers")
+
+
+def quiet_library_loggers() -> None:
+    """Library loggers log warnings and errors only, unless the user set their level explicitly
+    (TORCH_LOGS does): a library logger at NOTSET inherits pytest's root level, DEBUG included."""
+    import logging
+
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+    logging.getLogger("torch.__trace").propagate = False  # torch's structured trace: TORCH_TRACE's own file
+
+
 class NavigatorPlugin:
     """Registered only with --navigator-model (or the ini twin): loads models and generates tests."""
 
@@ -332,6 +350,7 @@ class NavigatorPlugin:
         from pytest_navigator.runtimes import default_registry
         from pytest_navigator.session import NavigatorSession
 
+        quiet_library_loggers()
         try:
             registry = default_registry()
             config.hook.pytest_navigator_register_runtimes(registry=registry, config=config)

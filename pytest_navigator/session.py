@@ -24,7 +24,7 @@ from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStor
 from pytest_navigator.cache import ArtifactCache
 from pytest_navigator.config import ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckOptions, CorrectnessReport
-from pytest_navigator.errors import NavigatorError, RuntimeBuildError
+from pytest_navigator.errors import NavigatorError, RuntimeBuildError, last_line
 from pytest_navigator.model import Model, load
 from pytest_navigator.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.runtime_options import RuntimeOptionError, split_runtime_id, with_options
@@ -33,6 +33,7 @@ from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDef
 from pytest_navigator.samples import digest, random_sample
 from pytest_navigator.settings import Settings
 from pytest_navigator.spec import parse_io_spec, read_sidecar
+from pytest_navigator.truth import PLAIN, Truth, TruthSource
 from pytest_navigator.user_samples import LabeledSample, check_samples, load_sample_files
 from pytest_navigator.verdicts import Comparison, Limit, Verdict, compare
 
@@ -100,6 +101,8 @@ class NavigatorSession:
     _references: dict[Path, Runner] = field(default_factory=dict)
     _examples: dict[Path, Sample] = field(default_factory=dict)
     _reference_outputs: OrderedDict[tuple[Path, str], Sample] = field(default_factory=OrderedDict)
+    _truth_sources: dict[Path, TruthSource] = field(default_factory=dict)
+    _truths: OrderedDict[tuple[Path, str], Truth] = field(default_factory=OrderedDict)
     _run_seed: int | None = None
     #: --navigator-against: the old model every runtime is also measured on, window by window.
     against_model: Model | None = None
@@ -183,13 +186,17 @@ class NavigatorSession:
         return with_options(definition.options, split_runtime_id(runtime)[1], runtime, definition.name)
 
     def precision(self, runtime: str) -> str:
-        """fp32/fp16/...: the definition's, or fp16 where an option turns fp16 on."""
+        """fp32/tf32/fp16/...: the definition's, or what an option turns on (fp16; TF32 on a CUDA
+        device, where matmuls and convolutions then round their inputs to 10 mantissa bits)."""
         if runtime not in self.registry:
             return "fp32"
         options = self.options(runtime)
+        definition = self.registry.get(runtime)
         if getattr(options, "fp16", False) or getattr(options, "trt_fp16", False):
             return "fp16"
-        return self.registry.get(runtime).precision
+        if getattr(options, "tf32", False) and definition.device.startswith("cuda") and definition.precision == "fp32":
+            return "tf32"
+        return definition.precision
 
     # -- building ------------------------------------------------------------------------------
 
@@ -345,6 +352,34 @@ class NavigatorSession:
             self._reference_outputs.popitem(last=False)
         return outputs
 
+    def truth_source(self, model: Model) -> TruthSource:
+        """Where this model's truth comes from (truth.py): a float64 shadow, else a perturbation
+        estimate, else the plain reference; chosen once per model."""
+        if model.path not in self._truth_sources:
+            from pytest_navigator.truth import truth_source
+
+            self._truth_sources[model.path] = truth_source(model, self.reference(model), self._example(model))
+        return self._truth_sources[model.path]
+
+    def truth(self, model: Model, sample: Sample) -> Truth:
+        """The truth of a sample and the reference's own rounding against it, computed once per
+        distinct sample for all runtimes (like reference outputs). A source that fails on this
+        sample leaves it to the fixed tolerance, and says why."""
+        key = (model.path, digest(sample))
+        if key in self._truths:
+            self._truths.move_to_end(key)
+            return self._truths[key]
+        reference = self.reference_outputs(model, sample)
+        source = self.truth_source(model)
+        try:
+            found = source.truth(sample, reference)
+        except Exception as exc:
+            found = Truth(PLAIN, reference, {}, f"the {source.kind} raised {type(exc).__name__}: {last_line(exc)}")
+        self._truths[key] = found
+        if len(self._truths) > REFERENCE_CACHE_SIZE:
+            self._truths.popitem(last=False)
+        return found
+
     def check_correctness(self, model: Model, runtime: str, options: CheckOptions | None = None) -> CorrectnessReport:
         """Check a runtime against the reference (users' samples, then generated ones); raise on disagreement."""
         from pytest_navigator.correctness import check_runtime
@@ -362,6 +397,13 @@ class NavigatorSession:
                 sizes = report.batch_sizes
                 batches = f" at batch sizes {sizes[0]}-{sizes[-1]}" if len(sizes) > 1 else ""
                 record.detail = f"{report.samples} samples{given}{batches}, max abs error {worst:.2g}"
+                ratios = [o for o in report.outputs if o.budget_ratio is not None]
+                if ratios and report.budget_multiple is not None:
+                    top = max(ratios, key=lambda o: o.budget_ratio or 0.0)
+                    record.detail += (
+                        f", error up to {top.budget_ratio:.2g}x the reference's own rounding "
+                        f"({report.budget_multiple:g}x allowed; truth: {top.truth})"
+                    )
                 self.correctness[(model.path, runtime)] = report
         return report
 

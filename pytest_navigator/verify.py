@@ -6,11 +6,15 @@ import abc
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pytest_navigator.config import Sample, VerifyFunction
 from pytest_navigator.errors import NavigatorError
+
+if TYPE_CHECKING:
+    from pytest_navigator.truth import Truth
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +186,16 @@ def structural_problems(expected: Sample, actual: Sample) -> list[str]:
 class ExplainingVerify(abc.ABC):
     """A seed-000 VerifyFunction that can also say why one pair of samples disagrees."""
 
+    #: Whether explain() judges against the truth (truth.py): the check then computes it per sample.
+    uses_truth = False
+
     def __call__(self, expected: Iterable[Sample], actual: Iterable[Sample]) -> bool:
         return all(not self.explain(e, a) for e, a in zip(expected, actual, strict=True))
 
     @abc.abstractmethod
-    def explain(self, expected: Sample, actual: Sample) -> list[str]:
-        """One line per failing output; empty when the pair agrees. Structure failures always count."""
+    def explain(self, expected: Sample, actual: Sample, truth: Truth | None = None) -> list[str]:
+        """One line per failing output; empty when the pair agrees. Structure failures always count.
+        `truth` (for verify functions with uses_truth) is the sample's truth and the reference's own rounding."""
 
     def atol(self, output: str) -> float | None:
         """The absolute tolerance an output is judged by, where there is one (for the vacuous-check warning)."""
@@ -201,7 +209,7 @@ class Allclose(ExplainingVerify):
         self.tolerance = tolerance
         self.per_output = dict(per_output or {})
 
-    def explain(self, expected: Sample, actual: Sample) -> list[str]:
+    def explain(self, expected: Sample, actual: Sample, truth: Truth | None = None) -> list[str]:
         unknown = [name for name in self.per_output if name not in expected]
         if unknown:
             raise VerifyError(
@@ -226,7 +234,7 @@ class _PerOutputVerify(ExplainingVerify):
     def __init__(self, outputs: Iterable[str] | None) -> None:
         self.outputs = None if outputs is None else tuple(outputs)
 
-    def explain(self, expected: Sample, actual: Sample) -> list[str]:
+    def explain(self, expected: Sample, actual: Sample, truth: Truth | None = None) -> list[str]:
         structural = structural_problems(expected, actual)
         if structural:
             return structural
@@ -356,16 +364,25 @@ def cosine(min_similarity: float = 0.999, outputs: Iterable[str] | None = None) 
     return Cosine(float(min_similarity), outputs)
 
 
-def default_verify(precision: str) -> Allclose:
-    """allclose with the documented default tolerance of a runtime's precision (fp32 when unknown)."""
+def tolerance_for(precision: str) -> Allclose:
+    """allclose with the documented fixed tolerance of a runtime's precision (fp32 when unknown)."""
     return Allclose(DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"]))
 
 
-def explain(verify: VerifyFunction, expected: Sample, actual: Sample, fallback: Allclose) -> list[str]:
+def default_verify(precision: str) -> ExplainingVerify:
+    """The default judge: the error budget of a runtime's precision (budget.py; fp32 when unknown)."""
+    from pytest_navigator.budget import ErrorBudget
+
+    return ErrorBudget(precision)
+
+
+def explain(
+    verify: VerifyFunction, expected: Sample, actual: Sample, fallback: Allclose, truth: Truth | None = None
+) -> list[str]:
     """Why `actual` fails `verify`; empty when it passes. A plain seed-000 function only says yes or no,
     so its failures are explained with the `fallback` tolerance's figures, for information."""
     if isinstance(verify, ExplainingVerify):
-        return verify.explain(expected, actual)
+        return verify.explain(expected, actual, truth)
     structural = structural_problems(expected, actual)
     if structural:
         return structural

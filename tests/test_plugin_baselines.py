@@ -338,6 +338,9 @@ def test_the_json_report_validates_against_its_schema(pytester: pytest.Pytester,
     runtimes = {r["name"]: r for r in model["runtimes"]}
     other, cuda = runtimes["other"], runtimes["torch-cuda"]
     assert other["correctness"]["passed"] and other["correctness"]["samples"] >= 2
+    assert other["correctness"]["budget_multiple"] == 16 and other["correctness"]["truth_note"] == ""
+    (output,) = other["correctness"]["outputs"]
+    assert output["truth"] == "float64 shadow" and 0 <= output["budget_ratio"] <= 16
     assert [b["batch_size"] for b in other["profile"]["batches"]] == [1, 2]
     assert all(len(b["windows"]) >= 3 for b in other["profile"]["batches"])
     assert [v["verdict"] for v in other["verdicts"]] == ["pass", "pass"]

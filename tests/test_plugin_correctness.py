@@ -143,3 +143,34 @@ def test_dataloader_fixture_samples_come_first(pytester: pytest.Pytester, mlp: P
     result.stdout.fnmatch_lines(
         ["*sample navigator_dataloader[[]1[]]: input 'input' is float64; the model takes float32*astype('float32')*"]
     )
+
+
+def test_library_debug_logs_do_not_flood_a_failure_report(pytester: pytest.Pytester, mlp: Path) -> None:
+    """Under --log-level=DEBUG, a failing check's captured log holds the user's records, not the
+    libraries' (the artifact cache's file locks, the exporter's and inductor's steps)."""
+    import logging
+
+    from pytest_navigator.plugin import LIBRARY_LOGGERS
+
+    for name in LIBRARY_LOGGERS:  # as in a fresh process: pytester runs in this one
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    pytester.makeconftest(
+        """
+        import logging
+        import pytest
+
+        @pytest.fixture
+        def navigator_verify():
+            def never(expected, actual):
+                logging.getLogger("mine").debug("my own debug line")
+                return False
+            return never
+        """
+    )
+    result = pytester.runpytest(
+        "--navigator-model=mlp.pt2", "--navigator-runtimes=onnxruntime-cpu", "--navigator-examples=1", "--log-level=DEBUG"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Captured log call*", "DEBUG    mine:*my own debug line"])
+    noisy = [line for line in result.stdout.lines if line.startswith("DEBUG") and "mine:" not in line]
+    assert not noisy, noisy[:5]

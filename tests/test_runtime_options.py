@@ -169,7 +169,10 @@ def test_torch_threads_hold_only_while_the_runtime_runs(tiny_models: dict[str, P
 
 def test_fp16_options_change_the_runtime_precision(tiny_models: dict[str, Path]) -> None:
     session = _session(tiny_models[".onnx"])
-    assert session.precision("tensorrt") == "fp32"
+    assert session.precision("tensorrt") == "tf32"  # TensorRT's default: TF32 on, so its budget is TF32's
+    assert session.precision("tensorrt:tf32=false") == "fp32"
+    assert session.precision("torch-cuda:tf32=true") == "tf32" and session.precision("torch-cuda") == "fp32"
+    assert session.precision("torch-cpu:tf32=true") == "fp32"  # no TF32 on a CPU
     assert session.precision("tensorrt:fp16=true") == "fp16"
     assert session.precision("tensorrt-fp16") == "fp16"
     assert session.precision("onnxruntime-tensorrt:trt_fp16=true") == "fp16"

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pytest_navigator.budget import ErrorBudget
 from pytest_navigator.verify import (
     DEFAULT_TOLERANCES,
     Tolerance,
@@ -17,6 +18,7 @@ from pytest_navigator.verify import (
     cosine,
     default_verify,
     explain,
+    tolerance_for,
     topk_agreement,
 )
 
@@ -124,15 +126,19 @@ def test_plain_verify_functions_are_explained_with_figures() -> None:
         return all(np.abs(a["y"] - e["y"]).max() < 0.5 for e, a in zip(expected, actual, strict=True))
 
     ref = {"y": np.array([1.0, 2.0])}
-    assert explain(within_half, ref, {"y": np.array([1.2, 2.0])}, default_verify("fp32")) == []
-    lines = explain(within_half, ref, {"y": np.array([1.7, 2.0])}, default_verify("fp32"))
+    assert explain(within_half, ref, {"y": np.array([1.2, 2.0])}, tolerance_for("fp32")) == []
+    lines = explain(within_half, ref, {"y": np.array([1.7, 2.0])}, tolerance_for("fp32"))
     assert lines[0].startswith(
         "verify function test_plain_verify_functions_are_explained_with_figures.<locals>.within_half returned False"
     )
     assert "max abs error 0.7" in lines[1]
 
 
-def test_default_tolerances_follow_precision() -> None:
-    assert default_verify("fp16").tolerance == DEFAULT_TOLERANCES["fp16"]
-    assert default_verify("something-new").tolerance == DEFAULT_TOLERANCES["fp32"]
+def test_fixed_tolerances_follow_precision() -> None:
+    assert tolerance_for("fp16").tolerance == DEFAULT_TOLERANCES["fp16"]
+    assert tolerance_for("something-new").tolerance == DEFAULT_TOLERANCES["fp32"]
+    # the default verdict is the error budget of the precision, whose fallback is the fixed tolerance
+    budget = default_verify("fp16")
+    assert isinstance(budget, ErrorBudget) and budget.precision == "fp16"
+    assert budget.fixed.tolerance == DEFAULT_TOLERANCES["fp16"]
     assert DEFAULT_TOLERANCES["fp32"].atol < DEFAULT_TOLERANCES["tf32"].atol < DEFAULT_TOLERANCES["fp16"].atol
