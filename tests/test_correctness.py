@@ -94,9 +94,11 @@ def test_a_sign_bug_is_reported_with_a_single_negative_element(tiny_models: dict
     session, model = _session(tiny_models[".pt2"], registry, tmp_path)
     message = _failure(session, model, "negative-bug")
     saved = np.load(_saved(message, tmp_path))["input"]
-    assert saved.shape == (1, 8)
+    # the batch is wherever Hypothesis's shrinker stopped (1, in every release seen); the elements
+    # are simplify's, ours: one -1 and zeros
+    assert saved.shape[1] == 8
     assert int((saved < 0).sum()) == 1 and np.count_nonzero(saved) == 1 and saved.min() == -1.0
-    assert "sample: input float32[1, 8]" in message
+    assert f"sample: input float32[{saved.shape[0]}, 8]" in message
     replay = re.search(r"replay: (.+)", message)
     assert replay and replay[1] == (
         f"pytest --navigator-model={tiny_models['.pt2']} --navigator-runtimes=negative-bug "

@@ -218,7 +218,7 @@ def test_user_runtimes_from_conftest(pytester: pytest.Pytester, tiny_models: dic
         [
             "*test_correctness[[]my-server[]] PASSED*",
             "*wrong-server disagrees with the reference (torch-cpu) on mlp.pt2, judged by error budget (16x the reference's own rounding, fp32):*",
-            "*sample: input float32[[]1, 8[]] (generated; *",
+            "*sample: input float32[[]*, 8[]] (generated; *",
             "*output 'output': error 0.5 against the float64 shadow is *x the reference's own rounding*max abs error 0.5*would pass allclose with atol >= 0.5*",
             "*truth: the float64 shadow*",
             "*building broken-server for mlp.pt2 failed: ConnectionError: server at 127.0.0.1:9 refused the connection*",

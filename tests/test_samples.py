@@ -110,18 +110,16 @@ def test_defaults_reach_edges_large_values_and_large_batches() -> None:
     assert _find(spec, lambda s: s["x"].shape[0] > 4)["x"].shape[0] == 5  # shrinks to the smallest such batch
     big = _find(spec, lambda s: bool((np.abs(s["x"]) >= 100).any()))["x"]
     # a large-magnitude edge value, placed by an edit: the strategy draws nothing larger
-    assert big.shape == (1, 16) and np.abs(big).max() == 100.0
-    assert 1 <= int((np.abs(big) == 100).sum()) <= MAX_EDITS
+    assert np.abs(big).max() == 100.0 and 1 <= int((np.abs(big) == 100).sum()) <= MAX_EDITS
     simple = _shrunk(spec, lambda s: bool((s["x"] == -1).any()))["x"]
-    assert simple.shape == (1, 16) and np.count_nonzero(simple) == 1 and simple.min() == -1.0
+    assert np.count_nonzero(simple) == 1 and simple.min() == -1.0
 
 
 def test_integer_ranges_are_covered_end_to_end() -> None:
     spec = parse_io_spec(["ids:int64[N,32]{0..999}"], "test")
-    top = _find(spec, lambda s: bool((s["ids"] == 999).any()))["ids"]
-    assert top.shape == (1, 32) and top.max() == 999 and top.min() >= 0
+    top = _shrunk(spec, lambda s: bool((s["ids"] == 999).any()))["ids"]
+    assert np.count_nonzero(top) == 1 and top.max() == 999
     many = _shrunk(spec, lambda s: int((s["ids"] > 500).sum()) > 10)["ids"]
-    assert many.shape == (1, 32)  # the smallest batch that holds them
     # exactly the 11 elements the condition needs are left (the first MAX_EDITS of them moved to an
     # edge value); every other element sits at the low end of the range
     kept = many[many != 0]
