@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from pytest_navigator.correctness import default_profile, register_profiles
+from pytest_navigator.hypothesis_profiles import default_profile, register_profiles
 
 pytest_plugins = ("pytester",)
 

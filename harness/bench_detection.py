@@ -102,7 +102,7 @@ def one_run(
         "normalized": compare(runtime, 1, current, stored, limits, batch.stable, normalize=True).verdict.value,
     }
     # a second, independent instance of the same runtime: the "old" side of the A/B pair
-    old_runner = session.registry.get(runtime).build(model, session._context(model, runner.output_names))
+    old_runner = session.builds.build(model, runtime)
     new_batch, old_batch = profile_pair(measured, old_runner, inputs, 1, config)  # type: ignore[arg-type]
     pair = replace(profile, batches=(new_batch,))
     verdicts["ab"] = compare(

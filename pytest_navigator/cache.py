@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from pytest_navigator import options
+
 T = TypeVar("T")
 
 #: Bumped when the entry layout changes; part of every key.
@@ -137,7 +139,7 @@ class ArtifactCache:
                     shutil.rmtree(building, ignore_errors=True)
         restored = self._restore(mode, config, entry, verify=False)  # just written and hashed
         action = "rebuilt" if problem or self.rebuild else "built"
-        self._record(mode, key, action, started, problem or ("--navigator-rebuild" if self.rebuild else ""), entry)
+        self._record(mode, key, action, started, problem or (options.REBUILD if self.rebuild else ""), entry)
         return restored
 
     def _try_restore(self, mode: Mode[Any], config: Any, entry: Path) -> tuple[Any, str]:

@@ -1,7 +1,7 @@
 """The correctness check of one runtime: users' samples first, then Hypothesis-generated ones, shrunk on failure.
 
-Each sample runs through the runtime and the reference (whose outputs the session computes once
-per sample for all runtimes) and is judged by a verify function. A failure is shrunk by
+Each sample runs through the runtime and the reference (references.ReferenceOutputs computes the
+reference's outputs and truth once per sample, for all runtimes) and is judged by a verify function. A failure is shrunk by
 Hypothesis to the simplest failing sample, saved as an .npz under .navigator/failures, and
 reported with every figure needed to see why and a one-line command that replays it.
 """
@@ -9,9 +9,6 @@ reported with every figure needed to see why and a one-line command that replays
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-import shlex
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,9 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_navigator import options
 from pytest_navigator.config import Sample, VerifyFunction
 from pytest_navigator.errors import NavigatorError, last_line
-from pytest_navigator.samples import describe, digest, random_sample, samples, simplify
+from pytest_navigator.failures import replay_command, save_failure, shown
+from pytest_navigator.hypothesis_profiles import (  # noqa: F401 - importable from here, as before the split
+    CI_PROFILE,
+    DEV_PROFILE,
+    default_profile,
+    derandomized,
+    hypothesis_settings,
+    register_profiles,
+)
+from pytest_navigator.samples import describe, random_sample, samples, simplify
 from pytest_navigator.user_samples import LabeledSample
 from pytest_navigator.verify import (
     Allclose,
@@ -36,15 +43,13 @@ from pytest_navigator.verify import (
 
 if TYPE_CHECKING:
     from pytest_navigator.model import Model
+    from pytest_navigator.references import ReferenceOutputs
     from pytest_navigator.runtimes import Runner
-    from pytest_navigator.session import NavigatorSession
     from pytest_navigator.truth import Truth
 
 #: Generated samples per runtime unless --navigator-examples says otherwise: enough to find
 #: shape- and value-dependent bugs, few enough for CI.
 DEFAULT_EXAMPLES = 25
-CI_PROFILE = "navigator-ci"
-DEV_PROFILE = "navigator-dev"
 
 
 class CorrectnessFailure(AssertionError):
@@ -104,6 +109,20 @@ class CorrectnessReport:
     @property
     def samples(self) -> int:
         return self.explicit + self.generated
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (results.RunResults.to_json)."""
+        data = dataclasses.asdict(self)
+        data["outputs"] = [dataclasses.asdict(o) for o in self.outputs]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CorrectnessReport:
+        values = dict(data)
+        values["outputs"] = tuple(OutputSummary(**o) for o in data["outputs"])
+        values["batch_sizes"] = tuple(data["batch_sizes"])
+        values["warnings"] = tuple(data["warnings"])
+        return cls(**values)
 
 
 class _SampleFailed(Exception):
@@ -183,17 +202,42 @@ class _Observed:
         return tuple(summaries)
 
 
-def check_runtime(session: NavigatorSession, model: Model, runtime: str, options: CheckOptions) -> CorrectnessReport:
+@dataclass(frozen=True)
+class CheckContext:
+    """What one runtime's check needs from its run: values, not the session."""
+
+    model: Model
+    runner: Runner
+    reference: ReferenceOutputs
+    #: The runtime's precision (fp32, tf32, fp16, bf16): the error budget's multiple and the fixed tolerance.
+    precision: str = "fp32"
+    #: The configured batch sizes (--navigator-batch-sizes): one random sample at each runs after the generated ones.
+    batch_sizes: tuple[int, ...] = (1, 4)
+    #: The run's seed: every runtime of the run sees the same samples.
+    seed: int = 0
+    #: Whether the seed was drawn for this run (not given, not derandomized): a failure then prints it.
+    seed_drawn: bool = False
+    #: Failing samples and the Hypothesis example database live here.
+    state_dir: Path = Path(".navigator")
+    hypothesis_profile: str | None = None
+    #: Paths in messages are shown relative to where the run was invoked.
+    invocation_dir: Path | None = None
+    #: The replay command needs --navigator-trust-model for pickled models.
+    trust_model: bool = False
+
+
+def check_runtime(context: CheckContext, options: CheckOptions) -> CorrectnessReport:
     """Check one runtime of one model; raise CorrectnessFailure (shrunk, saved, explained) on disagreement."""
-    return _RuntimeCheck(session, model, session.runner(model, runtime), options).run()
+    return _RuntimeCheck(context, options).run()
 
 
 class _RuntimeCheck:
     """The state of one runtime's check: what judges it, what it has seen, how to report a failure."""
 
-    def __init__(self, session: NavigatorSession, model: Model, runner: Runner, options: CheckOptions) -> None:
-        self.session, self.model, self.runner, self.options = session, model, runner, options
-        precision = session.precision(runner.runtime)
+    def __init__(self, context: CheckContext, options: CheckOptions) -> None:
+        self.context, self.options = context, options
+        self.model, self.runner, self.reference = context.model, context.runner, context.reference
+        precision = context.precision
         #: The precision's fixed tolerance: explains plain verify functions' failures, and the vacuous check's atol.
         self.fixed = tolerance_for(precision)
         self.verify = options.verify or default_verify(precision)
@@ -223,7 +267,7 @@ class _RuntimeCheck:
         )
         vacuous = _vacuous_outputs(report, self.verify, self.fixed)
         if vacuous and self.options.strict:
-            raise CorrectnessFailure("\n".join([*vacuous, "(--navigator-strict turns this warning into a failure)"]))
+            raise CorrectnessFailure("\n".join([*vacuous, f"({options.STRICT} turns this warning into a failure)"]))
         for text in vacuous:
             warnings.warn(VacuousCheckWarning(text), stacklevel=3)
         return dataclasses.replace(report, warnings=tuple(vacuous))
@@ -231,11 +275,11 @@ class _RuntimeCheck:
     def check(self, sample: Sample, label: str) -> None:
         """Raise _SampleFailed when the runtime (or the reference) raises or the verify function rejects it."""
         try:
-            expected = self.session.reference_outputs(self.model, sample)
+            expected = self.reference.outputs(sample)
         except NavigatorError:
             raise
         except Exception as exc:
-            reference = self.session.reference(self.model).runtime
+            reference = self.reference.runtime
             problem = f"the reference ({reference}) itself raised {f'{type(exc).__name__}: {last_line(exc)}'}"
             raise _SampleFailed(sample, label, [problem], "reference raised") from exc
         try:
@@ -246,7 +290,7 @@ class _RuntimeCheck:
             raise _SampleFailed(
                 sample, label, [f"{self.runner.runtime} raised {f'{type(exc).__name__}: {last_line(exc)}'}"], "raised"
             ) from exc
-        truth = self.session.truth(self.model, sample) if getattr(self.verify, "uses_truth", False) else None
+        truth = self.reference.truth(sample) if getattr(self.verify, "uses_truth", False) else None
         problems = explain(self.verify, expected, actual, self.fixed, truth)
         self.observed.add(expected, actual, truth, self.verify)
         self.observed.batch_sizes.update(
@@ -265,8 +309,8 @@ class _RuntimeCheck:
         from hypothesis import given, seed
         from hypothesis.errors import Flaky
 
-        session, observed = self.session, self.observed
-        strategy = samples(self.model.io_spec, session.batch_sizes(self.model), self.runner.max_batch_size)
+        context, observed = self.context, self.observed
+        strategy = samples(self.model.io_spec, context.batch_sizes, self.runner.max_batch_size)
 
         def generated_sample_agrees(sample: Sample) -> None:
             observed.generated += 1
@@ -283,8 +327,8 @@ class _RuntimeCheck:
         test = given(sample=strategy.map(_ShownSample))(generated_sample_agrees)
         # One seed for every runtime of the run: they see the same samples, so reference outputs are
         # shared. @seed turns the example database off; the settings applied after it turn it back on.
-        test = seed(session.run_seed)(test)
-        test = hypothesis_settings(session.settings.hypothesis_profile, self.options.examples, session.state_dir)(test)
+        test = seed(context.seed)(test)
+        test = hypothesis_settings(context.hypothesis_profile, self.options.examples, context.state_dir)(test)
         try:
             test()
         except _SampleFailed as failure:
@@ -296,10 +340,10 @@ class _RuntimeCheck:
 
     def _configured_batch_samples(self) -> list[LabeledSample]:
         """One random sample at each configured batch size (--navigator-batch-sizes) the runner takes."""
-        rng = np.random.default_rng(self.session.run_seed)
+        rng = np.random.default_rng(self.context.seed)
         return [
             (f"random sample at batch size {size}", random_sample(self.model.io_spec, size, rng))
-            for size in self.session.batch_sizes(self.model)
+            for size in self.context.batch_sizes
             if self.runner.accepts_batch_size(size)
         ]
 
@@ -320,9 +364,9 @@ class _RuntimeCheck:
         return found[-1]
 
     def _message(self, failure: _SampleFailed) -> str:
-        session, model, runtime = self.session, self.model, self.runner.runtime
-        here = session.settings.invocation_dir
-        reference = session.reference(model).runtime
+        context, model, runtime = self.context, self.model, self.runner.runtime
+        here = context.invocation_dir
+        reference = self.reference.runtime
         lines = [
             f"{runtime} disagrees with the reference ({reference}) on {model.name}, judged by {_verify_name(self.verify)}:"
         ]
@@ -334,25 +378,19 @@ class _RuntimeCheck:
                 f"  sample: {shape} (generated; shrunk over {self.observed.failures} failing tries{shrunk}, then unneeded elements set to the simplest value)"
             )
         else:
-            shown = _shown(Path(failure.label), here) if failure.label.endswith(".npz") else failure.label
-            lines.append(f"  sample: {shown}: {shape}")
+            label = shown(Path(failure.label), here) if failure.label.endswith(".npz") else failure.label
+            lines.append(f"  sample: {label}: {shape}")
         lines += [f"  {problem}" for problem in failure.problems]
         if getattr(self.verify, "uses_truth", False) and failure.kind == "mismatch":
-            lines.append(f"  truth: {describe_truth(session.truth(model, failure.sample))}")
+            lines.append(f"  truth: {describe_truth(self.reference.truth(failure.sample))}")
         if failure.label.endswith(".npz") and Path(failure.label).is_file():
             saved = Path(failure.label)
         else:
-            saved = save_failure(session.state_dir, model, runtime, failure.sample)
-        lines.append(f"  saved: {_shown(saved, here)}")
-        lines.append(f"  replay: {replay_command(session, model, runtime, saved)}")
-        if (
-            failure.label == "generated"
-            and session.settings.seed is None
-            and not derandomized(session.settings.hypothesis_profile)
-        ):
-            lines.append(
-                f"  run seed: {session.run_seed} (rerun every check alike with --navigator-seed={session.run_seed})"
-            )
+            saved = save_failure(context.state_dir, model, runtime, failure.sample)
+        lines.append(f"  saved: {shown(saved, here)}")
+        lines.append(f"  replay: {replay_command(model, runtime, saved, here, context.trust_model)}")
+        if failure.label == "generated" and context.seed_drawn:
+            lines.append(f"  run seed: {context.seed} (rerun every check alike with {options.SEED}={context.seed})")
         return "\n".join(lines)
 
 
@@ -369,71 +407,6 @@ def describe_truth(truth: Truth) -> str:
 
 def _verify_name(verify: VerifyFunction) -> str:
     return repr(verify) if isinstance(verify, ExplainingVerify) else getattr(verify, "__qualname__", repr(verify))
-
-
-def register_profiles() -> None:
-    """navigator-ci: derandomized, the same samples every run. navigator-dev: new samples each run,
-    failures remembered between runs. Neither has a deadline (compilation makes first calls slow)."""
-    from hypothesis import HealthCheck, settings
-
-    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
-    # From Hypothesis's own defaults, not from whatever profile is loaded (under CI, Hypothesis
-    # loads its "ci" profile, which is derandomized and has no database).
-    base = settings.get_profile("default")
-    settings.register_profile(
-        CI_PROFILE, base, derandomize=True, deadline=None, suppress_health_check=quiet, print_blob=True
-    )
-    settings.register_profile(DEV_PROFILE, base, derandomize=False, deadline=None, suppress_health_check=quiet)
-
-
-def default_profile() -> str:
-    return CI_PROFILE if os.environ.get("CI") else DEV_PROFILE
-
-
-def hypothesis_settings(profile: str | None, examples: int, state_dir: Path) -> Any:
-    from hypothesis import HealthCheck, Phase, settings
-    from hypothesis.database import DirectoryBasedExampleDatabase
-
-    register_profiles()
-    parent = settings.get_profile(profile or default_profile())
-    extra: dict[str, Any] = {}
-    if not parent.derandomize:
-        extra["database"] = DirectoryBasedExampleDatabase(str(state_dir / "hypothesis"))
-    return settings(
-        parent,
-        max_examples=examples,
-        deadline=None,
-        report_multiple_bugs=False,
-        phases=[p for p in Phase if p is not Phase.explain],  # explaining re-runs the model many times
-        suppress_health_check=[*parent.suppress_health_check, HealthCheck.too_slow, HealthCheck.data_too_large],
-        **extra,
-    )
-
-
-def save_failure(state_dir: Path, model: Model, runtime: str, sample: Sample) -> Path:
-    """Save a failing sample's inputs as <state>/failures/<model>/<runtime>-<hash>.npz (loadable by --navigator-samples)."""
-    folder = state_dir / "failures" / _safe(model.name)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_safe(runtime)}-{digest(sample)[:12]}.npz"
-    temporary = path.with_name(path.name + ".tmp.npz")
-    arrays: dict[str, Any] = {name: np.asarray(array) for name, array in sample.items()}
-    np.savez(temporary, **arrays)
-    temporary.replace(path)
-    return path
-
-
-def replay_command(session: NavigatorSession, model: Model, runtime: str, saved: Path) -> str:
-    here = session.settings.invocation_dir
-    parts = [
-        "pytest",
-        f"--navigator-model={_shown(model.path, here)}",
-        f"--navigator-runtimes={runtime}",
-        f"--navigator-samples={_shown(saved, here)}",
-        "--navigator-examples=0",
-    ]
-    if session.settings.trust_model:
-        parts.append("--navigator-trust-model")
-    return shlex.join(parts)
 
 
 def _vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback: Allclose) -> list[str]:
@@ -455,23 +428,3 @@ def _vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback
     return found
 
 
-def derandomized(profile: str | None) -> bool:
-    """Whether the Hypothesis profile in force draws the same samples every run."""
-    from hypothesis import settings
-
-    register_profiles()
-    return bool(settings.get_profile(profile or default_profile()).derandomize)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.\-]+", "_", name)
-
-
-def _shown(path: Path, here: Path | None) -> str:
-    """A path relative to where pytest was invoked when it is under it, else absolute."""
-    if here is not None:
-        try:
-            return str(path.resolve().relative_to(here.resolve()))
-        except ValueError:
-            pass
-    return str(path)

@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_navigator import options
+
 if TYPE_CHECKING:
+    from pytest_navigator.builds import RuntimePlan
     from pytest_navigator.correctness import CorrectnessReport
     from pytest_navigator.model import Model
     from pytest_navigator.profiler import RuntimeProfile
-    from pytest_navigator.session import NavigatorSession, RuntimePlan
+    from pytest_navigator.session import NavigatorSession
 
 SESSION_KEY: pytest.StashKey[NavigatorSession] = pytest.StashKey()
 
@@ -122,55 +125,42 @@ def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, 
 
 def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any) -> RuntimeProfile:
     """Profile one runtime with the options, updated by the navigator marker and call arguments, and
-    judge it against the stored baseline. Skip when profiling is off; fail when the measurement is
-    unstable (INCONCLUSIVE; a warning with --navigator-inconclusive=warn), when it REGRESSED, or
-    when there is no baseline under --navigator-require-baseline. --update-baselines accepts any
-    stable speed."""
-    from pytest_navigator.profiler import PerformanceFailure, check_profile
+    judge it (gate.decide): skip when profiling is off, fail or warn as the gate's outcome says."""
+    from pytest_navigator.gate import Outcome, decide
+    from pytest_navigator.profiler import PerformanceFailure
     from pytest_navigator.settings import profiler_config
-    from pytest_navigator.verdicts import Verdict, parse_thresholds
+    from pytest_navigator.verdicts import parse_thresholds
 
     session = node.config.stash[SESSION_KEY]
     settings = _marker_settings(node, overrides)
     chosen = {k: settings[k] for k in _PROFILE_SETTINGS if k in settings}
     config = profiler_config(session.settings.profiler, f"{node.nodeid}: ", **chosen)
     if not config.run_profiling:
-        pytest.skip("profiling is off (--navigator-no-profile or navigator(profile=False))")
-    limits = parse_thresholds(
-        settings.get("thresholds", session.settings.thresholds),
-        f"{node.nodeid}: thresholds" if "thresholds" in settings else "--navigator-thresholds",
+        pytest.skip(f"profiling is off ({options.NO_PROFILE} or navigator(profile=False))")
+    limits = (
+        parse_thresholds(settings["thresholds"], f"{node.nodeid}: thresholds")
+        if "thresholds" in settings
+        else session.settings.limits
     )
     profile = session.profile(model, runtime, config)
     comparisons = session.judge(model, runtime, profile, limits)
-    try:
-        check_profile(profile, model.name)
-    except PerformanceFailure as unstable:
-        if session.settings.inconclusive != "warn":
-            raise
+    outcome = decide(
+        runtime,
+        model.name,
+        profile,
+        comparisons,
+        inconclusive=session.settings.inconclusive,
+        update=session.settings.update_baselines,
+        require_baseline=session.settings.require_baseline,
+        judged_against=session.judged_against(model),
+        hardware=session.hardware(runtime),
+    )
+    if outcome.warning:
         import warnings
 
-        warnings.warn(InconclusiveWarning(f"INCONCLUSIVE: {unstable}"), stacklevel=1)
-    if session.settings.update_baselines:
-        return profile
-    regressed = [c for c in comparisons if c.verdict is Verdict.REGRESSED]
-    if regressed:
-        against = (
-            f"{session.against_model.path} (A/B, measured side by side)"
-            if session.against_model is not None
-            else session.baseline_store.path_for(model.name, model.fingerprint)
-        )
-        raise PerformanceFailure(
-            f"{runtime} on {model.name} regressed against {against}:\n"
-            + "\n".join(c.describe() for c in regressed)
-            + "\nIf the slowdown is intended, accept it with --update-baselines (and commit the baseline file)."
-        )
-    new = [c for c in comparisons if c.verdict is Verdict.NEW]
-    if new and session.settings.require_baseline:
-        raise PerformanceFailure(
-            f"{runtime} on {model.name}: no baseline for batch size {', '.join(str(c.batch_size) for c in new)} on "
-            f"{session.hardware(runtime)} in {session.baseline_store.path_for(model.name, model.fingerprint)} "
-            "(--navigator-require-baseline); record one with --update-baselines."
-        )
+        warnings.warn(InconclusiveWarning(outcome.warning), stacklevel=1)
+    if outcome.outcome is Outcome.FAIL:
+        raise PerformanceFailure(outcome.message)
     return profile
 
 
@@ -200,5 +190,5 @@ def run_check(
     examples = settings.get("examples", session.settings.examples)
     if not isinstance(examples, int) or examples < 0:
         raise OptionError(f"{node.nodeid}: examples={examples!r}; give a whole number >= 0.")
-    options = CheckOptions(verify, examples, tuple(explicit), bool(settings.get("strict", session.settings.strict)))
-    return session.check_correctness(model, runtime, options)
+    check = CheckOptions(verify, examples, tuple(explicit), bool(settings.get("strict", session.settings.strict)))
+    return session.check_correctness(model, runtime, check)

@@ -23,40 +23,37 @@ SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 
 def build_report(session: NavigatorSession) -> dict[str, Any]:
+    """The report of a run: its RunResults, with the device and settings it ran under."""
     from pytest_navigator.telemetry import fingerprint
-    from pytest_navigator.verdicts import parse_thresholds
 
-    settings = session.settings
+    settings, results = session.settings, session.results
     models = []
-    for model in session.models.values():
+    for path, info in results.models.items():
         runtimes = []
-        for (path, runtime), record in session.records.items():
-            if path != model.path:
-                continue
-            definition = session.registry.get(runtime) if runtime in session.registry else None
+        for record in results.of_model(path):
             runtimes.append(
                 {
-                    "name": runtime,
-                    "device": definition.device if definition else None,
-                    "precision": session.precision(runtime) if definition else None,
-                    "status": record.status,
+                    "name": record.runtime,
+                    "device": record.device,
+                    "precision": record.precision,
+                    "status": record.status.value,
                     "detail": record.detail,
                     "build_seconds": record.build_seconds,
                     "artifacts": list(record.artifacts),
-                    "correctness": _correctness(session.correctness.get((path, runtime))),
-                    "profile": _profile(session.profiles.get((path, runtime))),
-                    "against_profile": _profile(session.against_profiles.get((path, runtime))),
-                    "verdicts": [c.to_dict() for c in session.comparisons.get((path, runtime), [])],
+                    "correctness": _correctness(record.correctness),
+                    "profile": _profile(record.profile),
+                    "against_profile": _profile(record.against_profile),
+                    "verdicts": [c.to_dict() for c in record.comparisons],
                 }
             )
         models.append(
             {
-                "name": model.name,
-                "path": str(model.path),
-                "sha256": model.fingerprint,
-                "format": model.format.value,
-                "inputs": str(model.io_spec),
-                "baseline_file": str(session.baseline_store.path_for(model.name, model.fingerprint)),
+                "name": info.name,
+                "path": str(info.path),
+                "sha256": info.fingerprint,
+                "format": info.format,
+                "inputs": info.inputs,
+                "baseline_file": str(session.baseline_store.path_for(info.name, info.fingerprint)),
                 "runtimes": runtimes,
             }
         )
@@ -66,7 +63,7 @@ def build_report(session: NavigatorSession) -> dict[str, Any]:
         "device": fingerprint(),
         "settings": {
             "profiler": settings.profiler.to_dict(),
-            "thresholds": {m: str(limit) for m, limit in parse_thresholds(settings.thresholds).items()},
+            "thresholds": {m: str(limit) for m, limit in settings.limits.items()},
             "normalize": settings.normalize,
             "against": str(session.against_model.path) if session.against_model else None,
             "update_baselines": settings.update_baselines,

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_navigator import options
 from pytest_navigator.config import Format
 from pytest_navigator.errors import ModelLoadError, SpecError, first_line
 from pytest_navigator.spec import IOSpec, bind, from_exported_program, from_onnx, resolve
 
 ACCEPTED = (
     "TorchScript (torch.jit.save), a torch.export archive (torch.export.save, .pt2), "
-    "ONNX (.onnx), or a pickled nn.Module (torch.save, only with --navigator-trust-model)"
+    f"ONNX (.onnx), or a pickled nn.Module (torch.save, only with {options.TRUST_MODEL})"
 )
 
 _PICKLE = "pickle"  # detected kind for torch.save files; not a Format until trusted
@@ -138,7 +139,7 @@ def load(path: str | Path, *, trust: bool = False, user_specs: Sequence[IOSpec |
             raise ModelLoadError(
                 f"{label} is a pickled torch object (torch.save). Unpickling runs arbitrary code stored "
                 "in the file, so pytest-navigator refuses it by default. If you trust this file, pass "
-                "--navigator-trust-model (or set navigator_trust_model = true in the ini file); better, "
+                f"{options.TRUST_MODEL} (or set navigator_trust_model = true in the ini file); better, "
                 "save it with torch.export.save (.pt2) or torch.jit.save, which load without running code."
             )
         source, fmt = _load_pickle(path), Format.TORCH

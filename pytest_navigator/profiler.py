@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pytest_navigator import options
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.runtimes.base import Runner
 from pytest_navigator.telemetry import DeviceReading
@@ -354,9 +355,9 @@ class PerformanceFailure(AssertionError):
 
 #: What to try when a measurement will not settle.
 UNSTABLE_HINT = (
-    "hint: measure longer windows (--navigator-window=200 in count mode, or --navigator-mode=time "
-    "--navigator-window=5000), allow more windows (--navigator-max-trials=20) or a looser "
-    "--navigator-stability, or run on a quieter machine (no other jobs, fixed CPU frequency, a GPU not shared)."
+    f"hint: measure longer windows ({options.WINDOW}=200 in count mode, or {options.MODE}=time "
+    f"{options.WINDOW}=5000), allow more windows ({options.MAX_TRIALS}=20) or a looser "
+    f"{options.STABILITY}, or run on a quieter machine (no other jobs, fixed CPU frequency, a GPU not shared)."
 )
 
 

@@ -1,4 +1,7 @@
-"""Terminal summaries of a navigator run, as tables (tabulate)."""
+"""Terminal summaries of a navigator run, as tables (tabulate), read from its RunResults.
+
+tabulate rather than hand-padded columns: it aligns numbers and handles wide cells.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +16,17 @@ def runtime_table(session: NavigatorSession) -> str:
     from tabulate import tabulate
 
     rows = []
-    for (path, runtime), record in session.records.items():
-        model = session.models.get(path)
-        device = session.registry.get(runtime).device if runtime in session.registry else "?"
+    results = session.results
+    for (path, runtime), record in results.runtimes.items():
+        model = results.models.get(path)
+        device = record.device or (session.registry.get(runtime).device if runtime in session.registry else "?")
         build = "" if record.build_seconds is None else f"{record.build_seconds:.1f}"
         rows.append(
             [
                 model.name if model else path.name,
                 runtime,
                 device,
-                record.status,
+                record.status.value,
                 build,
                 record.cache_summary,
                 record.detail,
@@ -47,13 +51,15 @@ def performance_summary(session: NavigatorSession) -> str:
         device += f"; GPU: {gpu['count']} x {gpu['names'][0]}, driver {gpu['driver']}, CUDA {gpu['cuda']}"
     libraries = ", ".join(f"{k} {v}" for k, v in facts["libraries"].items() if k != "pytest-navigator")
     rows, stops, best = [], [], []
-    measured = [(key, profile, False) for key, profile in session.profiles.items()]
-    measured += [(key, profile, True) for key, profile in session.against_profiles.items()]
-    for (path, runtime), profile, is_old in measured:
-        model = session.models[path].name if path in session.models else path.name
+    results = session.results
+    measured = [(r, r.profile, False) for r in results.runtimes.values() if r.profile is not None]
+    measured += [(r, r.against_profile, True) for r in results.runtimes.values() if r.against_profile is not None]
+    for record, profile, is_old in measured:
+        path, runtime = record.model, record.runtime
+        model = results.models[path].name if path in results.models else path.name
         if is_old and session.against_model is not None:
             model = f"{session.against_model.name} (A/B old)"
-        verdicts = {} if is_old else {c.batch_size: c for c in session.comparisons.get((path, runtime), [])}
+        verdicts = {} if is_old else {c.batch_size: c for c in record.comparisons}
         for batch in profile.batches:
             if batch.status == "error":
                 rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", ""])
@@ -130,14 +136,13 @@ def baseline_summary(session: NavigatorSession) -> str:
     written. Always: stored entries for this machine that no test of the run used (kept)."""
     from tabulate import tabulate
 
-    from pytest_navigator.baselines import BaselineError
-
     lines = []
-    for outcome in session.baseline_updates.values():
-        if isinstance(outcome, BaselineError):
-            lines.append(f"not updated: {outcome}")
+    results = session.results
+    for outcome in results.baseline_updates.values():
+        if outcome.error is not None:
+            lines.append(f"not updated: {outcome.error}")
             continue
-        written, changes = outcome
+        written, changes = outcome.path, outcome.changes
         rows = []
         for (hardware, runtime, size), old, new in changes:
             before = old.get("throughput") if old else None
@@ -157,9 +162,11 @@ def baseline_summary(session: NavigatorSession) -> str:
             )
         )
     if session.settings.update_baselines:
-        for (path, runtime), profile in session.profiles.items():
-            record = session.records.get((path, runtime))
-            if record is not None and record.status != "passed":
+        for record in results.runtimes.values():
+            path, runtime, profile = record.model, record.runtime, record.profile
+            if profile is None:
+                continue
+            if record.status != "passed":
                 why = (
                     "correctness was not checked in this run"
                     if record.status == "built"

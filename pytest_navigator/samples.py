@@ -141,6 +141,22 @@ def random_sample(io_spec: IOSpec, batch_size: int, rng: np.random.Generator) ->
     return sample
 
 
+#: The profiler rotates up to this many distinct samples per batch size ...
+PROFILE_INPUTS = 8
+#: ... as long as they fit in this many bytes (at least 2 samples are always made).
+PROFILE_INPUT_BYTES = 256 * 2**20
+
+
+def profiling_inputs(io_spec: IOSpec, batch_size: int) -> list[Sample]:
+    """Distinct random samples of one batch size for the profiler to rotate through: up to
+    PROFILE_INPUTS of them within PROFILE_INPUT_BYTES, the same ones in every run (seeded by size)."""
+    rng = np.random.default_rng(batch_size)  # the stream random_samples(seed=batch_size) draws from
+    found = [random_sample(io_spec, batch_size, rng)]
+    size = max(sum(a.nbytes for a in found[0].values()), 1)
+    count = max(2, min(PROFILE_INPUTS, PROFILE_INPUT_BYTES // size))
+    return found + [random_sample(io_spec, batch_size, rng) for _ in range(count - 1)]
+
+
 def random_samples(io_spec: IOSpec, batch_sizes: Sequence[int], per_batch: int = 1, seed: int = 0) -> list[Sample]:
     """`per_batch` distinct samples for each batch size, the same for the same seed."""
     rng = np.random.default_rng(seed)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pytest_navigator import options
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, ProfilerConfigError
 from pytest_navigator.errors import NavigatorError
+
+if TYPE_CHECKING:
+    from pytest_navigator.verdicts import Limit
 
 DEFAULT_BATCH_SIZES = (1, 4)
 
@@ -65,6 +70,91 @@ class Settings:
     #: --navigator-rebuild: build every artifact again and overwrite its cache entry.
     rebuild: bool = False
 
+    @functools.cached_property
+    def limits(self) -> dict[str, Limit]:
+        """The thresholds, parsed once (verdicts.parse_thresholds; a bad value names the option)."""
+        from pytest_navigator.verdicts import parse_thresholds
+
+        return parse_thresholds(self.thresholds)
+
+
+def settings_from(
+    cli: Callable[[str], Any],
+    ini: Callable[[str], Any],
+    *,
+    invocation_dir: Path,
+    rootdir: Path,
+    hypothesis_profile: str | None = None,
+) -> Settings:
+    """Settings from option values: `cli(dest)` is the command line's value (None when not given),
+    `ini(name)` the ini file's. The command line wins; repeatable options (inputs, runtime options)
+    keep both, the command line's last. Paths on the command line are relative to where the run was
+    invoked; the artifact cache, baselines and state default to folders under the rootdir."""
+    from pytest_navigator.runtime_options import parse_option_specs
+
+    def value(flag: str) -> Any:
+        option = options.BY_FLAG[flag]
+        given = cli(option.dest)
+        return given if given is not None or option.ini is None else ini(option.ini)
+
+    cli_models = cli("navigator_models")
+    models = [invocation_dir / p for p in cli_models] if cli_models else [Path(p) for p in ini("navigator_models") or ()]
+    batch_sizes = value(options.BATCH_SIZES)
+    profiler = profiler_config(
+        ProfilerConfig(),
+        mode=value(options.MODE) or None,
+        window=value(options.WINDOW) or None,
+        stability=value(options.STABILITY) or None,
+        max_trials=value(options.MAX_TRIALS) or None,
+        profile=False if value(options.NO_PROFILE) else None,
+        batch_sizes=batch_sizes or None,
+    )
+    inconclusive = (value(options.INCONCLUSIVE) or "fail").strip().lower()
+    if inconclusive not in ("fail", "warn"):
+        raise OptionError(f"{options.INCONCLUSIVE}={inconclusive!r}: give 'fail' or 'warn'.")
+    runtime_options = parse_option_specs(ini("navigator_runtime_options") or (), "navigator_runtime_options")
+    for runtime, values in parse_option_specs(cli("navigator_runtime_options") or (), options.RUNTIME_OPTION).items():
+        runtime_options.setdefault(runtime, {}).update(values)  # the command line wins over the ini
+    cache = value(options.CACHE) or None
+    cache_dir = (
+        rootdir / ".navigator" / "cache"
+        if cache is None
+        else None
+        if cache.strip().lower() == "none"
+        else invocation_dir / cache
+    )
+    baselines, report, samples = value(options.BASELINES), value(options.REPORT), value(options.SAMPLES)
+    seed, against = value(options.SEED), value(options.AGAINST) or None
+    settings = Settings(
+        models=tuple(dict.fromkeys(Path(m).absolute() for m in models)),
+        cli_inputs=tuple(cli("navigator_inputs") or ()),
+        ini_inputs=tuple(ini("navigator_inputs") or ()),
+        runtimes=parse_runtimes(value(options.RUNTIMES)),
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        trust_model=bool(value(options.TRUST_MODEL)),
+        baselines_dir=Path(baselines) if baselines else rootdir / "baselines",
+        report_path=invocation_dir / report if report else None,
+        update_baselines=bool(value(options.UPDATE_BASELINES)),
+        examples=parse_count(value(options.EXAMPLES), options.EXAMPLES, 25),
+        samples_path=invocation_dir / samples if samples else None,
+        strict=bool(value(options.STRICT)),
+        hypothesis_profile=hypothesis_profile,
+        seed=parse_count(seed, options.SEED, 0) if seed not in (None, "") else None,
+        state_dir=rootdir / ".navigator",
+        invocation_dir=invocation_dir,
+        profiler=profiler,
+        thresholds=value(options.THRESHOLDS) or None,
+        require_baseline=bool(value(options.REQUIRE_BASELINE)),
+        inconclusive=inconclusive,
+        normalize=bool(value(options.NORMALIZE)),
+        against=invocation_dir / against if against else None,
+        runtime_options=runtime_options,
+        cache_dir=cache_dir,
+        rebuild=bool(value(options.REBUILD)),
+    )
+    settings.limits  # noqa: B018 - a bad threshold stops the run now, naming the option
+    return settings
+
 
 def parse_runtimes(value: str | None) -> tuple[str, ...] | None:
     """'torch-cpu, onnxruntime-cpu' -> names; empty or None -> None (every runtime)."""
@@ -73,7 +163,7 @@ def parse_runtimes(value: str | None) -> tuple[str, ...] | None:
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
-def parse_batch_sizes(value: str | Sequence[int] | None, option: str = "--navigator-batch-sizes") -> tuple[int, ...]:
+def parse_batch_sizes(value: str | Sequence[int] | None, option: str = options.BATCH_SIZES) -> tuple[int, ...]:
     """'1,4,8' -> (1, 4, 8), sorted and de-duplicated; anything else names the option and the value."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return DEFAULT_BATCH_SIZES
@@ -106,11 +196,11 @@ def parse_count(value: str | int | None, option: str, default: int) -> int:
 
 #: Marker and fixture settings of the profiler, with the option each mirrors.
 PROFILER_SETTINGS = {
-    "mode": "--navigator-mode",
-    "window": "--navigator-window",
-    "stability": "--navigator-stability",
-    "max_trials": "--navigator-max-trials",
-    "profile": "--navigator-no-profile",
+    "mode": options.MODE,
+    "window": options.WINDOW,
+    "stability": options.STABILITY,
+    "max_trials": options.MAX_TRIALS,
+    "profile": options.NO_PROFILE,
 }
 
 _MODES = {
@@ -136,7 +226,7 @@ def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> Pro
         key = mode.value if isinstance(mode, MeasurementMode) else str(mode).strip().lower()
         if key not in _MODES:
             raise OptionError(
-                f"{where}--navigator-mode={mode!r}: give 'count' (windows of N requests) or 'time' (windows of N ms)."
+                f"{where}{options.MODE}={mode!r}: give 'count' (windows of N requests) or 'time' (windows of N ms)."
             )
         changes["measurement_mode"] = _MODES[key]
     window = values.get("window")
@@ -144,7 +234,7 @@ def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> Pro
         count_mode = changes.get("measurement_mode", base.measurement_mode) is MeasurementMode.COUNT_WINDOWS
         number = _number(
             window,
-            "--navigator-window",
+            options.WINDOW,
             where,
             "requests per window (count mode) or milliseconds (time mode), e.g. 50",
             integer=count_mode,
@@ -154,11 +244,11 @@ def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> Pro
     if stability is not None:
         text = str(stability).strip().removesuffix("%")
         changes["stability_percentage"] = _number(
-            text, "--navigator-stability", where, "a percentage in (0, 100], e.g. 10"
+            text, options.STABILITY, where, "a percentage in (0, 100], e.g. 10"
         )
     if values.get("max_trials") is not None:
         changes["max_trials"] = _number(
-            values["max_trials"], "--navigator-max-trials", where, "an integer >= 3, e.g. 10", integer=True
+            values["max_trials"], options.MAX_TRIALS, where, "an integer >= 3, e.g. 10", integer=True
         )
     if values.get("profile") is not None:
         changes["run_profiling"] = bool(values["profile"])
@@ -167,10 +257,10 @@ def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> Pro
     try:
         return ProfilerConfig.from_dict({**base.to_dict(), **changes})
     except ProfilerConfigError as exc:
-        options = ", ".join(
+        given = ", ".join(
             f"{PROFILER_SETTINGS[k]}={values[k]!r}" for k in PROFILER_SETTINGS if values.get(k) is not None
         )
-        raise OptionError(f"{where}{options}: {exc}") from None
+        raise OptionError(f"{where}{given}: {exc}") from None
 
 
 def _number(value: Any, option: str, where: str, accepted: str, integer: bool = False) -> Any:

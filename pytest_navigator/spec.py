@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_navigator import options
 from pytest_navigator.errors import SpecError
 
 #: dtypes a spec may name; numpy names, because a Sample holds numpy arrays.
@@ -140,7 +141,7 @@ def _point_at(text: str, part: str, source: str, problem: str) -> SpecError:
     )
 
 
-def parse_tensor_spec(text: str, source: str = "--navigator-input") -> TensorSpec:
+def parse_tensor_spec(text: str, source: str = options.INPUT) -> TensorSpec:
     """Parse 'input:float32[N,3,224,224]' or 'ids:int64[N,128]{0..30521}'."""
     match = _SPEC_RE.match(text)
     if match is None:
@@ -351,7 +352,7 @@ def _narrow(own: TensorSpec, given: TensorSpec, source: str, model_label: str) -
 
 def _missing_spec_message(model_label: str, signature: Sequence[str] | None) -> str:
     names = list(signature) if signature else ["input"]
-    example = " ".join(f'--navigator-input "{n}:float32[N,...]"' for n in names)
+    example = " ".join(f'{options.INPUT} "{n}:float32[N,...]"' for n in names)
     return (
         f"{model_label} does not say what inputs it takes (TorchScript and pickled modules carry no "
         f"input spec). Give one input spec per forward() argument, in order, e.g.\n    {example}\n"

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_navigator import options
 from pytest_navigator.config import Sample, SizedDataLoader
 from pytest_navigator.errors import SampleError
 from pytest_navigator.spec import IOSpec, TensorSpec
@@ -17,7 +18,7 @@ from pytest_navigator.spec import IOSpec, TensorSpec
 LabeledSample = tuple[str, Sample]
 
 
-def load_sample_files(path: Path, option: str = "--navigator-samples") -> list[LabeledSample]:
+def load_sample_files(path: Path, option: str = options.SAMPLES) -> list[LabeledSample]:
     """An .npz file (keys are input names), or every .npz file in a folder, sorted by name."""
     if not path.exists():
         raise SampleError(f"{option}={path}: no such file or folder; give an .npz file or a folder of .npz files.")

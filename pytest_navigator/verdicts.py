@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pytest_navigator import options
 from pytest_navigator.errors import NavigatorError
 
 #: Accepted metrics: throughput is a lower bound, latencies upper bounds.
@@ -58,7 +59,7 @@ class Limit:
         return f"{self.metric}={self.value * 100:g}%" if self.relative else f"{self.metric}={self.value:g}"
 
 
-def parse_thresholds(value: str | Mapping[str, Any] | None, where: str = "--navigator-thresholds") -> dict[str, Limit]:
+def parse_thresholds(value: str | Mapping[str, Any] | None, where: str = options.THRESHOLDS) -> dict[str, Limit]:
     """'throughput=95%,p99=120%' or {"throughput": "95%", "p95": 12.0} over the defaults; a bad one
     names the option, the value and what is accepted."""
     merged: dict[str, Any] = dict(DEFAULT_THRESHOLDS)

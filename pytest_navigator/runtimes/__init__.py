@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from pytest_navigator import options
 from pytest_navigator.errors import RuntimeSelectionError
 from pytest_navigator.runtimes.base import (
     ALL_FORMATS,
@@ -92,7 +93,7 @@ class Registry:
         unknown = [n for n in wanted if n not in self._definitions]
         if unknown:
             raise RuntimeSelectionError(
-                f"--navigator-runtimes: unknown runtime {', '.join(map(repr, unknown))}; known runtimes: {', '.join(self.names)}."
+                f"{options.RUNTIMES}: unknown runtime {', '.join(map(repr, unknown))}; known runtimes: {', '.join(self.names)}."
             )
         return [self._definitions[n] for n in dict.fromkeys(wanted)]
 

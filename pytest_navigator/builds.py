@@ -1,0 +1,231 @@
+"""Runtime identity and builds: which runtimes a model gets, their ids and options, the reference, and
+every runner built once per run (a build error is remembered and raised again for each of its tests).
+
+Also the batch-size policy that builds must know in advance: the sizes generated samples range
+over, the configured ones, and the profiler's (a TensorRT profile or a traced plan sized for fewer
+would fail the sizes it was not built for).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_navigator import options as option_names
+from pytest_navigator.cache import ArtifactCache
+from pytest_navigator.config import Format, Sample
+from pytest_navigator.errors import NavigatorError, RuntimeBuildError
+from pytest_navigator.model import Model
+from pytest_navigator.results import RunResults, Status
+from pytest_navigator.runtime_options import RuntimeOptionError, split_runtime_id, with_options
+from pytest_navigator.runtime_options import runtime_id as format_runtime_id
+from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
+from pytest_navigator.samples import random_sample
+from pytest_navigator.settings import Settings
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    """A runtime chosen for a model, with the reason it is skipped here (None: it runs)."""
+
+    definition: RuntimeDefinition
+    skip_reason: str | None
+
+    #: The runtime id: its name, plus the options that differ from its defaults.
+    runtime_id: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.runtime_id or self.definition.name
+
+
+class Builds:
+    """The runtimes of a run: planned per model, identified with their options, built once."""
+
+    def __init__(self, settings: Settings, registry: Registry, results: RunResults, workdir: Path) -> None:
+        self.settings, self.registry, self.results, self.workdir = settings, registry, results, workdir
+        self._runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = {}
+        self._references: dict[Path, Runner] = {}
+        self._examples: dict[Path, Sample] = {}
+        self._cache: ArtifactCache | None = None
+
+    # -- identity --------------------------------------------------------------------------------
+
+    def plan(self, model: Model) -> list[RuntimePlan]:
+        """The runtimes to test for a model: the selected ones, or every one its format can use."""
+        explicit = self.settings.runtimes is not None
+        chosen = self.registry.select(self.settings.runtimes)
+        plans = [
+            RuntimePlan(d, d.unavailable_reason(model), self.runtime_id(d.name))
+            for d in chosen
+            if explicit or d.applies_to(model)
+        ]
+        for plan in plans:
+            result = self.results.result(model.path, plan.name)
+            result.device, result.precision = plan.definition.device, self.precision(plan.name)
+            if plan.skip_reason:
+                result.status, result.detail = Status.SKIPPED, plan.skip_reason
+        return plans
+
+    def runtime_id(self, name: str, overrides: Mapping[str, Any] | None = None, where: str = "") -> str:
+        """The id of runtime `name` with this run's options (--navigator-runtime-option, ini) updated
+        by `overrides` (a marker's): `name` or `name:key=value,...`. Bad options raise RuntimeOptionError."""
+        where = where or option_names.RUNTIME_OPTION
+        if name not in self.registry:
+            raise RuntimeOptionError(
+                f"{where}: unknown runtime {name!r}; known runtimes: {', '.join(self.registry.names)}."
+            )
+        definition = self.registry.get(name)
+        values = dict(self.settings.runtime_options.get(definition.name, {}))
+        values.update(overrides or {})
+        if definition.options is None:
+            if values:
+                raise RuntimeOptionError(
+                    f"{where}: {definition.name} takes no options (got {', '.join(sorted(values))})."
+                )
+            return definition.name
+        configured = with_options(definition.options, values, where, definition.name)
+        return format_runtime_id(definition.name, configured, definition.options)
+
+    def options(self, runtime: str) -> Any:
+        """The options config of a runtime id (None for runtimes that take none)."""
+        definition = self.registry.get(runtime)
+        if definition.options is None:
+            return None
+        return with_options(definition.options, split_runtime_id(runtime)[1], runtime, definition.name)
+
+    def precision(self, runtime: str) -> str:
+        """fp32/tf32/fp16/...: the definition's, or what an option turns on (fp16; TF32 on a CUDA
+        device, where matmuls and convolutions then round their inputs to 10 mantissa bits)."""
+        if runtime not in self.registry:
+            return "fp32"
+        configured = self.options(runtime)
+        definition = self.registry.get(runtime)
+        if getattr(configured, "fp16", False) or getattr(configured, "trt_fp16", False):
+            return "fp16"
+        if getattr(configured, "tf32", False) and definition.device.startswith("cuda") and definition.precision == "fp32":
+            return "tf32"
+        return definition.precision
+
+    # -- building --------------------------------------------------------------------------------
+
+    def reference(self, model: Model) -> Runner:
+        """The runner every runtime is checked against: torch eager fp32, or unoptimized ORT for ONNX."""
+        if model.path not in self._references:
+            builder: Callable[[Model, BuildContext], Runner]
+            if model.format is Format.ONNX:
+                from pytest_navigator.runtimes.onnx_runtimes import build_reference as builder
+            else:
+                from pytest_navigator.runtimes.torch_runtimes import build_eager as builder
+            try:
+                runner = builder(model, self.context(model, ()))
+                runner.infer(self.example(model))
+            except NavigatorError:
+                raise
+            except Exception as exc:
+                raise RuntimeBuildError(
+                    f"the reference run of {model.name} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            self._references[model.path] = runner
+        return self._references[model.path]
+
+    def runner(self, model: Model, runtime: str) -> Runner:
+        """The built runtime, built on first use; a build error is raised for this and every later request."""
+        key = (model.path, runtime)
+        if key not in self._runners:
+            result = self.results.result(model.path, runtime)
+            if runtime in self.registry:
+                result.device = result.device or self.registry.get(runtime).device
+                result.precision = result.precision or self.precision(runtime)
+            started = time.perf_counter()
+            seen = len(self.cache.events)
+            try:
+                self._runners[key] = self.build(model, runtime)
+                result.status = Status.BUILT
+            except RuntimeBuildError as error:
+                self._runners[key] = error
+                result.status, result.detail = Status.FAILED_BUILD, str(error).splitlines()[0]
+            result.build_seconds = time.perf_counter() - started
+            result.artifacts = [
+                f"{e.action} {e.mode} {e.seconds:.2f} s" + (f" ({e.detail})" if e.detail else "")
+                for e in self.cache.events[seen:]
+            ]
+        found = self._runners[key]
+        if isinstance(found, RuntimeBuildError):
+            raise found
+        return found
+
+    def build(self, model: Model, runtime: str) -> Runner:
+        """A new instance of a runtime (not remembered: `runner` builds the run's one). Any error is a
+        RuntimeBuildError naming the runtime and the model."""
+        try:
+            reference = self.reference(model)
+            context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+            built = self.registry.get(runtime).build(model, context)
+            if not isinstance(built, Runner):
+                raise RuntimeBuildError(f"{runtime}: build returned {built!r}, not a pytest_navigator.runtimes.Runner")
+        except RuntimeBuildError:
+            raise
+        except Exception as exc:
+            raise RuntimeBuildError(
+                f"building {runtime} for {model.name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        built.runtime = runtime
+        return built
+
+    def context(self, model: Model, output_names: tuple[str, ...]) -> BuildContext:
+        """What a build of `model` gets: a folder, the example request, the batch sizes, the cache."""
+        return BuildContext(
+            self.workdir, self.example(model), output_names, self.build_batch_sizes(model), cache=self.cache
+        )
+
+    @property
+    def cache(self) -> ArtifactCache:
+        """The run's artifact cache (--navigator-cache; a throwaway folder with 'none')."""
+        if self._cache is None:
+            self._cache = ArtifactCache(self.settings.cache_dir, self.settings.rebuild)
+        return self._cache
+
+    def example(self, model: Model) -> Sample:
+        """The request builds trace, compile and export with (batch 2 where allowed), made once per model."""
+        if model.path not in self._examples:
+            limit = model.io_spec.max_batch_size
+            size = 2 if limit is None or limit >= 2 else 1
+            self._examples[model.path] = random_sample(model.io_spec, size, np.random.default_rng(7919))
+        return self._examples[model.path]
+
+    # -- batch sizes -----------------------------------------------------------------------------
+
+    def batch_sizes(self, model: Model) -> tuple[int, ...]:
+        """The configured batch sizes the model allows (one random sample at each is checked)."""
+        limit = model.io_spec.max_batch_size
+        if limit is None:
+            return (1,) if any(t.batch_axis is not None for t in model.io_spec) else ()
+        return tuple(b for b in self.settings.batch_sizes if b <= limit) or (min(self.settings.batch_sizes[0], limit),)
+
+    def build_batch_sizes(self, model: Model) -> tuple[int, ...]:
+        """Every batch size a built runtime will serve this run: the generated samples' range ends, the
+        configured sizes, and the profiler's (explicit, else its sweep). TensorRT's optimization
+        profile covers them all; per-size plans are built for them."""
+        from pytest_navigator.profiler import sweep_sizes
+        from pytest_navigator.samples import batch_bounds
+
+        sizes = set(self.batch_sizes(model))
+        bounds = batch_bounds(model.io_spec, sizes)
+        if bounds is not None:
+            sizes |= set(bounds)
+        profiler = self.settings.profiler
+        if profiler.run_profiling:
+            explicit = [b for b in profiler.batch_sizes or () if b is not None]
+            limit = model.io_spec.max_batch_size
+            sizes |= {b for b in explicit if limit is None or b <= limit} if explicit else set(sweep_sizes(limit))
+        return tuple(sorted(sizes))
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()

@@ -1,0 +1,183 @@
+"""The performance gate: a measurement judged against its baseline, the policy that turns verdicts
+into a test outcome, and --update-baselines writing accepted measurements.
+
+Verdicts come from verdicts.compare (the statistics); this module decides what the run does with
+them, without pytest: `decide` returns an Outcome that the pytest glue maps to pass, fail or warn,
+and the harness uses exactly as a user's script would.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pytest_navigator import options
+from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStore, Key, entry_for
+from pytest_navigator.profiler import BatchProfile, RuntimeProfile
+from pytest_navigator.results import BaselineUpdate, RuntimeResult, Status
+from pytest_navigator.verdicts import Comparison, Limit, Verdict, compare
+
+
+def paired_entry(entry: dict[str, Any], batch: BatchProfile) -> dict[str, Any]:
+    """An entry with every window's throughput and p95 (A/B runs pair windows, not blocks)."""
+    return entry | {
+        "paired_throughputs": [w.throughput for w in batch.windows],
+        "paired_p95_ms": [float(np.percentile(w.latencies_ms, 95)) for w in batch.windows],
+    }
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One runtime's profile judged: the verdict per batch size, and its stable measurements as
+    baseline entries (what --update-baselines would write)."""
+
+    comparisons: list[Comparison]
+    entries: dict[Key, dict[str, Any]]
+
+
+def judge(
+    runtime: str,
+    profile: RuntimeProfile,
+    stored: BaselineFile,
+    limits: Mapping[str, Limit],
+    *,
+    hardware: str,
+    precision: str,
+    facts: Mapping[str, Any],
+    normalize: bool = False,
+    against: tuple[str, RuntimeProfile] | None = None,
+) -> Judgement:
+    """Compare each measured batch size with the stored entry for (hardware, runtime, size), or, in
+    an A/B run, with the old model's profile measured beside it (`against`: its name and profile)."""
+    olds = {b.batch_size: b for b in against[1].batches} if against else {}
+    comparisons, entries = [], {}
+    for batch in profile.batches:
+        if batch.status == "error":
+            continue
+        current = entry_for(batch, profile, facts, precision)
+        key = (hardware, runtime, batch.batch_size)
+        before: dict[str, Any] | None
+        if against is not None:  # A/B: the old model, measured window by window beside it
+            other = olds[batch.batch_size]
+            before = (
+                paired_entry(entry_for(other, against[1], facts, precision), other) if other.status != "error" else None
+            )
+            current = paired_entry(current, batch)
+        else:
+            before = stored.get(key)
+        comparisons.append(
+            compare(
+                runtime,
+                batch.batch_size,
+                current,
+                before,
+                limits,
+                stable=batch.stable,
+                normalize=normalize,
+                against=against[0] if against else None,
+            )
+        )
+        if batch.stable:
+            entries[key] = current
+    return Judgement(comparisons, entries)
+
+
+class Outcome(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """What a performance test does: pass, fail with `message`, or pass with a warning (`warning`:
+    an inconclusive measurement under inconclusive='warn', which a later failure keeps)."""
+
+    outcome: Outcome
+    message: str = ""
+    warning: str = ""
+
+
+def decide(
+    runtime: str,
+    model: str,
+    profile: RuntimeProfile,
+    comparisons: Iterable[Comparison],
+    *,
+    inconclusive: str = "fail",
+    update: bool = False,
+    require_baseline: bool = False,
+    judged_against: str = "",
+    hardware: str = "",
+) -> GateOutcome:
+    """The gate's policy. An unstable measurement (INCONCLUSIVE) fails, or warns with
+    inconclusive='warn'; nothing measured fails. --update-baselines accepts any stable speed. Else a
+    REGRESSED verdict fails with old -> new figures, and NEW fails under require_baseline.
+    `judged_against` names the baseline file (or the A/B model) in messages."""
+    from pytest_navigator.profiler import PerformanceFailure, check_profile
+
+    comparisons = list(comparisons)
+    warning = ""
+    try:
+        check_profile(profile, model)
+    except PerformanceFailure as unstable:
+        if inconclusive != "warn":
+            return GateOutcome(Outcome.FAIL, str(unstable))
+        warning = f"INCONCLUSIVE: {unstable}"
+    passing = GateOutcome(Outcome.WARN, warning=warning) if warning else GateOutcome(Outcome.PASS)
+    if update:
+        return passing
+    regressed = [c for c in comparisons if c.verdict is Verdict.REGRESSED]
+    if regressed:
+        return GateOutcome(
+            Outcome.FAIL,
+            f"{runtime} on {model} regressed against {judged_against}:\n"
+            + "\n".join(c.describe() for c in regressed)
+            + f"\nIf the slowdown is intended, accept it with {options.UPDATE_BASELINES} (and commit the baseline file).",
+            warning,
+        )
+    new = [c for c in comparisons if c.verdict is Verdict.NEW]
+    if new and require_baseline:
+        return GateOutcome(
+            Outcome.FAIL,
+            f"{runtime} on {model}: no baseline for batch size {', '.join(str(c.batch_size) for c in new)} on "
+            f"{hardware} in {judged_against} ({options.REQUIRE_BASELINE}); record one with {options.UPDATE_BASELINES}.",
+            warning,
+        )
+    return passing
+
+
+def accepted(results: Iterable[RuntimeResult]) -> tuple[dict[Key, dict[str, Any]], set[Key]]:
+    """What --update-baselines writes for one model: the stable measurements of runtimes that passed
+    correctness in this run, and which of them confirmed the stored speed (they pool with it)."""
+    entries: dict[Key, dict[str, Any]] = {}
+    confirmed: set[Key] = set()
+    for result in results:
+        if result.status is not Status.PASSED:
+            continue
+        entries.update(result.measured)
+        passed = {c.batch_size for c in result.comparisons if c.verdict is Verdict.PASS and c.against == "baseline"}
+        confirmed |= {key for key in result.measured if key[2] in passed}
+    return entries, confirmed
+
+
+def update(
+    store: BaselineStore, name: str, fingerprint: str, entries: dict[Key, dict[str, Any]], confirmed: set[Key]
+) -> BaselineUpdate:
+    """Write `entries` into the model's baseline file (keeping every other entry); the rows written,
+    or the error that stopped the write."""
+    try:
+        changes = store.update(name, fingerprint, entries, confirmed)
+    except BaselineError as exc:
+        return BaselineUpdate(None, error=str(exc))
+    return BaselineUpdate(store.path_for(name, fingerprint), changes)
+
+
+def unused(stored: BaselineFile, used: set[Key], hardware: set[str]) -> list[Key]:
+    """Entries for this machine's hardware that no test of this run compared against (kept, listed)."""
+    return sorted(key for key in stored.keys() if key[0] in hardware and key not in used)
+

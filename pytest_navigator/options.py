@@ -1,0 +1,220 @@
+"""The option table: every --navigator-* option's name, destination, ini twin, kind and help, without pytest.
+
+The plugin adds options from this table, settings read values by it, and messages and hints name
+options through these constants, never a retyped string (Hypothesis's LOAD_PROFILE_OPTION habit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL = "--navigator-model"
+INPUT = "--navigator-input"
+RUNTIMES = "--navigator-runtimes"
+BATCH_SIZES = "--navigator-batch-sizes"
+TRUST_MODEL = "--navigator-trust-model"
+SAMPLES = "--navigator-samples"
+EXAMPLES = "--navigator-examples"
+SEED = "--navigator-seed"
+STRICT = "--navigator-strict"
+MODE = "--navigator-mode"
+WINDOW = "--navigator-window"
+STABILITY = "--navigator-stability"
+MAX_TRIALS = "--navigator-max-trials"
+NO_PROFILE = "--navigator-no-profile"
+THRESHOLDS = "--navigator-thresholds"
+REQUIRE_BASELINE = "--navigator-require-baseline"
+INCONCLUSIVE = "--navigator-inconclusive"
+NORMALIZE = "--navigator-normalize"
+AGAINST = "--navigator-against"
+RUNTIME_OPTION = "--navigator-runtime-option"
+CACHE = "--navigator-cache"
+REBUILD = "--navigator-rebuild"
+BASELINES = "--navigator-baselines"
+REPORT = "--navigator-report"
+UPDATE_BASELINES = "--update-baselines"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option and its ini twin.
+
+    kind: "paths" and "linelist" (repeatable), "bool" (a flag), "string" (one value);
+    `ini` is None for options with no ini twin (--update-baselines: a decision per run).
+    """
+
+    flag: str
+    dest: str
+    ini: str | None
+    kind: str
+    help: str
+
+    @property
+    def metavar(self) -> str:
+        return self.flag.split("-")[-1].upper()
+
+
+def _option(flag: str, name: str, kind: str, help: str) -> Option:
+    return Option(flag, name, name, kind, help)
+
+
+OPTIONS: tuple[Option, ...] = (
+    _option(
+        MODEL,
+        "navigator_models",
+        "paths",
+        "Model file to test (TorchScript, .pt2, .onnx; repeatable). Generates MODEL::test_correctness[RUNTIME] tests.",
+    ),
+    _option(
+        INPUT,
+        "navigator_inputs",
+        "linelist",
+        "Input spec NAME:DTYPE[DIMS]{LOW..HIGH}, e.g. 'input:float32[N,3,224,224]' (repeatable; N is the batch axis).",
+    ),
+    _option(
+        RUNTIMES,
+        "navigator_runtimes",
+        "string",
+        "Comma-separated runtimes to test (default: every runtime the model's format can use).",
+    ),
+    _option(
+        BATCH_SIZES,
+        "navigator_batch_sizes",
+        "string",
+        "Comma-separated batch sizes: samples are checked at these (default: 1,4), and the profiler measures exactly "
+        "these (default: powers of two until throughput stops growing).",
+    ),
+    _option(
+        TRUST_MODEL,
+        "navigator_trust_model",
+        "bool",
+        "Allow loading pickled nn.Modules (torch.save): unpickling runs code stored in the file.",
+    ),
+    _option(
+        SAMPLES,
+        "navigator_samples",
+        "string",
+        "An .npz file (keys are input names) or a folder of them: checked on every runtime before generated samples.",
+    ),
+    _option(
+        EXAMPLES,
+        "navigator_examples",
+        "string",
+        "Generated samples per runtime (default 25; 0 checks only --navigator-samples and navigator_dataloader).",
+    ),
+    _option(
+        SEED,
+        "navigator_seed",
+        "string",
+        "Seed of the generated samples (default: 0 under the navigator-ci profile, else a new one per run).",
+    ),
+    _option(
+        STRICT,
+        "navigator_strict",
+        "bool",
+        "Fail, instead of warning, when a check cannot fail (reference outputs tiny or constant).",
+    ),
+    _option(
+        MODE,
+        "navigator_mode",
+        "string",
+        "Measurement windows: 'count' (N requests each, the default) or 'time' (N milliseconds each).",
+    ),
+    _option(
+        WINDOW,
+        "navigator_window",
+        "string",
+        "Window length: requests in count mode (default 50), milliseconds in time mode (default 5000).",
+    ),
+    _option(
+        STABILITY,
+        "navigator_stability",
+        "string",
+        "A measurement is stable when the last 3 windows' throughput and p50 latency lie within this percentage of "
+        "their mean (default 10).",
+    ),
+    _option(
+        MAX_TRIALS,
+        "navigator_max_trials",
+        "string",
+        "Windows measured per batch size before an unsettled measurement is reported unstable (default 10).",
+    ),
+    _option(
+        NO_PROFILE,
+        "navigator_no_profile",
+        "bool",
+        "Check correctness only: generate no MODEL::test_performance[RUNTIME] tests.",
+    ),
+    _option(
+        THRESHOLDS,
+        "navigator_thresholds",
+        "string",
+        "Regression limits, METRIC=LIMIT by commas: a percentage of the baseline or an absolute value (samples/s, ms); "
+        "metrics throughput, p50, p90, p95, p99 (default: throughput=95%,p95=110%,p99=110%).",
+    ),
+    _option(
+        REQUIRE_BASELINE,
+        "navigator_require_baseline",
+        "bool",
+        "Fail a performance test that has no stored baseline for this hardware (default: NEW passes).",
+    ),
+    _option(
+        INCONCLUSIVE,
+        "navigator_inconclusive",
+        "string",
+        "What an unstable measurement does: 'fail' (default) or 'warn'.",
+    ),
+    _option(
+        NORMALIZE,
+        "navigator_normalize",
+        "bool",
+        "Judge baselines on calibration-normalized figures (throughput relative to a fixed workload measured "
+        "beside it), not raw ones.",
+    ),
+    _option(
+        AGAINST,
+        "navigator_against",
+        "string",
+        "An older model file (e.g. from the main branch): each runtime measures both, windows interleaved, and is "
+        "judged against the old one (A/B, no stored baseline needed).",
+    ),
+    _option(
+        RUNTIME_OPTION,
+        "navigator_runtime_options",
+        "linelist",
+        "A runtime's option, RUNTIME:OPTION=VALUE[,OPTION=VALUE] (repeatable), e.g. "
+        "onnxruntime-cpu:intra_op_num_threads=1; options that differ from the defaults are part of the runtime's id "
+        "in test ids, reports and baselines.",
+    ),
+    _option(
+        CACHE,
+        "navigator_cache",
+        "string",
+        "Directory of built artifacts (ONNX exports, TorchScript, TensorRT engines, torch.compile's caches) reused "
+        "across runs, keyed by model content, options, library versions and device (default: .navigator/cache "
+        "under the rootdir; 'none' builds everything in a temporary folder).",
+    ),
+    _option(REBUILD, "navigator_rebuild", "bool", "Build every artifact again and replace its cache entry."),
+    _option(
+        BASELINES,
+        "navigator_baselines",
+        "string",
+        "Directory of stored performance baselines (default: baselines/ under the rootdir).",
+    ),
+    _option(
+        REPORT,
+        "navigator_report",
+        "string",
+        "Write a JSON report of the run to this path (schema: pytest_navigator/report.schema.json).",
+    ),
+    Option(
+        UPDATE_BASELINES,
+        "navigator_update_baselines",
+        None,
+        "bool",
+        "Accept today's speed: write this run's stable measurements of runtimes that passed correctness into the "
+        "baseline files, keeping every other entry.",
+    ),
+)
+
+BY_FLAG = {option.flag: option for option in OPTIONS}
