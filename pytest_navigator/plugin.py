@@ -8,6 +8,7 @@ Nothing here imports an ML library at import time: `pytest --help` and runs with
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,17 @@ def quiet_library_loggers() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
-    logging.getLogger("torch.__trace").propagate = False  # torch's structured trace: TORCH_TRACE's own file
+    # torch's structured trace logger is always at DEBUG and never propagates; pytest >= 9.1 attaches its
+    # capture handler to non-propagating loggers too, so every compile would log into failure reports.
+    # Its records are meant for TORCH_TRACE's own files: drop them unless TORCH_TRACE asks for them.
+    trace = logging.getLogger("torch.__trace")
+    if not os.environ.get("TORCH_TRACE") and not any(isinstance(f, _DropAll) for f in trace.filters):
+        trace.addFilter(_DropAll())
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 class NavigatorPlugin:
