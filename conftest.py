@@ -19,6 +19,19 @@ register_profiles()
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or default_profile())
 
 
+@pytest.fixture(autouse=True)
+def _runtimes_in_process_unless_isolated(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytester sessions run their runtimes in pytest's own process (--navigator-isolation=none), as
+    these tests are about options, reports and verdicts, and a worker process per runtime per
+    session would triple the suite's time. Tests of the default, isolated path (the demo's README
+    command, the bad-inputs corpus's hangs and crashes) are marked `isolated`. (Set after pytester's
+    setup, which clears PYTEST_ADDOPTS; fixtures that set more options append to it.)"""
+    if "pytester" not in request.fixturenames or request.node.get_closest_marker("isolated"):
+        return
+    request.getfixturevalue("pytester")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--navigator-isolation=none")
+
+
 def write_model(kind: str, path: Path, **sizes: int) -> Path:
     """A demo model written in the format path's suffix implies, with a sidecar spec beside it."""
     from harness import zoo

@@ -10,13 +10,20 @@ same number of requests (after the same warm-up), in A B B A order. Each round's
 throughput over bare-loop throughput; the median over rounds is printed next to its target (>= 0.99 for 1 ms,
 >= 0.97 for 100 us). Interleaving makes the two see the same machine state, so the ratio is
 meaningful on a noisy machine where either throughput alone is not.
+
+With process isolation (the plugin's default, pytest_navigator/isolation.py) the profiler runs in
+the runtime's worker process and reports progress over a pipe between windows; `--isolated`
+measures that path too: the same rounds, with the profiler's side run through a WorkerRunner.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +32,9 @@ from pytest_navigator.profiler import profile_batch
 from pytest_navigator.runtimes.base import CallableRunner
 from pytest_navigator.samples import random_samples
 from pytest_navigator.spec import parse_io_spec
+
+if TYPE_CHECKING:
+    from pytest_navigator.isolation import WorkerRunner
 
 #: Targets the issue sets for the ratio, by target request time in microseconds.
 TARGETS = {1000: 0.99, 100: 0.97}
@@ -52,6 +62,27 @@ def calibrate(target_us: float) -> int:
     return batch
 
 
+def _build_tanh(model: object, ctx: object, batch: int) -> CallableRunner:
+    return tanh_runner(batch)
+
+
+def isolated_tanh(batch: int) -> WorkerRunner:
+    """The tanh runner built in its own worker process, as --navigator-isolation=process builds runtimes."""
+    import functools
+    from types import SimpleNamespace
+
+    from pytest_navigator.isolation import Timeouts, Worker
+    from pytest_navigator.runtimes.base import BuildContext, RuntimeDefinition
+
+    spec = tanh_runner(batch).input_spec
+    model = SimpleNamespace(path=Path(f"tanh-{batch}"), name="tanh", io_spec=spec)
+    definition = RuntimeDefinition("tanh", functools.partial(_build_tanh, batch=batch))
+    context = BuildContext(Path(tempfile.gettempdir()), {})
+    from pytest_navigator.isolation import WorkerRunner
+
+    return WorkerRunner.build(Worker("tanh", Timeouts()), definition, model, context, "tanh")
+
+
 def bare_loop(runner: CallableRunner, inputs: list[Sample], requests: int, batch: int) -> float:
     """Throughput (samples/s) of the simplest honest loop: a short warm-up, then `requests` calls."""
     for sample in inputs[:3]:
@@ -62,22 +93,33 @@ def bare_loop(runner: CallableRunner, inputs: list[Sample], requests: int, batch
     return requests * batch / ((time.perf_counter_ns() - started) / 1e9)
 
 
-def compare(target_us: float, rounds: int, config: ProfilerConfig) -> dict[str, float]:
-    """Interleaved rounds of profiler and bare loop; medians of throughputs and of per-round ratios."""
+def compare(target_us: float, rounds: int, config: ProfilerConfig, isolated: bool = False) -> dict[str, float]:
+    """Interleaved rounds of profiler and bare loop; medians of throughputs and of per-round ratios.
+    `isolated`: the profiler measures in a worker process (the bare loop stays here)."""
     batch = calibrate(target_us)
     runner = tanh_runner(batch)
     inputs = random_samples(runner.input_spec, [batch], per_batch=8, seed=batch)
+    worker = isolated_tanh(batch) if isolated else None
+
+    def profiled_batch() -> Any:
+        if worker is None:
+            return profile_batch(runner, inputs, batch, config)
+        profile, _ = worker.measure(config, [batch])
+        return profile.batches[0]
+
     profiled, bare, ratios, latencies = [], [], [], []
     for _ in range(rounds):  # A B B A: a drift within the round cancels out of its ratio
-        first = profile_batch(runner, inputs, batch, config)
+        first = profiled_batch()
         requests = sum(len(first.windows[i].latencies_ms) for i in first.stable_windows) or len(inputs)
         loops = [bare_loop(runner, inputs, requests, batch) for _ in range(2)]
-        second = profile_batch(runner, inputs, batch, config)
+        second = profiled_batch()
         measured = (first.throughput + second.throughput) / 2
         profiled.append(measured)
         bare.append(sum(loops) / 2)
         ratios.append(measured / bare[-1])
         latencies.append(first.percentile(50) * 1000)
+    if worker is not None:
+        worker.worker.close()
     return {
         "batch": batch,
         "p50_us": statistics.median(latencies),
@@ -109,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--targets-us", default="1000,100", help="request times to test, microseconds")
     parser.add_argument("--window", type=int, default=50, help="requests per window (ProfilerConfig default 50)")
+    parser.add_argument(
+        "--isolated", action="store_true", help="also measure with the profiler in a worker process (isolation.py)"
+    )
     args = parser.parse_args(argv)
     config = ProfilerConfig(measurement_request_count=args.window)
     cost = bookkeeping_us()
@@ -116,12 +161,15 @@ def main(argv: list[str] | None = None) -> None:
         f"profiler bookkeeping: {cost:.3f} us per request (a no-op runner, profiler vs bare loop); "
         + ", ".join(f"that alone gives {t / (t + cost):.4f} at {t} us" for t in TARGETS)
     )
-    for target in (float(t) for t in args.targets_us.split(",")):
-        found = compare(target, args.rounds, config)
+    for target, isolated in (
+        (float(t), i) for t in args.targets_us.split(",") for i in (False, True)[: 1 + args.isolated]
+    ):
+        found = compare(target, args.rounds, config, isolated)
         goal = TARGETS.get(int(target))
         verdict = "" if goal is None else f" (target >= {goal}: {'met' if found['ratio'] >= goal else 'MISSED'})"
+        where = "profiler in a worker process" if isolated else "in-process"
         print(
-            f"~{target:g} us request (tanh over float32[{found['batch']},{ROW}], p50 {found['p50_us']:.0f} us): "
+            f"~{target:g} us request, {where} (tanh over float32[{found['batch']},{ROW}], p50 {found['p50_us']:.0f} us): "
             f"profiler {found['profiler']:.0f} samples/s, bare loop {found['bare']:.0f} samples/s, "
             f"ratio median {found['ratio']:.4f} (min {found['ratio_min']:.4f}, max {found['ratio_max']:.4f}, "
             f"{args.rounds} rounds){verdict}"

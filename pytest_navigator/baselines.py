@@ -10,6 +10,7 @@ corrupt or has a newer schema is never overwritten: BaselineError names it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from pytest_navigator import options
 from pytest_navigator.errors import NavigatorError
 from pytest_navigator.profiler import BLOCKS_PER_WINDOW, BatchProfile, RuntimeProfile
 
@@ -122,6 +124,45 @@ def _recording(entry: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _finite(value: Any, minimum: float, strict: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    return value > minimum if strict else value >= minimum
+
+
+def entry_problem(entry: Any) -> str | None:
+    """Why a stored entry cannot be judged against (a missing field, a wrong type, a number out of
+    range: throughputs must be positive, latencies finite and not negative), or None."""
+    if not isinstance(entry, dict):
+        return f"is a {type(entry).__name__}, not an object"
+    if "throughput" not in entry:
+        return "has no field 'throughput'"
+    if not _finite(entry["throughput"], 0.0, strict=True):
+        return f"field 'throughput' is {entry['throughput']!r}; a throughput is a positive number (samples/s)"
+    latency = entry.get("latency_ms")
+    if not isinstance(latency, dict):
+        return "has no field 'latency_ms'" if latency is None else "field 'latency_ms' is not an object"
+    for name in ("p50", "p90", "p95", "p99"):
+        if name not in latency:
+            return f"field 'latency_ms' has no {name!r}"
+        if not _finite(latency[name], 0.0, strict=False):
+            return f"field 'latency_ms.{name}' is {latency[name]!r}; a latency is a finite number of ms >= 0"
+    for name, strict in (("block_throughputs", True), ("window_throughputs", True), ("block_p95_ms", False)):
+        values = entry.get(name, [])
+        if not isinstance(values, list):
+            return f"field {name!r} is not a list"
+        bad = [v for v in values if not _finite(v, 0.0, strict)]
+        if bad:
+            return f"field {name!r} holds {bad[0]!r}; every value must be a {'positive' if strict else 'finite'} number"
+    calibration = entry.get("calibration")
+    if calibration is not None and not _finite(calibration, 0.0, strict=True):
+        return f"field 'calibration' is {calibration!r}; a calibration score is a positive number or null"
+    for name in ("libraries", "profiler"):
+        if name in entry and not isinstance(entry[name], dict):
+            return f"field {name!r} is not an object"
+    return None
+
+
 @dataclass
 class BaselineFile:
     """One model's baselines: entries[hardware][runtime][str(batch)] -> entry."""
@@ -131,8 +172,19 @@ class BaselineFile:
     entries: dict[str, dict[str, dict[str, dict[str, Any]]]]
 
     def get(self, key: Key) -> dict[str, Any] | None:
+        """The stored entry for `key`, None when there is none; BaselineError for an entry that is
+        there but malformed (it is never used for a verdict)."""
         hardware, runtime, batch = key
-        return self.entries.get(hardware, {}).get(runtime, {}).get(str(batch))
+        entry = self.entries.get(hardware, {}).get(runtime, {}).get(str(batch))
+        if entry is None:
+            return None
+        problem = entry_problem(entry)
+        if problem is not None:
+            raise BaselineError(
+                f"{self.path}: the entry for {runtime} at batch size {batch} on {hardware} {problem}. It is not "
+                f"used for a verdict; fix or delete it in the file, or record it again with {options.UPDATE_BASELINES}."
+            )
+        return entry
 
     def keys(self) -> Iterator[Key]:
         for hardware, runtimes in self.entries.items():
@@ -184,7 +236,10 @@ class BaselineStore:
             stored = self.load(model_name, fingerprint)  # re-read under the lock: others may have written
             changes = []
             for key, entry in sorted(entries.items()):
-                old = stored.get(key)
+                try:
+                    old = stored.get(key)
+                except BaselineError:  # a malformed entry is replaced, never pooled with
+                    old = None
                 written = pool(old, entry) if key in pool_keys and old is not None and poolable(old, entry) else entry
                 changes.append((key, old, written))
                 stored.put(key, written)

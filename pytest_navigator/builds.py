@@ -19,13 +19,13 @@ import numpy as np
 from pytest_navigator import options as option_names
 from pytest_navigator.cache import ArtifactCache
 from pytest_navigator.config import Format, Sample
-from pytest_navigator.errors import NavigatorError, RuntimeBuildError
+from pytest_navigator.errors import NavigatorError, RuntimeBuildError, describe_error
 from pytest_navigator.model import Model
 from pytest_navigator.results import RunResults, Status
 from pytest_navigator.runtime_options import RuntimeOptionError, split_runtime_id, with_options
 from pytest_navigator.runtime_options import runtime_id as format_runtime_id
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
-from pytest_navigator.samples import random_sample
+from pytest_navigator.samples import describe, random_sample
 from pytest_navigator.settings import Settings
 
 
@@ -53,6 +53,8 @@ class Builds:
         self._references: dict[Path, Runner] = {}
         self._examples: dict[Path, Sample] = {}
         self._cache: ArtifactCache | None = None
+        #: --navigator-isolation=process: each runtime id's worker process (it holds every model's build of it)
+        self._workers: dict[str, Any] = {}
 
     # -- identity --------------------------------------------------------------------------------
 
@@ -108,7 +110,11 @@ class Builds:
         definition = self.registry.get(runtime)
         if getattr(configured, "fp16", False) or getattr(configured, "trt_fp16", False):
             return "fp16"
-        if getattr(configured, "tf32", False) and definition.device.startswith("cuda") and definition.precision == "fp32":
+        if (
+            getattr(configured, "tf32", False)
+            and definition.device.startswith("cuda")
+            and definition.precision == "fp32"
+        ):
             return "tf32"
         return definition.precision
 
@@ -124,12 +130,19 @@ class Builds:
                 from pytest_navigator.runtimes.torch_runtimes import build_eager as builder
             try:
                 runner = builder(model, self.context(model, ()))
-                runner.infer(self.example(model))
             except NavigatorError:
                 raise
             except Exception as exc:
                 raise RuntimeBuildError(
-                    f"the reference run of {model.name} failed: {type(exc).__name__}: {exc}"
+                    f"building the reference of {model.name} failed: {describe_error(exc)}"
+                ) from exc
+            example = self.example(model)
+            try:
+                runner.infer(example)
+            except Exception as exc:
+                raise RuntimeBuildError(
+                    f"the reference ({runner.runtime}) of {model.name} raised {describe_error(exc)} on a request "
+                    f"of {describe(example)}: the model itself fails, so none of its runtimes can be checked."
                 ) from exc
             self._references[model.path] = runner
         return self._references[model.path]
@@ -144,8 +157,10 @@ class Builds:
                 result.precision = result.precision or self.precision(runtime)
             started = time.perf_counter()
             seen = len(self.cache.events)
+            events = []
             try:
-                self._runners[key] = self.build(model, runtime)
+                runner = self._runners[key] = self.build(model, runtime)
+                events = list(getattr(runner, "cache_events", ()))  # built in a worker: its cache's events
                 result.status = Status.BUILT
             except RuntimeBuildError as error:
                 self._runners[key] = error
@@ -153,28 +168,32 @@ class Builds:
             result.build_seconds = time.perf_counter() - started
             result.artifacts = [
                 f"{e.action} {e.mode} {e.seconds:.2f} s" + (f" ({e.detail})" if e.detail else "")
-                for e in self.cache.events[seen:]
+                for e in [*self.cache.events[seen:], *events]
             ]
         found = self._runners[key]
         if isinstance(found, RuntimeBuildError):
             raise found
         return found
 
-    def build(self, model: Model, runtime: str) -> Runner:
-        """A new instance of a runtime (not remembered: `runner` builds the run's one). Any error is a
-        RuntimeBuildError naming the runtime and the model."""
+    def build(self, model: Model, runtime: str, isolated: bool | None = None) -> Runner:
+        """A new instance of a runtime (not remembered: `runner` builds the run's one), in its worker
+        process under --navigator-isolation=process. Any error is a RuntimeBuildError naming the
+        runtime and the model."""
+        isolated = self.settings.isolation == "process" if isolated is None else isolated
         try:
             reference = self.reference(model)
             context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+            if isolated:
+                from pytest_navigator.isolation import WorkerRunner
+
+                return WorkerRunner.build(self.worker(runtime), self.registry.get(runtime), model, context, runtime)
             built = self.registry.get(runtime).build(model, context)
             if not isinstance(built, Runner):
                 raise RuntimeBuildError(f"{runtime}: build returned {built!r}, not a pytest_navigator.runtimes.Runner")
         except RuntimeBuildError:
             raise
         except Exception as exc:
-            raise RuntimeBuildError(
-                f"building {runtime} for {model.name} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise RuntimeBuildError(f"building {runtime} for {model.name} failed: {describe_error(exc)}") from exc
         built.runtime = runtime
         return built
 
@@ -226,6 +245,79 @@ class Builds:
             sizes |= {b for b in explicit if limit is None or b <= limit} if explicit else set(sweep_sizes(limit))
         return tuple(sorted(sizes))
 
+    def check_batch_sizes(self, model: Model) -> None:
+        """Refuse up front the batch sizes a model cannot take: above the largest batch its spec
+        declares, or whose inputs alone need more memory than this machine has available."""
+        from pytest_navigator.settings import OptionError
+
+        # --navigator-batch-sizes sets the profiler's sizes too; the default sizes are capped quietly
+        requested = {b for b in self.settings.profiler.batch_sizes or () if b is not None}
+        if not requested or all(t.batch_axis is None for t in model.io_spec):
+            return
+        option = f"{option_names.BATCH_SIZES}={','.join(map(str, sorted(requested)))}"
+        limit = model.io_spec.max_batch_size
+        above = sorted(b for b in requested if limit is not None and b > limit)
+        if above:
+            raise OptionError(
+                f"{option}: batch size {', '.join(map(str, above))} is above the largest batch {model.name} "
+                f"takes ({limit}, from its input spec {model.io_spec}); give sizes up to {limit}."
+            )
+        per_sample = sample_bytes(model)
+        available = available_memory()
+        largest = max(requested)
+        if available is not None and per_sample * largest > available:
+            raise OptionError(
+                f"{option}: batch size {largest} needs at least {_size(per_sample * largest)} for its inputs alone "
+                f"({_size(per_sample)} per sample of {model.name}); this machine has {_size(available)} available."
+            )
+
+    def worker(self, runtime: str) -> Any:
+        """The worker process of a runtime id (isolation.Worker), started on first use."""
+        if runtime not in self._workers:
+            from pytest_navigator.isolation import Timeouts, Worker
+
+            self._workers[runtime] = Worker(
+                runtime, Timeouts(self.settings.timeout), self.settings.state_dir / "workers"
+            )
+        return self._workers[runtime]
+
     def close(self) -> None:
+        for worker in self._workers.values():
+            worker.close()
         if self._cache is not None:
             self._cache.close()
+
+
+def sample_bytes(model: Model) -> int:
+    """The bytes of one sample's inputs (dynamic non-batch axes at their smallest): a lower bound."""
+    from pytest_navigator.samples import numpy_dtype
+
+    total = 0
+    for spec in model.io_spec:
+        elements = 1
+        for axis, dim in enumerate(spec.dims):
+            if axis == 0 and spec.batch_axis is not None:
+                continue
+            elements *= dim.size if dim.size is not None else dim.min
+        total += elements * numpy_dtype(spec.dtype).itemsize
+    return total
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} TiB"

@@ -19,7 +19,7 @@ import numpy as np
 
 from pytest_navigator import options
 from pytest_navigator.config import Sample, VerifyFunction
-from pytest_navigator.errors import NavigatorError, last_line
+from pytest_navigator.errors import NavigatorError, RuntimeCrashError, describe_error
 from pytest_navigator.failures import replay_command, save_failure, shown
 from pytest_navigator.hypothesis_profiles import (  # noqa: F401 - importable from here, as before the split
     CI_PROFILE,
@@ -83,6 +83,8 @@ class OutputSummary:
     #: only; None where the fixed tolerance judged), and the truths it was measured against.
     budget_ratio: float | None = None
     truth: str | None = None
+    #: Every reference value of this output was NaN or Inf: the check cannot fail (NaN equals NaN).
+    nonfinite: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class _Observed:
                     lo == hi,
                     self.budget_ratio.get(name),
                     " and ".join(sorted(self.truths[name])) if name in self.truths else None,
+                    name not in self.abs_reference,
                 )
             )
         return tuple(summaries)
@@ -242,18 +245,25 @@ class _RuntimeCheck:
         self.fixed = tolerance_for(precision)
         self.verify = options.verify or default_verify(precision)
         self.observed = _Observed()
+        #: The sample a crash or a hang of the runtime's worker happened on (isolation.py), and why.
+        self.crash: tuple[Sample, str, RuntimeCrashError] | None = None
 
     def run(self) -> CorrectnessReport:
         # Users' samples first; then generated ones (shrunk on failure); then one random sample at
         # each configured batch size, so those sizes are covered whatever Hypothesis drew.
         configured = self._configured_batch_samples()
-        for label, sample in self.options.explicit:
-            self._check_given(label, sample)
-        if self.options.examples > 0:
-            self._run_hypothesis()
-        for label, sample in configured:
-            self.observed.generated += 1
-            self._check_given(label, sample)
+        try:
+            for label, sample in self.options.explicit:
+                self._check_given(label, sample)
+            if self.options.examples > 0:
+                self._run_hypothesis()
+            for label, sample in configured:
+                self.observed.generated += 1
+                self._check_given(label, sample)
+        except BaseException:
+            if self.crash is not None:  # the runtime died: report the sample that killed it, not a shrink
+                raise CorrectnessFailure(self._crash_message(*self.crash)) from None
+            raise
         report = CorrectnessReport(
             self.model.name,
             self.runner.runtime,
@@ -262,7 +272,9 @@ class _RuntimeCheck:
             self.observed.generated,
             self.observed.summary(),
             tuple(sorted(self.observed.batch_sizes)),
-            budget_multiple=getattr(self.verify, "multiple", None) if getattr(self.verify, "uses_truth", False) else None,
+            budget_multiple=getattr(self.verify, "multiple", None)
+            if getattr(self.verify, "uses_truth", False)
+            else None,
             truth_note="; ".join(sorted(self.observed.truth_notes)),
         )
         vacuous = _vacuous_outputs(report, self.verify, self.fixed)
@@ -280,15 +292,18 @@ class _RuntimeCheck:
             raise
         except Exception as exc:
             reference = self.reference.runtime
-            problem = f"the reference ({reference}) itself raised {f'{type(exc).__name__}: {last_line(exc)}'}"
+            problem = f"the reference ({reference}) itself raised {describe_error(exc)}"
             raise _SampleFailed(sample, label, [problem], "reference raised") from exc
         try:
             actual = self.runner.infer(sample)
+        except RuntimeCrashError as crash:
+            self.crash = self.crash or (sample, label, crash)
+            raise
         except NavigatorError:
             raise
         except Exception as exc:
             raise _SampleFailed(
-                sample, label, [f"{self.runner.runtime} raised {f'{type(exc).__name__}: {last_line(exc)}'}"], "raised"
+                sample, label, [f"{self.runner.runtime} raised {describe_error(exc)}"], "raised"
             ) from exc
         truth = self.reference.truth(sample) if getattr(self.verify, "uses_truth", False) else None
         problems = explain(self.verify, expected, actual, self.fixed, truth)
@@ -363,6 +378,19 @@ class _RuntimeCheck:
         simplify(failure.sample, self.model.io_spec, fails)
         return found[-1]
 
+    def _crash_message(self, sample: Sample, label: str, crash: RuntimeCrashError) -> str:
+        context, runtime = self.context, self.runner.runtime
+        saved = save_failure(context.state_dir, self.model, runtime, sample)
+        where = label if not label.endswith(".npz") else shown(Path(label), context.invocation_dir)
+        return "\n".join(
+            [
+                f"{runtime} on {self.model.name}, on a sample of {describe(sample)} ({where}):",
+                f"  {crash}",
+                f"  saved: {shown(saved, context.invocation_dir)}",
+                f"  replay: {replay_command(self.model, runtime, saved, context.invocation_dir, context.trust_model)}",
+            ]
+        )
+
     def _message(self, failure: _SampleFailed) -> str:
         context, model, runtime = self.context, self.model, self.runner.runtime
         here = context.invocation_dir
@@ -417,7 +445,13 @@ def _vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback
         atol = verify.atol(output.name) if isinstance(verify, ExplainingVerify) else None
         atol = fallback.tolerance.atol if atol is None else atol
         where = f"{report.runtime} on {report.model}: output {output.name!r}"
-        if output.max_abs_reference <= atol:
+        if output.nonfinite:
+            found.append(
+                f"{where}: every reference value is NaN or Inf over {checked}, and NaN or Inf in a runtime "
+                "agrees with it, so the check cannot fail; the reference computes nothing finite (an overflow, "
+                "a division by zero, or uninitialised weights)."
+            )
+        elif output.max_abs_reference <= atol:
             found.append(
                 f"{where}: every reference value is within atol={atol:g} of 0 (max |value| {output.max_abs_reference:.3g} over {checked}), so the check accepts almost any output; calibrate the model (a randomly initialised network can emit values near 1e-9) or lower atol."
             )
@@ -426,5 +460,3 @@ def _vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback
                 f"{where}: the reference output is one constant value over {checked}; the check cannot tell whether the runtime reacts to its inputs."
             )
     return found
-
-

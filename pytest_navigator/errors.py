@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class NavigatorError(Exception):
     """Base class; the plugin turns it into a usage error or a failed test with this message."""
@@ -41,3 +43,28 @@ def last_line(exc: BaseException) -> str:
     """The informative end of an exception's text (TorchScript puts its own traceback first)."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+class ModelOutputError(NavigatorError):
+    """A model returned something that is not a tensor (or a tuple, list or dict of them)."""
+
+
+class RuntimeCrashError(NavigatorError):
+    """A runtime's worker process died (a signal, an abort, an exit) or gave no answer in time."""
+
+
+#: TorchScript's interpreter wraps the model's own exception in torch.jit.Error, with its own
+#: traceback first and the original "builtins.ValueError: message" on the last line.
+_SCRIPTED = re.compile(r"^(?:builtins\.)?(?:[\w]+\.)*(\w+(?:Error|Exception|Exit|Interrupt)): (.*)$")
+
+
+def describe_error(exc: BaseException) -> str:
+    """'ValueError: the message': the exception a user's code raised, with the interpreter's frames
+    of TorchScript (and the like) left out; the first line of anything else."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if lines and len(lines) > 1 and "TorchScript" in lines[0]:
+        found = _SCRIPTED.match(lines[-1])
+        if found:
+            return f"{found[1]}: {found[2]}"
+        return f"{type(exc).__name__}: {lines[-1]}"
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,8 @@ class Judgement:
 
     comparisons: list[Comparison]
     entries: dict[Key, dict[str, Any]]
+    #: Stored entries that are malformed (baselines.entry_problem): never used for a verdict.
+    problems: list[str] = field(default_factory=list)
 
 
 def judge(
@@ -54,7 +56,7 @@ def judge(
     """Compare each measured batch size with the stored entry for (hardware, runtime, size), or, in
     an A/B run, with the old model's profile measured beside it (`against`: its name and profile)."""
     olds = {b.batch_size: b for b in against[1].batches} if against else {}
-    comparisons, entries = [], {}
+    comparisons, entries, problems = [], {}, []
     for batch in profile.batches:
         if batch.status == "error":
             continue
@@ -68,7 +70,13 @@ def judge(
             )
             current = paired_entry(current, batch)
         else:
-            before = stored.get(key)
+            try:
+                before = stored.get(key)
+            except BaselineError as malformed:
+                problems.append(str(malformed))
+                if batch.stable:
+                    entries[key] = current
+                continue
         comparisons.append(
             compare(
                 runtime,
@@ -83,7 +91,7 @@ def judge(
         )
         if batch.stable:
             entries[key] = current
-    return Judgement(comparisons, entries)
+    return Judgement(comparisons, entries, problems)
 
 
 class Outcome(enum.Enum):
@@ -174,10 +182,12 @@ def update(
         changes = store.update(name, fingerprint, entries, confirmed)
     except BaselineError as exc:
         return BaselineUpdate(None, error=str(exc))
+    except OSError as exc:  # a folder that became unwritable, a full disk: said, not a traceback
+        where = store.path_for(name, fingerprint)
+        return BaselineUpdate(None, error=f"{where}: cannot write the baseline file ({exc.strerror or exc}).")
     return BaselineUpdate(store.path_for(name, fingerprint), changes)
 
 
 def unused(stored: BaselineFile, used: set[Key], hardware: set[str]) -> list[Key]:
     """Entries for this machine's hardware that no test of this run compared against (kept, listed)."""
     return sorted(key for key in stored.keys() if key[0] in hardware and key not in used)
-

@@ -26,14 +26,31 @@ _PICKLE = "pickle"  # detected kind for torch.save files; not a Format until tru
 
 @dataclass(frozen=True)
 class Model:
-    """A loaded model: where it came from, what it takes, and the object runtimes build from."""
+    """A loaded model: where it came from, what it takes, and the object runtimes build from.
+
+    Pickled (to a runtime's worker process, isolation.py) it travels without its loaded object,
+    which the worker loads from the file on first use: a worker that only restores a cached ONNX
+    export never imports torch or reads the model.
+    """
 
     path: Path
     format: Format
     fingerprint: str
     io_spec: IOSpec
-    source: Any = field(repr=False)
+    loaded: Any = field(repr=False, compare=False)
     signature: tuple[str, ...] | None = None
+    #: Loaded with --navigator-trust-model (a pickle may only be loaded again that way).
+    trust: bool = False
+
+    @property
+    def source(self) -> Any:
+        """The loaded object: a TorchScript module, an ExportedProgram, an nn.Module or an ONNX proto."""
+        if self.loaded is None:
+            object.__setattr__(self, "loaded", _load_source(self.path, self.format, self.trust))
+        return self.loaded
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Model, (self.path, self.format, self.fingerprint, self.io_spec, None, self.signature, self.trust))
 
     @property
     def name(self) -> str:
@@ -142,14 +159,10 @@ def load(path: str | Path, *, trust: bool = False, user_specs: Sequence[IOSpec |
                 f"{options.TRUST_MODEL} (or set navigator_trust_model = true in the ini file); better, "
                 "save it with torch.export.save (.pt2) or torch.jit.save, which load without running code."
             )
-        source, fmt = _load_pickle(path), Format.TORCH
-    elif kind is Format.TORCHSCRIPT:
-        source, fmt = _load_torchscript(path), Format.TORCHSCRIPT
-    elif kind is Format.TORCH_EXPORTEDPROGRAM:
-        source, fmt = _load_exported(path), Format.TORCH_EXPORTEDPROGRAM
+        fmt = Format.TORCH
     else:
-        source, fmt = _load_onnx(path), Format.ONNX
-
+        fmt = kind  # type: ignore[assignment]  # a Format for everything but pickles
+    source = _load_source(path, fmt, trust)
     own_spec, signature = _own_spec(source, fmt, label)
     io_spec = resolve(own_spec, user_specs, label, signature)
     try:
@@ -157,8 +170,27 @@ def load(path: str | Path, *, trust: bool = False, user_specs: Sequence[IOSpec |
     except SpecError as exc:
         raise SpecError(f"{label}: {exc}") from None
     return Model(
-        path=path, format=fmt, fingerprint=fingerprint(path), io_spec=io_spec, source=source, signature=signature
+        path=path,
+        format=fmt,
+        fingerprint=fingerprint(path),
+        io_spec=io_spec,
+        loaded=source,
+        signature=signature,
+        trust=trust,
     )
+
+
+def _load_source(path: Path, fmt: Format, trust: bool) -> Any:
+    """The loaded object of a model file whose format is known (torch.save pickles only when trusted)."""
+    if fmt is Format.TORCH:
+        if not trust:
+            raise ModelLoadError(f"model file {str(path)!r} is a pickle; loading it again needs {options.TRUST_MODEL}")
+        return _load_pickle(path)
+    if fmt is Format.TORCHSCRIPT:
+        return _load_torchscript(path)
+    if fmt is Format.TORCH_EXPORTEDPROGRAM:
+        return _load_exported(path)
+    return _load_onnx(path)
 
 
 def _load_torchscript(path: Path) -> Any:

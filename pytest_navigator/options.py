@@ -32,6 +32,8 @@ CACHE = "--navigator-cache"
 REBUILD = "--navigator-rebuild"
 BASELINES = "--navigator-baselines"
 REPORT = "--navigator-report"
+ISOLATION = "--navigator-isolation"
+TIMEOUT = "--navigator-timeout"
 UPDATE_BASELINES = "--update-baselines"
 
 
@@ -206,6 +208,21 @@ OPTIONS: tuple[Option, ...] = (
         "navigator_report",
         "string",
         "Write a JSON report of the run to this path (schema: pytest_navigator/report.schema.json).",
+    ),
+    _option(
+        ISOLATION,
+        "navigator_isolation",
+        "string",
+        "Where runtimes run: 'process' (the default: each in its own worker process, so one that hangs or crashes "
+        "fails its own tests and the others go on) or 'none' (in pytest's process: faster to start, unprotected).",
+    ),
+    _option(
+        TIMEOUT,
+        "navigator_timeout",
+        "string",
+        "Seconds a runtime may take to answer one request (a sample, a measurement window; a build may take 10 "
+        "times as long) before it is killed and its tests fail (default: 120, or 100x the slowest answer so far; "
+        "1800 for a build).",
     ),
     Option(
         UPDATE_BASELINES,

@@ -30,7 +30,17 @@ from pytest_navigator.items import SESSION_KEY, ModelFile
 #: Loggers of the libraries a run drives. Under pytest's --log-level=DEBUG (or a log_level ini) their
 #: debug records (inductor's compile steps, every file lock taken) would fill a failing test's
 #: "Captured log" section with hundreds of lines that say nothing about the failure.
-LIBRARY_LOGGERS = ("torch", "filelock", "onnx", "onnxscript", "onnx_ir", "onnxruntime", "tensorrt", "triton", "transformers")
+LIBRARY_LOGGERS = (
+    "torch",
+    "filelock",
+    "onnx",
+    "onnxscript",
+    "onnx_ir",
+    "onnxruntime",
+    "tensorrt",
+    "triton",
+    "transformers",
+)
 
 MARKER = (
     "navigator(verify=None, examples=None, strict=None, mode=None, window=None, stability=None, max_trials=None, "
@@ -99,7 +109,7 @@ class NavigatorPlugin:
         from pytest_navigator.errors import NavigatorError
         from pytest_navigator.runtimes import default_registry
         from pytest_navigator.session import NavigatorSession
-        from pytest_navigator.settings import settings_from
+        from pytest_navigator.settings import check_locations, settings_from
 
         quiet_library_loggers()
         try:
@@ -112,16 +122,19 @@ class NavigatorPlugin:
                 rootdir=config.rootpath,
                 hypothesis_profile=config.getoption("hypothesis_profile", None),
             )
+            check_locations(settings)
             session = NavigatorSession(settings, registry)
             registry.select(settings.runtimes)  # unknown names fail now, listing the known ones
             for name in settings.runtime_options:
                 session.runtime_id(name)  # unknown runtimes, options or values fail now too
-            session.load_models()
+            for model in session.load_models():
+                session.builds.check_batch_sizes(model)
             session.load_user_samples()
         except NavigatorError as exc:
             raise pytest.UsageError(str(exc)) from None
         config.stash[SESSION_KEY] = session
         self.session = session
+        self.report_error = ""
         self._model_files = {p.resolve(): p for p in settings.models}
         # `pytest --navigator-model=m.pt2` collects the model's tests only; explicit paths add to them.
         models = [str(p) for p in settings.models]
@@ -134,7 +147,9 @@ class NavigatorPlugin:
         settings = self.session.settings
         profile = settings.hypothesis_profile or default_profile()
         seed = self.session.run_seed
-        how = "given" if settings.seed is not None else "derandomized" if derandomized(profile) else "drawn for this run"
+        how = (
+            "given" if settings.seed is not None else "derandomized" if derandomized(profile) else "drawn for this run"
+        )
         cache = settings.cache_dir if settings.cache_dir is not None else "none"
         return (
             f"navigator: hypothesis profile {profile!r}, run seed {seed} ({how}), cache {cache}, "
@@ -151,10 +166,15 @@ class NavigatorPlugin:
         if workeroutput is not None:  # an xdist worker: the controller merges and writes
             workeroutput["navigator"] = self.session.worker_results()
             return
-        if self.session.settings.report_path is not None:
+        report = self.session.settings.report_path
+        if report is not None:
             from pytest_navigator.json_report import write_report
 
-            write_report(self.session, self.session.settings.report_path)
+            try:
+                write_report(self.session, report)
+            except OSError as exc:  # checked at the start; a disk can still fill up since
+                self.report_error = f"{options.REPORT}={report}: not written ({exc.strerror or exc})."
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.session.settings.update_baselines:
             self.session.update_baselines()
             if any(u.error is not None for u in self.session.results.baseline_updates.values()):
@@ -170,6 +190,8 @@ class NavigatorPlugin:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_navigator.report import baseline_summary, performance_summary, runtime_table
 
+        if self.report_error:
+            terminalreporter.line(self.report_error, red=True)
         if self.session.results.runtimes:
             terminalreporter.section("navigator runtimes")
             terminalreporter.line(runtime_table(self.session))

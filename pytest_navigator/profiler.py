@@ -193,11 +193,15 @@ def profile_batch(
     config: ProfilerConfig,
     clock: Clock = time.perf_counter_ns,
     monitor: WindowMonitor | None = None,
+    progress: Progress | None = None,
 ) -> BatchProfile:
     """Prepare the inputs, warm up, then measure windows until stable or max_trials; a runtime
-    error (out of memory at a large batch) is a result too."""
+    error (out of memory at a large batch) is a result too. `progress` hears of each step, between
+    timed requests, never during them."""
+    say = progress or _silent
     try:
         prepared = [runner.prepare(sample) for sample in inputs]
+        say(f"{runner.runtime} batch {batch_size}: warming up")
         cold = warm_up(runner, prepared, clock)
         plan = runner.plan_seconds(batch_size)
         if plan is not None:  # a per-batch-size plan: its build is this size's cold start
@@ -210,12 +214,24 @@ def profile_batch(
             if monitor is not None:
                 window = replace(window, device=monitor.window_ended())
             windows.append(window)
+            say(
+                f"{runner.runtime} batch {batch_size}: window {len(windows)} of at most {config.max_trials}, "
+                f"{window.throughput:.1f} samples/s"
+            )
             chosen = stable_set(windows, config)
             if chosen is not None:
                 return BatchProfile(batch_size, "stable", cold, tuple(windows), chosen)
     except Exception as exc:
         return _failed(batch_size, exc)
     return BatchProfile(batch_size, "unstable", cold, tuple(windows))
+
+
+#: Hears what a measurement is doing ("torch-cpu batch 4: window 3 of at most 10, 812.3 samples/s").
+Progress = Callable[[str], None]
+
+
+def _silent(text: str) -> None:
+    return None
 
 
 def _failed(batch_size: int, exc: Exception) -> BatchProfile:
@@ -244,6 +260,7 @@ def profile_runner(
     clock: Clock = time.perf_counter_ns,
     monitor: WindowMonitor | None = None,
     measure: Callable[[int], BatchProfile] | None = None,
+    progress: Progress | None = None,
 ) -> RuntimeProfile:
     """Profile each batch size in ascending order. Explicit sizes are all measured; the automatic
     sweep (powers of two) stops once throughput fails to grow by throughput_cutoff_threshold for
@@ -257,7 +274,7 @@ def profile_runner(
         if measure is not None:
             profile = measure(size)
         else:
-            profile = profile_batch(runner, inputs_for(size), size, config, clock, monitor)
+            profile = profile_batch(runner, inputs_for(size), size, config, clock, monitor, progress)
         profiles.append(profile)
         if profile.status == "error":
             return RuntimeProfile(runner.runtime, tuple(profiles), f"batch size {size} failed: {profile.error}", config)
@@ -286,6 +303,7 @@ def profile_pair(
     batch_size: int,
     config: ProfilerConfig,
     clock: Clock = time.perf_counter_ns,
+    progress: Progress | None = None,
 ) -> tuple[BatchProfile, BatchProfile]:
     """A/B: both runners warmed up, then max(AB_MIN_PAIRS, max_trials) windows of each interleaved
     (new, old, new, old, ...) on the same inputs, with an untimed pause between windows; a machine
@@ -299,12 +317,14 @@ def profile_pair(
             _settle()
         window_config = _ab_windows(config, (new, old), prepared, clock)
         windows: list[list[WindowResult]] = [[], []]
-        for _ in range(max(AB_MIN_PAIRS, config.max_trials)):
+        pairs = max(AB_MIN_PAIRS, config.max_trials)
+        for index in range(pairs):
             for side, runner in enumerate((new, old)):
                 windows[side].append(
                     measure_window(runner, prepared[side], batch_size, window_config, clock, offset=len(windows[side]))
                 )
                 _settle()
+            (progress or _silent)(f"{new.runtime} batch {batch_size}: A/B window pair {index + 1} of {pairs}")
     except Exception as exc:
         failed = _failed(batch_size, exc)
         return failed, failed

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from pytest_navigator.config import Sample
-from pytest_navigator.errors import last_line
+from pytest_navigator.errors import describe_error
 from pytest_navigator.runtimes.base import Runner
 from pytest_navigator.samples import digest
 from pytest_navigator.truth import PLAIN, Truth, TruthSource
@@ -67,7 +67,7 @@ class ReferenceOutputs:
         try:
             found = source.truth(sample, reference)
         except Exception as exc:
-            found = Truth(PLAIN, reference, {}, f"the {source.kind} raised {type(exc).__name__}: {last_line(exc)}")
+            found = Truth(PLAIN, reference, {}, f"the {source.kind} raised {describe_error(exc)}")
         self._remember(self._truths, key, found)
         return found
 

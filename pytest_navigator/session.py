@@ -133,7 +133,13 @@ class NavigatorSession:
         """The seed every runtime's generated samples come from this run: --navigator-seed, 0 under a
         derandomized profile (CI), else a fresh one per run."""
         if self._run_seed is None:
-            self._run_seed = self.settings.seed if self.settings.seed is not None else 0 if self._derandomized else secrets.randbelow(2**32)
+            self._run_seed = (
+                self.settings.seed
+                if self.settings.seed is not None
+                else 0
+                if self._derandomized
+                else secrets.randbelow(2**32)
+            )
         return self._run_seed
 
     @property
@@ -197,6 +203,10 @@ class NavigatorSession:
                 trust_model=self.settings.trust_model,
             )
             report = check_runtime(context, options or CheckOptions(examples=self.settings.examples))
+        except Exception as exc:
+            if result.status is not Status.FAILED_BUILD:
+                result.detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise
         finally:
             if result.status is not Status.FAILED_BUILD:
                 result.status = Status.PASSED if report else Status.FAILED
@@ -217,8 +227,7 @@ class NavigatorSession:
         import contextlib
 
         from pytest_navigator.calibration import calibration_score
-        from pytest_navigator.profiler import profile_pair, profile_runner
-        from pytest_navigator.telemetry import gpu_monitor
+        from pytest_navigator.isolation import WorkerRunner, profile_measurement
 
         config = config or self.settings.profiler
         runner = self.runner(model, runtime)
@@ -229,30 +238,23 @@ class NavigatorSession:
                 limit = runner.max_batch_size
                 raise NavigatorError(
                     f"{runtime}: none of the batch sizes {', '.join(map(str, config.batch_sizes))} fits "
-                    + (f"{model.name}, whose largest batch is {limit}." if limit else f"{model.name}, which has no batch axis.")
+                    + (
+                        f"{model.name}, whose largest batch is {limit}."
+                        if limit
+                        else f"{model.name}, which has no batch axis."
+                    )
                 )
             # build every size's plan now (per-batch-size runners); each build is its size's cold start.
             # A size that fails (out of memory) fails again in its own measurement, where it is shown.
             with contextlib.suppress(Exception):
                 runner.preload(self.profiling_inputs(model, size)[0] for size in sizes)
         before = calibration_score(runner.device)
-        measure = None
-        olds: dict[int, BatchProfile] = {}
-        if self.against_model is not None:
-            old_runner = self.runner(self.against_model, runtime)
-
-            def measure(size: int) -> BatchProfile:
-                new, olds[size] = profile_pair(runner, old_runner, self.profiling_inputs(model, size), size, config)
-                return new
-
-        profile = profile_runner(
-            runner,
-            lambda size: self.profiling_inputs(model, size),
-            config,
-            sizes,
-            monitor=gpu_monitor(runner.device),
-            measure=measure,
-        )
+        old_runner = self.runner(self.against_model, runtime) if self.against_model is not None else None
+        olds: dict[int, BatchProfile]
+        if isinstance(runner, WorkerRunner):  # the timing loop runs in the runtime's own process
+            profile, olds = runner.measure(config, sizes, old_runner if isinstance(old_runner, WorkerRunner) else None)
+        else:
+            profile, olds = profile_measurement(runner, model.io_spec, config, sizes, old_runner)
         result = self.results.result(model.path, runtime)
         if self.against_model is not None:
             result.against_profile = replace(profile, batches=tuple(olds[b.batch_size] for b in profile.batches))
@@ -280,7 +282,9 @@ class NavigatorSession:
             return f"{self.against_model.path} (A/B, measured side by side)"
         return str(self.baseline_store.path_for(model.name, model.fingerprint))
 
-    def judge(self, model: Model, runtime: str, profile: RuntimeProfile, limits: Mapping[str, Limit]) -> list[Comparison]:
+    def judge(
+        self, model: Model, runtime: str, profile: RuntimeProfile, limits: Mapping[str, Limit]
+    ) -> list[Comparison]:
         """Compare each measured batch size with the stored baseline for this hardware (or the A/B
         model); keep the stable ones as entries for --update-baselines. An unreadable baseline file
         raises BaselineError after the measurement is kept."""
@@ -309,6 +313,8 @@ class NavigatorSession:
         result.comparisons, result.measured = found.comparisons, found.entries
         if unreadable is not None:
             raise unreadable
+        if found.problems and not self.settings.update_baselines:  # an update replaces malformed entries
+            raise BaselineError("\n".join(found.problems))
         return found.comparisons
 
     def update_baselines(self) -> None:

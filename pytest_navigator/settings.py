@@ -69,6 +69,11 @@ class Settings:
     cache_dir: Path | None = None
     #: --navigator-rebuild: build every artifact again and overwrite its cache entry.
     rebuild: bool = False
+    #: --navigator-isolation: "process" (each runtime in a worker process) or "none" (in this process;
+    #: the library's default, so scripts and the project's unit tests share runners' state).
+    isolation: str = "none"
+    #: --navigator-timeout: seconds per request to a runtime's worker; None: the defaults (isolation.Timeouts).
+    timeout: float | None = None
 
     @functools.cached_property
     def limits(self) -> dict[str, Limit]:
@@ -98,7 +103,9 @@ def settings_from(
         return given if given is not None or option.ini is None else ini(option.ini)
 
     cli_models = cli("navigator_models")
-    models = [invocation_dir / p for p in cli_models] if cli_models else [Path(p) for p in ini("navigator_models") or ()]
+    models = (
+        [invocation_dir / p for p in cli_models] if cli_models else [Path(p) for p in ini("navigator_models") or ()]
+    )
     batch_sizes = value(options.BATCH_SIZES)
     profiler = profiler_config(
         ProfilerConfig(),
@@ -123,6 +130,9 @@ def settings_from(
         if cache.strip().lower() == "none"
         else invocation_dir / cache
     )
+    isolation = (value(options.ISOLATION) or "process").strip().lower()
+    if isolation not in ISOLATIONS:
+        raise OptionError(f"{options.ISOLATION}={isolation!r}: give {' or '.join(map(repr, ISOLATIONS))}.")
     baselines, report, samples = value(options.BASELINES), value(options.REPORT), value(options.SAMPLES)
     seed, against = value(options.SEED), value(options.AGAINST) or None
     settings = Settings(
@@ -151,9 +161,27 @@ def settings_from(
         runtime_options=runtime_options,
         cache_dir=cache_dir,
         rebuild=bool(value(options.REBUILD)),
+        isolation=isolation,
+        timeout=parse_timeout(value(options.TIMEOUT)),
     )
     settings.limits  # noqa: B018 - a bad threshold stops the run now, naming the option
     return settings
+
+
+ISOLATIONS = ("process", "none")
+
+
+def parse_timeout(value: Any, where: str = "") -> float | None:
+    """'30' -> 30.0 seconds; None or '' -> None (the defaults); anything else names the option."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        seconds = float(str(value).strip().removesuffix("s"))
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise OptionError(f"{where}{options.TIMEOUT}={value!r}: give seconds > 0, e.g. 60.")
+    return seconds
 
 
 def parse_runtimes(value: str | None) -> tuple[str, ...] | None:
@@ -243,9 +271,7 @@ def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> Pro
     stability = values.get("stability")
     if stability is not None:
         text = str(stability).strip().removesuffix("%")
-        changes["stability_percentage"] = _number(
-            text, options.STABILITY, where, "a percentage in (0, 100], e.g. 10"
-        )
+        changes["stability_percentage"] = _number(text, options.STABILITY, where, "a percentage in (0, 100], e.g. 10")
     if values.get("max_trials") is not None:
         changes["max_trials"] = _number(
             values["max_trials"], options.MAX_TRIALS, where, "an integer >= 3, e.g. 10", integer=True
@@ -271,3 +297,47 @@ def _number(value: Any, option: str, where: str, accepted: str, integer: bool = 
     if number != number or (integer and not number.is_integer()):
         raise OptionError(f"{where}{option}={value!r}: give {accepted}.")
     return int(number) if integer else number
+
+
+def check_locations(settings: Settings) -> None:
+    """Refuse, before minutes of measurement, folders and files the run could not use: a baselines or
+    cache folder that is a file, and a report or (under --update-baselines) a baselines folder that
+    cannot be written."""
+    folders = [(options.BASELINES, settings.baselines_dir), (options.CACHE, settings.cache_dir)]
+    for option, folder in folders:
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise OptionError(f"{option}={folder} is a file; give a folder (or leave the option out for the default).")
+    report = settings.report_path
+    if report is not None:
+        if report.is_dir():
+            raise OptionError(f"{options.REPORT}={report} is a folder; give the path of the JSON file to write.")
+        _check_writable(report.parent, options.REPORT, report)
+    if settings.update_baselines:
+        _check_writable(
+            settings.baselines_dir,
+            options.BASELINES,
+            settings.baselines_dir,
+            f" ({options.UPDATE_BASELINES} writes there)",
+        )
+    if settings.cache_dir is not None:
+        _check_writable(
+            settings.cache_dir, options.CACHE, settings.cache_dir, f"; {options.CACHE}=none builds without one"
+        )
+
+
+def _check_writable(folder: Path, option: str, given: Path, why: str = "") -> None:
+    """`folder`, or the nearest folder above it that exists (it would be created there), must take a new file."""
+    import tempfile
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OptionError(f"{option}={given}: {existing} is a file, so nothing can be written under it{why}.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OptionError(
+            f"{option}={given}: cannot write in {existing} ({exc.strerror or type(exc).__name__}){why}."
+        ) from None

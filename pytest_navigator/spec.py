@@ -217,6 +217,10 @@ def sidecar_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.stem + ".navigator.toml")
 
 
+#: What a sidecar may hold.
+SIDECAR_KEYS = frozenset({"inputs"})
+
+
 def read_sidecar(model_path: Path) -> IOSpec | None:
     """The `inputs = [...]` list of `<model>.navigator.toml`, if that file exists."""
     path = sidecar_path(model_path)
@@ -228,6 +232,12 @@ def read_sidecar(model_path: Path) -> IOSpec | None:
         raise SpecError(
             f'{path}: cannot read this sidecar: {exc}. Expected TOML such as inputs = ["{SPEC_EXAMPLE.split()[0]}"].'
         ) from None
+    unknown = sorted(set(data) - SIDECAR_KEYS)
+    if unknown:
+        raise SpecError(
+            f"{path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; a sidecar accepts "
+            f'{", ".join(sorted(SIDECAR_KEYS))} (e.g. inputs = ["{SPEC_EXAMPLE.split()[0]}"]).'
+        )
     inputs = data.get("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         raise SpecError(

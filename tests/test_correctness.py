@@ -79,10 +79,15 @@ def test_a_batch_size_bug_is_reported_at_the_smallest_failing_batch(
         "(16x the reference's own rounding, fp32):" in message
     )
     assert "  sample: input float32[5, 8] (generated; shrunk over" in message
-    assert re.search(r"output 'output': error 0.5 against the float64 shadow is [\d.e+]+x the reference's own rounding", message)
+    assert re.search(
+        r"output 'output': error 0.5 against the float64 shadow is [\d.e+]+x the reference's own rounding", message
+    )
     assert "allowed: 16x at fp32; own rounding" in message and "truth: the float64 shadow" in message
     # the fixed tolerance's figures stay, for whoever wants to set one explicitly
-    assert "max abs error 0.5, max rel error" in message and "would pass allclose with atol >= 0.5 (at rtol=0.001)" in message
+    assert (
+        "max abs error 0.5, max rel error" in message
+        and "would pass allclose with atol >= 0.5 (at rtol=0.001)" in message
+    )
     saved = np.load(_saved(message, tmp_path))
     assert saved["input"].shape == (5, 8) and not saved["input"].any()  # values shrank to zeros: only the size matters
     assert session.records[(model.path, "big-batch-bug")].status == "failed"

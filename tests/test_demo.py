@@ -63,6 +63,7 @@ def test_transformer_onnx_demo(pytester: pytest.Pytester, transformer_models: di
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.isolated
 @pytest.mark.skipif(not _cuda_missing(), reason="counts GPU runtimes as skipped, which they are not on a GPU machine")
 def test_readme_command_one(pytester: pytest.Pytester) -> None:
     """The zoo CLI writes the ResNet demo; every CPU runtime passes, GPU ones skip with reasons."""

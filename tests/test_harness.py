@@ -25,10 +25,11 @@ def test_bench_overhead_compares_profiler_and_bare_loop(capsys: pytest.CaptureFi
     )
     assert found["batch"] >= 1 and found["profiler"] > 0 and found["bare"] > 0
     assert found["ratio_min"] <= found["ratio"] <= found["ratio_max"]
-    bench_overhead.main(["--rounds", "1", "--targets-us", "100", "--window", "5"])
+    bench_overhead.main(["--rounds", "1", "--targets-us", "100", "--window", "5", "--isolated"])
     out = capsys.readouterr().out
     assert "profiler bookkeeping: " in out and "us per request" in out
-    assert "~100 us request (tanh over float32[" in out and "(target >= 0.97: " in out
+    assert "~100 us request, in-process (tanh over float32[" in out and "(target >= 0.97: " in out
+    assert "~100 us request, profiler in a worker process (tanh over float32[" in out
 
 
 def test_bench_detection_judges_each_run_with_every_gate(tiny_models: dict[str, Path], tmp_path: Path) -> None:

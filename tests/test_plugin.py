@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ GPU_RUNTIMES = [d.name for d in default_registry() if d.device == "cuda"]
 def _correctness_only(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """These sessions test options and correctness; profiling has its own (test_plugin_performance.py).
     (Set after pytester's setup, which clears PYTEST_ADDOPTS.)"""
-    monkeypatch.setenv("PYTEST_ADDOPTS", "--navigator-no-profile")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} --navigator-no-profile".strip())
 
 
 def _copy(pytester: pytest.Pytester, source: Path, name: str | None = None) -> Path:
@@ -275,5 +276,6 @@ def test_ini_twins_configure_the_run(pytester: pytest.Pytester, tiny_models: dic
     """)
     result = pytester.runpytest("-v")
     result.assert_outcomes(passed=2)
-    # 2 configured batch sizes + 25 generated; generated batch sizes range from 1 up to 8
-    result.stdout.fnmatch_lines(["*torchscript-cpu*passed*27 samples at batch sizes 1-8*"])
+    # 2 configured batch sizes + 25 generated; generated batch sizes range from 1 up to at most 8
+    # (how far up depends on what Hypothesis draws), and the configured 3 is always among them
+    result.stdout.fnmatch_lines(["*torchscript-cpu*passed*27 samples at batch sizes 1-[345678],*"])

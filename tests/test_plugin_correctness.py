@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -28,7 +29,7 @@ def pytest_navigator_register_runtimes(registry, config):
 def _correctness_only(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """These sessions test options and correctness; profiling has its own (test_plugin_performance.py).
     (Set after pytester's setup, which clears PYTEST_ADDOPTS.)"""
-    monkeypatch.setenv("PYTEST_ADDOPTS", "--navigator-no-profile")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{os.environ.get('PYTEST_ADDOPTS', '')} --navigator-no-profile".strip())
 
 
 @pytest.fixture
@@ -168,7 +169,10 @@ def test_library_debug_logs_do_not_flood_a_failure_report(pytester: pytest.Pytes
         """
     )
     result = pytester.runpytest(
-        "--navigator-model=mlp.pt2", "--navigator-runtimes=onnxruntime-cpu", "--navigator-examples=1", "--log-level=DEBUG"
+        "--navigator-model=mlp.pt2",
+        "--navigator-runtimes=onnxruntime-cpu",
+        "--navigator-examples=1",
+        "--log-level=DEBUG",
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*Captured log call*", "DEBUG    mine:*my own debug line"])

@@ -16,7 +16,7 @@ import numpy as np
 
 from pytest_navigator.cache import Mode
 from pytest_navigator.config import Format, Sample
-from pytest_navigator.errors import RuntimeBuildError
+from pytest_navigator.errors import ModelOutputError, RuntimeBuildError
 from pytest_navigator.model import Model
 from pytest_navigator.runtime_options import TorchCompileConfig, TorchConfig, TorchScriptConfig
 from pytest_navigator.runtimes.base import TORCH_FORMATS, BuildContext, Runner, RuntimeDefinition
@@ -132,9 +132,15 @@ def bind_tensors(model: Model, sample: Sample, device: str = "cpu") -> tuple[lis
 
 def name_outputs(outputs: Any, prefix: str = "output") -> Sample:
     """Flatten a forward() result into named host arrays: a tensor is 'output', a tuple 'output_0'..,
-    a dict keeps its keys."""
+    a dict keeps its keys. Numbers count as 0-d tensors; None inside a tuple or dict (an absent
+    optional output) is left out; anything else is a ModelOutputError naming the output."""
     import torch
 
+    if outputs is None and prefix == "output":
+        raise ModelOutputError(
+            "the model returned None: there is no output to check; forward() must return a tensor, or a tuple, "
+            "list or dict of tensors"
+        )
     if isinstance(outputs, torch.Tensor):
         tensor = outputs.detach()
         if tensor.dtype == torch.bfloat16:
@@ -147,8 +153,14 @@ def name_outputs(outputs: Any, prefix: str = "output") -> Sample:
     elif isinstance(outputs, (tuple, list)):
         for index, value in enumerate(outputs):
             named.update(name_outputs(value, f"{prefix}_{index}"))
-    elif outputs is not None:
+    elif isinstance(outputs, (bool, int, float, np.ndarray, np.number, np.bool_)):
         named[prefix] = np.asarray(outputs)
+    elif outputs is not None:
+        shown = repr(outputs)
+        raise ModelOutputError(
+            f"the model's output {prefix!r} is a {type(outputs).__name__} ({shown[:40]}{'...' if len(shown) > 40 else ''}), "
+            "not a tensor; forward() must return a tensor, or a tuple, list or dict of tensors"
+        )
     return named
 
 
