@@ -55,6 +55,8 @@ class Builds:
         self._cache: ArtifactCache | None = None
         #: --navigator-isolation=process: each runtime id's worker process (it holds every model's build of it)
         self._workers: dict[str, Any] = {}
+        #: Hears what is being built (the plugin's progress line); builds can take minutes.
+        self.progress: Callable[[str], None] = lambda text: None
 
     # -- identity --------------------------------------------------------------------------------
 
@@ -158,6 +160,7 @@ class Builds:
             started = time.perf_counter()
             seen = len(self.cache.events)
             events = []
+            self.progress(f"building {runtime} for {model.name} (export, compile, or restore from the cache)")
             try:
                 runner = self._runners[key] = self.build(model, runtime)
                 events = list(getattr(runner, "cache_events", ()))  # built in a worker: its cache's events

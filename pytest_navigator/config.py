@@ -77,6 +77,8 @@ class MeasurementMode(enum.Enum):
 
 #: Model Navigator's default: a batch size must raise throughput by 5% for the sweep to go on.
 DEFAULT_PROFILING_THROUGHPUT_CUTOFF_THRESHOLD = 0.05
+#: Seconds one runtime's measurement may take by default (README: "What the default run measures").
+DEFAULT_TIME_BUDGET = 10.0
 
 
 class ProfilerConfigError(NavigatorError):
@@ -104,6 +106,9 @@ class ProfilerConfig:
     min_trials: int = 3
     stabilization_windows: int = 3
     throughput_backoff_limit: int = 2
+    #: Not Model Navigator's: seconds one runtime's measurement may take (the sweep, and windows past
+    #: max_trials while converging); None: unbounded. See profiler.profile_runner.
+    time_budget: float | None = DEFAULT_TIME_BUDGET
 
     def __post_init__(self) -> None:
         if not isinstance(self.measurement_mode, MeasurementMode):
@@ -148,6 +153,9 @@ class ProfilerConfig:
             "throughput_backoff_limit",
             self.throughput_backoff_limit,
             "an integer >= 1",
+        )
+        _check(
+            self.time_budget is None or self.time_budget > 0, "time_budget", self.time_budget, "seconds > 0, or None"
         )
 
     @classmethod

@@ -350,6 +350,7 @@ def profile_measurement(
     """The measurement of one runtime, wherever it runs: profile_runner over `sizes` (None: a sweep),
     with `old` measured window by window beside it (A/B); returns the profile and the old side's
     batch profiles by size."""
+    from pytest_navigator.interference import cpu_monitor
     from pytest_navigator.profiler import BatchProfile, profile_pair, profile_runner
     from pytest_navigator.samples import profiling_inputs
     from pytest_navigator.telemetry import gpu_monitor
@@ -372,6 +373,7 @@ def profile_measurement(
         monitor=gpu_monitor(runner.device),
         measure=measure,
         progress=progress,
+        cpu=cpu_monitor(runner.compute_threads()),
     )
     return profile, olds
 

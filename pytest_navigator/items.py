@@ -3,6 +3,7 @@ and the settings their `navigator` marker takes. Imports no ML library until a t
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,8 +103,17 @@ class PerformanceItem(NavigatorItem):
 
 
 #: Settings the navigator marker takes: the check's, then the profiler's (as settings.PROFILER_SETTINGS).
-_CHECK_SETTINGS = ("verify", "examples", "strict", "runtime_options")
-_PROFILE_SETTINGS = ("mode", "window", "stability", "max_trials", "profile", "batch_sizes", "thresholds")
+_CHECK_SETTINGS = ("verify", "examples", "strict", "runtime_options", "timeout")
+_PROFILE_SETTINGS = (
+    "mode",
+    "window",
+    "stability",
+    "max_trials",
+    "time_budget",
+    "profile",
+    "batch_sizes",
+    "thresholds",
+)
 
 
 def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +152,8 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
         if "thresholds" in settings
         else session.settings.limits
     )
-    profile = session.profile(model, runtime, config)
+    with _timeout(node, session, runtime, settings):
+        profile = session.profile(model, runtime, config)
     comparisons = session.judge(model, runtime, profile, limits)
     outcome = decide(
         runtime,
@@ -191,4 +202,23 @@ def run_check(
     if not isinstance(examples, int) or examples < 0:
         raise OptionError(f"{node.nodeid}: examples={examples!r}; give a whole number >= 0.")
     check = CheckOptions(verify, examples, tuple(explicit), bool(settings.get("strict", session.settings.strict)))
-    return session.check_correctness(model, runtime, check)
+    with _timeout(node, session, runtime, settings):
+        return session.check_correctness(model, runtime, check)
+
+
+@contextlib.contextmanager
+def _timeout(node: pytest.Item, session: Any, runtime: str, settings: dict[str, Any]) -> Iterator[None]:
+    """The navigator marker's `timeout` (seconds per request to the runtime's worker) for this test only."""
+    if settings.get("timeout") is None or session.settings.isolation != "process":
+        yield
+        return
+    from pytest_navigator.isolation import Timeouts
+    from pytest_navigator.settings import parse_timeout
+
+    seconds = parse_timeout(settings["timeout"], f"{node.nodeid}: navigator marker ")
+    worker = session.builds.worker(runtime)
+    saved, worker.timeouts = worker.timeouts, Timeouts(seconds)
+    try:
+        yield
+    finally:
+        worker.timeouts = saved

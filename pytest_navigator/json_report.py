@@ -114,6 +114,7 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
                 "batch_size": batch.batch_size,
                 "status": batch.status,
                 "error": batch.error,
+                "reason": batch.reason,
                 "throughput": batch.throughput if measured else None,
                 "latency_ms": batch.latency_ms if measured else None,
                 "cold_start_ms": batch.cold_start_ms,
@@ -126,6 +127,8 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
                         "p50_ms": w.p50_ms,
                         "throttled": w.throttled,
                         "device": None if w.device is None else w.device.describe(),
+                        "interfered": w.interfered,
+                        "cpu": None if w.cpu is None else w.cpu.describe(),
                     }
                     for w in batch.windows
                 ],

@@ -21,6 +21,7 @@ MODE = "--navigator-mode"
 WINDOW = "--navigator-window"
 STABILITY = "--navigator-stability"
 MAX_TRIALS = "--navigator-max-trials"
+TIME_BUDGET = "--navigator-time-budget"
 NO_PROFILE = "--navigator-no-profile"
 THRESHOLDS = "--navigator-thresholds"
 REQUIRE_BASELINE = "--navigator-require-baseline"
@@ -139,7 +140,16 @@ OPTIONS: tuple[Option, ...] = (
         MAX_TRIALS,
         "navigator_max_trials",
         "string",
-        "Windows measured per batch size before an unsettled measurement is reported unstable (default 10).",
+        "Windows measured per batch size before an unsettled measurement is reported unstable (default 10; up to 3x "
+        "that while it is still converging and the time budget lasts).",
+    ),
+    _option(
+        TIME_BUDGET,
+        "navigator_time_budget",
+        "string",
+        "Seconds one runtime's measurement may take: the batch-size sweep stops before a size the rest cannot pay "
+        "for, a later size not stable when it is spent is left out, and windows past max-trials stop (default 10; "
+        "'none': unbounded). The first batch size and explicit ones are always measured in full.",
     ),
     _option(
         NO_PROFILE,

@@ -102,6 +102,31 @@ class _DropAll(logging.Filter):
         return False
 
 
+def unchecked_update(session: Any) -> str:
+    """Why --update-baselines wrote nothing for runtimes measured without their correctness check in
+    this run (its test deselected, e.g. by -k test_performance), and the command that works; ""
+    when there are none. A baseline is only written for a runtime that passed its check."""
+    from pytest_navigator.results import Status
+
+    unchecked = [r for r in session.results.runtimes.values() if r.profile is not None and r.status == Status.BUILT]
+    if not unchecked:
+        return ""
+    models = dict.fromkeys(os.path.relpath(r.model) for r in unchecked)
+    runtimes = ",".join(dict.fromkeys(r.runtime for r in unchecked))
+    command = " ".join(
+        [
+            "pytest",
+            *(f"{options.MODEL}={m}" for m in models),
+            f"{options.RUNTIMES}={runtimes}",
+            "--update-baselines",
+        ]
+    )
+    return (
+        f"--update-baselines wrote nothing for {runtimes}: their correctness was not checked in this run (its tests"
+        f" were deselected), and a baseline is only written for a runtime that passed its check. Run both: {command}"
+    )
+
+
 class NavigatorPlugin:
     """Registered only with --navigator-model (or the ini twin): loads models and generates tests."""
 
@@ -156,6 +181,32 @@ class NavigatorPlugin:
             f"baselines {settings.baselines_dir}"
         )
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        from pytest_navigator.progress import ProgressLine
+
+        self.progress = ProgressLine(session.config)  # the terminal reporter exists by now
+        if self.progress.enabled:
+            self.session.watch(self.progress)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Any:
+        try:
+            return (yield)
+        finally:
+            self._clear_progress()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        try:
+            return (yield)
+        finally:
+            self._clear_progress()
+
+    def _clear_progress(self) -> None:
+        progress = getattr(self, "progress", None)
+        if progress is not None:
+            progress.clear()
+
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
         if file_path.resolve() in self._model_files:
             return ModelFile.from_parent(parent, path=file_path)
@@ -179,6 +230,9 @@ class NavigatorPlugin:
             self.session.update_baselines()
             if any(u.error is not None for u in self.session.results.baseline_updates.values()):
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            self.update_error = unchecked_update(self.session)
+            if self.update_error:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -192,6 +246,8 @@ class NavigatorPlugin:
 
         if self.report_error:
             terminalreporter.line(self.report_error, red=True)
+        if getattr(self, "update_error", ""):
+            terminalreporter.line(self.update_error, red=True)
         if self.session.results.runtimes:
             terminalreporter.section("navigator runtimes")
             terminalreporter.line(runtime_table(self.session))

@@ -3,9 +3,17 @@
 Seed 000's ProfilerConfig semantics, with the honesty the anchors lack: every timed request ends
 with the runner's `synchronize()`; the first call is reported apart as the cold start; percentiles
 come from the pooled raw latencies of the stable windows (never averaged per window); windows the
-device flagged as throttled are left out of the stable set; an unstable measurement is a result
-carrying every window, not an exception. The clock is injectable, so all of it is unit-tested
-with a fake one.
+device flagged as throttled, and windows during which other processes took the runtime's cores
+(interference.py), are left out of the stable set; an unstable measurement is a result carrying
+every window, not an exception. The clock is injectable, so all of it is unit-tested with a fake
+one.
+
+Within a time budget per runtime (ProfilerConfig.time_budget, `--navigator-time-budget`), the
+measurement adapts: windows last at least MIN_WINDOW_MS (a window of 50 fast requests is too
+short to be stable, or to be judged for interference); a batch size still converging after
+max_trials windows gets more, up to EXTRA_TRIALS_FACTOR times as many, while the budget lasts;
+the sweep stops before a batch size the rest of the budget cannot pay for. Every batch size says
+why its measurement ended, and the profile why the sweep did.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import numpy as np
 
 from pytest_navigator import options
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
+from pytest_navigator.interference import CpuMonitor, CpuReading, free_cores, summarize
 from pytest_navigator.runtimes.base import Runner
 from pytest_navigator.telemetry import DeviceReading
 
@@ -45,6 +54,12 @@ MAX_WARMUP_CALLS = 50
 BLOCKS_PER_WINDOW = 5
 #: Without explicit batch sizes and without a runner limit, the sweep stops here.
 SWEEP_LIMIT = 1024
+#: Count windows get enough requests to last at least this long (time windows: at least this interval).
+MIN_WINDOW_MS = 100.0
+#: A batch size still converging after max_trials windows may get up to this many times as many.
+EXTRA_TRIALS_FACTOR = 3
+#: "Still converging": the last stabilization windows lie within this multiple of stability_percentage.
+CONVERGING_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +70,21 @@ class WindowResult:
     latencies_ms: tuple[float, ...]
     wall_ms: float
     device: DeviceReading | None = None
+    cpu: CpuReading | None = None
 
     @property
     def throttled(self) -> bool:
         return self.device is not None and self.device.throttled
+
+    @property
+    def interfered(self) -> bool:
+        """Other processes took the runtime's cores during this window (interference.py)."""
+        return self.cpu is not None and self.cpu.interfered
+
+    @property
+    def excluded(self) -> bool:
+        """Left out of the stable set: the GPU throttled or the CPUs were busy with other work."""
+        return self.throttled or self.interfered
 
     @property
     def throughput(self) -> float:
@@ -80,10 +106,17 @@ class BatchProfile:
     windows: tuple[WindowResult, ...] = ()
     stable_windows: tuple[int, ...] = ()
     error: str | None = None
+    #: Why the measurement of this batch size ended.
+    reason: str = ""
 
     @property
     def stable(self) -> bool:
         return self.status == "stable"
+
+    @property
+    def interference(self) -> str:
+        """The evidence of other work on the CPUs, when some window was interfered with; else ""."""
+        return summarize([w.cpu for w in self.windows if w.cpu is not None])
 
     def _pooled(self) -> np.ndarray:
         chosen = [self.windows[i] for i in self.stable_windows] if self.stable else list(self.windows)
@@ -109,6 +142,7 @@ class BatchProfile:
         return "; ".join(
             f"#{i + 1}: {w.throughput:.1f}/s p50 {w.p50_ms:.3f} ms"
             + (f" (throttled: {w.device.describe()})" if w.device is not None and w.throttled else "")
+            + (f" (busy: {w.cpu.describe()})" if w.cpu is not None and w.interfered else "")
             for i, w in enumerate(self.windows)
         )
 
@@ -123,6 +157,8 @@ class RuntimeProfile:
     config: ProfilerConfig = field(default_factory=ProfilerConfig)
     #: Throughput of the device's fixed calibration workload around this profile (calibration.py).
     calibration: float | None = None
+    #: The runtime option that sets its CPU threads ("threads", "intra_op_num_threads"), for hints.
+    thread_option: str | None = None
 
     @property
     def stable(self) -> bool:
@@ -136,7 +172,12 @@ class RuntimeProfile:
 
 def warm_up(runner: Runner, prepared: Sequence[Any], clock: Clock) -> float:
     """Run requests until plan building/compilation is over; return the first call's latency (ms)."""
-    latencies = []
+    return _warm_up(runner, prepared, clock)[0]
+
+
+def _warm_up(runner: Runner, prepared: Sequence[Any], clock: Clock) -> list[float]:
+    """warm_up's latencies, the first (cold) one first."""
+    latencies: list[float] = []
     for call in range(MAX_WARMUP_CALLS):
         latencies.append(_timed(runner, prepared[call % len(prepared)], clock))
         recent = latencies[1:][-WARMUP_CALLS:]
@@ -144,7 +185,15 @@ def warm_up(runner: Runner, prepared: Sequence[Any], clock: Clock) -> float:
             middle = float(np.median(recent))
             if all(abs(x - middle) <= WARMUP_SPREAD * middle for x in recent):
                 break
-    return latencies[0]
+    return latencies
+
+
+def grown(config: ProfilerConfig, request_ms: float) -> ProfilerConfig:
+    """`config` with windows of at least MIN_WINDOW_MS, for requests taking about `request_ms`."""
+    if config.measurement_mode is MeasurementMode.TIME_WINDOWS:
+        return replace(config, measurement_interval=max(config.measurement_interval, MIN_WINDOW_MS))
+    needed = math.ceil(MIN_WINDOW_MS / max(request_ms, 1e-6))
+    return replace(config, measurement_request_count=max(config.measurement_request_count, needed))
 
 
 def measure_window(
@@ -174,16 +223,30 @@ def _timed(runner: Runner, prepared: Any, clock: Clock) -> float:
 
 
 def stable_set(windows: Sequence[WindowResult], config: ProfilerConfig) -> tuple[int, ...] | None:
-    """Indices of the last `stabilization_windows` unthrottled windows when their throughput and their
-    p50 latency each lie within stability_percentage of their mean; None when they do not (yet)."""
-    usable = [i for i, w in enumerate(windows) if not w.throttled][-config.stabilization_windows :]
+    """Indices of the last `stabilization_windows` windows not excluded (throttled, interfered with)
+    when their throughput and their p50 latency each lie within stability_percentage of their mean;
+    None when they do not (yet). Seed 000's rule, unchanged: only the windows it looks at are chosen."""
+    return _within(windows, config, config.stability_percentage)
+
+
+def _within(windows: Sequence[WindowResult], config: ProfilerConfig, percentage: float) -> tuple[int, ...] | None:
+    usable = [i for i, w in enumerate(windows) if not w.excluded][-config.stabilization_windows :]
     if len(windows) < config.min_trials or len(usable) < config.stabilization_windows:
         return None
     for values in ([windows[i].throughput for i in usable], [windows[i].p50_ms for i in usable]):
         mean = float(np.mean(values))
-        if mean <= 0 or any(abs(v - mean) > config.stability_percentage / 100 * mean for v in values):
+        if mean <= 0 or any(abs(v - mean) > percentage / 100 * mean for v in values):
             return None
     return tuple(usable)
+
+
+def converging(windows: Sequence[WindowResult], config: ProfilerConfig) -> bool:
+    """Worth another window after max_trials: the last windows are close to the rule (within
+    CONVERGING_FACTOR times stability_percentage), or the latest was excluded (the machine or the
+    GPU may settle)."""
+    if windows and windows[-1].excluded:
+        return True
+    return _within(windows, config, CONVERGING_FACTOR * config.stability_percentage) is not None
 
 
 def profile_batch(
@@ -194,36 +257,62 @@ def profile_batch(
     clock: Clock = time.perf_counter_ns,
     monitor: WindowMonitor | None = None,
     progress: Progress | None = None,
+    cpu: CpuMonitor | None = None,
+    deadline: int | None = None,
+    abandon: bool = False,
 ) -> BatchProfile:
-    """Prepare the inputs, warm up, then measure windows until stable or max_trials; a runtime
-    error (out of memory at a large batch) is a result too. `progress` hears of each step, between
-    timed requests, never during them."""
+    """Prepare the inputs, warm up, then measure windows (of at least MIN_WINDOW_MS) until stable or
+    max_trials, and past max_trials while converging and before `deadline` (a `clock` value); a
+    runtime error (out of memory at a large batch) is a result too. With `abandon`, a size not yet
+    stable when the deadline passes is given up ("abandoned": the sweep leaves it out). `progress` hears of each step,
+    between timed requests, never during them; so do the monitors (GPU, CPUs)."""
     say = progress or _silent
     try:
         prepared = [runner.prepare(sample) for sample in inputs]
         say(f"{runner.runtime} batch {batch_size}: warming up")
-        cold = warm_up(runner, prepared, clock)
+        warm = _warm_up(runner, prepared, clock)
+        cold = warm[0]
         plan = runner.plan_seconds(batch_size)
         if plan is not None:  # a per-batch-size plan: its build is this size's cold start
             cold = max(cold, plan * 1000)
+        window_config = grown(config, float(np.median(warm[1:] or warm)))
         windows: list[WindowResult] = []
-        while len(windows) < config.max_trials:
+        limit = config.max_trials * EXTRA_TRIALS_FACTOR
+        while True:
+            if abandon and deadline is not None and clock() >= deadline:
+                reason = f"the time budget was spent after {len(windows)} windows, before it was stable"
+                return BatchProfile(batch_size, "abandoned", cold, tuple(windows), reason=reason)
+            if len(windows) >= config.max_trials:
+                if deadline is not None and clock() >= deadline:
+                    reason = f"not stable after {len(windows)} windows, and the time budget was spent"
+                    break
+                if len(windows) >= limit or not converging(windows, config):
+                    reason = f"not stable after {len(windows)} windows (max_trials {config.max_trials}" + (
+                        f", and {EXTRA_TRIALS_FACTOR}x that while converging)" if len(windows) >= limit else ")"
+                    )
+                    break
             if monitor is not None:
                 monitor.window_started()
-            window = measure_window(runner, prepared, batch_size, config, clock, offset=len(windows))
+            if cpu is not None:
+                cpu.window_started()
+            window = measure_window(runner, prepared, batch_size, window_config, clock, offset=len(windows))
+            if cpu is not None:
+                window = replace(window, cpu=cpu.window_ended())
             if monitor is not None:
                 window = replace(window, device=monitor.window_ended())
             windows.append(window)
+            busy = " (machine busy: left out)" if window.interfered else ""
             say(
-                f"{runner.runtime} batch {batch_size}: window {len(windows)} of at most {config.max_trials}, "
-                f"{window.throughput:.1f} samples/s"
+                f"{runner.runtime} batch {batch_size}: window {len(windows)} of {config.max_trials}, "
+                f"{window.throughput:.1f} samples/s{busy}"
             )
             chosen = stable_set(windows, config)
             if chosen is not None:
-                return BatchProfile(batch_size, "stable", cold, tuple(windows), chosen)
+                reason = f"stable after {len(windows)} windows"
+                return BatchProfile(batch_size, "stable", cold, tuple(windows), chosen, reason=reason)
     except Exception as exc:
         return _failed(batch_size, exc)
-    return BatchProfile(batch_size, "unstable", cold, tuple(windows))
+    return BatchProfile(batch_size, "unstable", cold, tuple(windows), reason=reason)
 
 
 #: Hears what a measurement is doing ("torch-cpu batch 4: window 3 of at most 10, 812.3 samples/s").
@@ -236,7 +325,8 @@ def _silent(text: str) -> None:
 
 def _failed(batch_size: int, exc: Exception) -> BatchProfile:
     """A runtime error at this batch size (out of memory at a large batch) as a result, not a crash."""
-    return BatchProfile(batch_size, "error", None, error=f"{type(exc).__name__}: {exc}".strip())
+    error = f"{type(exc).__name__}: {exc}".strip()
+    return BatchProfile(batch_size, "error", None, error=error, reason=f"failed: {error}")
 
 
 def sweep_sizes(max_batch_size: int | None) -> list[int]:
@@ -261,23 +351,47 @@ def profile_runner(
     monitor: WindowMonitor | None = None,
     measure: Callable[[int], BatchProfile] | None = None,
     progress: Progress | None = None,
+    cpu: CpuMonitor | None = None,
 ) -> RuntimeProfile:
     """Profile each batch size in ascending order. Explicit sizes are all measured; the automatic
     sweep (powers of two) stops once throughput fails to grow by throughput_cutoff_threshold for
-    throughput_backoff_limit sizes in a row. An error (e.g. out of memory) ends the sweep there.
-    `measure(size)` replaces profile_batch (profile_pair uses it for A/B runs)."""
+    throughput_backoff_limit sizes in a row, or before a size the rest of config.time_budget cannot
+    pay for (the last size's time, doubled, as sizes double); a size after the first that is still
+    not stable when the budget is spent is left out. An error (e.g. out of memory) ends
+    the sweep there. `measure(size)` replaces profile_batch (profile_pair uses it for A/B runs)."""
     explicit = batch_sizes is not None
     sizes = sorted(set(batch_sizes)) if batch_sizes is not None else sweep_sizes(runner.max_batch_size)
+    started = clock()
+    deadline = started + int(config.time_budget * 1e9) if config.time_budget is not None else None
     profiles: list[BatchProfile] = []
-    best, without_gain = 0.0, 0
+    best, without_gain, last_ns = 0.0, 0, 0
+
+    def result(reason: str) -> RuntimeProfile:
+        return RuntimeProfile(runner.runtime, tuple(profiles), reason, config, thread_option=runner.thread_option)
+
     for size in sizes:
+        now = clock()
+        if profiles and not explicit and deadline is not None and now + 2 * last_ns > deadline:
+            return result(
+                f"time budget: {config.time_budget:g} s ({options.TIME_BUDGET}) would be spent before batch size"
+                f" {size} is measured ({(now - started) / 1e9:.1f} s used)"
+            )
         if measure is not None:
             profile = measure(size)
         else:
-            profile = profile_batch(runner, inputs_for(size), size, config, clock, monitor, progress)
+            abandon = bool(profiles) and not explicit  # the first size, and explicit ones, are always measured
+            profile = profile_batch(
+                runner, inputs_for(size), size, config, clock, monitor, progress, cpu, deadline, abandon
+            )
+        last_ns = clock() - now
+        if profile.status == "abandoned":
+            return result(
+                f"time budget: {config.time_budget:g} s ({options.TIME_BUDGET}) spent while batch size {size} was"
+                f" measured ({profile.reason}; left out)"
+            )
         profiles.append(profile)
         if profile.status == "error":
-            return RuntimeProfile(runner.runtime, tuple(profiles), f"batch size {size} failed: {profile.error}", config)
+            return result(f"batch size {size} failed: {profile.error}")
         if explicit:
             continue
         if profile.throughput > best * (1 + config.throughput_cutoff_threshold):
@@ -286,14 +400,10 @@ def profile_runner(
             without_gain += 1
         best = max(best, profile.throughput)
         if without_gain >= config.throughput_backoff_limit:
-            return RuntimeProfile(
-                runner.runtime,
-                tuple(profiles),
-                f"throughput grew less than {config.throughput_cutoff_threshold:.0%} for {without_gain} batch sizes in a row",
-                config,
+            return result(
+                f"throughput grew less than {config.throughput_cutoff_threshold:.0%} for {without_gain} batch sizes in a row"
             )
-    reason = "all requested batch sizes measured" if explicit else f"reached the largest batch size ({sizes[-1]})"
-    return RuntimeProfile(runner.runtime, tuple(profiles), reason, config)
+    return result("all requested batch sizes measured" if explicit else f"reached the largest batch size ({sizes[-1]})")
 
 
 def profile_pair(
@@ -388,18 +498,37 @@ def check_profile(profile: RuntimeProfile, model_name: str) -> None:
     if unstable:
         lines = [
             f"{profile.runtime} on {model_name}: the measurement is unstable at batch size"
-            f" {', '.join(str(b.batch_size) for b in unstable)}: after {config.max_trials} windows (max_trials), no"
-            f" {config.stabilization_windows} consecutive unthrottled windows had throughput and p50 latency within"
-            f" {config.stability_percentage:g}% of their mean."
+            f" {', '.join(str(b.batch_size) for b in unstable)}: no"
+            f" {config.stabilization_windows} consecutive windows (throttled and busy ones left out) had throughput"
+            f" and p50 latency within {config.stability_percentage:g}% of their mean."
         ]
+        busy: list[CpuReading] = []
         for batch in unstable:
-            lines.append(f"  batch {batch.batch_size} windows: {batch.describe_windows()}")
+            lines.append(f"  batch {batch.batch_size} ({batch.reason}): {batch.describe_windows()}")
             if sum(w.throttled for w in batch.windows) > len(batch.windows) - config.stabilization_windows:
                 lines.append("  the GPU throttled (clock or thermal limits) in too many windows; let it cool down.")
+            if batch.interference:
+                lines.append(f"  {batch.interference}.")
+                busy.extend(w.cpu for w in batch.windows if w.cpu is not None)
+        if busy:
+            lines.append(thread_hint(profile, busy))
         lines.append(UNSTABLE_HINT)
         raise PerformanceFailure("\n".join(lines))
     if not any(b.status != "error" for b in profile.batches):
         raise PerformanceFailure(f"{profile.runtime} on {model_name}: nothing could be measured: {profile.stop_reason}")
+
+
+def thread_hint(profile: RuntimeProfile, readings: Sequence[CpuReading]) -> str:
+    """What to try when other processes took the runtime's cores: fewer threads, or a quiet machine."""
+    threads, free = readings[0].threads, free_cores(readings)
+    if profile.thread_option is not None and threads > free:
+        return (
+            f"hint: the runtime's {threads} threads wait for each other when fewer cores are free; give it the"
+            f" {free} free core{'s' if free != 1 else ''} with the runtime option {profile.thread_option}={free}"
+            f" ({options.RUNTIME_OPTION}={profile.runtime.split(':')[0]}:{profile.thread_option}={free}),"
+            " or stop the other jobs."
+        )
+    return "hint: other processes took the runtime's cores; stop the other jobs or run on a dedicated machine."
 
 
 def profile_to_dict(profile: RuntimeProfile) -> dict[str, Any]:
@@ -409,18 +538,21 @@ def profile_to_dict(profile: RuntimeProfile) -> dict[str, Any]:
         "stop_reason": profile.stop_reason,
         "config": profile.config.to_dict(),
         "calibration": profile.calibration,
+        "thread_option": profile.thread_option,
         "batches": [
             {
                 "batch_size": b.batch_size,
                 "status": b.status,
                 "cold_start_ms": b.cold_start_ms,
                 "error": b.error,
+                "reason": b.reason,
                 "stable_windows": list(b.stable_windows),
                 "windows": [
                     {
                         "latencies_ms": list(w.latencies_ms),
                         "wall_ms": w.wall_ms,
                         "device": None if w.device is None else asdict(w.device),
+                        "cpu": None if w.cpu is None else asdict(w.cpu),
                     }
                     for w in b.windows
                 ],
@@ -440,12 +572,19 @@ def profile_from_dict(data: dict[str, Any]) -> RuntimeProfile:
                 tuple(w["latencies_ms"]),
                 w["wall_ms"],
                 None if w["device"] is None else _reading(w["device"]),
+                None if w.get("cpu") is None else CpuReading(**w["cpu"]),
             )
             for w in b["windows"]
         )
         batches.append(
             BatchProfile(
-                b["batch_size"], b["status"], b["cold_start_ms"], windows, tuple(b["stable_windows"]), b["error"]
+                b["batch_size"],
+                b["status"],
+                b["cold_start_ms"],
+                windows,
+                tuple(b["stable_windows"]),
+                b["error"],
+                b.get("reason", ""),
             )
         )
     return RuntimeProfile(
@@ -454,6 +593,7 @@ def profile_from_dict(data: dict[str, Any]) -> RuntimeProfile:
         data["stop_reason"],
         ProfilerConfig.from_dict(data["config"]),
         data["calibration"],
+        data.get("thread_option"),
     )
 
 

@@ -86,6 +86,8 @@ def performance_summary(session: NavigatorSession) -> str:
             )
             if batch.stable and not is_old:
                 best.append((model, runtime, batch))
+            if batch.interference:
+                stops.append(f"{model} {runtime} batch {batch.batch_size}: {batch.interference} (left out)")
         stops.append(f"{model} {runtime}: sweep stopped: {profile.stop_reason}")
     table = tabulate(
         rows,

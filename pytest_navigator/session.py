@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,8 @@ class NavigatorSession:
     _references: dict[Path, ReferenceOutputs] = field(default_factory=dict)
     _user_samples: dict[Path, list[LabeledSample]] = field(default_factory=dict)
     _run_seed: int | None = None
+    #: Hears what a long step is doing (builds, measurement windows): the plugin's progress line.
+    progress: Callable[[str], None] | None = None
 
     # -- models ----------------------------------------------------------------------------------
 
@@ -95,7 +97,14 @@ class NavigatorSession:
     def builds(self) -> Builds:
         if self._builds is None:
             self._builds = Builds(self.settings, self.registry, self.results, self.workdir)
+            if self.progress is not None:
+                self._builds.progress = self.progress
         return self._builds
+
+    def watch(self, progress: Callable[[str], None]) -> None:
+        """Let `progress` hear what builds and measurements are doing."""
+        self.progress = progress
+        self.builds.progress = progress
 
     def plan(self, model: Model) -> list[RuntimePlan]:
         return self.builds.plan(model)
@@ -252,9 +261,10 @@ class NavigatorSession:
         old_runner = self.runner(self.against_model, runtime) if self.against_model is not None else None
         olds: dict[int, BatchProfile]
         if isinstance(runner, WorkerRunner):  # the timing loop runs in the runtime's own process
-            profile, olds = runner.measure(config, sizes, old_runner if isinstance(old_runner, WorkerRunner) else None)
+            old = old_runner if isinstance(old_runner, WorkerRunner) else None
+            profile, olds = runner.measure(config, sizes, old, progress=self.progress)
         else:
-            profile, olds = profile_measurement(runner, model.io_spec, config, sizes, old_runner)
+            profile, olds = profile_measurement(runner, model.io_spec, config, sizes, old_runner, self.progress)
         result = self.results.result(model.path, runtime)
         if self.against_model is not None:
             result.against_profile = replace(profile, batches=tuple(olds[b.batch_size] for b in profile.batches))

@@ -113,6 +113,7 @@ def settings_from(
         window=value(options.WINDOW) or None,
         stability=value(options.STABILITY) or None,
         max_trials=value(options.MAX_TRIALS) or None,
+        time_budget=value(options.TIME_BUDGET) or None,
         profile=False if value(options.NO_PROFILE) else None,
         batch_sizes=batch_sizes or None,
     )
@@ -228,6 +229,7 @@ PROFILER_SETTINGS = {
     "window": options.WINDOW,
     "stability": options.STABILITY,
     "max_trials": options.MAX_TRIALS,
+    "time_budget": options.TIME_BUDGET,
     "profile": options.NO_PROFILE,
 }
 
@@ -276,6 +278,14 @@ def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> Pro
         changes["max_trials"] = _number(
             values["max_trials"], options.MAX_TRIALS, where, "an integer >= 3, e.g. 10", integer=True
         )
+    budget = values.get("time_budget")
+    if budget is not None:
+        unbounded = isinstance(budget, str) and budget.strip().lower() in ("none", "inf", "unbounded")
+        changes["time_budget"] = (
+            None if unbounded else _number(budget, options.TIME_BUDGET, where, "seconds > 0, e.g. 15, or 'none'")
+        )
+        if changes["time_budget"] is not None and not 0 < changes["time_budget"] < float("inf"):
+            raise OptionError(f"{where}{options.TIME_BUDGET}={budget!r}: give seconds > 0, e.g. 15, or 'none'.")
     if values.get("profile") is not None:
         changes["run_profiling"] = bool(values["profile"])
     if values.get("batch_sizes") is not None:

@@ -488,3 +488,40 @@ def test_isolation_holds_under_xdist(pytester: pytest.Pytester, bad_models: dict
     result.stdout.fnmatch_lines([f"*{FAULTS['aborts']}*"])
     assert runtimes["onnxruntime-cpu"]["status"] == "passed" and runtimes["onnxruntime-cpu"]["profile"] is not None
     assert all(runtimes[name]["status"] == "failed" for name in faults)
+
+
+@pytest.mark.isolated
+def test_a_navigator_marker_sets_the_timeout_of_one_test(
+    pytester: pytest.Pytester, bad_models: dict[str, Path]
+) -> None:
+    shutil.copy(bad_models["mlp"], pytester.path / "mlp.pt2")
+    shutil.copy(bad_models["mlp"].with_name("mlp.navigator.toml"), pytester.path)
+    pytester.makeconftest(_FAULTY)
+    pytester.makepyfile(
+        test_mine="""
+        import pytest
+
+        @pytest.mark.navigator(timeout=2, examples=3)
+        def test_hangs_within_my_limit(navigator_check):
+            navigator_check("hangs")
+
+        @pytest.mark.navigator(timeout="soon")
+        def test_a_bad_limit(navigator_check):
+            navigator_check("exits")
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--navigator-model=mlp.pt2",
+        "--navigator-runtimes=hangs",
+        "--navigator-batch-sizes=1,2",
+        "test_mine.py",
+        "-k",
+        "test_mine",  # only these, not the model's own tests
+    )
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*hangs gave no answer within 2 s to an infer request, and was killed*",  # not the 120 s default
+            "*test_a_bad_limit: navigator marker --navigator-timeout='soon': give seconds > 0, e.g. 60.*",
+        ]
+    )

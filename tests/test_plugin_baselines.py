@@ -39,7 +39,9 @@ def slowable():
 
 def wobbly():
     calls["n"] += 1
-    return 0.002 if (calls["n"] // 5) % 2 else 0.0002
+    # windows of 5 requests at 20-40 ms last over 100 ms (profiler.MIN_WINDOW_MS), so none grows and
+    # consecutive windows hold 1 slow + 4 fast or 4 slow + 1 fast requests: never within 10%
+    return 0.04 if (calls["n"] // 5) % 2 else 0.02
 
 
 def pytest_navigator_register_runtimes(registry, config):
@@ -179,8 +181,19 @@ def test_an_update_keeps_what_it_did_not_measure_and_lists_it_unused(pytester: p
     assert runtimes["slowable"] == before["entries"][hardware]["slowable"]
     assert runtimes["other"] != before["entries"][hardware]["other"]  # re-measured: new date and figures
 
+    # the update trap: correctness deselected, so nothing can be written; that is a failure, with the
+    # command that works, never a silent exit 0
     unchecked = _run(pytester, "other", "--update-baselines", "-k", "performance")
-    unchecked.stdout.fnmatch_lines(["not written: mlp.pt2 other: correctness was not checked in this run"])
+    assert unchecked.ret == pytest.ExitCode.TESTS_FAILED
+    unchecked.assert_outcomes(passed=1)
+    unchecked.stdout.fnmatch_lines(
+        [
+            "--update-baselines wrote nothing for other: their correctness was not checked in this run (its tests were"
+            " deselected), and a baseline is only written for a runtime that passed its check. Run both: pytest"
+            " --navigator-model=mlp.pt2 --navigator-runtimes=other --update-baselines",
+            "not written: mlp.pt2 other: correctness was not checked in this run",
+        ]
+    )
     assert json.loads(_baseline_file(pytester).read_text()) == after
 
 

@@ -97,7 +97,7 @@ def test_a_steady_runner_is_stable_after_min_trials_with_cold_start_apart() -> N
 
 def test_an_unsteady_runner_is_unstable_after_max_trials_with_every_window() -> None:
     clock = FakeClock()
-    calls_per_window = 5
+    calls_per_window = 100  # 100 ms and more: windows no shorter than MIN_WINDOW_MS keep their count
 
     def latency(batch: int, call: int) -> float:
         window = max(call - 4, 0) // calls_per_window  # after 4 warm-up calls

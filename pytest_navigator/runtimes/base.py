@@ -55,6 +55,14 @@ class Runner(abc.ABC):
     def max_batch_size(self) -> int | None:
         return self.input_spec.max_batch_size
 
+    #: The runtime option that sets the CPU threads it computes with ("threads"); None: it has none.
+    #: Named in the hint when other processes take its cores (profiler.thread_hint).
+    thread_option: str | None = None
+
+    def compute_threads(self) -> int | None:
+        """CPU threads this runner computes with; None: unknown (every core counts as its own)."""
+        return None
+
     # -- per-batch-size plans (seed 003's memoizing inferer) ----------------------------------------
     # Runners whose plan depends on the input shape (traced TorchScript, static-shape torch.compile,
     # TensorRT profiles) build one plan per batch size on first use and keep it; they override

@@ -198,10 +198,20 @@ class OnnxRuntimeRunner(Runner):
             )
         super().__init__(runtime, model.io_spec, [o.name for o in self.session.get_outputs()], device)
         self._inputs = inputs
+        self._threads = config.intra_op_num_threads
+        self.thread_option = "intra_op_num_threads" if device == "cpu" else None
         self._dtypes = {t.name: numpy_dtype(t.dtype) for t in model.io_spec}
         self.io_binding = config.io_binding
         self._ort_device = "cuda" if device.startswith("cuda") else "cpu"
         self._last_binding: Any = None
+
+    def compute_threads(self) -> int | None:
+        """intra_op_num_threads, else ONNX Runtime's default (a thread per core); on a GPU, one."""
+        if self.device != "cpu":
+            return 1
+        from pytest_navigator.interference import available_cores
+
+        return self._threads or len(available_cores())
 
     def prepare(self, sample: Sample) -> Any:
         """The feed: contiguous arrays of the session's input dtypes; with IO binding, a binding of
