@@ -92,8 +92,16 @@ POOLED = ("window_throughputs", "block_throughputs", "block_p95_ms")
 
 
 def poolable(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
-    """Whether `new` measures the same thing as `old` the same way."""
-    return old is not None and all(old.get(k) == new.get(k) for k in ("libraries", "profiler", "precision"))
+    """Whether `new` measures the same thing as `old` the same way (the time budget decides how far a
+    sweep goes, not how a batch size is measured: it does not count)."""
+    if old is None:
+        return False
+
+    def how(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+        profiler = {k: v for k, v in (entry.get("profiler") or {}).items() if k != "time_budget"}
+        return entry.get("libraries"), profiler, entry.get("precision")
+
+    return how(old) == how(new)
 
 
 def pool(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

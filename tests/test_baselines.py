@@ -261,3 +261,12 @@ def test_the_calibration_score_is_a_median_of_windows_and_never_fails_a_run(monk
 
     monkeypatch.setattr(calibration, "_cpu_workload", broken)
     assert calibration.calibration_score() is None
+
+
+def test_a_different_time_budget_still_pools_but_a_different_window_does_not() -> None:
+    from pytest_navigator.baselines import poolable
+
+    old = entry(1000, profiler={"measurement_request_count": 50, "time_budget": 10.0})
+    assert poolable(old, entry(1010, seed=2, profiler={"measurement_request_count": 50, "time_budget": None}))
+    assert poolable(old, entry(1010, seed=2, profiler={"measurement_request_count": 50}))  # recorded before budgets
+    assert not poolable(old, entry(1010, seed=2, profiler={"measurement_request_count": 200, "time_budget": 10.0}))
