@@ -98,7 +98,7 @@ def poolable(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
         return False
 
     def how(entry: Mapping[str, Any]) -> tuple[Any, ...]:
-        profiler = {k: v for k, v in (entry.get("profiler") or {}).items() if k != "time_budget"}
+        profiler = {k: v for k, v in (entry.get("profiler") or {}).items() if k not in ("time_budget", "interference")}
         return entry.get("libraries"), profiler, entry.get("precision")
 
     return how(old) == how(new)

@@ -109,6 +109,9 @@ class ProfilerConfig:
     #: Not Model Navigator's: seconds one runtime's measurement may take (the sweep, and windows past
     #: max_trials while converging); None: unbounded. See profiler.profile_runner.
     time_budget: float | None = DEFAULT_TIME_BUDGET
+    #: Not Model Navigator's: windows during which other processes took the runtime's cores are left
+    #: out of the stable set ("exclude") or only named ("report"). See interference.py.
+    interference: str = "exclude"
 
     def __post_init__(self) -> None:
         if not isinstance(self.measurement_mode, MeasurementMode):
@@ -157,6 +160,7 @@ class ProfilerConfig:
         _check(
             self.time_budget is None or self.time_budget > 0, "time_budget", self.time_budget, "seconds > 0, or None"
         )
+        _check(self.interference in ("exclude", "report"), "interference", self.interference, "'exclude' or 'report'")
 
     @classmethod
     def from_dict(cls, profiler_config_dict: Mapping[str, Any]) -> ProfilerConfig:

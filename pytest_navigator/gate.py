@@ -139,7 +139,7 @@ def decide(
     passing = GateOutcome(Outcome.WARN, warning=warning) if warning else GateOutcome(Outcome.PASS)
     if update:
         return passing
-    regressed = [c for c in comparisons if c.verdict is Verdict.REGRESSED]
+    regressed = [c for c in comparisons if c.verdict == Verdict.REGRESSED]
     if regressed:
         return GateOutcome(
             Outcome.FAIL,
@@ -148,7 +148,7 @@ def decide(
             + f"\nIf the slowdown is intended, accept it with {options.UPDATE_BASELINES} (and commit the baseline file).",
             warning,
         )
-    new = [c for c in comparisons if c.verdict is Verdict.NEW]
+    new = [c for c in comparisons if c.verdict == Verdict.NEW]
     if new and require_baseline:
         return GateOutcome(
             Outcome.FAIL,
@@ -165,10 +165,10 @@ def accepted(results: Iterable[RuntimeResult]) -> tuple[dict[Key, dict[str, Any]
     entries: dict[Key, dict[str, Any]] = {}
     confirmed: set[Key] = set()
     for result in results:
-        if result.status is not Status.PASSED:
+        if result.status != Status.PASSED:
             continue
         entries.update(result.measured)
-        passed = {c.batch_size for c in result.comparisons if c.verdict is Verdict.PASS and c.against == "baseline"}
+        passed = {c.batch_size for c in result.comparisons if c.verdict == Verdict.PASS and c.against == "baseline"}
         confirmed |= {key for key in result.measured if key[2] in passed}
     return entries, confirmed
 

@@ -110,6 +110,7 @@ _PROFILE_SETTINGS = (
     "stability",
     "max_trials",
     "time_budget",
+    "interference",
     "profile",
     "batch_sizes",
     "thresholds",

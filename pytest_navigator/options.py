@@ -22,6 +22,7 @@ WINDOW = "--navigator-window"
 STABILITY = "--navigator-stability"
 MAX_TRIALS = "--navigator-max-trials"
 TIME_BUDGET = "--navigator-time-budget"
+INTERFERENCE = "--navigator-interference"
 NO_PROFILE = "--navigator-no-profile"
 THRESHOLDS = "--navigator-thresholds"
 REQUIRE_BASELINE = "--navigator-require-baseline"
@@ -142,6 +143,13 @@ OPTIONS: tuple[Option, ...] = (
         "string",
         "Windows measured per batch size before an unsettled measurement is reported unstable (default 10; up to 3x "
         "that while it is still converging and the time budget lasts).",
+    ),
+    _option(
+        INTERFERENCE,
+        "navigator_interference",
+        "string",
+        "Windows during which other processes took the runtime's cores: 'exclude' them from the stable set "
+        "(default) or only 'report' them (a shared machine whose noise you accept: pytest -n, shared runners).",
     ),
     _option(
         TIME_BUDGET,

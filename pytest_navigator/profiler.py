@@ -81,10 +81,10 @@ class WindowResult:
         """Other processes took the runtime's cores during this window (interference.py)."""
         return self.cpu is not None and self.cpu.interfered
 
-    @property
-    def excluded(self) -> bool:
-        """Left out of the stable set: the GPU throttled or the CPUs were busy with other work."""
-        return self.throttled or self.interfered
+    def excluded(self, config: ProfilerConfig) -> bool:
+        """Left out of the stable set: the GPU throttled, or the CPUs were busy with other work (unless
+        config.interference is "report": busy windows are then named but count)."""
+        return self.throttled or (self.interfered and config.interference == "exclude")
 
     @property
     def throughput(self) -> float:
@@ -230,7 +230,7 @@ def stable_set(windows: Sequence[WindowResult], config: ProfilerConfig) -> tuple
 
 
 def _within(windows: Sequence[WindowResult], config: ProfilerConfig, percentage: float) -> tuple[int, ...] | None:
-    usable = [i for i, w in enumerate(windows) if not w.excluded][-config.stabilization_windows :]
+    usable = [i for i, w in enumerate(windows) if not w.excluded(config)][-config.stabilization_windows :]
     if len(windows) < config.min_trials or len(usable) < config.stabilization_windows:
         return None
     for values in ([windows[i].throughput for i in usable], [windows[i].p50_ms for i in usable]):
@@ -244,7 +244,7 @@ def converging(windows: Sequence[WindowResult], config: ProfilerConfig) -> bool:
     """Worth another window after max_trials: the last windows are close to the rule (within
     CONVERGING_FACTOR times stability_percentage), or the latest was excluded (the machine or the
     GPU may settle)."""
-    if windows and windows[-1].excluded:
+    if windows and windows[-1].excluded(config):
         return True
     return _within(windows, config, CONVERGING_FACTOR * config.stability_percentage) is not None
 
@@ -301,7 +301,7 @@ def profile_batch(
             if monitor is not None:
                 window = replace(window, device=monitor.window_ended())
             windows.append(window)
-            busy = " (machine busy: left out)" if window.interfered else ""
+            busy = f" (machine busy{': left out' if window.excluded(config) else ''})" if window.interfered else ""
             say(
                 f"{runner.runtime} batch {batch_size}: window {len(windows)} of {config.max_trials}, "
                 f"{window.throughput:.1f} samples/s{busy}"

@@ -87,7 +87,12 @@ def performance_summary(session: NavigatorSession) -> str:
             if batch.stable and not is_old:
                 best.append((model, runtime, batch))
             if batch.interference:
-                stops.append(f"{model} {runtime} batch {batch.batch_size}: {batch.interference} (left out)")
+                kept = (
+                    "left out"
+                    if profile.config.interference == "exclude"
+                    else "counted: --navigator-interference=report"
+                )
+                stops.append(f"{model} {runtime} batch {batch.batch_size}: {batch.interference} ({kept})")
         stops.append(f"{model} {runtime}: sweep stopped: {profile.stop_reason}")
     table = tabulate(
         rows,

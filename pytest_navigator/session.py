@@ -213,11 +213,11 @@ class NavigatorSession:
             )
             report = check_runtime(context, options or CheckOptions(examples=self.settings.examples))
         except Exception as exc:
-            if result.status is not Status.FAILED_BUILD:
+            if result.status != Status.FAILED_BUILD:
                 result.detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise
         finally:
-            if result.status is not Status.FAILED_BUILD:
+            if result.status != Status.FAILED_BUILD:
                 result.status = Status.PASSED if report else Status.FAILED
             if report:
                 result.correctness, result.detail = report, correctness_detail(report)

@@ -114,6 +114,7 @@ def settings_from(
         stability=value(options.STABILITY) or None,
         max_trials=value(options.MAX_TRIALS) or None,
         time_budget=value(options.TIME_BUDGET) or None,
+        interference=value(options.INTERFERENCE) or None,
         profile=False if value(options.NO_PROFILE) else None,
         batch_sizes=batch_sizes or None,
     )
@@ -230,6 +231,7 @@ PROFILER_SETTINGS = {
     "stability": options.STABILITY,
     "max_trials": options.MAX_TRIALS,
     "time_budget": options.TIME_BUDGET,
+    "interference": options.INTERFERENCE,
     "profile": options.NO_PROFILE,
 }
 
@@ -286,6 +288,14 @@ def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> Pro
         )
         if changes["time_budget"] is not None and not 0 < changes["time_budget"] < float("inf"):
             raise OptionError(f"{where}{options.TIME_BUDGET}={budget!r}: give seconds > 0, e.g. 15, or 'none'.")
+    interference = values.get("interference")
+    if interference is not None:
+        chosen = str(interference).strip().lower()
+        if chosen not in ("exclude", "report"):
+            raise OptionError(
+                f"{where}{options.INTERFERENCE}={interference!r}: give 'exclude' (leave busy windows out) or 'report'."
+            )
+        changes["interference"] = chosen
     if values.get("profile") is not None:
         changes["run_profiling"] = bool(values["profile"])
     if values.get("batch_sizes") is not None:

@@ -30,7 +30,10 @@ MIN_BLOCKS = 6
 AB_PAIRS = 9
 
 
-class Verdict(enum.Enum):
+class Verdict(enum.StrEnum):
+    """A comparison's outcome. A str enum: equal by value, so verdicts made by a module imported twice
+    (pytester's in-process runs re-import what a run imported) still compare equal."""
+
     PASS = "pass"
     REGRESSED = "regressed"
     IMPROVED = "improved"

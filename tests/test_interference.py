@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_navigator.config import ProfilerConfig, Sample
+from pytest_navigator.config import ProfilerConfig, ProfilerConfigError, Sample
 from pytest_navigator.interference import (
     CpuMonitor,
     CpuReading,
@@ -149,6 +149,21 @@ def test_interfered_windows_are_flagged_left_out_and_named() -> None:
     assert profile.interference.startswith("machine busy: other processes used 1.0 of 2 cores")
     assert "in 2 of 5 windows; the runtime computes with 2 threads" in profile.interference
     assert "(busy: others used 1.0 of 2 cores" in profile.describe_windows()
+
+
+def test_interference_report_names_busy_windows_but_counts_them() -> None:
+    machine = FakeMachine(threads=2)
+
+    def latency(call: int, m: FakeMachine, batch: int) -> float:
+        m.others = 1.0
+        return 1.0
+
+    config = ProfilerConfig(interference="report")
+    profile = profile_batch(MachineRunner(machine, latency), _inputs(), 1, config, machine, cpu=machine.monitor())
+    assert profile.stable and profile.stable_windows == (0, 1, 2)
+    assert all(w.interfered for w in profile.windows) and profile.interference.startswith("machine busy")
+    with pytest.raises(ProfilerConfigError, match="interference"):
+        ProfilerConfig(interference="ignore")
 
 
 def test_a_machine_busy_throughout_fails_naming_the_interference_with_a_thread_hint() -> None:
