@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -158,8 +159,6 @@ class CpuMonitor:
         process: Callable[[], ProcessTimes] = read_rusage,
         wall: Callable[[], float] | None = None,
     ) -> None:
-        import time
-
         self.threads, self.cores = max(1, threads), max(1, cores)
         self._machine, self._process = machine, process
         self._wall = wall or time.monotonic

@@ -25,6 +25,7 @@ boundary. A worker reports progress between windows; that is its heartbeat.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import marshal
 import math
@@ -233,6 +234,7 @@ def _definition_bytes(definition: RuntimeDefinition) -> bytes:
             cloudpickle.unregister_pickle_by_value(module)
 
 
+@functools.cache
 def _keep_file_names_pickler() -> type:
     import cloudpickle
 

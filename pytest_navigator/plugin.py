@@ -190,22 +190,15 @@ class NavigatorPlugin:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Any:
+        """Builds (setup) and measurements (call) end with the progress line erased."""
         try:
             return (yield)
         finally:
-            self._clear_progress()
+            progress = getattr(self, "progress", None)
+            if progress is not None:
+                progress.clear()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Any:
-        try:
-            return (yield)
-        finally:
-            self._clear_progress()
-
-    def _clear_progress(self) -> None:
-        progress = getattr(self, "progress", None)
-        if progress is not None:
-            progress.clear()
+    pytest_runtest_call = pytest_runtest_setup
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
         if file_path.resolve() in self._model_files:

@@ -99,7 +99,7 @@ class RuntimeResult:
         return "; ".join(self.artifacts)
 
     def to_dict(self) -> dict[str, Any]:
-        from pytest_navigator.profiler import profile_to_dict
+        from pytest_navigator.profile_json import profile_to_dict
 
         return {
             "model": str(self.model),
@@ -120,7 +120,7 @@ class RuntimeResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RuntimeResult:
         from pytest_navigator.correctness import CorrectnessReport
-        from pytest_navigator.profiler import profile_from_dict
+        from pytest_navigator.profile_json import profile_from_dict
         from pytest_navigator.verdicts import Comparison
 
         runtime = data["runtime"]

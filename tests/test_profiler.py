@@ -275,7 +275,7 @@ def test_ab_windows_last_long_enough_to_average_out_short_noise(monkeypatch: pyt
 def test_profiles_survive_the_trip_from_an_xdist_worker() -> None:
     import json
 
-    from pytest_navigator.profiler import profile_from_dict, profile_to_dict
+    from pytest_navigator.profile_json import profile_from_dict, profile_to_dict
 
     clock = FakeClock()
     monitor = ScriptedMonitor([(1980, ())] * 2 + [(1200, ("hw_slowdown",))] + [(1980, ())] * 10)
