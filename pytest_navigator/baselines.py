@@ -63,7 +63,9 @@ def blocks(batch: BatchProfile) -> tuple[list[float], list[float]]:
 
 
 def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, Any], precision: str) -> dict[str, Any]:
-    """What is stored for one stable batch-size measurement."""
+    """What is stored for one stable batch-size measurement (instruction counts: instruction_entry)."""
+    if batch.instructions:
+        return instruction_entry(batch, facts, precision)
     throughputs, p95s = blocks(batch)
     return _round(
         {
@@ -82,6 +84,34 @@ def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, 
     )
 
 
+def instruction_entry(batch: BatchProfile, facts: Mapping[str, Any], precision: str) -> dict[str, Any]:
+    """Instructions per request counted in separate processes: their median, min, max and each (whole
+    numbers: exact, and stable in a diff)."""
+    from pytest_navigator import instructions
+
+    counts = sorted(round(c) for c in batch.instructions)
+    median = round(batch.instructions_per_request)
+    return _round(
+        {
+            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "libraries": dict(facts.get("libraries", {})),
+            "precision": precision,
+            "profiler": {
+                "measurement_mode": "instructions",
+                "processes": len(counts),
+                "requests": instructions.REQUESTS,
+            },
+            "instructions": {
+                "per_request": median,
+                "per_sample": median / batch.batch_size,
+                "min": counts[0],
+                "max": counts[-1],
+                "repeats": counts,
+            },
+        }
+    )
+
+
 #: An update that confirms the stored speed (no significant change, same library versions, profiler
 #: settings and precision) pools its measurement with the stored ones, up to this many recordings:
 #: one recording is one moment of a machine that drifts between runs, several are its usual range.
@@ -94,8 +124,8 @@ POOLED = ("window_throughputs", "block_throughputs", "block_p95_ms")
 def poolable(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Whether `new` measures the same thing as `old` the same way (the time budget decides how far a
     sweep goes, not how a batch size is measured: it does not count)."""
-    if old is None:
-        return False
+    if old is None or "instructions" in old or "instructions" in new:
+        return False  # counts do not drift: an unchanged count keeps its entry (BaselineStore.update)
 
     def how(entry: Mapping[str, Any]) -> tuple[Any, ...]:
         profiler = {k: v for k, v in (entry.get("profiler") or {}).items() if k not in ("time_budget", "interference")}
@@ -143,6 +173,16 @@ def entry_problem(entry: Any) -> str | None:
     range: throughputs must be positive, latencies finite and not negative), or None."""
     if not isinstance(entry, dict):
         return f"is a {type(entry).__name__}, not an object"
+    if "instructions" in entry:
+        counts = entry["instructions"]
+        if not isinstance(counts, dict):
+            return "field 'instructions' is not an object"
+        for name in ("per_request", "min", "max"):
+            if not _finite(counts.get(name), 0.0, strict=True):
+                return f"field 'instructions.{name}' is {counts.get(name)!r}; a count is a positive number"
+        if counts["min"] > counts["per_request"] or counts["per_request"] > counts["max"]:
+            return "field 'instructions' has per_request outside min..max"
+        return None
     if "throughput" not in entry:
         return "has no field 'throughput'"
     if not _finite(entry["throughput"], 0.0, strict=True):
@@ -248,11 +288,20 @@ class BaselineStore:
                     old = stored.get(key)
                 except BaselineError:  # a malformed entry is replaced, never pooled with
                     old = None
-                written = pool(old, entry) if key in pool_keys and old is not None and poolable(old, entry) else entry
+                if key in pool_keys and old is not None and "instructions" in entry and _same_setup(old, entry):
+                    written = old  # an unchanged count: the file stays byte-identical
+                elif key in pool_keys and old is not None and poolable(old, entry):
+                    written = pool(old, entry)
+                else:
+                    written = entry
                 changes.append((key, old, written))
                 stored.put(key, written)
             _write_atomically(path, stored.dumps())
         return changes
+
+
+def _same_setup(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    return all(old.get(k) == new.get(k) for k in ("libraries", "precision", "profiler"))
 
 
 def _parse(path: Path) -> BaselineFile:

@@ -18,11 +18,11 @@ import numpy as np
 
 from pytest_navigator import options as option_names
 from pytest_navigator.cache import ArtifactCache
-from pytest_navigator.config import Format, Sample
+from pytest_navigator.config import Format, MeasurementMode, Sample
 from pytest_navigator.errors import NavigatorError, RuntimeBuildError, describe_error
 from pytest_navigator.model import Model
 from pytest_navigator.results import RunResults, Status
-from pytest_navigator.runtime_options import RuntimeOptionError, split_runtime_id, with_options
+from pytest_navigator.runtime_options import RuntimeOptionError, single_thread, split_runtime_id, with_options
 from pytest_navigator.runtime_options import runtime_id as format_runtime_id
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.samples import describe, random_sample
@@ -55,6 +55,9 @@ class Builds:
         self._cache: ArtifactCache | None = None
         #: --navigator-isolation=process: each runtime id's worker process (it holds every model's build of it)
         self._workers: dict[str, Any] = {}
+        #: --navigator-mode=instructions: the processes under callgrind, and each runtime built in them
+        self._counting: list[Any] = []
+        self._counted: dict[tuple[Path, str], list[Any] | RuntimeBuildError] = {}
         #: Hears what is being built (the plugin's progress line); builds can take minutes.
         self.progress: Callable[[str], None] = lambda text: None
 
@@ -76,16 +79,24 @@ class Builds:
                 result.status, result.detail = Status.SKIPPED, plan.skip_reason
         return plans
 
-    def runtime_id(self, name: str, overrides: Mapping[str, Any] | None = None, where: str = "") -> str:
+    def runtime_id(
+        self, name: str, overrides: Mapping[str, Any] | None = None, where: str = "", counted: bool | None = None
+    ) -> str:
         """The id of runtime `name` with this run's options (--navigator-runtime-option, ini) updated
-        by `overrides` (a marker's): `name` or `name:key=value,...`. Bad options raise RuntimeOptionError."""
+        by `overrides` (a marker's): `name` or `name:key=value,...`. Counted (instruction mode, the
+        run's unless given), a CPU runtime starts from one thread and no spinning. Bad options raise
+        RuntimeOptionError."""
         where = where or option_names.RUNTIME_OPTION
         if name not in self.registry:
             raise RuntimeOptionError(
                 f"{where}: unknown runtime {name!r}; known runtimes: {', '.join(self.registry.names)}."
             )
         definition = self.registry.get(name)
-        values = dict(self.settings.runtime_options.get(definition.name, {}))
+        if counted is None:
+            profiler = self.settings.profiler
+            counted = profiler.run_profiling and profiler.measurement_mode is MeasurementMode.INSTRUCTIONS
+        values = single_thread(definition.options) if counted and definition.device == "cpu" else {}
+        values.update(self.settings.runtime_options.get(definition.name, {}))
         values.update(overrides or {})
         if definition.options is None:
             if values:
@@ -274,6 +285,44 @@ class Builds:
                 f"({_size(per_sample)} per sample of {model.name}); this machine has {_size(available)} available."
             )
 
+    # -- instruction counts (instructions.py) -----------------------------------------------------
+
+    def counting_runners(self, model: Model, runtime: str, valgrind: Any) -> list[Any]:
+        """`runtime` built in each of the processes under callgrind (instructions.REPEATS, started on
+        first use and shared by every runtime of the run), in parallel."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pytest_navigator.instructions import REPEATS
+        from pytest_navigator.isolation import Timeouts, Worker, WorkerRunner
+
+        key = (model.path, runtime)
+        if key not in self._counted:
+            while len(self._counting) < REPEATS:
+                self._counting.append(
+                    Worker(
+                        f"callgrind-{len(self._counting) + 1}",
+                        Timeouts(self.settings.timeout),
+                        self.settings.state_dir / "workers",
+                        valgrind=valgrind,
+                    )
+                )
+            self.progress(f"building {runtime} for {model.name} in {REPEATS} processes under callgrind")
+            try:
+                reference = self.reference(model)
+                context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+                definition = self.registry.get(runtime)
+                with ThreadPoolExecutor(max_workers=REPEATS) as pool:
+                    built = list(
+                        pool.map(lambda w: WorkerRunner.build(w, definition, model, context, runtime), self._counting)
+                    )
+                self._counted[key] = built
+            except RuntimeBuildError as error:
+                self._counted[key] = error
+        found = self._counted[key]
+        if isinstance(found, RuntimeBuildError):
+            raise found
+        return found
+
     def worker(self, runtime: str) -> Any:
         """The worker process of a runtime id (isolation.Worker), started on first use."""
         if runtime not in self._workers:
@@ -285,7 +334,7 @@ class Builds:
         return self._workers[runtime]
 
     def close(self) -> None:
-        for worker in self._workers.values():
+        for worker in [*self._workers.values(), *self._counting]:
             worker.close()
         if self._cache is not None:
             self._cache.close()

@@ -69,10 +69,13 @@ class CustomConfigForFormat(CustomConfig):
 
 
 class MeasurementMode(enum.Enum):
-    """TIME_WINDOWS: each window lasts measurement_interval ms; COUNT_WINDOWS: measurement_request_count requests."""
+    """TIME_WINDOWS: each window lasts measurement_interval ms; COUNT_WINDOWS: measurement_request_count requests.
+    INSTRUCTIONS (not Model Navigator's): no windows; instructions per request counted under callgrind
+    (instructions.py), for CPU runtimes."""
 
     TIME_WINDOWS = "time_windows"
     COUNT_WINDOWS = "count_windows"
+    INSTRUCTIONS = "instructions"
 
 
 #: Model Navigator's default: a batch size must raise throughput by 5% for the sweep to go on.
@@ -118,7 +121,7 @@ class ProfilerConfig:
             try:
                 object.__setattr__(self, "measurement_mode", MeasurementMode(self.measurement_mode))
             except ValueError:
-                _reject("measurement_mode", self.measurement_mode, "'count_windows' or 'time_windows'")
+                _reject("measurement_mode", self.measurement_mode, "'count_windows', 'time_windows' or 'instructions'")
         if self.batch_sizes is not None:
             object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
             for size in self.batch_sizes:

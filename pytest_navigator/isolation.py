@@ -32,6 +32,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import sys
 import tempfile
@@ -85,7 +86,9 @@ class Worker:
     """One worker process and the pipe to it. Requests are answered in order; a worker that died or
     timed out stays dead, and every later request raises the same RuntimeCrashError."""
 
-    def __init__(self, name: str, timeouts: Timeouts, logs: Path | None = None) -> None:
+    def __init__(self, name: str, timeouts: Timeouts, logs: Path | None = None, valgrind: Any = None) -> None:
+        """`valgrind` (a valgrind.Valgrind): the worker's Python runs under callgrind, instrumentation
+        off until the worker turns it on (instructions.count_runner)."""
         self.name, self.timeouts = name, timeouts
         context = multiprocessing.get_context("spawn")
         if logs is not None:
@@ -93,11 +96,16 @@ class Worker:
         handle, log = tempfile.mkstemp(prefix=f"{_safe(name)}-", suffix=".log", dir=logs)
         os.close(handle)
         self._stderr = Path(log)
+        self._folder: Path | None = None
+        executable = None
+        if valgrind is not None:
+            self._folder = Path(tempfile.mkdtemp(prefix=f"{_safe(name)}-callgrind-", dir=logs))
+            executable = str(valgrind.wrapper(self._folder, self._stderr.with_suffix(".valgrind.log")))
         self._conn, child = context.Pipe()
         self._process = context.Process(
             target=serve, args=(child, str(self._stderr)), name=f"navigator-{name}", daemon=True
         )
-        with _no_main_reimport():
+        with _no_main_reimport(), _executable(executable):
             self._process.start()
         child.close()
         self.dead: RuntimeCrashError | None = None
@@ -129,7 +137,7 @@ class Worker:
                 if time.monotonic() >= deadline:
                     self._dump_stacks()
                     self._kill()
-                    what = message[2] if message[0] == "call" else message[0]
+                    what = message[3] if message[0] == "call" else message[0]
                     article = "an" if what[0] in "aeiou" else "a"
                     raise self._dies(f"gave no answer within {timeout:g} s to {article} {what} request, and was killed")
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
@@ -171,12 +179,16 @@ class Worker:
         if self.dead is None and self._process.is_alive():
             with contextlib.suppress(Exception):
                 self._conn.send(("close",))
-            self._process.join(5)
+            # under valgrind, Python's exit takes many seconds, and its final counts are not wanted
+            self._process.join(5 if self._folder is None else 0.5)
         if self._process.is_alive():
             self._kill()
         self._conn.close()
         if self.dead is None:
             self._stderr.unlink(missing_ok=True)
+            self._stderr.with_suffix(".valgrind.log").unlink(missing_ok=True)
+            if self._folder is not None:
+                shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def _how_it_ended(code: int | None) -> str:
@@ -189,6 +201,22 @@ def _how_it_ended(code: int | None) -> str:
             name = f"signal {-code}"
         return f"crashed: its worker process was killed by signal {-code} ({name})"
     return f"crashed: its worker process exited with code {code}"
+
+
+@contextlib.contextmanager
+def _executable(path: str | None) -> Any:
+    """Spawn children with `path` instead of this Python (multiprocessing keeps one, module-wide)."""
+    if path is None:
+        yield
+        return
+    from multiprocessing import spawn
+
+    saved = spawn.get_executable()
+    spawn.set_executable(path)
+    try:
+        yield
+    finally:
+        spawn.set_executable(saved)
 
 
 def _safe(name: str) -> str:
@@ -301,7 +329,7 @@ class WorkerRunner(Runner):
     def _call(self, method: str, *args: Any, progress: Callable[[str], None] | None = None) -> Any:
         timeout = self.worker.timeouts.call(self.worker.slowest)
         try:
-            return self.worker.request(("call", self.model.path, method, args), timeout, progress)
+            return self.worker.request(("call", self.model.path, self.runtime, method, args), timeout, progress)
         except RemoteError as exc:
             if exc.navigator:
                 raise NavigatorError(exc.description) from None
@@ -332,6 +360,11 @@ class WorkerRunner(Runner):
         """profile_measurement in the worker: the timing loop never crosses the process boundary."""
         old = against.model.path if against is not None else None
         found: tuple[Any, dict[int, Any]] = self._call("measure", config, sizes, old, progress=progress)
+        return found
+
+    def count(self, sizes: list[int], progress: Callable[[str], None] | None = None) -> dict[int, float | str]:
+        """instructions.count_runner in the worker (which runs under callgrind)."""
+        found: dict[int, float | str] = self._call("count", sizes, progress=progress)
         return found
 
     def prepare(self, sample: Sample) -> Any:
@@ -397,7 +430,7 @@ def serve(conn: Any, stderr_path: str) -> None:
     from pytest_navigator.plugin import quiet_library_loggers
 
     quiet_library_loggers()
-    runners: dict[Path, tuple[Runner, Any]] = {}
+    runners: dict[tuple[Path, str], tuple[Runner, Any]] = {}
     while True:
         try:
             message = conn.recv()
@@ -413,7 +446,7 @@ def serve(conn: Any, stderr_path: str) -> None:
         conn.send(("ok", answer))
 
 
-def _answer(message: tuple[Any, ...], runners: dict[Path, tuple[Runner, Any]], conn: Any) -> Any:
+def _answer(message: tuple[Any, ...], runners: dict[tuple[Path, str], tuple[Runner, Any]], conn: Any) -> Any:
     kind = message[0]
     if kind == "build":
         _, payload, model, context, runtime = message
@@ -428,7 +461,7 @@ def _answer(message: tuple[Any, ...], runners: dict[Path, tuple[Runner, Any]], c
         if not isinstance(runner, Runner):
             raise RuntimeBuildError(f"{runtime}: build returned {runner!r}, not a pytest_navigator.runtimes.Runner")
         runner.runtime = runtime
-        runners[model.path] = (runner, model)
+        runners[model.path, runtime] = (runner, model)
         events = list(context.cache.events[seen:]) if context.cache is not None else []
         return {
             "output_names": runner.output_names,
@@ -436,14 +469,18 @@ def _answer(message: tuple[Any, ...], runners: dict[Path, tuple[Runner, Any]], c
             "max_batch_size": runner.max_batch_size,
             "cache_events": events,
         }
-    _, path, method, args = message
-    runner, model = runners[path]
+    _, path, runtime, method, args = message
+    runner, model = runners[path, runtime]
     if method == "measure":
         config, sizes, old_path = args
-        old = runners[old_path][0] if old_path is not None else None
+        old = runners[old_path, runtime][0] if old_path is not None else None
         return profile_measurement(
             runner, model.io_spec, config, sizes, old, lambda text: conn.send(("progress", text))
         )
+    if method == "count":
+        from pytest_navigator.instructions import count_runner
+
+        return count_runner(runner, model.io_spec, args[0], lambda text: conn.send(("progress", text)))
     if method == "planned_batch_sizes":
         return runner.planned_batch_sizes
     found = getattr(runner, method)(*args)

@@ -153,8 +153,15 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
         if "thresholds" in settings
         else session.settings.limits
     )
+    from pytest_navigator.config import MeasurementMode
+    from pytest_navigator.instructions import CannotCount
+
+    counted = config.measurement_mode is MeasurementMode.INSTRUCTIONS
     with _timeout(node, session, runtime, settings):
-        profile = session.profile(model, runtime, config)
+        try:
+            profile = session.profile(model, runtime, config)
+        except CannotCount as reason:
+            pytest.skip(f"instruction counts: {reason}")
     comparisons = session.judge(model, runtime, profile, limits)
     outcome = decide(
         runtime,
@@ -165,7 +172,7 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
         update=session.settings.update_baselines,
         require_baseline=session.settings.require_baseline,
         judged_against=session.judged_against(model),
-        hardware=session.hardware(runtime),
+        hardware=session.hardware(runtime, counted),
     )
     if outcome.warning:
         import warnings

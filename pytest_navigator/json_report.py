@@ -108,7 +108,7 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
         return None
     batches = []
     for batch in profile.batches:
-        measured = batch.status != "error"
+        measured = batch.status != "error" and not batch.instructions
         batches.append(
             {
                 "batch_size": batch.batch_size,
@@ -119,6 +119,15 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
                 "latency_ms": batch.latency_ms if measured else None,
                 "cold_start_ms": batch.cold_start_ms,
                 "stable_windows": list(batch.stable_windows),
+                "instructions": (
+                    {
+                        "per_request": batch.instructions_per_request,
+                        "per_sample": batch.instructions_per_request / batch.batch_size,
+                        "repeats": list(batch.instructions),
+                    }
+                    if batch.instructions
+                    else None
+                ),
                 "windows": [
                     {
                         "requests": len(w.latencies_ms),
@@ -134,4 +143,10 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
                 ],
             }
         )
-    return {"stop_reason": profile.stop_reason, "calibration": profile.calibration, "batches": batches}
+    return {
+        "mode": profile.config.measurement_mode.value,
+        "tool": profile.tool,
+        "stop_reason": profile.stop_reason,
+        "calibration": profile.calibration,
+        "batches": batches,
+    }

@@ -122,7 +122,9 @@ OPTIONS: tuple[Option, ...] = (
         MODE,
         "navigator_mode",
         "string",
-        "Measurement windows: 'count' (N requests each, the default) or 'time' (N milliseconds each).",
+        "Measurement windows: 'count' (N requests each, the default) or 'time' (N milliseconds each); or "
+        "'instructions': instructions per request under valgrind's callgrind, one thread, 3 processes (CPU "
+        "runtimes; windows, stability and time budget do not apply).",
     ),
     _option(
         WINDOW,

@@ -20,6 +20,7 @@ def profile_to_dict(profile: RuntimeProfile) -> dict[str, Any]:
         "config": profile.config.to_dict(),
         "calibration": profile.calibration,
         "thread_option": profile.thread_option,
+        "tool": profile.tool,
         "batches": [
             {
                 "batch_size": b.batch_size,
@@ -28,6 +29,7 @@ def profile_to_dict(profile: RuntimeProfile) -> dict[str, Any]:
                 "error": b.error,
                 "reason": b.reason,
                 "stable_windows": list(b.stable_windows),
+                "instructions": list(b.instructions),
                 "windows": [
                     {
                         "latencies_ms": list(w.latencies_ms),
@@ -66,6 +68,7 @@ def profile_from_dict(data: dict[str, Any]) -> RuntimeProfile:
                 tuple(b["stable_windows"]),
                 b["error"],
                 b.get("reason", ""),
+                tuple(b.get("instructions", ())),
             )
         )
     return RuntimeProfile(
@@ -75,6 +78,7 @@ def profile_from_dict(data: dict[str, Any]) -> RuntimeProfile:
         ProfilerConfig.from_dict(data["config"]),
         data["calibration"],
         data.get("thread_option"),
+        data.get("tool"),
     )
 
 

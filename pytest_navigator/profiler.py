@@ -108,10 +108,17 @@ class BatchProfile:
     error: str | None = None
     #: Why the measurement of this batch size ended.
     reason: str = ""
+    #: --navigator-mode=instructions: instructions per request counted by each process (instructions.py).
+    instructions: tuple[float, ...] = ()
 
     @property
     def stable(self) -> bool:
         return self.status == "stable"
+
+    @property
+    def instructions_per_request(self) -> float:
+        """The median of the processes' counts (nan when not counted)."""
+        return float(np.median(self.instructions)) if self.instructions else float("nan")
 
     @property
     def interference(self) -> str:
@@ -159,6 +166,8 @@ class RuntimeProfile:
     calibration: float | None = None
     #: The runtime option that sets its CPU threads ("threads", "intra_op_num_threads"), for hints.
     thread_option: str | None = None
+    #: Instruction mode: the valgrind that counted ("valgrind-3.24.0").
+    tool: str | None = None
 
     @property
     def stable(self) -> bool:
@@ -495,6 +504,17 @@ def check_profile(profile: RuntimeProfile, model_name: str) -> None:
     """Raise PerformanceFailure when a batch size's measurement is unstable, or nothing could be measured."""
     config = profile.config
     unstable = [b for b in profile.batches if b.status == "unstable"]
+    if unstable and config.measurement_mode is MeasurementMode.INSTRUCTIONS:
+        lines = [f"{profile.runtime} on {model_name}: the instruction counts are unstable ({profile.stop_reason}):"]
+        lines += [
+            f"  batch {b.batch_size}: {b.reason}: {', '.join(f'{c:,.0f}' for c in b.instructions)} per request"
+            for b in unstable
+        ]
+        lines.append(
+            "  counts that differ between processes come from work that depends on scheduling or memory addresses:"
+            " threads the runtime starts, allocator caches, autotuning; nothing was judged."
+        )
+        raise PerformanceFailure("\n".join(lines))
     if unstable:
         lines = [
             f"{profile.runtime} on {model_name}: the measurement is unstable at batch size"

@@ -5,7 +5,7 @@ tabulate rather than hand-padded columns: it aligns numbers and handles wide cel
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_navigator.session import NavigatorSession
@@ -50,7 +50,7 @@ def performance_summary(session: NavigatorSession) -> str:
     if gpu:
         device += f"; GPU: {gpu['count']} x {gpu['names'][0]}, driver {gpu['driver']}, CUDA {gpu['cuda']}"
     libraries = ", ".join(f"{k} {v}" for k, v in facts["libraries"].items() if k != "pytest-navigator")
-    rows, stops, best = [], [], []
+    rows, stops, best, counted = [], [], [], []
     results = session.results
     measured = [(r, r.profile, False) for r in results.runtimes.values() if r.profile is not None]
     measured += [(r, r.against_profile, True) for r in results.runtimes.values() if r.against_profile is not None]
@@ -60,6 +60,12 @@ def performance_summary(session: NavigatorSession) -> str:
         if is_old and session.against_model is not None:
             model = f"{session.against_model.name} (A/B old)"
         verdicts = {} if is_old else {c.batch_size: c for c in record.comparisons}
+        if profile.tool is not None:  # instruction counts
+            counted += [
+                _count_row(model, profile.runtime, batch, verdicts.get(batch.batch_size)) for batch in profile.batches
+            ]
+            stops.append(f"{model} {profile.runtime}: {profile.stop_reason}")
+            continue
         for batch in profile.batches:
             if batch.status == "error":
                 rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", ""])
@@ -127,7 +133,31 @@ def performance_summary(session: NavigatorSession) -> str:
             "left",
         ),
     )
-    lines = [device, libraries, "", table, "", *stops]
+    lines = [device, libraries, ""]
+    if rows:
+        lines += [table, ""]
+    if counted:
+        lines += [
+            tabulate(
+                counted,
+                headers=[
+                    "model",
+                    "runtime",
+                    "batch",
+                    "status",
+                    "instructions/request",
+                    "per sample",
+                    "repeats min..max",
+                    "vs baseline",
+                    "verdict",
+                ],
+                tablefmt="simple",
+                disable_numparse=True,
+                colalign=("left", "left", "right", "left", "right", "right", "right", "right", "left"),
+            ),
+            "",
+        ]
+    lines += stops
     if best:
         fast = max(best, key=lambda entry: entry[2].throughput)
         quick = min(best, key=lambda entry: entry[2].percentile(50))
@@ -136,6 +166,39 @@ def performance_summary(session: NavigatorSession) -> str:
             f"min latency: {quick[1]} at batch {quick[2].batch_size} (p50 {quick[2].percentile(50):.3f} ms)"
         )
     return "\n".join(lines)
+
+
+def _count_row(model: str, runtime: str, batch: Any, comparison: Any) -> list[Any]:
+    if batch.status == "error":
+        return [model, runtime, batch.batch_size, "error", batch.error or "", "", "", "", ""]
+    delta = comparison.delta("instructions") if comparison else None
+    median = batch.instructions_per_request
+    return [
+        model,
+        runtime,
+        batch.batch_size,
+        batch.status,
+        f"{median:,.0f}",
+        f"{median / batch.batch_size:,.0f}",
+        f"{min(batch.instructions):,.0f}..{max(batch.instructions):,.0f}",
+        "" if delta is None else f"{delta:+.2%}",
+        comparison.verdict.value if comparison else "",
+    ]
+
+
+def _headline(entry: dict[str, Any] | None) -> float | None:
+    """An entry's figure in the update table: throughput, or instructions per request."""
+    if not entry:
+        return None
+    counts = entry.get("instructions")
+    return float(counts["per_request"]) if isinstance(counts, dict) else entry.get("throughput")
+
+
+def _number(value: float | None, entry: dict[str, Any]) -> str:
+    """Samples/s to 0.1; instructions (per request, marked) whole."""
+    if value is None:
+        return ""
+    return f"{value:,.0f} instr" if "instructions" in entry else f"{value:.1f}"
 
 
 def baseline_summary(session: NavigatorSession) -> str:
@@ -152,13 +215,10 @@ def baseline_summary(session: NavigatorSession) -> str:
         written, changes = outcome.path, outcome.changes
         rows = []
         for (hardware, runtime, size), old, new in changes:
-            before = old.get("throughput") if old else None
-            after = new["throughput"]
-            delta = "new" if not before else f"{after / before - 1:+.1%}"
+            before, after = _headline(old), _headline(new)
+            delta = "new" if not before or after is None else f"{after / before - 1:+.1%}"
             pooled = len(new.get("recordings", ())) or 1
-            rows.append(
-                [runtime, size, "" if before is None else f"{before:.1f}", f"{after:.1f}", delta, pooled, hardware]
-            )
+            rows.append([runtime, size, _number(before, new), _number(after, new), delta, pooled, hardware])
         lines.append(f"updated {written} ({len(changes)} entries):")
         lines.append(
             tabulate(

@@ -255,6 +255,24 @@ def parse_option_specs(specs: Iterable[str], where: str) -> dict[str, dict[str, 
     return found
 
 
+#: --navigator-mode=instructions: what a CPU runtime is built with, for counts that do not depend on
+#: scheduling (one compute thread, no thread spinning while idle). Applied under the user's options.
+SINGLE_THREAD: dict[str, Any] = {
+    "threads": 1,
+    "intra_op_num_threads": 1,
+    "inter_op_num_threads": 1,
+    "allow_spinning": False,
+}
+
+
+def single_thread(options: _Options | None) -> dict[str, Any]:
+    """The SINGLE_THREAD settings a runtime's options class has (none for a runtime without options)."""
+    if options is None:
+        return {}
+    names = {f.name for f in fields(options)}  # type: ignore[arg-type]
+    return {name: value for name, value in SINGLE_THREAD.items() if name in names}
+
+
 def runtime_id(name: str, options: _Options | None, defaults: _Options | None) -> str:
     """`name`, or `name:key=value,...` with every option that differs from the runtime's defaults."""
     if options is None:

@@ -20,7 +20,7 @@ from typing import Any
 from pytest_navigator import gate, options
 from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStore, Key
 from pytest_navigator.builds import Builds, RuntimePlan
-from pytest_navigator.config import ProfilerConfig, Sample
+from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckContext, CheckOptions, CorrectnessReport
 from pytest_navigator.errors import NavigatorError
 from pytest_navigator.model import Model, load
@@ -232,13 +232,16 @@ class NavigatorSession:
 
     def profile(self, model: Model, runtime: str, config: ProfilerConfig | None = None) -> RuntimeProfile:
         """Measure a runtime: config.batch_sizes (those the runner accepts), else a sweep of powers of
-        two; with --navigator-against, the old model beside it, window by window."""
+        two; with --navigator-against, the old model beside it, window by window. In instruction mode,
+        count instead (count_instructions)."""
         import contextlib
 
         from pytest_navigator.calibration import calibration_score
         from pytest_navigator.isolation import WorkerRunner, profile_measurement
 
         config = config or self.settings.profiler
+        if config.measurement_mode is MeasurementMode.INSTRUCTIONS:
+            return self.count_instructions(model, runtime, config)
         runner = self.runner(model, runtime)
         sizes = None
         if config.batch_sizes is not None:
@@ -273,16 +276,50 @@ class NavigatorSession:
         result.profile = profile
         return profile
 
+    def count_instructions(self, model: Model, runtime: str, config: ProfilerConfig) -> RuntimeProfile:
+        """Instructions per request of a CPU runtime, built with one thread and no spinning, in
+        separate processes under callgrind (instructions.py). CannotCount says why a runtime cannot
+        be counted here (no valgrind, a GPU runtime)."""
+        from pytest_navigator import instructions, valgrind
+        from pytest_navigator.runtime_options import split_runtime_id
+
+        definition = self.registry.get(runtime)
+        if definition.device != "cpu":
+            raise instructions.CannotCount(
+                f"{runtime} runs on {definition.device}: instruction counts see only work on the CPU (valgrind cannot "
+                "see a GPU's); gate it in time mode (--navigator-mode=count) on a dedicated machine"
+            )
+        found = valgrind.find()
+        if isinstance(found, str):
+            raise instructions.CannotCount(found)
+        if self.against_model is not None:
+            raise NavigatorError(
+                f"{options.AGAINST} measures two models side by side in time; instruction counts need no "
+                "side-by-side run: record a baseline of the old model, or count both and compare the figures."
+            )
+        name, values = split_runtime_id(runtime)
+        counted = self.builds.runtime_id(name, values, counted=True)
+        limit = model.io_spec.max_batch_size
+        wanted = [b for b in (config.batch_sizes or instructions.DEFAULT_BATCH_SIZES) if b is not None]
+        sizes = [b for b in wanted if limit is None or b <= limit] or [1]
+        runners = self.builds.counting_runners(model, counted, found)
+        profile = instructions.measure(runners, sizes, config, found.version_text, self.progress)
+        self.results.result(model.path, runtime).profile = profile
+        return profile
+
     # -- the gate (gate.py) ------------------------------------------------------------------------
 
     @property
     def baseline_store(self) -> BaselineStore:
         return BaselineStore(self.settings.baselines_dir)
 
-    def hardware(self, runtime: str) -> str:
-        """The hardware a runtime's baselines are keyed by: its GPU, or the CPU."""
+    def hardware(self, runtime: str, counted: bool = False) -> str:
+        """The hardware a runtime's baselines are keyed by: its GPU, or the CPU; instruction counts
+        (`counted`) by the CPU model alone, as "instructions on MODEL" (they use one core)."""
         from pytest_navigator.telemetry import fingerprint, hardware_key
 
+        if counted:
+            return f"instructions on {fingerprint()['cpu']['model']}"
         device = self.registry.get(runtime).device if runtime in self.registry else "cpu"
         return hardware_key(fingerprint(), device)
 
@@ -309,14 +346,18 @@ class NavigatorSession:
         against = None
         if self.against_model is not None and result.against_profile is not None:
             against = (self.against_model.name, result.against_profile)
+        counted = profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
+        facts = fingerprint()
+        if counted and profile.tool:  # a new valgrind may count differently: "versions changed", said
+            facts = {**facts, "libraries": {**facts["libraries"], "valgrind": profile.tool.removeprefix("valgrind-")}}
         found = gate.judge(
-            runtime,
+            profile.runtime if counted else runtime,
             profile,
             stored,
             limits,
-            hardware=self.hardware(runtime),
+            hardware=self.hardware(runtime, counted),
             precision=self.precision(runtime),
-            facts=fingerprint(),
+            facts=facts,
             normalize=self.settings.normalize,
             against=against,
         )
@@ -343,11 +384,13 @@ class NavigatorSession:
             stored = self.baseline_store.load(model.name, model.fingerprint)
         except BaselineError:
             return []
-        used = {
-            (self.hardware(r.runtime), r.runtime, c.batch_size)
-            for r in self.results.of_model(model.path)
-            for c in r.comparisons
-        }
+        used = set()
+        for record in self.results.of_model(model.path):
+            counted = (
+                record.profile is not None and record.profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
+            )
+            runtime = record.profile.runtime if counted and record.profile is not None else record.runtime
+            used |= {(self.hardware(record.runtime, counted), runtime, c.batch_size) for c in record.comparisons}
         hardware = {key[0] for key in used} or {self.hardware(r) for r in self.registry.names}
         return gate.unused(stored, used, hardware)
 

@@ -240,6 +240,7 @@ _MODES = {
     "count_windows": MeasurementMode.COUNT_WINDOWS,
     "time": MeasurementMode.TIME_WINDOWS,
     "time_windows": MeasurementMode.TIME_WINDOWS,
+    "instructions": MeasurementMode.INSTRUCTIONS,
 }
 
 
@@ -258,7 +259,8 @@ def profiler_config(base: ProfilerConfig, where: str = "", **values: Any) -> Pro
         key = mode.value if isinstance(mode, MeasurementMode) else str(mode).strip().lower()
         if key not in _MODES:
             raise OptionError(
-                f"{where}{options.MODE}={mode!r}: give 'count' (windows of N requests) or 'time' (windows of N ms)."
+                f"{where}{options.MODE}={mode!r}: give 'count' (windows of N requests), 'time' (windows of N ms) or 'instructions' "
+                "(instructions per request under valgrind's callgrind)."
             )
         changes["measurement_mode"] = _MODES[key]
     window = values.get("window")

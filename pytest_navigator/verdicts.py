@@ -20,8 +20,9 @@ from pytest_navigator import options
 from pytest_navigator.errors import NavigatorError
 
 #: Accepted metrics: throughput is a lower bound, latencies upper bounds.
-METRICS = ("throughput", "p50", "p90", "p95", "p99")
-DEFAULT_THRESHOLDS: dict[str, str | float] = {"throughput": "95%", "p95": "110%", "p99": "110%"}
+METRICS = ("throughput", "p50", "p90", "p95", "p99", "instructions")
+#: instructions (per request, --navigator-mode=instructions) is an upper bound like the latencies.
+DEFAULT_THRESHOLDS: dict[str, str | float] = {"throughput": "95%", "p95": "110%", "p99": "110%", "instructions": "102%"}
 #: A slowdown must be this unlikely under "no change" to count.
 ALPHA = 0.01
 #: Fewer blocks than this on either side cannot support a test.
@@ -91,9 +92,10 @@ def _limit(metric: str, raw: Any, where: str) -> Limit:
         number = float(text.removesuffix("%"))
     except ValueError:
         number = float("nan")
-    example = (
-        "95% (of the baseline) or 500 (samples/s)" if metric == "throughput" else "110% (of the baseline) or 12.5 (ms)"
-    )
+    example = {
+        "throughput": "95% (of the baseline) or 500 (samples/s)",
+        "instructions": "102% (of the baseline) or 5e6 (instructions per request)",
+    }.get(metric, "110% (of the baseline) or 12.5 (ms)")
     if not number > 0:
         raise ThresholdError(f"{where}: {metric}={raw!r} is not a positive number or percentage; e.g. {example}.")
     if relative:
@@ -170,12 +172,13 @@ class Comparison:
     def describe(self) -> str:
         parts = []
         for metric, (baseline, current, bound) in self.figures.items():
-            unit = "samples/s" if metric == "throughput" else "ms"
+            unit = {"throughput": "samples/s", "instructions": "instructions per request"}.get(metric, "ms")
+            number = "{:,.0f}" if metric == "instructions" else "{:.4g}"
             change = "" if not baseline else f" ({current / baseline - 1:+.1%})"
-            limit = "" if bound is None else f", limit {bound:.4g}"
-            was = "" if baseline is None else f"{baseline:.4g} -> "
+            limit = "" if bound is None else f", limit {number.format(bound)}"
+            was = "" if baseline is None else f"{number.format(baseline)} -> "
             p = f", p={self.p_values[metric]:.2g}" if metric in self.p_values else ""
-            parts.append(f"{metric} {was}{current:.4g} {unit}{change}{limit}{p}")
+            parts.append(f"{metric} {was}{number.format(current)} {unit}{change}{limit}{p}")
         versions = "; ".join(f"{k} {a or '-'} -> {b or '-'}" for k, (a, b) in self.version_changes.items())
         lines = [f"{self.runtime} batch {self.batch_size}: {self.verdict.value.upper()}: {self.reason}"]
         if self.normalized:
@@ -206,6 +209,9 @@ def compare(
     `against` (an A/B run: `baseline` is the old model measured in this run, window by window beside
     the new one) the significance test is paired and no normalization applies."""
     versions = _version_changes(baseline.get("libraries", {}) if baseline else {}, current.get("libraries", {}))
+    if "instructions" in current:
+        return _judge_counts(runtime, batch_size, current, baseline, limits.get("instructions"), stable, versions)
+    limits = {m: limit for m, limit in limits.items() if m != "instructions"}
     raw_ratio = normalized_ratio = None
     if baseline is not None and baseline.get("throughput"):
         raw_ratio = float(current["throughput"]) / float(baseline["throughput"])
@@ -309,6 +315,56 @@ def _judge(
         else "within the limits"
     )
     return Comparison(runtime, batch_size, Verdict.PASS, figures, p_values, reason, versions)
+
+
+def _judge_counts(
+    runtime: str,
+    batch_size: int,
+    current: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None,
+    limit: Limit | None,
+    stable: bool,
+    versions: dict[str, tuple[str | None, str | None]],
+) -> Comparison:
+    """Instruction counts: REGRESSED when the median count is beyond the limit and every new repeat
+    above every stored one (the change exceeds the measured spread on both sides: counts need no
+    significance test); IMPROVED the other way round, past the same margin."""
+    now = current["instructions"]
+    before = baseline.get("instructions") if baseline is not None else None
+    if baseline is not None and not isinstance(before, dict):
+        before = None  # a timed entry under an instruction key: cannot be compared
+    bound = limit.bound(before["per_request"] if before else None) if limit is not None else None
+    figures = {"instructions": (before["per_request"] if before else None, float(now["per_request"]), bound)}
+    if not stable:
+        return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason="the counts are unstable")
+    if bound is None:
+        return Comparison(runtime, batch_size, Verdict.NEW, figures, reason="no baseline for this hardware")
+    ratio = float(now["per_request"]) / float(before["per_request"]) if before else None
+    spread = f"new {now['min']:,.0f}..{now['max']:,.0f}" + (
+        f", stored {before['min']:,.0f}..{before['max']:,.0f}" if before else ""
+    )
+    if now["per_request"] > bound and (before is None or now["min"] > before["max"]):
+        return Comparison(
+            runtime,
+            batch_size,
+            Verdict.REGRESSED,
+            figures,
+            reason=f"instructions beyond the limit ({limit}) and beyond the repeats' spread ({spread})",
+            version_changes=versions,
+        )
+    if before and limit is not None and limit.relative and ratio is not None and ratio < 1 / limit.value:
+        if now["max"] < before["min"]:
+            return Comparison(
+                runtime,
+                batch_size,
+                Verdict.IMPROVED,
+                figures,
+                reason=f"fewer instructions ({spread})",
+                version_changes=versions,
+            )
+    return Comparison(
+        runtime, batch_size, Verdict.PASS, figures, reason=f"within the limits ({spread})", version_changes=versions
+    )
 
 
 def _block_ratio(current: Mapping[str, Any], baseline: Mapping[str, Any] | None, paired: bool) -> float:

@@ -191,7 +191,7 @@ def test_time_windows_and_the_marker_settings_reach_the_profiler(pytester: pytes
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("--navigator-mode=fast", "--navigator-mode='fast': give 'count' (windows of N requests) or 'time'*"),
+        ("--navigator-mode=fast", "--navigator-mode='fast': give 'count' (windows of N requests), 'time'*"),
         ("--navigator-window=-3", "--navigator-window='-3': ProfilerConfig.measurement_request_count=-3*>= 1*"),
         (
             "--navigator-stability=150%",

@@ -1,0 +1,154 @@
+"""--navigator-mode=instructions: counts, their verdicts and baselines, and where the mode cannot run.
+
+The unit tests need no valgrind. The end-to-end tests run real processes under callgrind and skip
+where valgrind is not installed (the skip names the install command); they assert on counts, which
+do not depend on how busy the machine is, never on time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_navigator import instructions, valgrind
+from pytest_navigator.baselines import BaselineStore, entry_for, entry_problem
+from pytest_navigator.config import MeasurementMode, ProfilerConfig
+from pytest_navigator.profiler import RuntimeProfile
+from pytest_navigator.verdicts import Verdict, compare, parse_thresholds
+
+COUNTED = ProfilerConfig(measurement_mode=MeasurementMode.INSTRUCTIONS)
+FACTS = {"libraries": {"torch": "2.13.0", "valgrind": "3.24.0"}}
+
+
+def _entry(counts: list[float], size: int = 1, facts: dict = FACTS) -> dict:
+    batch = instructions.combine(size, counts)
+    profile = RuntimeProfile("torch-cpu:threads=1", (batch,), "counted", COUNTED, tool="valgrind-3.24.0")
+    return entry_for(batch, profile, facts, "fp32")
+
+
+def _judge(before: list[float] | None, after: list[float], facts: dict = FACTS):
+    current = _entry(after, facts=facts)
+    stable = instructions.combine(1, after).stable
+    baseline = _entry(before) if before is not None else None
+    return compare("torch-cpu:threads=1", 1, current, baseline, parse_thresholds(None), stable=stable)
+
+
+# -- combining repeats and judging counts ---------------------------------------------------------------
+
+
+def test_repeats_that_agree_are_stable_and_keep_min_median_max():
+    batch = instructions.combine(4, [1_000_300.0, 1_000_000.0, 1_000_100.0])
+    assert batch.stable and batch.instructions_per_request == 1_000_100.0
+    entry = entry_for(batch, RuntimeProfile("r", (batch,), "", COUNTED, tool="valgrind-3.24.0"), FACTS, "fp32")
+    assert entry["instructions"] == {
+        "per_request": 1_000_100,
+        "per_sample": 250_025.0,
+        "min": 1_000_000,
+        "max": 1_000_300,
+        "repeats": [1_000_000, 1_000_100, 1_000_300],
+    }
+    assert entry["profiler"] == {"measurement_mode": "instructions", "processes": 3, "requests": instructions.REQUESTS}
+    assert entry_problem(entry) is None
+
+
+def test_repeats_that_disagree_are_unstable_and_nothing_is_judged():
+    batch = instructions.combine(1, [1_000_000.0, 1_050_000.0, 1_000_000.0])
+    assert batch.status == "unstable" and "differ by 5.00%" in batch.reason
+    assert _judge([1_000_000.0] * 3, [1_000_000.0, 1_050_000.0, 1_000_000.0]).verdict == Verdict.INCONCLUSIVE
+
+
+def test_a_failed_repeat_is_an_error_with_its_text():
+    batch = instructions.combine(1, [1.0, "RuntimeError: boom", 1.0])
+    assert batch.status == "error" and batch.error == "RuntimeError: boom"
+
+
+def test_three_percent_more_work_is_regressed_with_old_and_new_figures():
+    found = _judge([1_000_000.0, 1_000_200.0, 1_000_100.0], [1_030_000.0, 1_030_100.0, 1_030_200.0])
+    assert found.verdict == Verdict.REGRESSED
+    baseline, current, limit = found.figures["instructions"]
+    assert (baseline, current, limit) == (1_000_100, 1_030_100.0, pytest.approx(1_020_102))
+    text = found.describe()
+    assert "instructions 1,000,100 -> 1,030,100 instructions per request (+3.0%)" in text
+    assert "stored 1,000,000..1,000,200" in text
+
+
+def test_an_unchanged_count_passes_and_one_percent_more_passes():
+    assert _judge([1_000_000.0] * 3, [1_000_050.0, 1_000_000.0, 1_000_020.0]).verdict == Verdict.PASS
+    assert _judge([1_000_000.0] * 3, [1_010_000.0] * 3).verdict == Verdict.PASS
+
+
+def test_a_change_inside_the_stored_spread_is_not_a_regression():
+    # beyond +2% on the medians, but the stored repeats reach the new ones: the spread cannot rule it out
+    assert _judge([1_000_000.0, 1_000_000.0, 1_025_000.0], [1_025_000.0] * 3).verdict == Verdict.PASS
+
+
+def test_fewer_instructions_are_an_improvement_and_no_baseline_is_new():
+    assert _judge([1_000_000.0] * 3, [900_000.0] * 3).verdict == Verdict.IMPROVED
+    assert _judge(None, [900_000.0] * 3).verdict == Verdict.NEW
+
+
+def test_the_instruction_threshold_is_an_option_and_versions_changes_are_named():
+    limits = parse_thresholds("instructions=105%")
+    assert str(limits["instructions"]) == "instructions=105%"
+    current = _entry([1_030_000.0] * 3, facts={"libraries": {"torch": "2.14.0", "valgrind": "3.24.0"}})
+    found = compare("r", 1, current, _entry([1_000_000.0] * 3), limits)
+    assert found.verdict == Verdict.PASS
+    assert found.version_changes == {"torch": ("2.13.0", "2.14.0")}
+
+
+def test_an_update_that_confirms_a_count_leaves_the_file_byte_identical(tmp_path):
+    store = BaselineStore(tmp_path)
+    key = ("instructions on CPU", "torch-cpu:threads=1", 1)
+    store.update("m", "f" * 64, {key: _entry([1_000_000.0] * 3)})
+    before = store.path_for("m", "f" * 64).read_bytes()
+    store.update("m", "f" * 64, {key: _entry([1_000_010.0] * 3)}, {key})
+    assert store.path_for("m", "f" * 64).read_bytes() == before
+    store.update("m", "f" * 64, {key: _entry([1_030_000.0] * 3)})  # not confirmed: replaced
+    stored = json.loads(store.path_for("m", "f" * 64).read_text())
+    assert stored["entries"]["instructions on CPU"]["torch-cpu:threads=1"]["1"]["instructions"]["min"] == 1_030_000
+
+
+def test_a_malformed_count_entry_is_named():
+    entry = _entry([1_000_000.0] * 3)
+    entry["instructions"]["per_request"] = -1
+    assert "instructions.per_request" in entry_problem(entry)
+
+
+# -- the mechanism, without valgrind --------------------------------------------------------------------
+
+
+def test_client_requests_are_no_ops_outside_valgrind():
+    callgrind = valgrind.Callgrind()
+    assert callgrind.active is False  # the machine code ran natively and returned its default
+    callgrind.start()
+    callgrind.zero()
+    callgrind.stop()
+
+
+def test_a_missing_valgrind_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.delenv(valgrind.ENV_VALGRIND, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    reason = valgrind.find()
+    assert isinstance(reason, str) and "valgrind is not installed" in reason and "apt-get install valgrind" in reason
+    monkeypatch.setenv(valgrind.ENV_VALGRIND, str(tmp_path / "nowhere"))
+    assert f"NAVIGATOR_VALGRIND={tmp_path / 'nowhere'} is not an executable" in valgrind.find()
+
+
+def test_a_dump_is_read_by_its_label(tmp_path):
+    (tmp_path / "callgrind.42.1").write_text("desc: Trigger: Client Request: other\ntotals: 5\n")
+    (tmp_path / "callgrind.42.2").write_text("desc: Trigger: Client Request: batch 1\nsummary: 9\ntotals: 7\n")
+    assert valgrind.read_dump(tmp_path, 42, "batch 1") == 7
+    assert not (tmp_path / "callgrind.42.2").exists()
+    with pytest.raises(RuntimeError, match="not the dump labelled 'batch 2'"):
+        valgrind.read_dump(tmp_path, 42, "batch 2")
+
+
+def test_the_wrapper_runs_this_python_under_callgrind_with_deterministic_settings(tmp_path):
+    found = valgrind.Valgrind("/opt/vg/bin/valgrind", (3, 24, 0), "/opt/vg/libexec/valgrind")
+    script = found.wrapper(tmp_path, tmp_path / "w.log").read_text()
+    assert "PYTHONHASHSEED=0" in script and "OMP_NUM_THREADS=1" in script and "VALGRIND_LIB=/opt/vg/libexec/valgrind" in script
+    assert "--tool=callgrind --instr-atstart=no" in script and script.rstrip().endswith('"$@"')
+    assert valgrind.Valgrind("v", (3, 19, 0)).slow_fma and not found.slow_fma
