@@ -209,8 +209,9 @@ def _executable(path: str | None) -> Any:
     if path is None:
         yield
         return
-    from multiprocessing import spawn
+    from multiprocessing import resource_tracker, spawn
 
+    resource_tracker.ensure_running()  # started now, with this Python: it would inherit `path` otherwise
     saved = spawn.get_executable()
     spawn.set_executable(path)
     try:

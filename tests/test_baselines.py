@@ -93,6 +93,7 @@ def test_thresholds_parse_strings_and_seed_002_dicts() -> None:
         "p95": (1.1, True),
         "p99": (1.5, True),
         "p50": (4.5, False),
+        "instructions": (1.02, True),
     }
     assert set(parse_thresholds({"p99": None})) == set(DEFAULT_THRESHOLDS) - {"p99"}
     for bad, message in [

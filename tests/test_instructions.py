@@ -8,7 +8,6 @@ do not depend on how busy the machine is, never on time.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -149,6 +148,135 @@ def test_a_dump_is_read_by_its_label(tmp_path):
 def test_the_wrapper_runs_this_python_under_callgrind_with_deterministic_settings(tmp_path):
     found = valgrind.Valgrind("/opt/vg/bin/valgrind", (3, 24, 0), "/opt/vg/libexec/valgrind")
     script = found.wrapper(tmp_path, tmp_path / "w.log").read_text()
-    assert "PYTHONHASHSEED=0" in script and "OMP_NUM_THREADS=1" in script and "VALGRIND_LIB=/opt/vg/libexec/valgrind" in script
+    assert (
+        "PYTHONHASHSEED=0" in script
+        and "OMP_NUM_THREADS=1" in script
+        and "VALGRIND_LIB=/opt/vg/libexec/valgrind" in script
+    )
     assert "--tool=callgrind --instr-atstart=no" in script and script.rstrip().endswith('"$@"')
     assert valgrind.Valgrind("v", (3, 19, 0)).slow_fma and not found.slow_fma
+
+
+# -- end to end: real processes under callgrind ---------------------------------------------------------
+
+#: torch-cpu that, when NAVIGATOR_TEST_EXTRA_MATMUL=N is set, also multiplies two NxN matrices per
+#: request: real extra work (64x64 is about 3% of the demo MLP's request).
+_PADDED = """
+import os
+
+import numpy as np
+
+from pytest_navigator.runtimes import Runner, RuntimeDefinition, default_registry
+
+
+class Padded(Runner):
+    # torch-cpu, plus one side x side float32 matmul per request when side > 0
+    def __init__(self, inner, side):
+        super().__init__("padded", inner.input_spec, inner.output_names, inner.device)
+        self.inner = inner
+        self.square = np.ones((side, side), np.float32) if side else None
+
+    def infer(self, sample):
+        return self.inner.infer(sample)
+
+    def prepare(self, sample):
+        return self.inner.prepare(sample)
+
+    def run(self, prepared):
+        if self.square is not None:
+            self.square @ self.square
+        return self.inner.run(prepared)
+
+
+def padded(model, ctx):
+    inner = default_registry().get("torch-cpu").build(model, ctx)
+    return Padded(inner, int(os.environ.get("NAVIGATOR_TEST_EXTRA_MATMUL", "0")))
+
+
+def pytest_navigator_register_runtimes(registry, config):
+    torch_cpu = registry.get("torch-cpu")
+    registry.register(RuntimeDefinition("padded", padded, options=torch_cpu.options))
+    registry.register(RuntimeDefinition("fake-gpu", padded, device="cuda"))
+"""
+
+
+@pytest.fixture
+def counting() -> valgrind.Valgrind:
+    found = valgrind.find()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+def _counts(report: Path) -> dict[str, list[float]]:
+    data = json.loads(report.read_text())
+    return {
+        r["runtime"]: r["profile"]["batches"][0]["instructions"]["repeats"]
+        for r in data["runtimes"]
+        if r.get("profile") and r["profile"]["mode"] == "instructions"
+    }
+
+
+def test_counts_repeat_and_gate_three_percent_more_work(pytester, counting, monkeypatch):
+    from conftest import write_model
+
+    model = write_model("mlp", pytester.path / "mlp.pt2")
+    pytester.makeconftest(_PADDED)
+    chosen = "torch-cpu or onnxruntime-cpu or padded"
+    args = [f"--navigator-model={model}", "--navigator-mode=instructions", "--navigator-baselines=bl", "-k", chosen]
+    first = pytester.runpytest_subprocess(*args, "--update-baselines", "--navigator-report=first.json", "-rs")
+    first.assert_outcomes(passed=6)
+    stored = json.loads(next((pytester.path / "bl").glob("mlp-*.json")).read_text())
+    (hardware,) = stored["entries"]
+    assert hardware.startswith("instructions on ")
+    entries = stored["entries"][hardware]
+    assert sorted(entries) == [
+        "onnxruntime-cpu:allow_spinning=false,inter_op_num_threads=1,intra_op_num_threads=1",
+        "padded:threads=1",
+        "torch-cpu:threads=1",
+    ]
+    assert all(len(e["1"]["instructions"]["repeats"]) == instructions.REPEATS for e in entries.values())
+    assert entries["torch-cpu:threads=1"]["1"]["libraries"]["valgrind"] == ".".join(map(str, counting.version))
+
+    monkeypatch.setenv("NAVIGATOR_TEST_EXTRA_MATMUL", "64")
+    second = pytester.runpytest_subprocess(*args, "--navigator-report=second.json", "-rfs")
+    second.assert_outcomes(passed=5, failed=1)
+    second.stdout.fnmatch_lines(
+        [
+            "*padded:threads=1 on mlp.pt2 regressed against*",
+            "*padded:threads=1 batch 1: REGRESSED: instructions beyond the limit (instructions=102%) and beyond the repeats' spread*",
+            "*instructions * -> * instructions per request (+*",
+        ]
+    )
+    assert "FAILED mlp.pt2::test_performance[padded:threads=1]" in second.stdout.str()
+    before, after = _counts(pytester.path / "first.json"), _counts(pytester.path / "second.json")
+    for runtime in (
+        "torch-cpu:threads=1",
+        "onnxruntime-cpu:allow_spinning=false,inter_op_num_threads=1,intra_op_num_threads=1",
+    ):
+        # separate processes of separate runs agree within the stability limit the gate relies on
+        spread = (max(before[runtime] + after[runtime]) - min(before[runtime] + after[runtime])) / min(before[runtime])
+        assert spread < instructions.MAX_SPREAD, (runtime, before[runtime], after[runtime])
+    assert sorted(after["padded:threads=1"])[0] > 1.02 * sorted(before["padded:threads=1"])[-1]
+
+
+def test_without_valgrind_or_on_a_gpu_the_count_skips_with_the_reason(pytester, monkeypatch, tmp_path):
+    from conftest import write_model
+
+    model = write_model("mlp", pytester.path / "mlp.pt2")
+    pytester.makeconftest(_PADDED)
+    monkeypatch.setenv(valgrind.ENV_VALGRIND, str(tmp_path / "no-valgrind"))
+    result = pytester.runpytest_subprocess(
+        f"--navigator-model={model}",
+        "--navigator-mode=instructions",
+        "-k",
+        "test_performance and (padded or fake-gpu)",
+        "-rs",
+    )
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            f"SKIPPED*instruction counts: NAVIGATOR_VALGRIND={tmp_path / 'no-valgrind'} is not an executable file*",
+            "SKIPPED*instruction counts: fake-gpu runs on cuda: instruction counts see only work on the CPU*",
+        ]
+    )
