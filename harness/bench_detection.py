@@ -14,7 +14,14 @@ judges its measurement with every gate:
 - raw: against the stored baseline (threshold effect + Mann-Whitney significance);
 - normalized: the same, after dividing by the calibration workload measured beside it;
 - A/B: against a second, unchanged instance of the runtime measured in the same process with
-  windows interleaved (paired Wilcoxon), no stored baseline.
+  windows interleaved (paired Wilcoxon), no stored baseline;
+- instructions (`--instructions`): instructions per request counted under callgrind in 3
+  processes (--navigator-mode=instructions), against the count recorded first.
+
+With `--work matmul` the injected slowdown is real computation instead of a busy wait: k 64x64
+float32 matmuls per request, k chosen so they take `slowdown` x p50 natively. Every gate sees the
+same change; the instruction gate is only meaningful with it (a busy wait's instruction count
+depends on how fast the loop runs).
 
 Printed per gate: false alarms (REGRESSED on unchanged runs) and detections (REGRESSED on slowed
 runs). Separate processes matter: drift between processes is what a stored baseline must survive.
@@ -23,15 +30,23 @@ runs). Separate processes matter: drift between processes is what a stored basel
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from pytest_navigator.runtimes.base import Runner, RuntimeDefinition
+
 GATES = ("pytest-benchmark", "raw", "normalized", "ab")
+#: The side of the matrices `--work matmul` multiplies.
+SIDE = 64
 
 
 def _session(model_path: Path, baselines: Path) -> Any:
@@ -45,24 +60,93 @@ def _session(model_path: Path, baselines: Path) -> Any:
 
 
 class _Slowed:
-    """A runner doing `extra_s` of busy work after each request: a slowdown the CPU really spends."""
+    """A runner doing extra work after each request: `extra` seconds of busy waiting, or (a whole
+    number with `matmuls`) that many SIDE x SIDE matmuls: a slowdown the CPU really spends."""
 
-    def __init__(self, runner: Any, extra_s: float) -> None:
-        self._runner, self._extra = runner, extra_s
+    def __init__(self, runner: Any, extra: float, matmuls: bool = False) -> None:
+        self._runner, self._extra, self._matmuls = runner, extra, matmuls
+        self._square = np.ones((SIDE, SIDE), np.float32)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._runner, name)
 
     def run(self, prepared: Any) -> Any:
         out = self._runner.run(prepared)
+        if self._matmuls:
+            for _ in range(int(self._extra)):
+                self._square @ self._square
+            return out
         end = time.perf_counter() + self._extra
         while time.perf_counter() < end:
             pass
         return out
 
 
+class Padded(Runner):
+    """A runtime plus `count` SIDE x SIDE matmuls per request, as a Runner (built in a worker process
+    under callgrind for the instruction gate: the same work _Slowed adds to the timed gates)."""
+
+    def __init__(self, inner: Runner, count: int) -> None:
+        super().__init__(inner.runtime, inner.input_spec, inner.output_names, inner.device)
+        self.inner, self.count = inner, count
+        self._square = np.ones((SIDE, SIDE), np.float32)
+
+    def infer(self, sample: Any) -> Any:
+        return self.inner.infer(sample)
+
+    def prepare(self, sample: Any) -> Any:
+        return self.inner.prepare(sample)
+
+    def run(self, prepared: Any) -> Any:
+        for _ in range(self.count):
+            self._square @ self._square
+        return self.inner.run(prepared)
+
+
+def padded_definition(base: RuntimeDefinition, count: int) -> RuntimeDefinition:
+    """`base` with `count` extra matmuls per request, registered as `base`-padded."""
+    return replace(base, name=f"{base.name}-padded", build=functools.partial(_build_padded, base.build, count))
+
+
+def _build_padded(build: Any, count: int, model: Any, ctx: Any) -> Runner:
+    return Padded(build(model, ctx), count)
+
+
+def count_verdict(session: Any, model: Any, runtime: str, count: int, record: bool) -> dict[str, Any]:
+    """The instruction gate: count `runtime` plus `count` matmuls per request under callgrind; record
+    the first count as the baseline, or judge against it."""
+    from pytest_navigator.baselines import entry_for
+    from pytest_navigator.config import MeasurementMode
+    from pytest_navigator.telemetry import fingerprint
+    from pytest_navigator.verdicts import compare, parse_thresholds
+
+    definition = padded_definition(session.registry.get(runtime), count)
+    session.registry.register(definition)
+    config = replace(session.settings.profiler, measurement_mode=MeasurementMode.INSTRUCTIONS, batch_sizes=(1,))
+    profile = session.count_instructions(model, definition.name, config)
+    (batch,) = profile.batches
+    facts = fingerprint()
+    current = entry_for(batch, profile, facts, "fp32")
+    key = (session.hardware(runtime, True), runtime, 1)
+    store = session.baseline_store
+    if record:
+        if store.load(model.name, model.fingerprint).get(key) is None:
+            store.update(model.name, model.fingerprint, {key: current})
+        return {"instructions": batch.instructions_per_request}
+    stored = store.load(model.name, model.fingerprint).get(key)
+    verdict = compare(runtime, 1, current, stored, parse_thresholds(None), batch.stable).verdict.value
+    return {"instructions": batch.instructions_per_request, "verdict": verdict}
+
+
 def one_run(
-    model_path: Path, baselines: Path, runtime: str, extra_s: float, record: bool, config: Any = None
+    model_path: Path,
+    baselines: Path,
+    runtime: str,
+    extra_s: float,
+    record: bool,
+    config: Any = None,
+    matmuls: bool = False,
+    instructions: bool = False,
 ) -> dict[str, Any]:
     """Measure once in this process (the default ProfilerConfig unless `config`); record the
     baseline, or return each gate's verdict."""
@@ -81,7 +165,8 @@ def one_run(
     runner = session.runner(model, runtime)
     inputs = session.profiling_inputs(model, 1)
     key = (session.hardware(runtime), runtime, 1)
-    measured = _Slowed(runner, extra_s) if extra_s else runner
+    measured = _Slowed(runner, extra_s, matmuls) if extra_s else runner
+    counted = count_verdict(session, model, runtime, int(extra_s), record) if instructions else None
     before = calibration_score()
     batch = profile_batch(measured, inputs, 1, config)  # type: ignore[arg-type]
     after = calibration_score()
@@ -93,7 +178,7 @@ def one_run(
     if record:  # like --update-baselines: a recording that confirms the stored speed is pooled with it
         confirmed = stored is not None and compare(runtime, 1, current, stored, limits).verdict.value == "pass"
         session.baseline_store.update(model.name, model.fingerprint, {key: current}, {key} if confirmed else set())
-        return {"p50_ms": batch.percentile(50), "throughput": batch.throughput, "pooled": confirmed}
+        return {"p50_ms": batch.percentile(50), "throughput": batch.throughput, "pooled": confirmed, "counted": counted}
     assert stored is not None
     last = (stored.get("recordings") or [stored])[-1]["throughput"]
     verdicts = {
@@ -115,12 +200,22 @@ def one_run(
         against="old",
     ).verdict.value
     session.close()
-    return {"verdicts": verdicts, "throughput": batch.throughput, "calibration": profile.calibration}
+    if counted is not None:
+        verdicts["instructions"] = counted["verdict"]
+    return {
+        "verdicts": verdicts,
+        "throughput": batch.throughput,
+        "calibration": profile.calibration,
+        "counted": counted,
+    }
 
 
-def _child(args: list[str]) -> dict[str, Any]:
+def _child(args: list[str], flags: list[str]) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "harness.bench_detection", "--child", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "harness.bench_detection", *flags, "--child", *args],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
@@ -133,14 +228,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", default="onnxruntime-cpu")
     parser.add_argument("--slowdown", type=float, default=0.10)
     parser.add_argument("--recordings", type=int, default=3, help="baseline recordings (pooled when they agree)")
+    parser.add_argument("--work", choices=("wait", "matmul"), default="wait", help="the injected slowdown")
     parser.add_argument(
-        "--child", nargs=5, metavar=("MODEL", "BASELINES", "RUNTIME", "EXTRA_S", "RECORD"), help=argparse.SUPPRESS
+        "--instructions", action="store_true", help="add the instruction-count gate (needs --work matmul)"
+    )
+    parser.add_argument(
+        "--child", nargs=5, metavar=("MODEL", "BASELINES", "RUNTIME", "EXTRA", "RECORD"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
+    if args.instructions and args.work != "matmul":
+        parser.error("--instructions needs --work matmul: a busy wait's instruction count depends on the loop's speed")
     if args.child:
         model, baselines, runtime, extra, record = args.child
-        print(json.dumps(one_run(Path(model), Path(baselines), runtime, float(extra), record == "1")))
+        found = one_run(
+            Path(model),
+            Path(baselines),
+            runtime,
+            float(extra),
+            record == "1",
+            matmuls=args.work == "matmul",
+            instructions=args.instructions,
+        )
+        print(json.dumps(found))
         return
+    flags = ["--work", args.work] + (["--instructions"] if args.instructions else [])
     from harness import zoo
 
     with tempfile.TemporaryDirectory(prefix="bench-detection-") as folder:
@@ -148,31 +259,52 @@ def main(argv: list[str] | None = None) -> None:
         zoo.main(["resnet", "--out", str(model)])
         baselines = Path(folder) / "baselines"
         for _ in range(args.recordings):
-            recorded = _child([str(model), str(baselines), args.runtime, "0", "1"])
+            recorded = _child([str(model), str(baselines), args.runtime, "0", "1"], flags)
             print(
                 f"  recording: {recorded['throughput']:.1f} samples/s, pooled with the stored ones: {recorded['pooled']}"
             )
         extra = args.slowdown * recorded["p50_ms"] / 1000
+        if args.work == "matmul":
+            each = _matmul_seconds()
+            extra = max(1, round(extra / each))
+            work = f"{extra} {SIDE}x{SIDE} matmuls per request ({extra * each * 1e6:.0f} us natively, {args.slowdown:.0%} of p50)"
+        else:
+            work = f"{extra * 1e6:.0f} us busy work per request ({args.slowdown:.0%} of p50)"
+        counted = (
+            f"; {recorded['counted']['instructions']:,.0f} instructions per request" if recorded.get("counted") else ""
+        )
         print(
-            f"baseline: {args.runtime} batch 1, p50 {recorded['p50_ms']:.3f} ms, {recorded['throughput']:.1f} samples/s; "
-            f"injected slowdown: {extra * 1e6:.0f} us busy work per request ({args.slowdown:.0%} of p50)"
+            f"baseline: {args.runtime} batch 1, p50 {recorded['p50_ms']:.3f} ms, {recorded['throughput']:.1f} samples/s"
+            f"{counted}; injected slowdown: {work}"
         )
         outcomes: dict[str, list[dict[str, Any]]] = {"unchanged": [], "slowed": []}
         for run in range(args.runs):
             for condition, seconds in (("unchanged", 0.0), ("slowed", extra)):
-                found = _child([str(model), str(baselines), args.runtime, repr(seconds), "0"])
+                found = _child([str(model), str(baselines), args.runtime, repr(seconds), "0"], flags)
                 outcomes[condition].append(found)
                 print(
                     f"  run {run + 1} {condition:9s}: {found['throughput']:8.1f} samples/s, verdicts {found['verdicts']}"
                 )
         print(f"{args.runs} unchanged and {args.runs} slowed runs, each in its own process:")
-        for gate in GATES:
+        for gate in GATES + (("instructions",) if args.instructions else ()):
             alarms = sum(o["verdicts"][gate] == "regressed" for o in outcomes["unchanged"])
             caught = sum(o["verdicts"][gate] == "regressed" for o in outcomes["slowed"])
             print(
                 f"  {gate:16s}: false alarms {alarms}/{args.runs} ({alarms / args.runs:.0%}), "
                 f"detected {caught}/{args.runs} ({caught / args.runs:.0%})"
             )
+
+
+def _matmul_seconds() -> float:
+    """Native seconds of one SIDE x SIDE float32 matmul (median of 20 batches of 200)."""
+    square = np.ones((SIDE, SIDE), np.float32)
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        for _ in range(200):
+            square @ square
+        times.append((time.perf_counter() - started) / 200)
+    return float(np.median(times))
 
 
 if __name__ == "__main__":

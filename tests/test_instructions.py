@@ -16,7 +16,7 @@ from pytest_navigator import instructions, valgrind
 from pytest_navigator.baselines import BaselineStore, entry_for, entry_problem
 from pytest_navigator.config import MeasurementMode, ProfilerConfig
 from pytest_navigator.profiler import RuntimeProfile
-from pytest_navigator.verdicts import Verdict, compare, parse_thresholds
+from pytest_navigator.verdicts import Comparison, Verdict, compare, parse_thresholds
 
 COUNTED = ProfilerConfig(measurement_mode=MeasurementMode.INSTRUCTIONS)
 FACTS = {"libraries": {"torch": "2.13.0", "valgrind": "3.24.0"}}
@@ -28,7 +28,7 @@ def _entry(counts: list[float], size: int = 1, facts: dict = FACTS) -> dict:
     return entry_for(batch, profile, facts, "fp32")
 
 
-def _judge(before: list[float] | None, after: list[float], facts: dict = FACTS):
+def _judge(before: list[float] | None, after: list[float], facts: dict = FACTS) -> Comparison:
     current = _entry(after, facts=facts)
     stable = instructions.combine(1, after).stable
     baseline = _entry(before) if before is not None else None
@@ -38,7 +38,7 @@ def _judge(before: list[float] | None, after: list[float], facts: dict = FACTS):
 # -- combining repeats and judging counts ---------------------------------------------------------------
 
 
-def test_repeats_that_agree_are_stable_and_keep_min_median_max():
+def test_repeats_that_agree_are_stable_and_keep_min_median_max() -> None:
     batch = instructions.combine(4, [1_000_300.0, 1_000_000.0, 1_000_100.0])
     assert batch.stable and batch.instructions_per_request == 1_000_100.0
     entry = entry_for(batch, RuntimeProfile("r", (batch,), "", COUNTED, tool="valgrind-3.24.0"), FACTS, "fp32")
@@ -53,18 +53,18 @@ def test_repeats_that_agree_are_stable_and_keep_min_median_max():
     assert entry_problem(entry) is None
 
 
-def test_repeats_that_disagree_are_unstable_and_nothing_is_judged():
+def test_repeats_that_disagree_are_unstable_and_nothing_is_judged() -> None:
     batch = instructions.combine(1, [1_000_000.0, 1_050_000.0, 1_000_000.0])
     assert batch.status == "unstable" and "differ by 5.00%" in batch.reason
     assert _judge([1_000_000.0] * 3, [1_000_000.0, 1_050_000.0, 1_000_000.0]).verdict == Verdict.INCONCLUSIVE
 
 
-def test_a_failed_repeat_is_an_error_with_its_text():
+def test_a_failed_repeat_is_an_error_with_its_text() -> None:
     batch = instructions.combine(1, [1.0, "RuntimeError: boom", 1.0])
     assert batch.status == "error" and batch.error == "RuntimeError: boom"
 
 
-def test_three_percent_more_work_is_regressed_with_old_and_new_figures():
+def test_three_percent_more_work_is_regressed_with_old_and_new_figures() -> None:
     found = _judge([1_000_000.0, 1_000_200.0, 1_000_100.0], [1_030_000.0, 1_030_100.0, 1_030_200.0])
     assert found.verdict == Verdict.REGRESSED
     baseline, current, limit = found.figures["instructions"]
@@ -74,22 +74,22 @@ def test_three_percent_more_work_is_regressed_with_old_and_new_figures():
     assert "stored 1,000,000..1,000,200" in text
 
 
-def test_an_unchanged_count_passes_and_one_percent_more_passes():
+def test_an_unchanged_count_passes_and_one_percent_more_passes() -> None:
     assert _judge([1_000_000.0] * 3, [1_000_050.0, 1_000_000.0, 1_000_020.0]).verdict == Verdict.PASS
     assert _judge([1_000_000.0] * 3, [1_010_000.0] * 3).verdict == Verdict.PASS
 
 
-def test_a_change_inside_the_stored_spread_is_not_a_regression():
+def test_a_change_inside_the_stored_spread_is_not_a_regression() -> None:
     # beyond +2% on the medians, but the stored repeats reach the new ones: the spread cannot rule it out
     assert _judge([1_000_000.0, 1_000_000.0, 1_025_000.0], [1_025_000.0] * 3).verdict == Verdict.PASS
 
 
-def test_fewer_instructions_are_an_improvement_and_no_baseline_is_new():
+def test_fewer_instructions_are_an_improvement_and_no_baseline_is_new() -> None:
     assert _judge([1_000_000.0] * 3, [900_000.0] * 3).verdict == Verdict.IMPROVED
     assert _judge(None, [900_000.0] * 3).verdict == Verdict.NEW
 
 
-def test_the_instruction_threshold_is_an_option_and_versions_changes_are_named():
+def test_the_instruction_threshold_is_an_option_and_versions_changes_are_named() -> None:
     limits = parse_thresholds("instructions=105%")
     assert str(limits["instructions"]) == "instructions=105%"
     current = _entry([1_030_000.0] * 3, facts={"libraries": {"torch": "2.14.0", "valgrind": "3.24.0"}})
@@ -98,7 +98,7 @@ def test_the_instruction_threshold_is_an_option_and_versions_changes_are_named()
     assert found.version_changes == {"torch": ("2.13.0", "2.14.0")}
 
 
-def test_an_update_that_confirms_a_count_leaves_the_file_byte_identical(tmp_path):
+def test_an_update_that_confirms_a_count_leaves_the_file_byte_identical(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path)
     key = ("instructions on CPU", "torch-cpu:threads=1", 1)
     store.update("m", "f" * 64, {key: _entry([1_000_000.0] * 3)})
@@ -110,16 +110,16 @@ def test_an_update_that_confirms_a_count_leaves_the_file_byte_identical(tmp_path
     assert stored["entries"]["instructions on CPU"]["torch-cpu:threads=1"]["1"]["instructions"]["min"] == 1_030_000
 
 
-def test_a_malformed_count_entry_is_named():
+def test_a_malformed_count_entry_is_named() -> None:
     entry = _entry([1_000_000.0] * 3)
     entry["instructions"]["per_request"] = -1
-    assert "instructions.per_request" in entry_problem(entry)
+    assert "instructions.per_request" in (entry_problem(entry) or "")
 
 
 # -- the mechanism, without valgrind --------------------------------------------------------------------
 
 
-def test_client_requests_are_no_ops_outside_valgrind():
+def test_client_requests_are_no_ops_outside_valgrind() -> None:
     callgrind = valgrind.Callgrind()
     assert callgrind.active is False  # the machine code ran natively and returned its default
     callgrind.start()
@@ -127,16 +127,16 @@ def test_client_requests_are_no_ops_outside_valgrind():
     callgrind.stop()
 
 
-def test_a_missing_valgrind_says_how_to_install_it(monkeypatch, tmp_path):
+def test_a_missing_valgrind_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(valgrind.ENV_VALGRIND, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     reason = valgrind.find()
     assert isinstance(reason, str) and "valgrind is not installed" in reason and "apt-get install valgrind" in reason
     monkeypatch.setenv(valgrind.ENV_VALGRIND, str(tmp_path / "nowhere"))
-    assert f"NAVIGATOR_VALGRIND={tmp_path / 'nowhere'} is not an executable" in valgrind.find()
+    assert f"NAVIGATOR_VALGRIND={tmp_path / 'nowhere'} is not an executable" in str(valgrind.find())
 
 
-def test_a_dump_is_read_by_its_label(tmp_path):
+def test_a_dump_is_read_by_its_label(tmp_path: Path) -> None:
     (tmp_path / "callgrind.42.1").write_text("desc: Trigger: Client Request: other\ntotals: 5\n")
     (tmp_path / "callgrind.42.2").write_text("desc: Trigger: Client Request: batch 1\nsummary: 9\ntotals: 7\n")
     assert valgrind.read_dump(tmp_path, 42, "batch 1") == 7
@@ -145,7 +145,7 @@ def test_a_dump_is_read_by_its_label(tmp_path):
         valgrind.read_dump(tmp_path, 42, "batch 2")
 
 
-def test_the_wrapper_runs_this_python_under_callgrind_with_deterministic_settings(tmp_path):
+def test_the_wrapper_runs_this_python_under_callgrind_with_deterministic_settings(tmp_path: Path) -> None:
     found = valgrind.Valgrind("/opt/vg/bin/valgrind", (3, 24, 0), "/opt/vg/libexec/valgrind")
     script = found.wrapper(tmp_path, tmp_path / "w.log").read_text()
     assert (
@@ -217,7 +217,9 @@ def _counts(report: Path) -> dict[str, list[float]]:
     }
 
 
-def test_counts_repeat_and_gate_three_percent_more_work(pytester, counting, monkeypatch):
+def test_counts_repeat_and_gate_three_percent_more_work(
+    pytester: pytest.Pytester, counting: valgrind.Valgrind, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from conftest import write_model
 
     model = write_model("mlp", pytester.path / "mlp.pt2")
@@ -260,7 +262,9 @@ def test_counts_repeat_and_gate_three_percent_more_work(pytester, counting, monk
     assert sorted(after["padded:threads=1"])[0] > 1.02 * sorted(before["padded:threads=1"])[-1]
 
 
-def test_without_valgrind_or_on_a_gpu_the_count_skips_with_the_reason(pytester, monkeypatch, tmp_path):
+def test_without_valgrind_or_on_a_gpu_the_count_skips_with_the_reason(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from conftest import write_model
 
     model = write_model("mlp", pytester.path / "mlp.pt2")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -73,7 +76,7 @@ class MachineRunner(Runner):
 
     thread_option = "threads"
 
-    def __init__(self, machine: FakeMachine, latency_ms, max_batch: int | None = None) -> None:
+    def __init__(self, machine: FakeMachine, latency_ms: Any, max_batch: int | None = None) -> None:
         super().__init__("scripted", SPEC)
         self.machine, self.latency_ms, self.calls, self._max = machine, latency_ms, 0, max_batch
 
@@ -91,7 +94,7 @@ def _inputs(batch: int = 1) -> list[Sample]:
     return [{"x": np.full((batch, 4), i, np.float32)} for i in range(4)]
 
 
-def test_proc_stat_is_read_for_this_process_cpus_only(tmp_path) -> None:
+def test_proc_stat_is_read_for_this_process_cpus_only(tmp_path: Path) -> None:
     stat = tmp_path / "stat"
     stat.write_text(
         "cpu  900 0 300 5000 0 0 0 10 0 0\n"
