@@ -120,7 +120,9 @@ def count_verdict(session: Any, model: Any, runtime: str, count: int, record: bo
     from pytest_navigator.telemetry import fingerprint
     from pytest_navigator.verdicts import compare, parse_thresholds
 
-    definition = padded_definition(session.registry.get(runtime), count)
+    from harness import bench_detection  # by its import name, not __main__: the worker imports it
+
+    definition = bench_detection.padded_definition(session.registry.get(runtime), count)
     session.registry.register(definition)
     config = replace(session.settings.profiler, measurement_mode=MeasurementMode.INSTRUCTIONS, batch_sizes=(1,))
     profile = session.count_instructions(model, definition.name, config)

@@ -293,7 +293,7 @@ class Builds:
         from concurrent.futures import ThreadPoolExecutor
 
         from pytest_navigator.instructions import REPEATS
-        from pytest_navigator.isolation import Timeouts, Worker, WorkerRunner
+        from pytest_navigator.isolation import BUILD_TIMEOUT, Timeouts, Worker, WorkerRunner
 
         key = (model.path, runtime)
         if key not in self._counted:
@@ -301,7 +301,8 @@ class Builds:
                 self._counting.append(
                     Worker(
                         f"callgrind-{len(self._counting) + 1}",
-                        Timeouts(self.settings.timeout),
+                        # a request under valgrind takes about 50x (before 3.22, with FMA kernels 1000x) its time
+                        Timeouts(self.settings.timeout, floor=BUILD_TIMEOUT),
                         self.settings.state_dir / "workers",
                         valgrind=valgrind,
                     )

@@ -86,6 +86,7 @@ def measure(
     config: ProfilerConfig,
     tool: str,
     progress: Callable[[str], None] | None = None,
+    slow_fma: bool = False,
 ) -> RuntimeProfile:
     """Count with each built runner (isolation.WorkerRunner in its own process under callgrind) at
     once, and combine the repeats per batch size."""
@@ -100,6 +101,8 @@ def measure(
     batches = tuple(combine(size, [r[size] for r in repeats]) for size in sizes)
     how = f"{len(runners)} processes under callgrind ({tool}), {REQUESTS} requests each"
     stop = f"instructions counted at batch size {', '.join(map(str, sizes))} ({how})"
+    if slow_fma:
+        stop += f"; {tool} emulates FMA instructions in software (about 1000x slower in AVX2 kernels): 3.22 or newer counts faster"
     return RuntimeProfile(runtime, batches, stop, config, tool=tool)
 
 

@@ -74,12 +74,14 @@ class Timeouts:
     """Per-call limits in seconds: `fixed` (--navigator-timeout) for every call, else the defaults."""
 
     fixed: float | None = None
+    #: The least a call may take without --navigator-timeout (processes under valgrind: BUILD_TIMEOUT).
+    floor: float = CALL_TIMEOUT
 
     def build(self) -> float:
         return self.fixed * BUILD_FACTOR if self.fixed is not None else BUILD_TIMEOUT
 
     def call(self, slowest: float) -> float:
-        return self.fixed if self.fixed is not None else max(CALL_TIMEOUT, TIMEOUT_FACTOR * slowest)
+        return self.fixed if self.fixed is not None else max(self.floor, TIMEOUT_FACTOR * slowest)
 
 
 class Worker:

@@ -284,3 +284,20 @@ def test_without_valgrind_or_on_a_gpu_the_count_skips_with_the_reason(
             "SKIPPED*instruction counts: fake-gpu runs on cuda: instruction counts see only work on the CPU*",
         ]
     )
+
+
+def test_the_demo_resnet_counts_repeat_across_runs(pytester: pytest.Pytester, counting: valgrind.Valgrind) -> None:
+    from conftest import write_model
+
+    model = write_model("resnet", pytester.path / "resnet.onnx")
+    args = [f"--navigator-model={model}", "--navigator-mode=instructions", "--navigator-baselines=bl"]
+    args += ["-k", "onnxruntime-cpu", "-rfs"]
+    pytester.runpytest_subprocess(*args, "--update-baselines", "--navigator-report=first.json").assert_outcomes(
+        passed=2
+    )
+    second = pytester.runpytest_subprocess(*args, "--navigator-report=second.json")
+    second.assert_outcomes(passed=2)
+    second.stdout.fnmatch_lines(["*onnxruntime-cpu:allow_spinning=false*  1  stable  *  pass"])
+    runtime = "onnxruntime-cpu:allow_spinning=false,inter_op_num_threads=1,intra_op_num_threads=1"
+    counts = _counts(pytester.path / "first.json")[runtime] + _counts(pytester.path / "second.json")[runtime]
+    assert (max(counts) - min(counts)) / min(counts) < instructions.MAX_SPREAD, counts
