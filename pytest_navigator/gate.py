@@ -139,6 +139,15 @@ def decide(
     passing = GateOutcome(Outcome.WARN, warning=warning) if warning else GateOutcome(Outcome.PASS)
     if update:
         return passing
+    undecided = [c for c in comparisons if c.verdict == Verdict.INCONCLUSIVE and "instructions" in c.figures]
+    if undecided and not warning:  # instruction counts whose repeats straddle the limit
+        text = f"{runtime} on {model}: inconclusive against {judged_against}:\n" + "\n".join(
+            c.describe() for c in undecided
+        )
+        if inconclusive != "warn":
+            return GateOutcome(Outcome.FAIL, text)
+        warning = f"INCONCLUSIVE: {text}"
+        passing = GateOutcome(Outcome.WARN, warning=warning)
     regressed = [c for c in comparisons if c.verdict == Verdict.REGRESSED]
     if regressed:
         return GateOutcome(

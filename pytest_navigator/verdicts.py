@@ -326,9 +326,11 @@ def _judge_counts(
     stable: bool,
     versions: dict[str, tuple[str | None, str | None]],
 ) -> Comparison:
-    """Instruction counts: REGRESSED when the median count is beyond the limit and every new repeat
-    above every stored one (the change exceeds the measured spread on both sides: counts need no
-    significance test); IMPROVED the other way round, past the same margin."""
+    """Instruction counts need no significance test, only the repeats' spread: REGRESSED when every
+    new repeat is above the limit and above every stored repeat; PASS when every new repeat is within
+    the limit; INCONCLUSIVE when the repeats straddle the limit or reach into the stored spread (the
+    processes disagree by more than the change); IMPROVED when every new repeat is below every stored
+    one and below the stored median / the limit."""
     now = current["instructions"]
     before = baseline.get("instructions") if baseline is not None else None
     if baseline is not None and not isinstance(before, dict):
@@ -339,32 +341,21 @@ def _judge_counts(
         return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason="the counts are unstable")
     if bound is None:
         return Comparison(runtime, batch_size, Verdict.NEW, figures, reason="no baseline for this hardware")
-    ratio = float(now["per_request"]) / float(before["per_request"]) if before else None
     spread = f"new {now['min']:,.0f}..{now['max']:,.0f}" + (
         f", stored {before['min']:,.0f}..{before['max']:,.0f}" if before else ""
     )
-    if now["per_request"] > bound and (before is None or now["min"] > before["max"]):
-        return Comparison(
-            runtime,
-            batch_size,
-            Verdict.REGRESSED,
-            figures,
-            reason=f"instructions beyond the limit ({limit}) and beyond the repeats' spread ({spread})",
-            version_changes=versions,
-        )
-    if before and limit is not None and limit.relative and ratio is not None and ratio < 1 / limit.value:
-        if now["max"] < before["min"]:
-            return Comparison(
-                runtime,
-                batch_size,
-                Verdict.IMPROVED,
-                figures,
-                reason=f"fewer instructions ({spread})",
-                version_changes=versions,
-            )
-    return Comparison(
-        runtime, batch_size, Verdict.PASS, figures, reason=f"within the limits ({spread})", version_changes=versions
-    )
+    if now["min"] > bound and (before is None or now["min"] > before["max"]):
+        reason = f"instructions beyond the limit ({limit}) and beyond the repeats' spread ({spread})"
+        return Comparison(runtime, batch_size, Verdict.REGRESSED, figures, reason=reason, version_changes=versions)
+    if now["max"] > bound:
+        reason = f"the repeats straddle the limit ({limit}) or reach into the stored spread ({spread})"
+        return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason=reason, version_changes=versions)
+    if before and limit is not None and limit.relative:
+        if now["max"] < min(before["min"], before["per_request"] / limit.value):
+            reason = f"fewer instructions ({spread})"
+            return Comparison(runtime, batch_size, Verdict.IMPROVED, figures, reason=reason, version_changes=versions)
+    reason = f"within the limits ({spread})"
+    return Comparison(runtime, batch_size, Verdict.PASS, figures, reason=reason, version_changes=versions)
 
 
 def _block_ratio(current: Mapping[str, Any], baseline: Mapping[str, Any] | None, paired: bool) -> float:

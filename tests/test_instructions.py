@@ -54,9 +54,9 @@ def test_repeats_that_agree_are_stable_and_keep_min_median_max() -> None:
 
 
 def test_repeats_that_disagree_are_unstable_and_nothing_is_judged() -> None:
-    batch = instructions.combine(1, [1_000_000.0, 1_050_000.0, 1_000_000.0])
-    assert batch.status == "unstable" and "differ by 5.00%" in batch.reason
-    assert _judge([1_000_000.0] * 3, [1_000_000.0, 1_050_000.0, 1_000_000.0]).verdict == Verdict.INCONCLUSIVE
+    batch = instructions.combine(1, [1_000_000.0, 1_080_000.0, 1_000_000.0])
+    assert batch.status == "unstable" and "differ by 8.00%" in batch.reason
+    assert _judge([1_000_000.0] * 3, [1_000_000.0, 1_080_000.0, 1_000_000.0]).verdict == Verdict.INCONCLUSIVE
 
 
 def test_a_failed_repeat_is_an_error_with_its_text() -> None:
@@ -79,9 +79,27 @@ def test_an_unchanged_count_passes_and_one_percent_more_passes() -> None:
     assert _judge([1_000_000.0] * 3, [1_010_000.0] * 3).verdict == Verdict.PASS
 
 
-def test_a_change_inside_the_stored_spread_is_not_a_regression() -> None:
+def test_repeats_that_straddle_the_limit_or_the_stored_spread_decide_nothing() -> None:
     # beyond +2% on the medians, but the stored repeats reach the new ones: the spread cannot rule it out
-    assert _judge([1_000_000.0, 1_000_000.0, 1_025_000.0], [1_025_000.0] * 3).verdict == Verdict.PASS
+    found = _judge([1_000_000.0, 1_000_000.0, 1_025_000.0], [1_025_000.0] * 3)
+    assert found.verdict == Verdict.INCONCLUSIVE and "reach into the stored spread" in found.reason
+    # the new repeats lie on both sides of the limit (1,020,000)
+    assert _judge([1_000_000.0] * 3, [1_010_000.0, 1_030_000.0, 1_031_000.0]).verdict == Verdict.INCONCLUSIVE
+    # a wide spread that lies wholly beyond the limit and the stored counts is still a regression
+    assert _judge([1_000_000.0] * 3, [1_040_000.0, 1_060_000.0, 1_080_000.0]).verdict == Verdict.REGRESSED
+
+
+def test_an_inconclusive_count_fails_the_gate_or_warns() -> None:
+    from pytest_navigator.gate import Outcome, decide
+
+    batch = instructions.combine(1, [1_010_000.0, 1_030_000.0, 1_031_000.0])
+    profile = RuntimeProfile("r", (batch,), "counted", COUNTED, tool="valgrind-3.24.0")
+    found = _judge([1_000_000.0] * 3, [1_010_000.0, 1_030_000.0, 1_031_000.0])
+    failed = decide("r", "m.pt2", profile, [found], judged_against="bl/m.json")
+    assert failed.outcome is Outcome.FAIL and "r on m.pt2: inconclusive against bl/m.json" in failed.message
+    assert "straddle the limit (instructions=102%)" in failed.message
+    assert decide("r", "m.pt2", profile, [found], inconclusive="warn").outcome is Outcome.WARN
+    assert decide("r", "m.pt2", profile, [found], update=True).outcome is Outcome.PASS
 
 
 def test_fewer_instructions_are_an_improvement_and_no_baseline_is_new() -> None:
