@@ -304,18 +304,19 @@ def test_without_valgrind_or_on_a_gpu_the_count_skips_with_the_reason(
     )
 
 
-def test_the_demo_resnet_counts_repeat_across_runs(pytester: pytest.Pytester, counting: valgrind.Valgrind) -> None:
+def test_the_demo_resnet_counts_agree_across_processes(pytester: pytest.Pytester, counting: valgrind.Valgrind) -> None:
     from conftest import write_model
 
     model = write_model("resnet", pytester.path / "resnet.onnx")
     args = [f"--navigator-model={model}", "--navigator-mode=instructions", "--navigator-baselines=bl"]
-    args += ["-k", "onnxruntime-cpu", "-rfs"]
-    pytester.runpytest_subprocess(*args, "--update-baselines", "--navigator-report=first.json").assert_outcomes(
-        passed=2
-    )
-    second = pytester.runpytest_subprocess(*args, "--navigator-report=second.json")
-    second.assert_outcomes(passed=2)
-    second.stdout.fnmatch_lines(["*onnxruntime-cpu:allow_spinning=false*  1  stable  *  pass"])
+    args += ["-k", "onnxruntime-cpu", "-rfs", "--update-baselines", "--navigator-report=run.json"]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=2)
     runtime = "onnxruntime-cpu:allow_spinning=false,inter_op_num_threads=1,intra_op_num_threads=1"
-    counts = _counts(pytester.path / "first.json")[runtime] + _counts(pytester.path / "second.json")[runtime]
-    assert (max(counts) - min(counts)) / min(counts) < instructions.MAX_SPREAD, counts
+    counts = _counts(pytester.path / "run.json")[runtime]
+    assert len(counts) == instructions.REPEATS and min(counts) > 1e7  # a ResNet request: tens of millions
+    # 3 separate processes: measured here within 0.7% of each other (MLP runtimes within 0.05%)
+    assert (max(counts) - min(counts)) / min(counts) < 0.01, counts
+    stored = json.loads(next((pytester.path / "bl").glob("resnet-*.json")).read_text())
+    (entries,) = stored["entries"].values()
+    assert entries[runtime]["1"]["instructions"]["repeats"] == sorted(round(c) for c in counts)
