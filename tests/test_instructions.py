@@ -315,8 +315,8 @@ def test_the_demo_resnet_counts_agree_across_processes(pytester: pytest.Pytester
     runtime = "onnxruntime-cpu:allow_spinning=false,inter_op_num_threads=1,intra_op_num_threads=1"
     counts = _counts(pytester.path / "run.json")[runtime]
     assert len(counts) == instructions.REPEATS and min(counts) > 1e7  # a ResNet request: tens of millions
-    # 3 separate processes: measured here within 0.7% of each other (MLP runtimes within 0.05%)
-    assert (max(counts) - min(counts)) / min(counts) < 0.01, counts
+    # 3 separate processes agree as the gate requires (measured: within 0.7%; MLP runtimes 0.05%)
+    assert (max(counts) - min(counts)) / min(counts) < instructions.MAX_SPREAD, counts
     stored = json.loads(next((pytester.path / "bl").glob("resnet-*.json")).read_text())
     (entries,) = stored["entries"].values()
     assert entries[runtime]["1"]["instructions"]["repeats"] == sorted(round(c) for c in counts)
