@@ -115,12 +115,11 @@ def _build_padded(build: Any, count: int, model: Any, ctx: Any) -> Runner:
 def count_verdict(session: Any, model: Any, runtime: str, count: int, record: bool) -> dict[str, Any]:
     """The instruction gate: count `runtime` plus `count` matmuls per request under callgrind; record
     the first count as the baseline, or judge against it."""
+    from harness import bench_detection  # by its import name, not __main__: the worker imports it
     from pytest_navigator.baselines import entry_for
     from pytest_navigator.config import MeasurementMode
     from pytest_navigator.telemetry import fingerprint
     from pytest_navigator.verdicts import compare, parse_thresholds
-
-    from harness import bench_detection  # by its import name, not __main__: the worker imports it
 
     definition = bench_detection.padded_definition(session.registry.get(runtime), count)
     session.registry.register(definition)

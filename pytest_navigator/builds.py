@@ -55,9 +55,8 @@ class Builds:
         self._cache: ArtifactCache | None = None
         #: --navigator-isolation=process: each runtime id's worker process (it holds every model's build of it)
         self._workers: dict[str, Any] = {}
-        #: --navigator-mode=instructions: the processes under callgrind, and each runtime built in them
+        #: --navigator-mode=instructions: the processes under callgrind still open (closed after each count)
         self._counting: list[Any] = []
-        self._counted: dict[tuple[Path, str], list[Any] | RuntimeBuildError] = {}
         #: Hears what is being built (the plugin's progress line); builds can take minutes.
         self.progress: Callable[[str], None] = lambda text: None
 
@@ -288,41 +287,43 @@ class Builds:
     # -- instruction counts (instructions.py) -----------------------------------------------------
 
     def counting_runners(self, model: Model, runtime: str, valgrind: Any) -> list[Any]:
-        """`runtime` built in each of the processes under callgrind (instructions.REPEATS, started on
-        first use and shared by every runtime of the run), in parallel."""
+        """`runtime` built in instructions.REPEATS new processes under callgrind, in parallel. New for
+        each runtime: a process that built other runtimes first can count the same requests differently
+        (measured: 8% apart for one torch runtime), so a `-k` selection must not change the counts.
+        The caller closes them (close_counting)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from pytest_navigator.instructions import REPEATS
         from pytest_navigator.isolation import BUILD_TIMEOUT, Timeouts, Worker, WorkerRunner
 
-        key = (model.path, runtime)
-        if key not in self._counted:
-            while len(self._counting) < REPEATS:
-                self._counting.append(
-                    Worker(
-                        f"callgrind-{len(self._counting) + 1}",
-                        # a request under valgrind takes about 50x (before 3.22, with FMA kernels 1000x) its time
-                        Timeouts(self.settings.timeout, floor=BUILD_TIMEOUT),
-                        self.settings.state_dir / "workers",
-                        valgrind=valgrind,
-                    )
-                )
-            self.progress(f"building {runtime} for {model.name} in {REPEATS} processes under callgrind")
-            try:
-                reference = self.reference(model)
-                context = replace(self.context(model, reference.output_names), options=self.options(runtime))
-                definition = self.registry.get(runtime)
-                with ThreadPoolExecutor(max_workers=REPEATS) as pool:
-                    built = list(
-                        pool.map(lambda w: WorkerRunner.build(w, definition, model, context, runtime), self._counting)
-                    )
-                self._counted[key] = built
-            except RuntimeBuildError as error:
-                self._counted[key] = error
-        found = self._counted[key]
-        if isinstance(found, RuntimeBuildError):
-            raise found
-        return found
+        self.progress(f"building {runtime} for {model.name} in {REPEATS} processes under callgrind")
+        reference = self.reference(model)
+        context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+        definition = self.registry.get(runtime)
+        workers = [
+            Worker(
+                f"{runtime} under callgrind #{n + 1}",
+                # a request under valgrind takes about 50x (before 3.22, with FMA kernels 1000x) its time
+                Timeouts(self.settings.timeout, floor=BUILD_TIMEOUT),
+                self.settings.state_dir / "workers",
+                valgrind=valgrind,
+            )
+            for n in range(REPEATS)
+        ]
+        self._counting.extend(workers)
+        with ThreadPoolExecutor(max_workers=REPEATS) as pool:
+            futures = [pool.submit(WorkerRunner.build, w, definition, model, context, runtime) for w in workers]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            self.close_counting(workers)
+            raise
+
+    def close_counting(self, workers: list[Any]) -> None:
+        for worker in workers:
+            worker.close()
+            if worker in self._counting:
+                self._counting.remove(worker)
 
     def worker(self, runtime: str) -> Any:
         """The worker process of a runtime id (isolation.Worker), started on first use."""

@@ -2,7 +2,8 @@
 (`--navigator-mode=instructions`).
 
 A CPU runtime is built with one thread and no spinning (runtime_options.SINGLE_THREAD: thread pools
-and spin-waits make counts depend on scheduling) in REPEATS worker processes, each started under
+and spin-waits make counts depend on scheduling) in REPEATS new worker processes (new for each
+runtime: what a process did before can change its counts), each started under
 callgrind with instrumentation off (valgrind.py). In each, per batch size: WARMUP requests
 uninstrumented, one instrumented (valgrind translates the code once), then the counters are zeroed,
 dumped at once (the cost of a dump itself), and dumped again after REQUESTS requests; instructions
@@ -33,8 +34,8 @@ from pytest_navigator.runtimes.base import Runner
 REPEATS = 3
 #: Requests counted per process and batch size (counts are deterministic: a few suffice).
 REQUESTS = 3
-#: Uninstrumented requests first (plans, caches, lazy initialization).
-WARMUP = 2
+#: Uninstrumented requests first (plans, caches, lazy initialization, allocators' arenas growing).
+WARMUP = 5
 #: Repeats differing by more than this fraction of their median are unstable: the work itself is not
 #: deterministic. Within it, the verdict compares every repeat with the limit (verdicts._judge_counts):
 #: repeats that straddle it are inconclusive, so a wide spread costs detections, never a false alarm.

@@ -303,7 +303,10 @@ class NavigatorSession:
         wanted = [b for b in (config.batch_sizes or instructions.DEFAULT_BATCH_SIZES) if b is not None]
         sizes = [b for b in wanted if limit is None or b <= limit] or [1]
         runners = self.builds.counting_runners(model, counted, found)
-        profile = instructions.measure(runners, sizes, config, found.version_text, self.progress, found.slow_fma)
+        try:
+            profile = instructions.measure(runners, sizes, config, found.version_text, self.progress, found.slow_fma)
+        finally:
+            self.builds.close_counting([r.worker for r in runners])
         self.results.result(model.path, runtime).profile = profile
         return profile
 

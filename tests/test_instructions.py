@@ -226,11 +226,29 @@ def counting() -> valgrind.Valgrind:
     return found
 
 
+ORT = "onnxruntime-cpu:allow_spinning=false,inter_op_num_threads=1,intra_op_num_threads=1"
+
+
+def _demo(pytester: pytest.Pytester, kind: str, name: str) -> Path:
+    """A demo model written by README's command, in its own process (its spec sidecar beside it)."""
+    import sys
+
+    path = pytester.path / name
+    assert pytester.run(sys.executable, "-m", "harness.zoo", kind, "--out", str(path)).ret == 0
+    return path
+
+
+def _verdicts(report: Path) -> dict[str, str]:
+    data = json.loads(report.read_text())
+    return {r["name"]: r["verdicts"][0]["verdict"] for m in data["models"] for r in m["runtimes"] if r.get("verdicts")}
+
+
 def _counts(report: Path) -> dict[str, list[float]]:
     data = json.loads(report.read_text())
     return {
-        r["runtime"]: r["profile"]["batches"][0]["instructions"]["repeats"]
-        for r in data["runtimes"]
+        r["name"]: r["profile"]["batches"][0]["instructions"]["repeats"]
+        for model in data["models"]
+        for r in model["runtimes"]
         if r.get("profile") and r["profile"]["mode"] == "instructions"
     }
 
@@ -238,9 +256,7 @@ def _counts(report: Path) -> dict[str, list[float]]:
 def test_counts_repeat_and_gate_three_percent_more_work(
     pytester: pytest.Pytester, counting: valgrind.Valgrind, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from conftest import write_model
-
-    model = write_model("mlp", pytester.path / "mlp.pt2")
+    model = _demo(pytester, "mlp", "mlp.pt2")
     pytester.makeconftest(_PADDED)
     chosen = "torch-cpu or onnxruntime-cpu or padded"
     args = [f"--navigator-model={model}", "--navigator-mode=instructions", "--navigator-baselines=bl", "-k", chosen]
@@ -260,7 +276,6 @@ def test_counts_repeat_and_gate_three_percent_more_work(
 
     monkeypatch.setenv("NAVIGATOR_TEST_EXTRA_MATMUL", "64")
     second = pytester.runpytest_subprocess(*args, "--navigator-report=second.json", "-rfs")
-    second.assert_outcomes(passed=5, failed=1)
     second.stdout.fnmatch_lines(
         [
             "*padded:threads=1 on mlp.pt2 regressed against*",
@@ -269,23 +284,23 @@ def test_counts_repeat_and_gate_three_percent_more_work(
         ]
     )
     assert "FAILED mlp.pt2::test_performance[padded:threads=1]" in second.stdout.str()
+    verdicts = _verdicts(pytester.path / "second.json")
+    assert verdicts["padded:threads=1"] == "regressed"
+    assert verdicts["torch-cpu:threads=1"] == "pass"
+    # ONNX Runtime: one process in a few counts several % more (seen once: +6.2%); the gate then says
+    # inconclusive, and must never say regressed of an unchanged runtime
+    assert verdicts[ORT] in ("pass", "inconclusive")
     before, after = _counts(pytester.path / "first.json"), _counts(pytester.path / "second.json")
-    for runtime in (
-        "torch-cpu:threads=1",
-        "onnxruntime-cpu:allow_spinning=false,inter_op_num_threads=1,intra_op_num_threads=1",
-    ):
-        # separate processes of separate runs agree within the stability limit the gate relies on
-        spread = (max(before[runtime] + after[runtime]) - min(before[runtime] + after[runtime])) / min(before[runtime])
-        assert spread < instructions.MAX_SPREAD, (runtime, before[runtime], after[runtime])
+    both = before["torch-cpu:threads=1"] + after["torch-cpu:threads=1"]
+    # separate processes of separate runs agree (measured: within 0.04%)
+    assert (max(both) - min(both)) / min(both) < 0.01, both
     assert sorted(after["padded:threads=1"])[0] > 1.02 * sorted(before["padded:threads=1"])[-1]
 
 
 def test_without_valgrind_or_on_a_gpu_the_count_skips_with_the_reason(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from conftest import write_model
-
-    model = write_model("mlp", pytester.path / "mlp.pt2")
+    model = _demo(pytester, "mlp", "mlp.pt2")
     pytester.makeconftest(_PADDED)
     monkeypatch.setenv(valgrind.ENV_VALGRIND, str(tmp_path / "no-valgrind"))
     result = pytester.runpytest_subprocess(
@@ -305,18 +320,19 @@ def test_without_valgrind_or_on_a_gpu_the_count_skips_with_the_reason(
 
 
 def test_the_demo_resnet_counts_agree_across_processes(pytester: pytest.Pytester, counting: valgrind.Valgrind) -> None:
-    from conftest import write_model
-
-    model = write_model("resnet", pytester.path / "resnet.onnx")
+    model = _demo(pytester, "resnet", "resnet.pt2")
     args = [f"--navigator-model={model}", "--navigator-mode=instructions", "--navigator-baselines=bl"]
-    args += ["-k", "onnxruntime-cpu", "-rfs", "--update-baselines", "--navigator-report=run.json"]
+    args += ["-k", "torch-cpu or onnxruntime-cpu", "-rfs", "--update-baselines", "--navigator-report=run.json"]
     result = pytester.runpytest_subprocess(*args)
-    result.assert_outcomes(passed=2)
-    runtime = "onnxruntime-cpu:allow_spinning=false,inter_op_num_threads=1,intra_op_num_threads=1"
-    counts = _counts(pytester.path / "run.json")[runtime]
-    assert len(counts) == instructions.REPEATS and min(counts) > 1e7  # a ResNet request: tens of millions
-    # 3 separate processes agree as the gate requires (measured: within 0.7%; MLP runtimes 0.05%)
-    assert (max(counts) - min(counts)) / min(counts) < instructions.MAX_SPREAD, counts
+    result.assert_outcomes(passed=4)
     stored = json.loads(next((pytester.path / "bl").glob("resnet-*.json")).read_text())
     (entries,) = stored["entries"].values()
-    assert entries[runtime]["1"]["instructions"]["repeats"] == sorted(round(c) for c in counts)
+    found = _counts(pytester.path / "run.json")
+    assert sorted(found) == [ORT, "torch-cpu:threads=1"]
+    assert "torch-cpu:threads=1" in entries  # an unstable count (ONNX Runtime, rarely) is not written
+    for counts in found.values():
+        assert len(counts) == instructions.REPEATS and min(counts) > 1e7  # a ResNet request: tens of millions
+    torch_counts = found["torch-cpu:threads=1"]
+    # 3 separate processes (measured: torch within 0.001%, ONNX Runtime within 0.7%)
+    assert (max(torch_counts) - min(torch_counts)) / min(torch_counts) < 0.01, torch_counts
+    assert entries["torch-cpu:threads=1"]["1"]["instructions"]["repeats"] == sorted(round(c) for c in torch_counts)
