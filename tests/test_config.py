@@ -29,7 +29,11 @@ def test_defaults_are_model_navigators() -> None:
         ({"stability_percentage": 150}, "stability_percentage=150", "(0, 100]"),
         ({"max_trials": 2}, "max_trials=2", ">= min_trials (3)"),
         ({"stabilization_windows": 1}, "stabilization_windows=1", ">= 2"),
-        ({"measurement_mode": "sometimes"}, "measurement_mode='sometimes'", "'count_windows' or 'time_windows'"),
+        (
+            {"measurement_mode": "sometimes"},
+            "measurement_mode='sometimes'",
+            "'count_windows', 'time_windows' or 'instructions'",
+        ),
         ({"batch_sizes": [1, 0]}, "batch_sizes=(1, 0)", "positive integers"),
         ({"throughput_cutoff_threshold": -2}, "throughput_cutoff_threshold=-2", ">= 0"),
     ],

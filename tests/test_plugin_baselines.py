@@ -362,4 +362,9 @@ def test_the_json_report_validates_against_its_schema(pytester: pytest.Pytester,
     assert [v["verdict"] for v in other["verdicts"]] == ["pass", "pass"]
     assert other["verdicts"][0]["figures"]["throughput"]["baseline"] > 0
     assert cuda["status"] == "skipped" and cuda["profile"] is None and cuda["verdicts"] == []
-    assert report["settings"]["thresholds"] == {"throughput": "throughput=50%", "p95": "p95=300%", "p99": "p99=300%"}
+    assert report["settings"]["thresholds"] == {
+        "throughput": "throughput=50%",
+        "p95": "p95=300%",
+        "p99": "p99=300%",
+        "instructions": "instructions=102%",
+    }
