@@ -131,7 +131,3 @@ def combine(size: int, repeats: Sequence[float | str]) -> BatchProfile:
         instructions=counts,
         reason=f"repeats differ by {spread:.2%} of their median (more than {MAX_SPREAD:.0%})",
     )
-
-
-def describe(counts: Sequence[float]) -> str:
-    return ", ".join(f"{c:,.0f}" for c in counts)
