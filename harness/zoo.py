@@ -176,7 +176,7 @@ def save(model: nn.Module, example: tuple[Any, ...], out: Path, fmt: str, input_
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(model, example), str(out))
         elif fmt == "pt2":
-            torch.export.save(export(model, example, input_names), str(out))
+            torch.export.save(_without_stack_traces(export(model, example, input_names)), str(out))
         elif fmt == "onnx":
             from pytest_navigator.runtimes.torch_runtimes import name_outputs
 
@@ -195,6 +195,17 @@ def save(model: nn.Module, example: tuple[Any, ...], out: Path, fmt: str, input_
             torch.save(model, str(out))
         else:
             raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _without_stack_traces(program: Any) -> Any:
+    """`program` without the source locations torch.export records per node: they hold the absolute
+    path of the torch install, so the same model written from another environment (a tox env, a CI
+    venv) would be another file, and its committed baselines (baselines/) would never apply."""
+    for module in program.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        for node in graph.nodes if graph is not None else ():
+            node.meta.pop("stack_trace", None)
+    return program
 
 
 def export(model: nn.Module, example: tuple[Any, ...], input_names: list[str]) -> Any:
