@@ -1,0 +1,77 @@
+"""The project gates itself (README; `tox -e gate`): the demo zoo's committed instruction-count
+baselines under baselines/ apply to the demo models as built today, and stay small, sorted and
+human-diffable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pytest_navigator import runtime_options
+from pytest_navigator.baselines import BaselineStore, _parse, entry_problem
+from pytest_navigator.model import fingerprint
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINES = ROOT / "baselines"
+#: The demo zoo as `tox -e gate` writes it (tox.ini).
+DEMOS = ("mlp", "transformer", "resnet")
+CPU_RUNTIMES = ("torch-cpu", "torchscript-cpu", "torch-compile-cpu", "onnxruntime-cpu")
+
+_WRITE = """
+import sys
+from harness import zoo
+for kind in sys.argv[2:]:
+    zoo.main([kind, "--out", f"{sys.argv[1]}/{kind}.pt2"])
+"""
+
+
+def _write_demos(folder: Path) -> dict[str, bytes]:
+    folder.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", _WRITE, str(folder), *DEMOS], capture_output=True, text=True, check=False, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {kind: (folder / f"{kind}.pt2").read_bytes() for kind in DEMOS}
+
+
+def test_rebuilt_demo_models_are_byte_identical_and_have_committed_baselines(tmp_path: Path) -> None:
+    first, second = _write_demos(tmp_path / "first"), _write_demos(tmp_path / "second")
+    for kind in DEMOS:
+        assert first[kind] == second[kind], f"the demo {kind} is not byte-stable: its baselines would never apply"
+        path = BaselineStore(BASELINES).path_for(f"{kind}.pt2", fingerprint(tmp_path / "first" / f"{kind}.pt2"))
+        assert path.is_file(), (
+            f"no committed baseline {path.name} for the demo {kind} as built with these library versions: "
+            "re-record with `tox -e gate -- --update-baselines` and commit baselines/ (README: the project gates itself)"
+        )
+
+
+def test_committed_baselines_are_small_sorted_count_entries_for_every_cpu_runtime() -> None:
+    files = sorted(BASELINES.glob("*.json"))
+    assert sorted(p.name.rsplit("-", 1)[0] for p in files) == sorted(DEMOS)
+    for path in files:
+        text = path.read_text()
+        assert len(text) < 16 * 1024, f"{path.name}: {len(text)} bytes"
+        parsed = _parse(path)
+        assert parsed.dumps() == text, f"{path.name} is not in the store's sorted, indented form"
+        (hardware,) = parsed.entries
+        assert hardware.startswith("instructions on ")
+        runtimes = {runtime_options.split_runtime_id(r)[0]: batches for r, batches in parsed.entries[hardware].items()}
+        assert sorted(runtimes) == sorted(CPU_RUNTIMES), path.name
+        for batches in runtimes.values():
+            entry = batches["1"]
+            assert entry_problem(entry) is None
+            counts = entry["instructions"]["repeats"]
+            assert len(counts) == 3 and all(isinstance(c, int) for c in counts)
+            assert entry["libraries"]["valgrind"] == "3.24.0", "recorded with .ci/valgrind's pinned version"
+        assert json.loads(text)["model"]["name"] == path.name.rsplit("-", 1)[0] + ".pt2"
+
+
+def test_ci_runs_the_gate_with_the_locked_versions_against_the_committed_folder() -> None:
+    tox = (ROOT / "tox.ini").read_text()
+    section = tox.split("[testenv:gate]", 1)[1].split("\n[", 1)[0]
+    assert "constraints-lock.txt" in section
+    assert "--navigator-mode=instructions" in section and "--navigator-baselines={toxinidir}/baselines" in section
+    assert all(f"harness.zoo {kind} --out" in section for kind in DEMOS)
+    assert "tox -e gate" in (ROOT / ".ci" / "run").read_text()
