@@ -54,6 +54,7 @@ def build_report(session: NavigatorSession) -> dict[str, Any]:
                 "format": info.format,
                 "inputs": info.inputs,
                 "baseline_file": str(session.baseline_store.path_for(info.name, info.fingerprint)),
+                "profile": info.profile,
                 "runtimes": runtimes,
             }
         )

@@ -25,6 +25,7 @@ TIME_BUDGET = "--navigator-time-budget"
 INTERFERENCE = "--navigator-interference"
 NO_PROFILE = "--navigator-no-profile"
 THRESHOLDS = "--navigator-thresholds"
+CONSTRAINTS = "--navigator-constraints"
 REQUIRE_BASELINE = "--navigator-require-baseline"
 INCONCLUSIVE = "--navigator-inconclusive"
 NORMALIZE = "--navigator-normalize"
@@ -173,6 +174,14 @@ OPTIONS: tuple[Option, ...] = (
         "string",
         "Regression limits, METRIC=LIMIT by commas: a percentage of the baseline or an absolute value (samples/s, ms); "
         "metrics throughput, p50, p90, p95, p99 (default: throughput=95%,p95=110%,p99=110%).",
+    ),
+    _option(
+        CONSTRAINTS,
+        "navigator_constraints",
+        "string",
+        "Limits on the model's profile, NAME=LIMIT by commas: flops (per request) and params, each a percentage of "
+        "the baseline's figure or an absolute number (5e6, 5M, 2.5G); e.g. flops=60%,params=5e6. A violated one "
+        "fails the performance test.",
     ),
     _option(
         REQUIRE_BASELINE,

@@ -158,6 +158,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "",
         ]
     lines += stops
+    lines += _model_profiles(session)
     if best:
         fast = max(best, key=lambda entry: entry[2].throughput)
         quick = min(best, key=lambda entry: entry[2].percentile(50))
@@ -166,6 +167,19 @@ def performance_summary(session: NavigatorSession) -> str:
             f"min latency: {quick[1]} at batch {quick[2].batch_size} (p50 {quick[2].percentile(50):.3f} ms)"
         )
     return "\n".join(lines)
+
+
+def _model_profiles(session: NavigatorSession) -> list[str]:
+    """One line per model: its parameters and FLOPs per sample (model_profile.py), or why they are missing."""
+    from pytest_navigator.model_profile import ModelProfile
+
+    lines = []
+    for info in session.results.models.values():
+        if info.profile is not None:
+            lines.append(f"{info.name} model profile: {ModelProfile.from_json(info.profile).describe()}")
+        elif info.profile_error:
+            lines.append(f"{info.name} model profile: not computed: {info.profile_error}")
+    return lines
 
 
 def _count_row(model: str, runtime: str, batch: Any, comparison: Any) -> list[Any]:

@@ -58,6 +58,10 @@ class ModelInfo:
     fingerprint: str
     format: str
     inputs: str
+    #: The model's profile (model_profile.ModelProfile.as_json()), once a performance test computed it.
+    profile: dict[str, Any] | None = None
+    #: Why the profile could not be computed.
+    profile_error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,11 +70,31 @@ class ModelInfo:
             "sha256": self.fingerprint,
             "format": self.format,
             "inputs": self.inputs,
+            "profile": self.profile,
+            "profile_error": self.profile_error,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        return cls(Path(data["path"]), data["name"], data["sha256"], data["format"], data["inputs"])
+        return cls(
+            Path(data["path"]),
+            data["name"],
+            data["sha256"],
+            data["format"],
+            data["inputs"],
+            data.get("profile"),
+            data.get("profile_error", ""),
+        )
+
+    def merge(self, other: ModelInfo) -> None:
+        """Another shard's record of the same model: FLOPs of the batch sizes either measured."""
+        if other.profile is None:
+            return
+        if self.profile is None:
+            self.profile = other.profile
+        else:
+            self.profile = {**self.profile, "flops": {**other.profile["flops"], **self.profile["flops"]}}
+        self.profile_error = self.profile_error or other.profile_error
 
 
 @dataclass
@@ -230,7 +254,10 @@ class RunResults:
         """Take in another shard of the same run (an xdist worker's): records of one runtime merge
         (RuntimeResult.merge), new ones are added."""
         for path, info in other.models.items():
-            self.models.setdefault(path, info)
+            if path in self.models:
+                self.models[path].merge(info)
+            else:
+                self.models[path] = info
         for key, result in other.runtimes.items():
             if key in self.runtimes:
                 self.runtimes[key].merge(result)

@@ -9,6 +9,7 @@ and judging and writing baselines gate.py. Every expensive thing is built once p
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStor
 from pytest_navigator.builds import Builds, RuntimePlan
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckContext, CheckOptions, CorrectnessReport
-from pytest_navigator.errors import NavigatorError
+from pytest_navigator.errors import NavigatorError, describe_error
 from pytest_navigator.model import Model, load
 from pytest_navigator.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.references import ReferenceOutputs
@@ -310,6 +311,67 @@ class NavigatorSession:
         self.results.result(model.path, runtime).profile = profile
         return profile
 
+    def model_profile(self, model: Model, batch_sizes: list[int]) -> Any:
+        """The model's parameters and FLOPs per request at `batch_sizes` (model_profile.py), computed
+        once per model and batch size and kept in results.models; None, with the reason kept as
+        profile_error, when it cannot be computed."""
+        from pytest_navigator.model_profile import ModelProfile, profile_model
+
+        info = self.results.models[model.path]
+        known = info.profile or {}
+        wanted = [b for b in dict.fromkeys(batch_sizes) if str(b) not in known.get("flops", {})]
+        if wanted and not info.profile_error:
+            try:
+                found = profile_model(model, {b: self.profiling_inputs(model, b)[0] for b in wanted})
+            except Exception as exc:  # a model the counters cannot run: said in the summary, not fatal
+                info.profile_error = describe_error(exc)
+            else:
+                fresh = found.as_json()
+                info.profile = {**fresh, "flops": {**known.get("flops", {}), **fresh["flops"]}}
+        if info.profile is None:
+            return None
+        return ModelProfile.from_json(info.profile)
+
+    def check_constraints(
+        self, model: Model, runtime: str, profile: RuntimeProfile, constraints: list[Any], found: Any
+    ) -> str:
+        """What violates --navigator-constraints (a failure message), else "". A percentage is of the
+        --navigator-against model's figure in an A/B run, else of the stored baseline entry's; one
+        with no figure to read is said in a warning (a failure under --navigator-require-baseline)."""
+        import warnings
+
+        from pytest_navigator.model_profile import check
+
+        where = f"{runtime} on {model.name}"
+        if found is None:
+            error = self.results.models[model.path].profile_error
+            return f"{where}: the constraints cannot be checked: the model's profile could not be computed: {error}"
+        sizes = sorted(found.flops)
+        stored: dict[int, Any] = {}
+        if self.against_model is not None:
+            old = self.model_profile(self.against_model, sizes)
+            source = f"the A/B model {self.against_model.name}"
+            if old is not None:
+                stored = {b: {"parameters": old.parameters, "flops": old.flops.get(b)} for b in sizes}
+        else:
+            source = str(self.baseline_store.path_for(model.name, model.fingerprint))
+            counted = profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
+            hardware, key = self.hardware(runtime, counted), profile.runtime if counted else runtime
+            with contextlib.suppress(BaselineError):  # an unreadable file fails the gate already
+                baselines = self.baseline_store.load(model.name, model.fingerprint)
+                stored = {b: (baselines.get((hardware, key, b)) or {}).get("model") for b in sizes}
+        checked = check(constraints, found, stored)
+        if checked.unjudged:
+            text = f"{where}: constraints not judged (nothing to compare in {source}): " + "; ".join(checked.unjudged)
+            if self.settings.require_baseline:
+                return f"{text} ({options.REQUIRE_BASELINE}); record a baseline with {options.UPDATE_BASELINES}."
+            warnings.warn(text, stacklevel=2)
+        if not checked.violations:
+            return ""
+        return f"{where} violates its constraints (against {source}):\n" + "\n".join(
+            f"  {v.describe()}" for v in checked.violations
+        )
+
     # -- the gate (gate.py) ------------------------------------------------------------------------
 
     @property
@@ -364,6 +426,10 @@ class NavigatorSession:
             normalize=self.settings.normalize,
             against=against,
         )
+        figures = self.results.models[model.path].profile if model.path in self.results.models else None
+        for (_, _, size), entry in found.entries.items():  # the model profile travels with each entry
+            if figures is not None and str(size) in figures["flops"]:
+                entry["model"] = {"flops": figures["flops"][str(size)], "parameters": figures["parameters"]}
         result.comparisons, result.measured = found.comparisons, found.entries
         if unreadable is not None:
             raise unreadable
