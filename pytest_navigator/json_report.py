@@ -120,6 +120,11 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
                 "latency_ms": batch.latency_ms if measured else None,
                 "cold_start_ms": batch.cold_start_ms,
                 "stable_windows": list(batch.stable_windows),
+                "peak_memory": (
+                    {"rss_bytes": batch.peak_rss, "rss_scope": batch.rss_scope, "cuda_bytes": batch.peak_cuda}
+                    if batch.peak_rss is not None or batch.peak_cuda is not None
+                    else None
+                ),
                 "instructions": (
                     {
                         "per_request": batch.instructions_per_request,

@@ -44,7 +44,7 @@ _UNCOUNTED = frozenset(
     }
 )
 #: Constraint names and what a value of each means.
-CONSTRAINTS = {"flops": "FLOPs per request", "params": "parameters"}
+CONSTRAINTS = {"flops": "FLOPs per request", "params": "parameters", "peak_rss": "peak RSS"}
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,9 @@ class Constraint:
     relative: bool
 
     def describe(self) -> str:
-        return f"{self.name}={self.value:.0%}" if self.relative else f"{self.name}={_si(self.value)}"
+        if self.relative:
+            return f"{self.name}={self.value:.0%}"
+        return f"{self.name}={_figure(self.name, self.value)}"
 
 
 @dataclass(frozen=True)
@@ -217,10 +219,11 @@ class Violation:
 
     def describe(self) -> str:
         where = f" at batch size {self.batch_size}" if self.batch_size is not None else ""
-        old = f"{_si(self.baseline)} -> " if self.baseline is not None else ""
+        name = self.constraint.name
+        old = f"{_figure(name, self.baseline)} -> " if self.baseline is not None else ""
         return (
-            f"{CONSTRAINTS[self.constraint.name]}{where}: {old}{_si(self.current)}, above the limit "
-            f"{_si(self.limit)} ({self.constraint.describe()})"
+            f"{CONSTRAINTS[name]}{where}: {old}{_figure(name, self.current)}, above the limit "
+            f"{_figure(name, self.limit)} ({self.constraint.describe()})"
         )
 
 
@@ -254,27 +257,40 @@ def parse_constraints(value: str | Mapping[str, Any] | None, where: str = option
             raise ConstraintError(f"{where}: unknown constraint {name!r}; accepted: {accepted}.")
         text = str(raw).strip()
         relative = text.endswith("%")
-        number = _number(text.removesuffix("%"))
+        if name == "peak_rss" and not relative:
+            from pytest_navigator.memory import parse_bytes
+
+            number = parse_bytes(text)
+        else:
+            number = _number(text.removesuffix("%"))
         if number is None or not number > 0:
             raise ConstraintError(
                 f"{where}: {name}={raw!r} is not a positive number or percentage; e.g. {name}=60% (of the "
-                f"baseline) or {name}=5e6 (also 5M, 2.5G)."
+                + (
+                    "baseline) or peak_rss=512MiB (also GiB, MB, GB, bytes)."
+                    if name == "peak_rss"
+                    else f"baseline) or {name}=5e6 (also 5M, 2.5G)."
+                )
             )
         found.append(Constraint(name, number / 100 if relative else number, relative))
     return found
 
 
 def check(
-    constraints: Sequence[Constraint], profile: ModelProfile, stored: Mapping[int, Mapping[str, Any] | None]
+    constraints: Sequence[Constraint],
+    profile: ModelProfile,
+    stored: Mapping[int, Mapping[str, Any] | None],
+    peaks: Mapping[int, int | None] | None = None,
 ) -> Checked:
-    """Each constraint against the model's profile; `stored` maps batch size -> the baseline's model
-    profile figures ({"parameters": n, "flops": n}) or None."""
+    """Each constraint against the model's profile and the runtime's peak RSS by batch size (`peaks`);
+    `stored` maps batch size -> the baseline's figures ({"parameters", "flops", "peak_rss"}) or None."""
     result = Checked()
     for constraint in constraints:
+        cases: list[tuple[int | None, float, float | None]]
         if constraint.name == "params":
-            cases: list[tuple[int | None, float, float | None]] = [
-                (None, profile.parameters, _stored(stored, "parameters"))
-            ]
+            cases = [(None, profile.parameters, _stored(stored, "parameters"))]
+        elif constraint.name == "peak_rss":
+            cases = [(b, p, (stored.get(b) or {}).get("peak_rss")) for b, p in sorted((peaks or {}).items()) if p]
         else:
             cases = [(b, f, (stored.get(b) or {}).get("flops")) for b, f in sorted(profile.flops.items())]
         for batch, current, baseline in cases:
@@ -301,6 +317,14 @@ def _number(text: str) -> float | None:
         return float(text[:-1] if scale != 1.0 else text) * scale
     except ValueError:
         return None
+
+
+def _figure(name: str, value: float) -> str:
+    if name == "peak_rss":
+        from pytest_navigator.memory import mib
+
+        return mib(value)
+    return _si(value)
 
 
 def _si(value: float) -> str:

@@ -68,7 +68,7 @@ def performance_summary(session: NavigatorSession) -> str:
             continue
         for batch in profile.batches:
             if batch.status == "error":
-                rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", ""])
+                rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", "", ""])
                 continue
             comparison = verdicts.get(batch.batch_size)
             delta = comparison.delta() if comparison else None
@@ -85,6 +85,7 @@ def performance_summary(session: NavigatorSession) -> str:
                     f"{latency['p95']:.3f}",
                     f"{latency['p99']:.3f}",
                     f"{batch.cold_start_ms:.1f}" if batch.cold_start_ms is not None else "",
+                    f"{batch.peak_rss / 2**20:.0f}" if batch.peak_rss is not None else "",
                     f"{used}/{len(batch.windows)}",
                     "" if delta is None else f"{delta:+.1%}",
                     comparison.verdict.value if comparison else "",
@@ -112,6 +113,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "p95 ms",
             "p99 ms",
             "cold ms",
+            "peak RSS MiB",
             "windows",
             "vs baseline",
             "verdict",
@@ -123,6 +125,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "left",
             "right",
             "left",
+            "right",
             "right",
             "right",
             "right",

@@ -274,8 +274,38 @@ class NavigatorSession:
             result.against_profile = replace(profile, batches=tuple(olds[b.batch_size] for b in profile.batches))
         scores = [s for s in (before, calibration_score(runner.device)) if s is not None]
         profile = replace(profile, calibration=sum(scores) / len(scores) if scores else None)
+        profile = self._with_peak_memory(model, runner, profile)
         result.profile = profile
         return profile
+
+    def _with_peak_memory(self, model: Model, runner: Runner, profile: RuntimeProfile) -> RuntimeProfile:
+        """`profile` with each measured batch size's peak memory, from an untimed pass after all the
+        timed windows (memory.py), in the runtime's own process."""
+        from pytest_navigator.isolation import WorkerRunner
+        from pytest_navigator.memory import peak_memory
+
+        sizes = [b.batch_size for b in profile.batches if b.status != "error"]
+        if not sizes:
+            return profile
+        try:
+            if isinstance(runner, WorkerRunner):
+                peaks = runner.peak_memory(sizes)
+            else:
+                peaks = peak_memory(runner, lambda size: self.profiling_inputs(model, size), sizes)
+        except NavigatorError:  # a worker that died here: its measurement stands, without peaks
+            return profile
+        batches = tuple(
+            replace(
+                b,
+                peak_rss=peaks[b.batch_size].rss,
+                peak_cuda=peaks[b.batch_size].cuda,
+                rss_scope=peaks[b.batch_size].rss_scope,
+            )
+            if b.batch_size in peaks
+            else b
+            for b in profile.batches
+        )
+        return replace(profile, batches=batches)
 
     def count_instructions(self, model: Model, runtime: str, config: ProfilerConfig) -> RuntimeProfile:
         """Instructions per request of a CPU runtime, built with one thread and no spinning, in
@@ -359,8 +389,12 @@ class NavigatorSession:
             hardware, key = self.hardware(runtime, counted), profile.runtime if counted else runtime
             with contextlib.suppress(BaselineError):  # an unreadable file fails the gate already
                 baselines = self.baseline_store.load(model.name, model.fingerprint)
-                stored = {b: (baselines.get((hardware, key, b)) or {}).get("model") for b in sizes}
-        checked = check(constraints, found, stored)
+                for b in sizes:
+                    entry = baselines.get((hardware, key, b)) or {}
+                    peak = (entry.get("peak_memory") or {}).get("rss_bytes")
+                    stored[b] = {**(entry.get("model") or {}), **({"peak_rss": peak} if peak else {})} or None
+        peaks = {b.batch_size: b.peak_rss for b in profile.batches}
+        checked = check(constraints, found, stored, peaks)
         if checked.unjudged:
             text = f"{where}: constraints not judged (nothing to compare in {source}): " + "; ".join(checked.unjudged)
             if self.settings.require_baseline:

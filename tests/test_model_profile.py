@@ -105,11 +105,16 @@ def test_constraints_parse_percentages_numbers_and_suffixes() -> None:
     [
         (
             "latency=5",
-            "--navigator-constraints: unknown constraint 'latency'; accepted: flops (FLOPs per request), params (parameters).",
+            "--navigator-constraints: unknown constraint 'latency'; accepted: flops (FLOPs per request), "
+            "params (parameters), peak_rss (peak RSS).",
         ),
         ("flops=-5%", "--navigator-constraints: flops='-5%' is not a positive number or percentage; e.g. flops=60%"),
         ("params=lots", "--navigator-constraints: params='lots' is not a positive number or percentage"),
         ("flops", "--navigator-constraints='flops': 'flops' is not NAME=LIMIT, e.g. flops=60%,params=5e6."),
+        (
+            "peak_rss=lots",
+            "--navigator-constraints: peak_rss='lots' is not a positive number or percentage; e.g. peak_rss=60% (of the baseline) or peak_rss=512MiB",
+        ),
     ],
 )
 def test_a_bad_constraint_names_the_option_the_value_and_what_is_accepted(value: str, message: str) -> None:
@@ -131,6 +136,46 @@ def test_a_violated_constraint_gives_old_and_new_figures_and_a_percentage_reads_
     unjudged = check(parse_constraints("flops=60%"), found, {1: None, 2: None})
     assert unjudged.violations == [] and len(unjudged.unjudged) == 2
     assert "the baseline has no flops figure" in unjudged.unjudged[0]
+
+
+class _Allocating:
+    """A runner whose requests each hold `mib x batch size` MiB at once (touched, so resident)."""
+
+    device = "cpu"
+
+    def __init__(self, mib: int) -> None:
+        self.mib = mib
+
+    def prepare(self, sample: dict[str, np.ndarray]) -> int:
+        return len(next(iter(sample.values())))
+
+    def run(self, batch: int) -> int:
+        held = np.ones(self.mib * batch * 2**20 // 8)
+        return int(held[-1])
+
+    def synchronize(self) -> None:
+        pass
+
+
+def test_peak_rss_is_each_batch_sizes_own_and_sizes_parse() -> None:
+    from pytest_navigator.memory import Peak, parse_bytes, peak_memory
+
+    inputs = {size: [{"x": np.zeros((size, 2), np.float32)}] for size in (1, 4)}
+    peaks = peak_memory(_Allocating(64), inputs.__getitem__, [4, 1])
+    assert peaks[4].rss_scope == peaks[1].rss_scope == "since reset"  # Linux resets the high-water mark
+    # batch 4 held 256 MiB at once, batch 1 64 MiB: the reset makes batch 1's peak its own, ~192 MiB lower
+    assert peaks[4].rss - peaks[1].rss > 150 * 2**20, peaks  # type: ignore[operator]
+    assert peak_memory(object(), inputs.__getitem__, [1])[1] == Peak(
+        None, error=peak_memory(object(), inputs.__getitem__, [1])[1].error
+    )
+    assert [parse_bytes(t) for t in ("512MiB", "2GiB", "1.5GB", "3e8", "100b", "lots")] == [
+        512 * 2**20,
+        2 * 2**30,
+        1.5e9,
+        3e8,
+        100.0,
+        None,
+    ]
 
 
 _OTHER = """
@@ -181,7 +226,12 @@ def test_constraints_fail_with_figures_read_the_baseline_and_the_profile_is_repo
     entries = next(iter(json.loads(baseline.read_text())["entries"].values()))["quick"]
     assert entries["1"]["model"] == {"flops": profile["flops"]["1"], "parameters": profile["parameters"]}
 
-    failed = pytester.runpytest(*args, "--navigator-constraints=flops=50%,params=10", "-k", "test_performance")
+    assert entries["1"]["peak_memory"]["rss_bytes"] > 10 * 2**20  # a Python with torch: tens of MiB at least
+    assert report["models"][0]["runtimes"][0]["profile"]["batches"][0]["peak_memory"]["rss_scope"] == "since reset"
+
+    failed = pytester.runpytest(
+        *args, "--navigator-constraints=flops=50%,params=10,peak_rss=1MiB", "-k", "test_performance"
+    )
     failed.assert_outcomes(failed=1)
     flops = profile["flops"]["1"]
     failed.stdout.fnmatch_lines(
@@ -189,6 +239,7 @@ def test_constraints_fail_with_figures_read_the_baseline_and_the_profile_is_repo
             "*quick on mlp.pt2 violates its constraints (against *mlp-*.json):",
             f"*FLOPs per request at batch size 1: {model_profile._si(flops)} -> {model_profile._si(flops)}, above the limit * (flops=50%)",
             f"*parameters: {model_profile._si(profile['parameters'])} -> *, above the limit 10 (params=10)",
+            "*peak RSS at batch size 1: * MiB -> * MiB, above the limit 1.0 MiB (peak_rss=1.0 MiB)",
         ]
     )
     # the marker's twin, which also takes the thresholds the gate reads (not the profiler)
