@@ -101,6 +101,8 @@ def performance_summary(session: NavigatorSession) -> str:
                 )
                 stops.append(f"{model} {runtime} batch {batch.batch_size}: {batch.interference} ({kept})")
         stops.append(f"{model} {runtime}: sweep stopped: {profile.stop_reason}")
+        if record.traces and not is_old:
+            stops.append(f"{model} {runtime}: traces: {', '.join(record.traces)}")
     table = tabulate(
         rows,
         headers=[

@@ -117,6 +117,8 @@ class RuntimeResult:
     comparisons: list[Comparison] = field(default_factory=list)
     #: Stable measurements as baseline entries, waiting for --update-baselines.
     measured: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    #: --navigator-trace: the trace files written for this runtime
+    traces: list[str] = field(default_factory=list)
 
     @property
     def cache_summary(self) -> str:
@@ -139,6 +141,7 @@ class RuntimeResult:
             "against_profile": None if self.against_profile is None else profile_to_dict(self.against_profile),
             "comparisons": [c.to_dict() for c in self.comparisons],
             "measured": [[list(key), entry] for key, entry in self.measured.items()],
+            "traces": list(self.traces),
         }
 
     @classmethod
@@ -162,6 +165,7 @@ class RuntimeResult:
             None if data["against_profile"] is None else profile_from_dict(data["against_profile"]),
             [Comparison.from_dict(runtime, c) for c in data["comparisons"]],
             {(key[0], key[1], int(key[2])): entry for key, entry in data["measured"]},
+            list(data.get("traces", [])),
         )
 
     def merge(self, other: RuntimeResult) -> None:
@@ -181,6 +185,7 @@ class RuntimeResult:
         self.against_profile = self.against_profile or other.against_profile
         self.comparisons = self.comparisons or other.comparisons
         self.measured = {**other.measured, **self.measured}
+        self.traces = self.traces or other.traces
 
 
 @dataclass

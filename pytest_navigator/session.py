@@ -275,8 +275,22 @@ class NavigatorSession:
         scores = [s for s in (before, calibration_score(runner.device)) if s is not None]
         profile = replace(profile, calibration=sum(scores) / len(scores) if scores else None)
         profile = self._with_peak_memory(model, runner, profile)
+        if self.settings.trace_dir is not None:  # after every timed window: tracing never runs inside one
+            result.traces = self._traces(model, runner, profile)
         result.profile = profile
         return profile
+
+    def _traces(self, model: Model, runner: Runner, profile: RuntimeProfile) -> list[str]:
+        """--navigator-trace: each measured batch size traced by the runtime's own profiler (trace.py)."""
+        from pytest_navigator.isolation import WorkerRunner
+        from pytest_navigator.trace import folder_for, trace_runner
+
+        assert self.settings.trace_dir is not None
+        folder = folder_for(self.settings.trace_dir, model.name, profile.runtime)
+        sizes = [b.batch_size for b in profile.batches if b.status != "error"]
+        if isinstance(runner, WorkerRunner):
+            return runner.trace_sizes(sizes, folder)
+        return trace_runner(runner, lambda size: self.profiling_inputs(model, size), sizes, folder)
 
     def _with_peak_memory(self, model: Model, runner: Runner, profile: RuntimeProfile) -> RuntimeProfile:
         """`profile` with each measured batch size's peak memory, from an untimed pass after all the

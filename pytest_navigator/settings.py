@@ -57,6 +57,8 @@ class Settings:
     thresholds: Mapping[str, Any] | str | None = None
     #: Limits on the model profile (--navigator-constraints): model_profile.parse_constraints' input.
     constraints: Mapping[str, Any] | str | None = None
+    #: --navigator-trace: where each runtime's traces go after its profile; None: no traces.
+    trace_dir: Path | None = None
     #: A measurement without a stored baseline fails (--navigator-require-baseline).
     require_baseline: bool = False
     #: An unstable measurement: "fail" (default) or "warn" (--navigator-inconclusive).
@@ -166,6 +168,7 @@ def settings_from(
         profiler=profiler,
         thresholds=value(options.THRESHOLDS) or None,
         constraints=value(options.CONSTRAINTS) or None,
+        trace_dir=invocation_dir / trace if (trace := value(options.TRACE)) else None,
         require_baseline=bool(value(options.REQUIRE_BASELINE)),
         inconclusive=inconclusive,
         normalize=bool(value(options.NORMALIZE)),
