@@ -88,13 +88,13 @@ class ModelInfo:
 
     def merge(self, other: ModelInfo) -> None:
         """Another shard's record of the same model: FLOPs of the batch sizes either measured."""
+        self.profile_error = self.profile_error or other.profile_error
         if other.profile is None:
             return
         if self.profile is None:
             self.profile = other.profile
         else:
             self.profile = {**self.profile, "flops": {**other.profile["flops"], **self.profile["flops"]}}
-        self.profile_error = self.profile_error or other.profile_error
 
 
 @dataclass
