@@ -370,6 +370,16 @@ class WorkerRunner(Runner):
         found: dict[int, float | str] = self._call("count", sizes, progress=progress)
         return found
 
+    def trace_sizes(self, sizes: list[int], folder: Path) -> list[str]:
+        """trace.trace_runner in the worker: the runtime's own profiler, in its own process."""
+        found: list[str] = self._call("trace_sizes", sizes, folder)
+        return found
+
+    def peak_memory(self, sizes: list[int]) -> dict[int, Any]:
+        """memory.peak_memory in the worker: the peak of the runtime's own process."""
+        found: dict[int, Any] = self._call("peak_memory", sizes)
+        return found
+
     def prepare(self, sample: Sample) -> Any:
         raise NavigatorError(f"{self.runtime} runs in a worker process: measure it with measure(), not run()")
 
@@ -484,6 +494,16 @@ def _answer(message: tuple[Any, ...], runners: dict[tuple[Path, str], tuple[Runn
         from pytest_navigator.instructions import count_runner
 
         return count_runner(runner, model.io_spec, args[0], lambda text: conn.send(("progress", text)))
+    if method == "trace_sizes":
+        from pytest_navigator.samples import profiling_inputs
+        from pytest_navigator.trace import trace_runner
+
+        return trace_runner(runner, lambda size: profiling_inputs(model.io_spec, size), args[0], args[1])
+    if method == "peak_memory":
+        from pytest_navigator.memory import peak_memory
+        from pytest_navigator.samples import profiling_inputs
+
+        return peak_memory(runner, lambda size: profiling_inputs(model.io_spec, size), args[0])
     if method == "planned_batch_sizes":
         return runner.planned_batch_sizes
     found = getattr(runner, method)(*args)

@@ -114,7 +114,10 @@ _PROFILE_SETTINGS = (
     "profile",
     "batch_sizes",
     "thresholds",
+    "constraints",
 )
+#: Marker settings the gate reads, not the profiler.
+_GATE_SETTINGS = ("thresholds", "constraints")
 
 
 def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -138,13 +141,14 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
     """Profile one runtime with the options, updated by the navigator marker and call arguments, and
     judge it (gate.decide): skip when profiling is off, fail or warn as the gate's outcome says."""
     from pytest_navigator.gate import Outcome, decide
+    from pytest_navigator.model_profile import parse_constraints
     from pytest_navigator.profiler import PerformanceFailure
     from pytest_navigator.settings import profiler_config
     from pytest_navigator.verdicts import parse_thresholds
 
     session = node.config.stash[SESSION_KEY]
     settings = _marker_settings(node, overrides)
-    chosen = {k: settings[k] for k in _PROFILE_SETTINGS if k in settings}
+    chosen = {k: settings[k] for k in _PROFILE_SETTINGS if k in settings and k not in _GATE_SETTINGS}
     config = profiler_config(session.settings.profiler, f"{node.nodeid}: ", **chosen)
     if not config.run_profiling:
         pytest.skip(f"profiling is off ({options.NO_PROFILE} or navigator(profile=False))")
@@ -162,6 +166,12 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
             profile = session.profile(model, runtime, config)
         except CannotCount as reason:
             pytest.skip(f"instruction counts: {reason}")
+    constraints = (
+        parse_constraints(settings["constraints"], f"{node.nodeid}: constraints")
+        if "constraints" in settings
+        else session.settings.model_constraints
+    )
+    model_profile = session.model_profile(model, [b.batch_size for b in profile.batches if b.status != "error"])
     comparisons = session.judge(model, runtime, profile, limits)
     outcome = decide(
         runtime,
@@ -174,12 +184,15 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
         judged_against=session.judged_against(model),
         hardware=session.hardware(runtime, counted),
     )
-    if outcome.warning:
-        import warnings
+    import warnings
 
+    if outcome.warning:
         warnings.warn(InconclusiveWarning(outcome.warning), stacklevel=1)
+    broken = session.check_constraints(model, runtime, profile, constraints, model_profile) if constraints else ""
     if outcome.outcome is Outcome.FAIL:
-        raise PerformanceFailure(outcome.message)
+        raise PerformanceFailure(outcome.message + (f"\n{broken}" if broken else ""))
+    if broken:
+        raise PerformanceFailure(broken)
     return profile
 
 

@@ -1,6 +1,6 @@
 """The machine-readable report of a run (--navigator-report=out.json), the one input later tools read.
 
-Its shape is the JSON Schema in `report.schema.json` beside this module (schema_version 1): the
+Its shape is the JSON Schema in `report.schema.json` beside this module (schema_version 2: version 1 plus the model profile, peak memory and traces): the
 device fingerprint, the settings, and per model and runtime what happened, the correctness
 figures, every measured window, and the verdict per batch size. Values that do not exist (a
 skipped runtime's profile) are null, never left out, so readers need no guessing.
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from pytest_navigator.profiler import RuntimeProfile
     from pytest_navigator.session import NavigatorSession
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 
@@ -44,6 +44,7 @@ def build_report(session: NavigatorSession) -> dict[str, Any]:
                     "profile": _profile(record.profile),
                     "against_profile": _profile(record.against_profile),
                     "verdicts": [c.to_dict() for c in record.comparisons],
+                    "traces": list(record.traces),
                 }
             )
         models.append(
@@ -54,6 +55,7 @@ def build_report(session: NavigatorSession) -> dict[str, Any]:
                 "format": info.format,
                 "inputs": info.inputs,
                 "baseline_file": str(session.baseline_store.path_for(info.name, info.fingerprint)),
+                "profile": info.profile,
                 "runtimes": runtimes,
             }
         )
@@ -119,6 +121,11 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
                 "latency_ms": batch.latency_ms if measured else None,
                 "cold_start_ms": batch.cold_start_ms,
                 "stable_windows": list(batch.stable_windows),
+                "peak_memory": (
+                    {"rss_bytes": batch.peak_rss, "rss_scope": batch.rss_scope, "cuda_bytes": batch.peak_cuda}
+                    if batch.peak_rss is not None or batch.peak_cuda is not None
+                    else None
+                ),
                 "instructions": (
                     {
                         "per_request": batch.instructions_per_request,

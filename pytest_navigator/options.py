@@ -25,6 +25,8 @@ TIME_BUDGET = "--navigator-time-budget"
 INTERFERENCE = "--navigator-interference"
 NO_PROFILE = "--navigator-no-profile"
 THRESHOLDS = "--navigator-thresholds"
+CONSTRAINTS = "--navigator-constraints"
+TRACE = "--navigator-trace"
 REQUIRE_BASELINE = "--navigator-require-baseline"
 INCONCLUSIVE = "--navigator-inconclusive"
 NORMALIZE = "--navigator-normalize"
@@ -173,6 +175,21 @@ OPTIONS: tuple[Option, ...] = (
         "string",
         "Regression limits, METRIC=LIMIT by commas: a percentage of the baseline or an absolute value (samples/s, ms); "
         "metrics throughput, p50, p90, p95, p99 (default: throughput=95%,p95=110%,p99=110%).",
+    ),
+    _option(
+        CONSTRAINTS,
+        "navigator_constraints",
+        "string",
+        "Limits on the model's profile, NAME=LIMIT by commas: flops (per request) and params, each a percentage of "
+        "the baseline's figure or an absolute number (5e6, 5M, 2.5G); e.g. flops=60%,params=5e6. A violated one "
+        "fails the performance test.",
+    ),
+    _option(
+        TRACE,
+        "navigator_trace",
+        "string",
+        "Write each runtime's trace after its profile: DIR/<model>/<runtime>/bs<N>.trace.json (Chrome trace format, "
+        "opens in Perfetto) and a .top.txt table of the slowest operators, from a few untimed requests per batch size.",
     ),
     _option(
         REQUIRE_BASELINE,

@@ -30,6 +30,9 @@ def profile_to_dict(profile: RuntimeProfile) -> dict[str, Any]:
                 "reason": b.reason,
                 "stable_windows": list(b.stable_windows),
                 "instructions": list(b.instructions),
+                "peak_rss": b.peak_rss,
+                "peak_cuda": b.peak_cuda,
+                "rss_scope": b.rss_scope,
                 "windows": [
                     {
                         "latencies_ms": list(w.latencies_ms),
@@ -69,6 +72,9 @@ def profile_from_dict(data: dict[str, Any]) -> RuntimeProfile:
                 b["error"],
                 b.get("reason", ""),
                 tuple(b.get("instructions", ())),
+                b.get("peak_rss"),
+                b.get("peak_cuda"),
+                b.get("rss_scope", ""),
             )
         )
     return RuntimeProfile(

@@ -110,6 +110,11 @@ class BatchProfile:
     reason: str = ""
     #: --navigator-mode=instructions: instructions per request counted by each process (instructions.py).
     instructions: tuple[float, ...] = ()
+    #: Peak memory in an untimed pass after the measurement (memory.py): host RSS and the torch CUDA
+    #: allocator's, in bytes; rss_scope "since reset" (this batch size's own) or "since start".
+    peak_rss: int | None = None
+    peak_cuda: int | None = None
+    rss_scope: str = ""
 
     @property
     def stable(self) -> bool:

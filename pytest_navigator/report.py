@@ -68,7 +68,7 @@ def performance_summary(session: NavigatorSession) -> str:
             continue
         for batch in profile.batches:
             if batch.status == "error":
-                rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", ""])
+                rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", "", ""])
                 continue
             comparison = verdicts.get(batch.batch_size)
             delta = comparison.delta() if comparison else None
@@ -85,6 +85,7 @@ def performance_summary(session: NavigatorSession) -> str:
                     f"{latency['p95']:.3f}",
                     f"{latency['p99']:.3f}",
                     f"{batch.cold_start_ms:.1f}" if batch.cold_start_ms is not None else "",
+                    f"{batch.peak_rss / 2**20:.0f}" if batch.peak_rss is not None else "",
                     f"{used}/{len(batch.windows)}",
                     "" if delta is None else f"{delta:+.1%}",
                     comparison.verdict.value if comparison else "",
@@ -100,6 +101,8 @@ def performance_summary(session: NavigatorSession) -> str:
                 )
                 stops.append(f"{model} {runtime} batch {batch.batch_size}: {batch.interference} ({kept})")
         stops.append(f"{model} {runtime}: sweep stopped: {profile.stop_reason}")
+        if record.traces and not is_old:
+            stops.append(f"{model} {runtime}: traces: {', '.join(record.traces)}")
     table = tabulate(
         rows,
         headers=[
@@ -112,6 +115,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "p95 ms",
             "p99 ms",
             "cold ms",
+            "peak RSS MiB",
             "windows",
             "vs baseline",
             "verdict",
@@ -123,6 +127,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "left",
             "right",
             "left",
+            "right",
             "right",
             "right",
             "right",
@@ -158,6 +163,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "",
         ]
     lines += stops
+    lines += _model_profiles(session)
     if best:
         fast = max(best, key=lambda entry: entry[2].throughput)
         quick = min(best, key=lambda entry: entry[2].percentile(50))
@@ -166,6 +172,19 @@ def performance_summary(session: NavigatorSession) -> str:
             f"min latency: {quick[1]} at batch {quick[2].batch_size} (p50 {quick[2].percentile(50):.3f} ms)"
         )
     return "\n".join(lines)
+
+
+def _model_profiles(session: NavigatorSession) -> list[str]:
+    """One line per model: its parameters and FLOPs per sample (model_profile.py), or why they are missing."""
+    from pytest_navigator.model_profile import ModelProfile
+
+    lines = []
+    for info in session.results.models.values():
+        if info.profile is not None:
+            lines.append(f"{info.name} model profile: {ModelProfile.from_json(info.profile).describe()}")
+        elif info.profile_error:
+            lines.append(f"{info.name} model profile: not computed: {info.profile_error}")
+    return lines
 
 
 def _count_row(model: str, runtime: str, batch: Any, comparison: Any) -> list[Any]:

@@ -58,6 +58,10 @@ class ModelInfo:
     fingerprint: str
     format: str
     inputs: str
+    #: The model's profile (model_profile.ModelProfile.as_json()), once a performance test computed it.
+    profile: dict[str, Any] | None = None
+    #: Why the profile could not be computed.
+    profile_error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,11 +70,31 @@ class ModelInfo:
             "sha256": self.fingerprint,
             "format": self.format,
             "inputs": self.inputs,
+            "profile": self.profile,
+            "profile_error": self.profile_error,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        return cls(Path(data["path"]), data["name"], data["sha256"], data["format"], data["inputs"])
+        return cls(
+            Path(data["path"]),
+            data["name"],
+            data["sha256"],
+            data["format"],
+            data["inputs"],
+            data.get("profile"),
+            data.get("profile_error", ""),
+        )
+
+    def merge(self, other: ModelInfo) -> None:
+        """Another shard's record of the same model: FLOPs of the batch sizes either measured."""
+        self.profile_error = self.profile_error or other.profile_error
+        if other.profile is None:
+            return
+        if self.profile is None:
+            self.profile = other.profile
+        else:
+            self.profile = {**self.profile, "flops": {**other.profile["flops"], **self.profile["flops"]}}
 
 
 @dataclass
@@ -93,6 +117,8 @@ class RuntimeResult:
     comparisons: list[Comparison] = field(default_factory=list)
     #: Stable measurements as baseline entries, waiting for --update-baselines.
     measured: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    #: --navigator-trace: the trace files written for this runtime
+    traces: list[str] = field(default_factory=list)
 
     @property
     def cache_summary(self) -> str:
@@ -115,6 +141,7 @@ class RuntimeResult:
             "against_profile": None if self.against_profile is None else profile_to_dict(self.against_profile),
             "comparisons": [c.to_dict() for c in self.comparisons],
             "measured": [[list(key), entry] for key, entry in self.measured.items()],
+            "traces": list(self.traces),
         }
 
     @classmethod
@@ -138,6 +165,7 @@ class RuntimeResult:
             None if data["against_profile"] is None else profile_from_dict(data["against_profile"]),
             [Comparison.from_dict(runtime, c) for c in data["comparisons"]],
             {(key[0], key[1], int(key[2])): entry for key, entry in data["measured"]},
+            list(data.get("traces", [])),
         )
 
     def merge(self, other: RuntimeResult) -> None:
@@ -157,6 +185,7 @@ class RuntimeResult:
         self.against_profile = self.against_profile or other.against_profile
         self.comparisons = self.comparisons or other.comparisons
         self.measured = {**other.measured, **self.measured}
+        self.traces = self.traces or other.traces
 
 
 @dataclass
@@ -230,7 +259,10 @@ class RunResults:
         """Take in another shard of the same run (an xdist worker's): records of one runtime merge
         (RuntimeResult.merge), new ones are added."""
         for path, info in other.models.items():
-            self.models.setdefault(path, info)
+            if path in self.models:
+                self.models[path].merge(info)
+            else:
+                self.models[path] = info
         for key, result in other.runtimes.items():
             if key in self.runtimes:
                 self.runtimes[key].merge(result)

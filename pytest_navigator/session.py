@@ -9,6 +9,7 @@ and judging and writing baselines gate.py. Every expensive thing is built once p
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStor
 from pytest_navigator.builds import Builds, RuntimePlan
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.correctness import CheckContext, CheckOptions, CorrectnessReport
-from pytest_navigator.errors import NavigatorError
+from pytest_navigator.errors import NavigatorError, describe_error
 from pytest_navigator.model import Model, load
 from pytest_navigator.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.references import ReferenceOutputs
@@ -273,8 +274,52 @@ class NavigatorSession:
             result.against_profile = replace(profile, batches=tuple(olds[b.batch_size] for b in profile.batches))
         scores = [s for s in (before, calibration_score(runner.device)) if s is not None]
         profile = replace(profile, calibration=sum(scores) / len(scores) if scores else None)
+        profile = self._with_peak_memory(model, runner, profile)
+        if self.settings.trace_dir is not None:  # after every timed window: tracing never runs inside one
+            result.traces = self._traces(model, runner, profile)
         result.profile = profile
         return profile
+
+    def _traces(self, model: Model, runner: Runner, profile: RuntimeProfile) -> list[str]:
+        """--navigator-trace: each measured batch size traced by the runtime's own profiler (trace.py)."""
+        from pytest_navigator.isolation import WorkerRunner
+        from pytest_navigator.trace import folder_for, trace_runner
+
+        assert self.settings.trace_dir is not None
+        folder = folder_for(self.settings.trace_dir, model.name, profile.runtime)
+        sizes = [b.batch_size for b in profile.batches if b.status != "error"]
+        if isinstance(runner, WorkerRunner):
+            return runner.trace_sizes(sizes, folder)
+        return trace_runner(runner, lambda size: self.profiling_inputs(model, size), sizes, folder)
+
+    def _with_peak_memory(self, model: Model, runner: Runner, profile: RuntimeProfile) -> RuntimeProfile:
+        """`profile` with each measured batch size's peak memory, from an untimed pass after all the
+        timed windows (memory.py), in the runtime's own process."""
+        from pytest_navigator.isolation import WorkerRunner
+        from pytest_navigator.memory import peak_memory
+
+        sizes = [b.batch_size for b in profile.batches if b.status != "error"]
+        if not sizes:
+            return profile
+        try:
+            if isinstance(runner, WorkerRunner):
+                peaks = runner.peak_memory(sizes)
+            else:
+                peaks = peak_memory(runner, lambda size: self.profiling_inputs(model, size), sizes)
+        except NavigatorError:  # a worker that died here: its measurement stands, without peaks
+            return profile
+        batches = tuple(
+            replace(
+                b,
+                peak_rss=peaks[b.batch_size].rss,
+                peak_cuda=peaks[b.batch_size].cuda,
+                rss_scope=peaks[b.batch_size].rss_scope,
+            )
+            if b.batch_size in peaks
+            else b
+            for b in profile.batches
+        )
+        return replace(profile, batches=batches)
 
     def count_instructions(self, model: Model, runtime: str, config: ProfilerConfig) -> RuntimeProfile:
         """Instructions per request of a CPU runtime, built with one thread and no spinning, in
@@ -309,6 +354,71 @@ class NavigatorSession:
             self.builds.close_counting([r.worker for r in runners])
         self.results.result(model.path, runtime).profile = profile
         return profile
+
+    def model_profile(self, model: Model, batch_sizes: list[int]) -> Any:
+        """The model's parameters and FLOPs per request at `batch_sizes` (model_profile.py), computed
+        once per model and batch size and kept in results.models; None, with the reason kept as
+        profile_error, when it cannot be computed."""
+        from pytest_navigator.model_profile import ModelProfile, profile_model
+
+        info = self.results.models[model.path]
+        known = info.profile or {}
+        wanted = [b for b in dict.fromkeys(batch_sizes) if str(b) not in known.get("flops", {})]
+        if wanted and not info.profile_error:
+            try:
+                found = profile_model(model, {b: self.profiling_inputs(model, b)[0] for b in wanted})
+            except Exception as exc:  # a model the counters cannot run: said in the summary, not fatal
+                info.profile_error = describe_error(exc)
+            else:
+                fresh = found.as_json()
+                info.profile = {**fresh, "flops": {**known.get("flops", {}), **fresh["flops"]}}
+        if info.profile is None:
+            return None
+        return ModelProfile.from_json(info.profile)
+
+    def check_constraints(
+        self, model: Model, runtime: str, profile: RuntimeProfile, constraints: list[Any], found: Any
+    ) -> str:
+        """What violates --navigator-constraints (a failure message), else "". A percentage is of the
+        --navigator-against model's figure in an A/B run, else of the stored baseline entry's; one
+        with no figure to read is said in a warning (a failure under --navigator-require-baseline)."""
+        import warnings
+
+        from pytest_navigator.model_profile import check
+
+        where = f"{runtime} on {model.name}"
+        if found is None:
+            error = self.results.models[model.path].profile_error
+            return f"{where}: the constraints cannot be checked: the model's profile could not be computed: {error}"
+        sizes = sorted(found.flops)
+        stored: dict[int, Any] = {}
+        if self.against_model is not None:
+            old = self.model_profile(self.against_model, sizes)
+            source = f"the A/B model {self.against_model.name}"
+            if old is not None:
+                stored = {b: {"parameters": old.parameters, "flops": old.flops.get(b)} for b in sizes}
+        else:
+            source = str(self.baseline_store.path_for(model.name, model.fingerprint))
+            counted = profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
+            hardware, key = self.hardware(runtime, counted), profile.runtime if counted else runtime
+            with contextlib.suppress(BaselineError):  # an unreadable file fails the gate already
+                baselines = self.baseline_store.load(model.name, model.fingerprint)
+                for b in sizes:
+                    entry = baselines.get((hardware, key, b)) or {}
+                    peak = (entry.get("peak_memory") or {}).get("rss_bytes")
+                    stored[b] = {**(entry.get("model") or {}), **({"peak_rss": peak} if peak else {})} or None
+        peaks = {b.batch_size: b.peak_rss for b in profile.batches}
+        checked = check(constraints, found, stored, peaks)
+        if checked.unjudged:
+            text = f"{where}: constraints not judged (nothing to compare in {source}): " + "; ".join(checked.unjudged)
+            if self.settings.require_baseline:
+                return f"{text} ({options.REQUIRE_BASELINE}); record a baseline with {options.UPDATE_BASELINES}."
+            warnings.warn(text, stacklevel=2)
+        if not checked.violations:
+            return ""
+        return f"{where} violates its constraints (against {source}):\n" + "\n".join(
+            f"  {v.describe()}" for v in checked.violations
+        )
 
     # -- the gate (gate.py) ------------------------------------------------------------------------
 
@@ -364,6 +474,10 @@ class NavigatorSession:
             normalize=self.settings.normalize,
             against=against,
         )
+        figures = self.results.models[model.path].profile if model.path in self.results.models else None
+        for (_, _, size), entry in found.entries.items():  # the model profile travels with each entry
+            if figures is not None and str(size) in figures["flops"]:
+                entry["model"] = {"flops": figures["flops"][str(size)], "parameters": figures["parameters"]}
         result.comparisons, result.measured = found.comparisons, found.entries
         if unreadable is not None:
             raise unreadable

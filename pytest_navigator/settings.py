@@ -55,6 +55,10 @@ class Settings:
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
     #: Regression thresholds (--navigator-thresholds): metric -> verdicts.Limit; None: the defaults.
     thresholds: Mapping[str, Any] | str | None = None
+    #: Limits on the model profile (--navigator-constraints): model_profile.parse_constraints' input.
+    constraints: Mapping[str, Any] | str | None = None
+    #: --navigator-trace: where each runtime's traces go after its profile; None: no traces.
+    trace_dir: Path | None = None
     #: A measurement without a stored baseline fails (--navigator-require-baseline).
     require_baseline: bool = False
     #: An unstable measurement: "fail" (default) or "warn" (--navigator-inconclusive).
@@ -81,6 +85,13 @@ class Settings:
         from pytest_navigator.verdicts import parse_thresholds
 
         return parse_thresholds(self.thresholds)
+
+    @functools.cached_property
+    def model_constraints(self) -> list[Any]:
+        """The constraints, parsed once (model_profile.parse_constraints; a bad value names the option)."""
+        from pytest_navigator.model_profile import parse_constraints
+
+        return parse_constraints(self.constraints)
 
 
 def settings_from(
@@ -156,6 +167,8 @@ def settings_from(
         invocation_dir=invocation_dir,
         profiler=profiler,
         thresholds=value(options.THRESHOLDS) or None,
+        constraints=value(options.CONSTRAINTS) or None,
+        trace_dir=invocation_dir / trace if (trace := value(options.TRACE)) else None,
         require_baseline=bool(value(options.REQUIRE_BASELINE)),
         inconclusive=inconclusive,
         normalize=bool(value(options.NORMALIZE)),
@@ -167,6 +180,7 @@ def settings_from(
         timeout=parse_timeout(value(options.TIMEOUT)),
     )
     settings.limits  # noqa: B018 - a bad threshold stops the run now, naming the option
+    settings.model_constraints  # noqa: B018 - so does a bad constraint
     return settings
 
 

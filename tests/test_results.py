@@ -100,6 +100,34 @@ def test_shards_merge_failures_win_and_figures_are_kept() -> None:
     assert list(merged.models) == [MODEL]
 
 
+def test_model_profiles_peaks_and_traces_survive_json_and_shards_merge_their_batch_sizes() -> None:
+    from dataclasses import replace
+
+    shards = []
+    for batch, flops in ((1, 100), (4, 400)):
+        shard = RunResults()
+        shard.models[MODEL] = ModelInfo(MODEL, "resnet.pt2", "ab" * 32, "pt2", "x", None)
+        shard.models[MODEL].profile = {"parameters": 7, "flops": {str(batch): flops}, "counter": "c", "uncounted": []}
+        record = shard.result(MODEL, "torch-cpu")
+        peaked = replace(_profile("torch-cpu").batches[0], peak_rss=3 * 2**20, rss_scope="since reset")
+        record.profile = replace(_profile("torch-cpu"), batches=(peaked,))
+        record.traces = [f"traces/bs{batch}.trace.json"]
+        shards.append(shard)
+    merged = RunResults()
+    for shard in shards:
+        merged.merge(RunResults.from_json(shard.to_json()))
+    assert merged.models[MODEL].profile == {
+        "parameters": 7,
+        "flops": {"1": 100, "4": 400},
+        "counter": "c",
+        "uncounted": [],
+    }
+    record = merged.runtimes[(MODEL, "torch-cpu")]
+    assert record.traces == ["traces/bs1.trace.json"]  # the first shard's, as other figures
+    assert record.profile is not None and record.profile.batches[0].peak_rss == 3 * 2**20
+    assert record.profile.batches[0].rss_scope == "since reset"
+
+
 # -- the gate's policy, without pytest ---------------------------------------------------------------
 
 

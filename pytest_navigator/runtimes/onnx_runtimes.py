@@ -7,7 +7,7 @@ import functools
 import io
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,26 +160,16 @@ class OnnxRuntimeRunner(Runner):
         options: OnnxRuntimeConfig | None = None,
         provider_options: dict[str, Any] | None = None,
     ) -> None:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - missing onnxruntime fails here, not as a load error below
 
         config = options or OnnxRuntimeConfig(
             graph_optimization_level="all" if optimize else "disable", io_binding=False
         )
-        session_options = ort.SessionOptions()
-        session_options.graph_optimization_level = _LEVELS[config.graph_optimization_level](ort)
-        session_options.intra_op_num_threads = config.intra_op_num_threads
-        session_options.inter_op_num_threads = config.inter_op_num_threads
-        session_options.execution_mode = (
-            ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
-        )
-        session_options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if config.allow_spinning else "0"
-        )
-        session_options.log_severity_level = 3
         chosen: Any = (provider, provider_options) if provider_options else provider
         providers = [chosen] if provider == "CPUExecutionProvider" else [chosen, "CPUExecutionProvider"]
+        self._onnx_path, self._providers, self._config = str(onnx_path), providers, config
         try:
-            self.session = ort.InferenceSession(str(onnx_path), session_options, providers=providers)
+            self.session = self._session()
         except Exception as exc:
             raise RuntimeBuildError(
                 f"onnxruntime could not load {onnx_path}: {type(exc).__name__}: {first_line(exc)}"
@@ -204,6 +194,33 @@ class OnnxRuntimeRunner(Runner):
         self.io_binding = config.io_binding
         self._ort_device = "cuda" if device.startswith("cuda") else "cpu"
         self._last_binding: Any = None
+
+    def _session(self, adjust: Any = None) -> Any:
+        """An InferenceSession of this runtime's file, providers and options (`adjust(options)` first)."""
+        import onnxruntime as ort
+
+        config = self._config
+        options = ort.SessionOptions()
+        options.graph_optimization_level = _LEVELS[config.graph_optimization_level](ort)
+        options.intra_op_num_threads = config.intra_op_num_threads
+        options.inter_op_num_threads = config.inter_op_num_threads
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+        )
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if config.allow_spinning else "0")
+        options.log_severity_level = 3
+        if adjust is not None:
+            adjust(options)
+        return ort.InferenceSession(self._onnx_path, options, providers=self._providers)
+
+    def trace(self, samples: Sequence[Sample], path: Path) -> str:
+        """--navigator-trace: the requests on a session built like this one with ONNX Runtime's profiler on."""
+        from pytest_navigator.trace import onnxruntime_trace
+
+        feeds = [
+            {name: np.ascontiguousarray(s[name], dtype=self._dtypes[name]) for name in self._inputs} for s in samples
+        ]
+        return onnxruntime_trace(self._session, feeds, path)
 
     def compute_threads(self) -> int | None:
         """intra_op_num_threads, else ONNX Runtime's default (a thread per core); on a GPU, one."""
