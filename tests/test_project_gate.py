@@ -75,3 +75,17 @@ def test_ci_runs_the_gate_with_the_locked_versions_against_the_committed_folder(
     assert "--navigator-mode=instructions" in section and "--navigator-baselines={toxinidir}/baselines" in section
     assert all(f"harness.zoo {kind} --out" in section for kind in DEMOS)
     assert "tox -e gate" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_no_tox_env_lists_only_constraints_as_deps() -> None:
+    """`deps = -c constraints.txt` alone makes tox run `pip install -c FILE` with nothing to install,
+    which pip refuses: every env failed before its first command. Constraints go in PIP_CONSTRAINT."""
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    for section in tox.sections():
+        deps = [line.strip() for line in tox[section].get("deps", "").splitlines() if line.strip()]
+        assert not deps or any(not d.startswith("-c") for d in deps), f"[{section}] deps = {deps}"
+        if section.startswith("testenv"):
+            assert "PIP_CONSTRAINT" in tox[section].get("setenv", tox["testenv"]["setenv"]), section
