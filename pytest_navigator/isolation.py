@@ -36,6 +36,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import types
 from collections.abc import Callable, Iterable
@@ -254,15 +255,21 @@ def _definition_bytes(definition: RuntimeDefinition) -> bytes:
         build = build.func
     module = sys.modules.get(getattr(build, "__module__", "") or "")
     user_code = module is not None and not _installed(module)
-    if user_code:
-        cloudpickle.register_pickle_by_value(module)
-    try:
-        buffer = io.BytesIO()
-        _keep_file_names_pickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(definition)
-        return buffer.getvalue()
-    finally:
+    # cloudpickle's by-value registry is global: the counting workers are built from threads at once,
+    # and one thread's unregister must not land in another's dump (it raised "not registered")
+    with _PICKLING:
         if user_code:
-            cloudpickle.unregister_pickle_by_value(module)
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            buffer = io.BytesIO()
+            _keep_file_names_pickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(definition)
+            return buffer.getvalue()
+        finally:
+            if user_code:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+_PICKLING = threading.Lock()
 
 
 @functools.cache

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pytest_navigator import runtime_options
 from pytest_navigator.baselines import BaselineStore, _parse, entry_problem
 from pytest_navigator.model import fingerprint
@@ -89,3 +91,56 @@ def test_no_tox_env_lists_only_constraints_as_deps() -> None:
         assert not deps or any(not d.startswith("-c") for d in deps), f"[{section}] deps = {deps}"
         if section.startswith("testenv"):
             assert "PIP_CONSTRAINT" in tox[section].get("setenv", tox["testenv"]["setenv"]), section
+
+
+def test_definitions_pickle_from_many_threads_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counting workers are built from 3 threads at once; cloudpickle's by-value registry is
+    global, so unguarded, one thread's unregister raised "not registered" in another (CI, once)."""
+    import importlib.util
+    import pickle
+    import threading
+    import time
+
+    from pytest_navigator import isolation
+    from pytest_navigator.isolation import _definition_bytes
+    from pytest_navigator.runtimes import RuntimeDefinition
+
+    pickler = isolation._keep_file_names_pickler()
+
+    class Slow(pickler):  # type: ignore[misc, valid-type]
+        def dump(self, obj: object) -> None:
+            time.sleep(0.005)  # every thread inside its dump at once, as builds of real runtimes are
+            super().dump(obj)
+
+    monkeypatch.setattr(isolation, "_keep_file_names_pickler", lambda: Slow)
+
+    source = tmp_path / "user_runtimes.py"
+    source.write_text("def build(model, ctx):\n    return ('built', model)\n")
+    spec = importlib.util.spec_from_file_location("user_runtimes", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["user_runtimes"] = module
+    try:
+        spec.loader.exec_module(module)
+        definition = RuntimeDefinition("mine", module.build)
+        start = threading.Barrier(8)
+        errors: list[Exception] = []
+        found: list[bytes] = []
+
+        def pickle_many() -> None:
+            start.wait()
+            try:
+                found.extend(_definition_bytes(definition) for _ in range(5))
+            except Exception as exc:  # the race's symptom, collected
+                errors.append(exc)
+
+        threads = [threading.Thread(target=pickle_many) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        del sys.modules["user_runtimes"]  # every dump carries the function by value, not by import name
+        assert all(pickle.loads(blob).build("m", None) == ("built", "m") for blob in found)
+    finally:
+        sys.modules.pop("user_runtimes", None)
