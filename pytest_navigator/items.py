@@ -141,7 +141,7 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
     """Profile one runtime with the options, updated by the navigator marker and call arguments, and
     judge it (gate.decide): skip when profiling is off, fail or warn as the gate's outcome says."""
     from pytest_navigator.gate import Outcome, decide
-    from pytest_navigator.model_profile import parse_constraints
+    from pytest_navigator.model_profile import constraint_failure, parse_constraints
     from pytest_navigator.profiler import PerformanceFailure
     from pytest_navigator.settings import profiler_config
     from pytest_navigator.verdicts import parse_thresholds
@@ -188,7 +188,7 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
 
     if outcome.warning:
         warnings.warn(InconclusiveWarning(outcome.warning), stacklevel=1)
-    broken = session.check_constraints(model, runtime, profile, constraints, model_profile) if constraints else ""
+    broken = constraint_failure(session, model, runtime, profile, constraints, model_profile) if constraints else ""
     if outcome.outcome is Outcome.FAIL:
         raise PerformanceFailure(outcome.message + (f"\n{broken}" if broken else ""))
     if broken:

@@ -235,7 +235,6 @@ class NavigatorSession:
         """Measure a runtime: config.batch_sizes (those the runner accepts), else a sweep of powers of
         two; with --navigator-against, the old model beside it, window by window. In instruction mode,
         count instead (count_instructions)."""
-        import contextlib
 
         from pytest_navigator.calibration import calibration_score
         from pytest_navigator.isolation import WorkerRunner, profile_measurement
@@ -375,50 +374,6 @@ class NavigatorSession:
         if info.profile is None:
             return None
         return ModelProfile.from_json(info.profile)
-
-    def check_constraints(
-        self, model: Model, runtime: str, profile: RuntimeProfile, constraints: list[Any], found: Any
-    ) -> str:
-        """What violates --navigator-constraints (a failure message), else "". A percentage is of the
-        --navigator-against model's figure in an A/B run, else of the stored baseline entry's; one
-        with no figure to read is said in a warning (a failure under --navigator-require-baseline)."""
-        import warnings
-
-        from pytest_navigator.model_profile import check
-
-        where = f"{runtime} on {model.name}"
-        if found is None:
-            error = self.results.models[model.path].profile_error
-            return f"{where}: the constraints cannot be checked: the model's profile could not be computed: {error}"
-        sizes = sorted(found.flops)
-        stored: dict[int, Any] = {}
-        if self.against_model is not None:
-            old = self.model_profile(self.against_model, sizes)
-            source = f"the A/B model {self.against_model.name}"
-            if old is not None:
-                stored = {b: {"parameters": old.parameters, "flops": old.flops.get(b)} for b in sizes}
-        else:
-            source = str(self.baseline_store.path_for(model.name, model.fingerprint))
-            counted = profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
-            hardware, key = self.hardware(runtime, counted), profile.runtime if counted else runtime
-            with contextlib.suppress(BaselineError):  # an unreadable file fails the gate already
-                baselines = self.baseline_store.load(model.name, model.fingerprint)
-                for b in sizes:
-                    entry = baselines.get((hardware, key, b)) or {}
-                    peak = (entry.get("peak_memory") or {}).get("rss_bytes")
-                    stored[b] = {**(entry.get("model") or {}), **({"peak_rss": peak} if peak else {})} or None
-        peaks = {b.batch_size: b.peak_rss for b in profile.batches}
-        checked = check(constraints, found, stored, peaks)
-        if checked.unjudged:
-            text = f"{where}: constraints not judged (nothing to compare in {source}): " + "; ".join(checked.unjudged)
-            if self.settings.require_baseline:
-                return f"{text} ({options.REQUIRE_BASELINE}); record a baseline with {options.UPDATE_BASELINES}."
-            warnings.warn(text, stacklevel=2)
-        if not checked.violations:
-            return ""
-        return f"{where} violates its constraints (against {source}):\n" + "\n".join(
-            f"  {v.describe()}" for v in checked.violations
-        )
 
     # -- the gate (gate.py) ------------------------------------------------------------------------
 
