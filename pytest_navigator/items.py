@@ -39,8 +39,13 @@ class ModelFile(pytest.File):
                 if plan.skip_reason:
                     item.add_marker(pytest.mark.skip(reason=f"{plan.name}: {plan.skip_reason}"))
                 if kind is PerformanceItem and self.config.pluginmanager.hasplugin("xdist"):
-                    # under --dist loadgroup, one worker measures a device: no two timings compete
-                    item.add_marker(pytest.mark.xdist_group(f"navigator-performance-{plan.definition.device}"))
+                    # under --dist loadgroup, one worker measures a device: no two timings compete. With
+                    # --navigator-devices each worker has its own GPU: CUDA measurements spread over the
+                    # workers, and devices.device_lock makes workers that share a GPU take turns.
+                    from pytest_navigator.devices import requested
+
+                    if not (plan.definition.device.startswith("cuda") and requested(self.config)):
+                        item.add_marker(pytest.mark.xdist_group(f"navigator-performance-{plan.definition.device}"))
                 yield item
 
 
@@ -140,8 +145,8 @@ def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, 
 def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any) -> RuntimeProfile:
     """Profile one runtime with the options, updated by the navigator marker and call arguments, and
     judge it (gate.decide): skip when profiling is off, fail or warn as the gate's outcome says."""
-    from pytest_navigator.gate import Outcome, decide
-    from pytest_navigator.model_profile import constraint_failure, parse_constraints
+    from pytest_navigator.gate import Outcome
+    from pytest_navigator.model_profile import parse_constraints
     from pytest_navigator.profiler import PerformanceFailure
     from pytest_navigator.settings import profiler_config
     from pytest_navigator.verdicts import parse_thresholds
@@ -157,38 +162,24 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
         if "thresholds" in settings
         else session.settings.limits
     )
-    from pytest_navigator.config import MeasurementMode
-    from pytest_navigator.instructions import CannotCount
-
-    counted = config.measurement_mode is MeasurementMode.INSTRUCTIONS
-    with _timeout(node, session, runtime, settings):
-        try:
-            profile = session.profile(model, runtime, config)
-        except CannotCount as reason:
-            pytest.skip(f"instruction counts: {reason}")
     constraints = (
         parse_constraints(settings["constraints"], f"{node.nodeid}: constraints")
         if "constraints" in settings
         else session.settings.model_constraints
     )
-    model_profile = session.model_profile(model, [b.batch_size for b in profile.batches if b.status != "error"])
-    comparisons = session.judge(model, runtime, profile, limits)
-    outcome = decide(
-        runtime,
-        model.name,
-        profile,
-        comparisons,
-        inconclusive=session.settings.inconclusive,
-        update=session.settings.update_baselines,
-        require_baseline=session.settings.require_baseline,
-        judged_against=session.judged_against(model),
-        hardware=session.hardware(runtime, counted),
-    )
+    from pytest_navigator.devices import measurement_lock
+    from pytest_navigator.instructions import CannotCount
+
+    device = session.registry.get(runtime).device if runtime in session.registry else "cpu"
+    with measurement_lock(node.config, device, session.state_dir), _timeout(node, session, runtime, settings):
+        try:
+            profile, outcome, broken = session.check_performance(model, runtime, config, limits, constraints)
+        except CannotCount as reason:
+            pytest.skip(f"instruction counts: {reason}")
     import warnings
 
     if outcome.warning:
         warnings.warn(InconclusiveWarning(outcome.warning), stacklevel=1)
-    broken = constraint_failure(session, model, runtime, profile, constraints, model_profile) if constraints else ""
     if outcome.outcome is Outcome.FAIL:
         raise PerformanceFailure(outcome.message + (f"\n{broken}" if broken else ""))
     if broken:

@@ -36,6 +36,11 @@ CACHE = "--navigator-cache"
 REBUILD = "--navigator-rebuild"
 BASELINES = "--navigator-baselines"
 REPORT = "--navigator-report"
+HTML = "--navigator-html"
+MARKDOWN = "--navigator-markdown"
+BENCHMARK_JSON = "--navigator-benchmark-json"
+LATENCY_BUDGET = "--navigator-latency-budget"
+DEVICES = "--navigator-devices"
 ISOLATION = "--navigator-isolation"
 TIMEOUT = "--navigator-timeout"
 UPDATE_BASELINES = "--update-baselines"
@@ -245,6 +250,43 @@ OPTIONS: tuple[Option, ...] = (
         "navigator_report",
         "string",
         "Write a JSON report of the run to this path (schema: pytest_navigator/report.schema.json).",
+    ),
+    _option(
+        HTML,
+        "navigator_html",
+        "string",
+        "Write a self-contained HTML report of the run to this path: the verdict table and, per model, throughput "
+        "against batch size, latency percentiles, runtimes against the baseline and correctness (plots need "
+        "matplotlib: pip install 'pytest-navigator[report]').",
+    ),
+    _option(
+        MARKDOWN,
+        "navigator_markdown",
+        "string",
+        "Write the verdict table and per-runtime details as Markdown to this path (a PR comment). Under GitHub "
+        "Actions ($GITHUB_STEP_SUMMARY set) the same text is also appended to the job summary.",
+    ),
+    _option(
+        BENCHMARK_JSON,
+        "navigator_benchmark_json",
+        "string",
+        "Write the measurements in pytest-benchmark's JSON format to this path (for pytest-benchmark compare and "
+        "github-action-benchmark's tool: 'pytest'): one entry per model, runtime and batch size, seconds per request.",
+    ),
+    _option(
+        LATENCY_BUDGET,
+        "navigator_latency_budget",
+        "string",
+        "Milliseconds of p99 latency a request may take: the best runtime reported is the highest-throughput runtime "
+        "and batch size whose p99 is within it (default: none, the highest throughput).",
+    ),
+    _option(
+        DEVICES,
+        "navigator_devices",
+        "string",
+        "GPUs for pytest-xdist workers, one each: 'auto' (every visible GPU) or indices '0,1' into the visible ones "
+        "(an outer CUDA_VISIBLE_DEVICES is respected); each worker sees only its GPU (default: unset, every worker "
+        "sees every GPU).",
     ),
     _option(
         ISOLATION,

@@ -78,6 +78,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+    from pytest_navigator import devices
+
+    devices.configure(config)  # an xdist worker's GPU, before the session below or any test touches CUDA
     if config.getoption("navigator_models") or config.getini("navigator_models"):
         config.pluginmanager.register(NavigatorPlugin(config), "navigator-session")
 
@@ -210,14 +213,24 @@ class NavigatorPlugin:
         if workeroutput is not None:  # an xdist worker: the controller merges and writes
             workeroutput["navigator"] = self.session.worker_results()
             return
-        report = self.session.settings.report_path
-        if report is not None:
-            from pytest_navigator.json_report import write_report
+        settings = self.session.settings
+        report = settings.report_path
+        views = (settings.html_path, settings.markdown_path, settings.benchmark_json_path)
+        summary = bool(os.environ.get("GITHUB_STEP_SUMMARY")) and bool(self.session.results.runtimes)
+        if report is not None or any(views) or summary:
+            from pytest_navigator.json_report import build_report, write_report
+            from pytest_navigator.views import write_views
 
-            try:
-                write_report(self.session, report)
-            except OSError as exc:  # checked at the start; a disk can still fill up since
-                self.report_error = f"{options.REPORT}={report}: not written ({exc.strerror or exc})."
+            data = build_report(self.session)  # computed once: every view reads the same figures
+            problems = []
+            if report is not None:
+                try:
+                    write_report(data, report)
+                except OSError as exc:  # checked at the start; a disk can still fill up since
+                    problems.append(f"{options.REPORT}={report}: not written ({exc.strerror or exc}).")
+            problems += write_views(data, *views)
+            if problems:
+                self.report_error = "\n".join(problems)
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
         if self.session.settings.update_baselines:
             self.session.update_baselines()

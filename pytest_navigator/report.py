@@ -171,7 +171,17 @@ def performance_summary(session: NavigatorSession) -> str:
             f"max throughput: {fast[1]} at batch {fast[2].batch_size} ({fast[2].throughput:.1f} samples/s); "
             f"min latency: {quick[1]} at batch {quick[2].batch_size} (p50 {quick[2].percentile(50):.3f} ms)"
         )
+        lines += _best(session)
     return "\n".join(lines)
+
+
+def _best(session: NavigatorSession) -> list[str]:
+    """Per model, the best runtime as the JSON report and the HTML report name it (selection.best_runtime:
+    runtimes that passed, stable measurements, p99 within --navigator-latency-budget when given)."""
+    from pytest_navigator.json_report import build_report
+    from pytest_navigator.selection import describe
+
+    return [f"{model['name']} {describe(model['best'])}" for model in build_report(session)["models"]]
 
 
 def _model_profiles(session: NavigatorSession) -> list[str]:

@@ -440,6 +440,39 @@ class NavigatorSession:
             raise BaselineError("\n".join(found.problems))
         return found.comparisons
 
+    def check_performance(
+        self,
+        model: Model,
+        runtime: str,
+        config: ProfilerConfig | None = None,
+        limits: Mapping[str, Limit] | None = None,
+        constraints: list[Any] | None = None,
+    ) -> tuple[RuntimeProfile, gate.GateOutcome, str]:
+        """A performance test's work without pytest: profile, the model profile, judge, the gate's
+        policy (gate.decide), and the model constraints. Returns the profile, the gate's outcome and the
+        broken constraints' message ("" when none). The plugin's test and `navigator profile` both call it."""
+        from pytest_navigator.model_profile import constraint_failure
+
+        config = config or self.settings.profiler
+        profile = self.profile(model, runtime, config)
+        constraints = self.settings.model_constraints if constraints is None else constraints
+        figures = self.model_profile(model, [b.batch_size for b in profile.batches if b.status != "error"])
+        comparisons = self.judge(model, runtime, profile, self.settings.limits if limits is None else limits)
+        counted = config.measurement_mode is MeasurementMode.INSTRUCTIONS
+        outcome = gate.decide(
+            runtime,
+            model.name,
+            profile,
+            comparisons,
+            inconclusive=self.settings.inconclusive,
+            update=self.settings.update_baselines,
+            require_baseline=self.settings.require_baseline,
+            judged_against=self.judged_against(model),
+            hardware=self.hardware(runtime, counted),
+        )
+        broken = constraint_failure(self, model, runtime, profile, constraints, figures) if constraints else ""
+        return profile, outcome, broken
+
     def update_baselines(self) -> None:
         """Write this run's stable measurements of runtimes that passed correctness in this run; keep
         every other entry. Each model's outcome lands in results.baseline_updates."""

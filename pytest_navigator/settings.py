@@ -35,6 +35,12 @@ class Settings:
     trust_model: bool = False
     baselines_dir: Path = Path("baselines")
     report_path: Path | None = None
+    #: --navigator-html / --navigator-markdown / --navigator-benchmark-json: more views of the run.
+    html_path: Path | None = None
+    markdown_path: Path | None = None
+    benchmark_json_path: Path | None = None
+    #: --navigator-latency-budget: the p99 (ms) the best runtime must keep; None: the highest throughput.
+    latency_budget_ms: float | None = None
     update_baselines: bool = False
     #: Generated samples per runtime (--navigator-examples); 0 checks users' samples only.
     examples: int = 25
@@ -157,6 +163,10 @@ def settings_from(
         trust_model=bool(value(options.TRUST_MODEL)),
         baselines_dir=Path(baselines) if baselines else rootdir / "baselines",
         report_path=invocation_dir / report if report else None,
+        html_path=invocation_dir / html if (html := value(options.HTML)) else None,
+        markdown_path=invocation_dir / markdown if (markdown := value(options.MARKDOWN)) else None,
+        benchmark_json_path=invocation_dir / bench if (bench := value(options.BENCHMARK_JSON)) else None,
+        latency_budget_ms=parse_latency_budget(value(options.LATENCY_BUDGET)),
         update_baselines=bool(value(options.UPDATE_BASELINES)),
         examples=parse_count(value(options.EXAMPLES), options.EXAMPLES, 25),
         samples_path=invocation_dir / samples if samples else None,
@@ -185,6 +195,19 @@ def settings_from(
 
 
 ISOLATIONS = ("process", "none")
+
+
+def parse_latency_budget(value: Any) -> float | None:
+    """'20' or '20ms' -> 20.0 milliseconds; None or '' -> None; anything else names the option."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        milliseconds = float(str(value).strip().lower().removesuffix("ms"))
+    except ValueError:
+        milliseconds = float("nan")
+    if not milliseconds > 0 or milliseconds == float("inf"):
+        raise OptionError(f"{options.LATENCY_BUDGET}={value!r}: give milliseconds of p99 latency > 0, e.g. 20 or 20ms.")
+    return milliseconds
 
 
 def parse_timeout(value: Any, where: str = "") -> float | None:
@@ -343,11 +366,18 @@ def check_locations(settings: Settings) -> None:
     for option, folder in folders:
         if folder is not None and folder.exists() and not folder.is_dir():
             raise OptionError(f"{option}={folder} is a file; give a folder (or leave the option out for the default).")
-    report = settings.report_path
-    if report is not None:
+    outputs = [
+        (options.REPORT, settings.report_path, "JSON"),
+        (options.HTML, settings.html_path, "HTML"),
+        (options.MARKDOWN, settings.markdown_path, "Markdown"),
+        (options.BENCHMARK_JSON, settings.benchmark_json_path, "pytest-benchmark JSON"),
+    ]
+    for option, report, kind in outputs:
+        if report is None:
+            continue
         if report.is_dir():
-            raise OptionError(f"{options.REPORT}={report} is a folder; give the path of the JSON file to write.")
-        _check_writable(report.parent, options.REPORT, report)
+            raise OptionError(f"{option}={report} is a folder; give the path of the {kind} file to write.")
+        _check_writable(report.parent, option, report)
     if settings.update_baselines:
         _check_writable(
             settings.baselines_dir,

@@ -346,7 +346,13 @@ def test_the_json_report_validates_against_its_schema(pytester: pytest.Pytester,
     from pytest_navigator.json_report import SCHEMA_PATH
 
     _run(pytester, "other", "--update-baselines").assert_outcomes(passed=2)
-    result = _run(pytester, "other,torch-cuda", "--navigator-report=out/report.json", GENEROUS)
+    result = _run(
+        pytester,
+        "other,torch-cuda",
+        "--navigator-report=out/report.json",
+        "--navigator-latency-budget=1000ms",
+        GENEROUS,
+    )
     result.assert_outcomes(passed=2, skipped=2)
     report = json.loads((pytester.path / "out" / "report.json").read_text())
     jsonschema.validate(report, json.loads(SCHEMA_PATH.read_text()))
@@ -362,6 +368,20 @@ def test_the_json_report_validates_against_its_schema(pytester: pytest.Pytester,
     assert [v["verdict"] for v in other["verdicts"]] == ["pass", "pass"]
     assert other["verdicts"][0]["figures"]["throughput"]["baseline"] > 0
     assert cuda["status"] == "skipped" and cuda["profile"] is None and cuda["verdicts"] == []
+    # schema 3: what `navigator compare` judges and `navigator report` plots
+    assert [m["batch_size"] for m in other["measured"]] == [1, 2] and other["hardware"]
+    assert all(
+        m["hardware"] == other["hardware"] and len(m["entry"]["block_throughputs"]) >= 6 for m in other["measured"]
+    )
+    assert cuda["measured"] == [] and cuda["hardware"] is None
+    batch = other["profile"]["batches"][0]
+    pooled = batch["latency_distribution"]
+    assert pooled["requests"] == sum(batch["windows"][i]["requests"] for i in batch["stable_windows"])
+    assert pooled["min_ms"] <= pooled["q1_ms"] <= pooled["median_ms"] <= pooled["q3_ms"] <= pooled["max_ms"]
+    assert [p for p, _ in pooled["percentiles"]][:4] == [0.0, 10.0, 25.0, 50.0] and pooled["percentiles"][-1][0] == 100
+    assert model["best"]["runtime"] == "other" and model["best"]["batch_size"] in (1, 2)
+    assert model["best"]["within_budget"] is True and report["settings"]["latency_budget_ms"] == 1000
+    result.stdout.fnmatch_lines(["*best: other at batch * samples/s, p99 * ms (*with p99 within 1000 ms)"])
     assert report["settings"]["thresholds"] == {
         "throughput": "throughput=50%",
         "p95": "p95=300%",
