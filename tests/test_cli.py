@@ -51,7 +51,7 @@ def _slower(data: dict[str, Any], factor: float, runtimes: tuple[str, ...] = ("o
     return slow
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -141,12 +141,13 @@ def test_bad_reports_exit_2_naming_the_file(
     bad = tmp_path / "bad.json"
     if content is not None:
         bad.write_text(content)
-    for argv in (
+    commands: list[list[str | Path]] = [
         ["compare", DATA, bad],
         ["report", bad],
         ["merge", DATA, bad, "-o", tmp_path / "m.json"],
         ["export", bad, "--format", "pytest-benchmark", "-o", tmp_path],
-    ):
+    ]
+    for argv in commands:
         code, _, err = _cli(capsys, *argv)
         assert code == 2, argv
         assert str(bad) in err and message in err, err
@@ -314,3 +315,16 @@ def test_profile_bad_input_exits_2(
 ) -> None:
     code, out, err = _cli(capsys, "profile", *argv)
     assert code == 2 and message in err and out == ""
+
+
+def test_report_writes_html_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    html, markdown = tmp_path / "out" / "report.html", tmp_path / "report.md"
+    code, out, _ = _cli(capsys, "report", DATA, "--html", html, "--markdown", markdown)
+    assert code == 0 and f"wrote {html}" in out and f"wrote {markdown}" in out
+    page = html.read_text()
+    assert page.count("<svg") == 4 or "pip install 'pytest-navigator[report]'" in page
+    assert "onnxruntime-cpu" in page and "1.06x slower" in page
+    text = markdown.read_text()
+    assert "9 verdicts: **3 regressed**, 6 pass." in text and text.count("<details>") == 4
+    code, out, _ = _cli(capsys, "report", DATA)  # no file asked for: the Markdown on stdout
+    assert code == 0 and out.startswith("# pytest-navigator report")
