@@ -272,11 +272,18 @@ def _definition_bytes(definition: RuntimeDefinition) -> bytes:
 _PICKLING = threading.Lock()
 
 
-@functools.cache
 def _keep_file_names_pickler() -> type:
     import cloudpickle
 
-    class KeepFileNames(cloudpickle.Pickler):
+    # Cached per cloudpickle module: a class made from a module that has since left sys.modules
+    # (pytester's inline runs restore sys.modules, and a later import makes a new module) pickles
+    # cloudpickle's own helpers by value, recursing until "excessively deep recursion" (CI, twice).
+    return _pickler_from(cloudpickle.Pickler)
+
+
+@functools.cache
+def _pickler_from(base: type) -> type:
+    class KeepFileNames(base):
         """cloudpickle, but code objects travel as marshal does them (as in a .pyc): cloudpickle 3 renames
         their file "<dynamic-code>", and a hung or crashed worker's stack would no longer name the
         user's conftest.py. The worker is the same Python, so marshal's format is the same."""

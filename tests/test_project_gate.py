@@ -144,3 +144,20 @@ def test_definitions_pickle_from_many_threads_at_once(tmp_path: Path, monkeypatc
         assert all(pickle.loads(blob).build("m", None) == ("built", "m") for blob in found)
     finally:
         sys.modules.pop("user_runtimes", None)
+
+
+def test_definitions_pickle_after_cloudpickle_was_imported_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytester's inline runs restore sys.modules: a cloudpickle first imported inside one is gone after
+    it, and the next import makes a new module. A pickler class cached from the old module then pickled
+    cloudpickle's own helpers by value and recursed until "excessively deep recursion" (CI, twice)."""
+    import importlib
+
+    from pytest_navigator.isolation import _definition_bytes, _keep_file_names_pickler
+    from pytest_navigator.runtimes import RuntimeDefinition
+
+    _keep_file_names_pickler()  # cached from the cloudpickle imported now
+    for name in [m for m in sys.modules if m == "cloudpickle" or m.startswith("cloudpickle.")]:
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
+    importlib.import_module("cloudpickle")  # a new module object, as after an inline pytester run
+    definition = RuntimeDefinition("mine", lambda model, ctx: ("built", model))
+    assert _definition_bytes(definition)
