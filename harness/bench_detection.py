@@ -11,10 +11,12 @@ judges its measurement with every gate:
 
 - pytest-benchmark: its `--benchmark-compare-fail=mean:5%` rule on the same measurement (mean
   latency more than 5% above the last recording's), for a side-by-side comparison;
-- raw: against the stored baseline (threshold effect + Mann-Whitney significance);
+- raw: against the stored baseline (Mann-Whitney: is the run significantly beyond the threshold?);
+- raw (old rule): the same measurement judged by the rule before: an effect past the threshold plus
+  any significant difference (so a run that differs at all, and lands 1% past the limit, regressed);
 - normalized: the same, after dividing by the calibration workload measured beside it;
 - A/B: against a second, unchanged instance of the runtime measured in the same process with
-  windows interleaved (paired Wilcoxon), no stored baseline;
+  windows interleaved (paired Wilcoxon), no stored baseline; and "ab (old rule)" as for raw;
 - instructions (`--instructions`): instructions per request counted under callgrind in 3
   processes (--navigator-mode=instructions), against the count recorded first.
 
@@ -44,7 +46,7 @@ import numpy as np
 
 from pytest_navigator.runtimes.base import Runner, RuntimeDefinition
 
-GATES = ("pytest-benchmark", "raw", "normalized", "ab")
+GATES = ("pytest-benchmark", "raw (old rule)", "raw", "normalized", "ab (old rule)", "ab")
 #: The side of the matrices `--work matmul` multiplies.
 SIDE = 64
 
@@ -185,21 +187,23 @@ def one_run(
     verdicts = {
         "pytest-benchmark": "regressed" if 1 / batch.throughput > 1.05 / last else "pass",
         "raw": compare(runtime, 1, current, stored, limits, batch.stable).verdict.value,
+        "raw (old rule)": compare(
+            runtime, 1, current, stored, limits, batch.stable, significance="difference"
+        ).verdict.value,
         "normalized": compare(runtime, 1, current, stored, limits, batch.stable, normalize=True).verdict.value,
     }
     # a second, independent instance of the same runtime: the "old" side of the A/B pair
     old_runner = session.builds.build(model, runtime)
     new_batch, old_batch = profile_pair(measured, old_runner, inputs, 1, config)  # type: ignore[arg-type]
     pair = replace(profile, batches=(new_batch,))
-    verdicts["ab"] = compare(
-        runtime,
-        1,
-        paired_entry(entry_for(new_batch, pair, fingerprint(), "fp32"), new_batch),
-        paired_entry(entry_for(old_batch, replace(profile, batches=(old_batch,)), fingerprint(), "fp32"), old_batch),
-        limits,
-        new_batch.stable,
-        against="old",
-    ).verdict.value
+    new_entry = paired_entry(entry_for(new_batch, pair, fingerprint(), "fp32"), new_batch)
+    old_entry = paired_entry(
+        entry_for(old_batch, replace(profile, batches=(old_batch,)), fingerprint(), "fp32"), old_batch
+    )
+    for gate, rule in (("ab", "beyond-limit"), ("ab (old rule)", "difference")):
+        verdicts[gate] = compare(
+            runtime, 1, new_entry, old_entry, limits, new_batch.stable, against="old", significance=rule
+        ).verdict.value
     session.close()
     if counted is not None:
         verdicts["instructions"] = counted["verdict"]

@@ -3,7 +3,9 @@
 REGRESSED needs two things: an effect beyond the threshold (default throughput below 95% of the
 baseline, p95 or p99 latency above 110% of it) and statistical significance, so that noise alone
 does not fail a build. Significance is a one-sided Mann-Whitney U test (scipy) between the two
-runs' block samples (each stable window split into consecutive blocks of requests); a threshold
+runs' block samples (each stable window split into consecutive blocks of requests), with the
+baseline's blocks moved to the limit: the test asks whether the new run is worse than the limit
+allows, not whether it differs at all (runs of an unchanged runtime always differ a little); a threshold
 given as an absolute value (seed 002's style: `{"throughput": 500.0}` next to `{"throughput": "95%"}`)
 is tested with a one-sided Wilcoxon signed-rank test of the blocks against that value.
 Mann-Whitney was chosen over a t-test because block throughputs are skewed by stalls.
@@ -29,6 +31,9 @@ ALPHA = 0.01
 MIN_BLOCKS = 6
 #: A/B: fewer window pairs than this cannot support the paired test (profiler.AB_MIN_PAIRS).
 AB_PAIRS = 9
+#: What a relative limit's significance test must show: the change is beyond the limit (default), or
+#: that there is any change at all ("difference": the rule before, kept to measure against).
+SIGNIFICANCE = ("beyond-limit", "difference")
 
 
 class Verdict(enum.StrEnum):
@@ -203,11 +208,16 @@ def compare(
     stable: bool = True,
     normalize: bool = False,
     against: str | None = None,
+    significance: str = "beyond-limit",
 ) -> Comparison:
     """Judge a current entry (baselines.entry_for) against the stored one; with `normalize`, the
     current figures are first scaled by the calibration workload's baseline/current ratio. With
     `against` (an A/B run: `baseline` is the old model measured in this run, window by window beside
-    the new one) the significance test is paired and no normalization applies."""
+    the new one) the significance test is paired and no normalization applies. `significance`
+    (SIGNIFICANCE) says what the test must show: that the change is beyond the limit (the default),
+    or only that there is a change ("difference", the rule before; kept for harness.bench_detection)."""
+    if significance not in SIGNIFICANCE:
+        raise ValueError(f"significance={significance!r}: give one of {', '.join(SIGNIFICANCE)}")
     versions = _version_changes(baseline.get("libraries", {}) if baseline else {}, current.get("libraries", {}))
     if "instructions" in current:
         return _judge_counts(runtime, batch_size, current, baseline, limits.get("instructions"), stable, versions)
@@ -220,7 +230,9 @@ def compare(
             normalized_ratio = raw_ratio * factor
             if normalize and against is None:
                 current = _scaled(current, factor)
-    result = _judge(runtime, batch_size, current, baseline, limits, stable, versions, paired=against is not None)
+    result = _judge(
+        runtime, batch_size, current, baseline, limits, stable, versions, against is not None, significance
+    )
     return replace(
         result,
         raw_ratio=raw_ratio,
@@ -249,6 +261,7 @@ def _judge(
     stable: bool,
     versions: dict[str, tuple[str | None, str | None]],
     paired: bool = False,
+    significance: str = "beyond-limit",
 ) -> Comparison:
     figures: dict[str, tuple[float | None, float, float | None]] = {
         metric: (_figure(baseline, metric) if baseline else None, _figure(current, metric), None) for metric in limits
@@ -290,19 +303,21 @@ def _judge(
             better = base is not None and now < base / limit.value
         if not (worse or better):
             continue
-        p_worse = _p_value(metric, current, baseline, limit, "worse", paired)
+        p_worse = _p_value(metric, current, baseline, limit, "worse", paired, significance)
         if worse:
             p_values[metric] = p_worse
             (regressed if p_worse < level else notes).append(metric)
         elif limit.relative and metric == "throughput":
-            p_better = _p_value(metric, current, baseline, limit, "better", paired)
+            p_better = _p_value(metric, current, baseline, limit, "better", paired, significance)
             p_values[metric] = p_better
             if p_better < level:
                 improved.append(metric)
     if regressed:
+        beyond = "significantly beyond" if significance == "beyond-limit" else "beyond"
+        tail = "" if significance == "beyond-limit" else " and significant"
         reason = (
-            f"{', '.join(regressed)} beyond the limit ({', '.join(str(limits[m]) for m in regressed)}) and "
-            f"significant (p < {level:.2g}: {ALPHA} over {len(limits)} metrics)"
+            f"{', '.join(regressed)} {beyond} the limit ({', '.join(str(limits[m]) for m in regressed)}){tail} "
+            f"(p < {level:.2g}: {ALPHA} over {len(limits)} metrics)"
         )
         return Comparison(runtime, batch_size, Verdict.REGRESSED, figures, p_values, reason, versions)
     if improved:
@@ -310,7 +325,7 @@ def _judge(
             runtime, batch_size, Verdict.IMPROVED, figures, p_values, "throughput significantly higher", versions
         )
     reason = (
-        f"{', '.join(notes)} beyond the limit but not significant (p >= {level:.2g}): noise cannot be ruled out"
+        f"{', '.join(notes)} beyond the limit but not significantly (p >= {level:.2g}): noise cannot be ruled out"
         if notes
         else "within the limits"
     )
@@ -385,10 +400,13 @@ def _p_value(
     limit: Limit,
     direction: str,
     paired: bool = False,
+    significance: str = "beyond-limit",
 ) -> float:
-    """One-sided p-value that `current` is worse (or better) than the baseline or the absolute limit.
-    Throughput uses block throughputs; latencies the blocks' p95 latencies. Paired (A/B: window i of
-    both measured side by side): Wilcoxon signed-rank on the log ratios of the window pairs."""
+    """One-sided p-value that `current` is worse (or better) than the baseline by more than a relative
+    limit allows, or than an absolute limit. Throughput uses block throughputs; latencies the blocks'
+    p95 latencies. Paired (A/B: window i of both measured side by side): Wilcoxon signed-rank on the
+    log ratios of the window pairs. With significance="difference", the old rule: worse (or better)
+    than the baseline at all (the effect alone then had to pass the limit)."""
     from scipy import stats
 
     field_name = "block_throughputs" if metric == "throughput" else "block_p95_ms"
@@ -400,7 +418,13 @@ def _p_value(
     better_side = "less" if higher_is_worse else "greater"
     alternative = worse_side if direction == "worse" else better_side
     if limit.relative and baseline is not None:
-        before = list(baseline[field_name])
+        # The baseline moved to the limit: "worse" must mean worse than the limit allows (throughput
+        # below 95% of it), "better" better by as much (above 1/0.95 of it). Testing against the
+        # baseline itself asks only whether anything changed, and between runs something always does:
+        # a 6% drift of an unchanged runtime between processes, with tight blocks on each side, was
+        # "significant" (p ~ 1e-5) and 1% past a 95% limit: a false alarm.
+        scale = 1.0 if significance == "difference" else limit.value if direction == "worse" else 1 / limit.value
+        before = [x * scale for x in baseline[field_name]]
         if paired and len(before) == len(now):
             import numpy as np
 

@@ -42,7 +42,7 @@ def test_a_large_significant_slowdown_regresses_with_its_figures() -> None:
     assert result.figures["throughput"] == (1000.0, 850.0, 950.0)
     assert result.p_values["throughput"] < 0.01
     text = result.describe()
-    assert "r batch 4: REGRESSED: throughput beyond the limit (throughput=95%) and significant" in text
+    assert "r batch 4: REGRESSED: throughput significantly beyond the limit (throughput=95%) (p < 0.0033" in text
     assert "throughput 1000 -> 850 samples/s (-15.0%), limit 950" in text
 
 
@@ -51,13 +51,38 @@ def test_a_slowdown_within_noise_is_not_a_regression() -> None:
     spread = list(np.linspace(0.4, 1.6, 15))
     slower = entry(900) | {"block_throughputs": [900 * f for f in spread]}
     result = compare("r", 1, slower, entry(1000) | {"block_throughputs": [1000 * f for f in spread]}, LIMITS)
-    assert result.verdict is Verdict.PASS and "throughput beyond the limit but not significant" in result.reason
+    assert result.verdict is Verdict.PASS and "throughput beyond the limit but not significantly" in result.reason
     assert result.p_values["throughput"] > 0.1
 
 
 def test_a_small_significant_slowdown_within_the_threshold_passes() -> None:
     result = compare("r", 1, entry(970, seed=1, spread=0.001), entry(1000, spread=0.001), LIMITS)
     assert result.verdict is Verdict.PASS and result.reason == "within the limits"
+
+
+def test_a_drift_just_past_the_limit_is_not_a_regression() -> None:
+    """An unchanged runtime's run drifted 6% from its baseline's, each run's blocks tight (2%): the
+    change is certain, but not that it is beyond the 95% limit. The old rule (any significant change
+    plus an effect past the limit) called it a regression; the rule now asks the test to show the
+    slowdown is beyond the limit."""
+    drifted, stored = entry(940, seed=1), entry(1000)
+    assert compare("r", 1, drifted, stored, LIMITS, significance="difference").verdict is Verdict.REGRESSED
+    result = compare("r", 1, drifted, stored, LIMITS)
+    assert result.verdict is Verdict.PASS and "beyond the limit but not significantly" in result.reason
+    # p95 12% up (limit 110%): the same story for latencies
+    assert compare("r", 1, entry(1000, p95=11.2, seed=1), entry(1000), LIMITS).verdict is Verdict.PASS
+    old_rule = compare("r", 1, entry(1000, p95=11.2, seed=1), entry(1000), LIMITS, significance="difference")
+    assert old_rule.verdict is Verdict.REGRESSED
+
+
+def test_slowdowns_well_past_the_limit_still_regress_and_speedups_improve() -> None:
+    assert compare("r", 1, entry(880, seed=1), entry(1000), LIMITS).verdict is Verdict.REGRESSED
+    assert compare("r", 1, entry(1000, p95=12.5, seed=1), entry(1000), LIMITS).verdict is Verdict.REGRESSED
+    assert compare("r", 1, entry(1120, seed=1), entry(1000), LIMITS).verdict is Verdict.IMPROVED
+    # a speedup that is certain but not beyond 1/0.95 of the baseline is a pass, not an improvement
+    assert compare("r", 1, entry(1060, seed=1), entry(1000), LIMITS).verdict is Verdict.PASS
+    with pytest.raises(ValueError, match="significance='sometimes'"):
+        compare("r", 1, entry(1000), entry(1000), LIMITS, significance="sometimes")
 
 
 def test_latency_regressions_count_too() -> None:
