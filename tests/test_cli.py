@@ -328,3 +328,11 @@ def test_report_writes_html_and_markdown(tmp_path: Path, capsys: pytest.CaptureF
     assert "9 verdicts: **3 regressed**, 6 pass." in text and text.count("<details>") == 4
     code, out, _ = _cli(capsys, "report", DATA)  # no file asked for: the Markdown on stdout
     assert code == 0 and out.startswith("# pytest-navigator report")
+
+
+def test_the_console_script_is_installed() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="navigator")
+    assert script.value == "harness.cli:main"
+    assert script.load() is main
