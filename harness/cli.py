@@ -176,7 +176,7 @@ def _profile(args: argparse.Namespace) -> int:
                     continue
                 if outcome.warning:
                     print(f"warning: {outcome.warning}", file=sys.stderr)
-                if outcome.outcome is Outcome.FAIL:
+                if outcome.outcome == Outcome.FAIL:
                     failures.append(outcome.message + (f"\n{broken}" if broken else ""))
                 elif broken:
                     failures.append(broken)

@@ -94,7 +94,11 @@ def judge(
     return Judgement(comparisons, entries, problems)
 
 
-class Outcome(enum.Enum):
+class Outcome(enum.StrEnum):
+    """A str enum, compared with ==: the pytest glue and the session may hold two imports of this module
+    (pytester's inline runs re-import what a run imported), and `is` between their members was False:
+    a regressed run passed."""
+
     PASS = "pass"
     FAIL = "fail"
     WARN = "warn"
@@ -124,7 +128,8 @@ def decide(
 ) -> GateOutcome:
     """The gate's policy. An unstable measurement (INCONCLUSIVE) fails, or warns with
     inconclusive='warn'; nothing measured fails. --update-baselines accepts any stable speed. Else a
-    REGRESSED verdict fails with old -> new figures, and NEW fails under require_baseline.
+    REGRESSED verdict fails with old -> new figures, and NEW fails under require_baseline; so does a
+    comparison the machine's drift made impossible (calibration_drift), which otherwise warns.
     `judged_against` names the baseline file (or the A/B model) in messages."""
     from pytest_navigator.profiler import PerformanceFailure, check_profile
 
@@ -165,6 +170,18 @@ def decide(
             f"{hardware} in {judged_against} ({options.REQUIRE_BASELINE}); record one with {options.UPDATE_BASELINES}.",
             warning,
         )
+    # The machine itself changed speed since the recording: like a missing baseline, nothing comparable
+    # is stored. Said as a warning (failing would be a false alarm as often as not), a failure only
+    # when a judged baseline is required.
+    drifted = [c for c in comparisons if c.verdict == Verdict.INCONCLUSIVE and c.calibration_drift is not None]
+    if drifted:
+        text = f"{runtime} on {model}: not judged against {judged_against}:\n" + "\n".join(
+            c.describe() for c in drifted
+        )
+        if require_baseline:
+            return GateOutcome(Outcome.FAIL, f"{text}\n({options.REQUIRE_BASELINE} needs a judged baseline.)", warning)
+        warning = "\n".join(w for w in (warning, f"INCONCLUSIVE: {text}") if w)
+        return GateOutcome(Outcome.WARN, warning=warning)
     return passing
 
 

@@ -180,7 +180,7 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
 
     if outcome.warning:
         warnings.warn(InconclusiveWarning(outcome.warning), stacklevel=1)
-    if outcome.outcome is Outcome.FAIL:
+    if outcome.outcome == Outcome.FAIL:
         raise PerformanceFailure(outcome.message + (f"\n{broken}" if broken else ""))
     if broken:
         raise PerformanceFailure(broken)

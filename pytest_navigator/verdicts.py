@@ -34,6 +34,8 @@ AB_PAIRS = 9
 #: What a relative limit's significance test must show: the change is beyond the limit (default), or
 #: that there is any change at all ("difference": the rule before, kept to measure against).
 SIGNIFICANCE = ("beyond-limit", "difference")
+#: How far the machine's speed may drift when no relative throughput limit sets it (drift_tolerance).
+DRIFT_TOLERANCE = 0.05
 
 
 class Verdict(enum.StrEnum):
@@ -134,6 +136,8 @@ class Comparison:
     normalized: bool = False
     #: "baseline" or "A/B against OLD": what the verdict compared with.
     against: str = "baseline"
+    #: The machine's speed now / at recording (calibration workload), when it moved too far to judge.
+    calibration_drift: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the report's verdict object (report.schema.json)."""
@@ -151,6 +155,7 @@ class Comparison:
             },
             "p_values": dict(self.p_values),
             "version_changes": {k: list(v) for k, v in self.version_changes.items()},
+            "calibration_drift": self.calibration_drift,
         }
 
     @classmethod
@@ -167,6 +172,7 @@ class Comparison:
             data["normalized_ratio"],
             data["normalized"],
             data["against"],
+            data.get("calibration_drift"),
         )
 
     def delta(self, metric: str = "throughput") -> float | None:
@@ -230,15 +236,81 @@ def compare(
             normalized_ratio = raw_ratio * factor
             if normalize and against is None:
                 current = _scaled(current, factor)
-    result = _judge(
-        runtime, batch_size, current, baseline, limits, stable, versions, against is not None, significance
-    )
+    paired = against is not None
+    result = _judge(runtime, batch_size, current, baseline, limits, stable, versions, paired, significance)
+    drift = _drift(current, baseline, limits) if not normalize and not paired else None
+    if drift is not None and result.verdict is Verdict.REGRESSED:
+        result = _judge_drifted(result, current, baseline, limits, significance, drift)
+    else:
+        drift = None
     return replace(
         result,
         raw_ratio=raw_ratio,
         normalized_ratio=None if against else normalized_ratio,
         normalized=normalize and normalized_ratio is not None and against is None,
         against=f"A/B against {against}" if against else "baseline",
+        calibration_drift=drift,
+    )
+
+
+def drift_tolerance(limits: Mapping[str, Limit]) -> float:
+    """How far the machine's speed (the calibration workload's) may move from the baseline's before a
+    stored number is no longer comparable: as far as the throughput limit lets the runtime move (5%
+    under the default 95%), since a drift that large is indistinguishable from a regression that large."""
+    limit = limits.get("throughput")
+    return abs(1 - limit.value) if limit is not None and limit.relative else DRIFT_TOLERANCE
+
+
+def _drift(current: Mapping[str, Any], baseline: Mapping[str, Any] | None, limits: Mapping[str, Limit]) -> float | None:
+    """The machine's speed now / at recording, from the calibration workload measured beside each
+    profile, when it moved beyond drift_tolerance; None when within it or not measured."""
+    if baseline is None or not current.get("calibration") or not baseline.get("calibration"):
+        return None
+    if not any(limit.relative for limit in limits.values()):
+        return None  # absolute limits (an SLA) hold whatever the machine's speed
+    speed = float(current["calibration"]) / float(baseline["calibration"])
+    return speed if abs(speed - 1) > drift_tolerance(limits) else None
+
+
+def _judge_drifted(
+    regressed: Comparison,
+    current: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None,
+    limits: Mapping[str, Limit],
+    significance: str,
+    speed: float,
+) -> Comparison:
+    """A regression at the limits, on a machine whose own speed moved by `speed` since the recording:
+    the relative limits widen by the square of that drift (a runtime's speed moves with the machine's
+    by more than the calibration workload's, and not in proportion: an unchanged MLP moved 65% while
+    the calibration moved 23%). Beyond the widened limits it is still a regression; within them the
+    drift could explain it, and the verdict is INCONCLUSIVE (the gate warns), never a false alarm."""
+    widen = max(speed, 1 / speed) ** 2
+    wider = {
+        m: replace(limit, value=limit.value / widen if m == "throughput" else limit.value * widen)
+        if limit.relative
+        else limit
+        for m, limit in limits.items()
+    }
+    runtime, batch_size, versions = regressed.runtime, regressed.batch_size, regressed.version_changes
+    found = _judge(runtime, batch_size, current, baseline, wider, True, versions, False, significance)
+    machine = (
+        f"this machine ran the calibration workload at {speed:.2f}x the speed it had when the baseline was recorded"
+    )
+    drift = f"the drift of a machine that ran the calibration workload at {speed:.2f}x its speed at the recording"
+    shown = ", ".join(f"{m}={limit.value:.0%}" for m, limit in wider.items() if limits[m].relative)
+    if found.verdict is Verdict.REGRESSED:
+        return replace(found, reason=f"{regressed.reason}; beyond even the limits {drift} widens them to ({shown})")
+    return Comparison(
+        runtime,
+        batch_size,
+        Verdict.INCONCLUSIVE,
+        found.figures,
+        found.p_values,
+        f"beyond the limit, but {machine}: within the limits that drift widens ({shown}), a stored number cannot "
+        f"tell a regression from the machine (rerun on a quieter machine, or use {options.AGAINST} or "
+        f"{options.MODE}=instructions)",
+        versions,
     )
 
 

@@ -290,7 +290,13 @@ def test_profile_checks_measures_and_writes_what_compare_reads(mlp: Path, capsys
     second = json.loads((mlp.parent / "run2.json").read_text())
     verdicts = second["models"][0]["runtimes"][0]["verdicts"]
     assert verdicts and {v["against"] for v in verdicts} == {"baseline"}
-    assert (code == 1) == any(v["verdict"] in ("regressed", "inconclusive") for v in verdicts), err
+    # the gate fails on a regression or an unstable measurement; a drifted machine's "inconclusive" warns
+    failing = [
+        v
+        for v in verdicts
+        if v["verdict"] == "regressed" or (v["verdict"] == "inconclusive" and v["calibration_drift"] is None)
+    ]
+    assert (code == 1) == bool(failing), err
     code, out, _ = _cli(capsys, "compare", "run.json", "run2.json", "--fail-on", "never")
     assert code == 0 and "torch-cpu" in out
 
