@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pytest_navigator.errors import NavigatorError
-from pytest_navigator.verdicts import Comparison, Limit, Verdict, compare
+from pytest_navigator.verdicts import Limit, Verdict, compare
 
 #: What --fail-on accepts, and the verdicts each fails on.
 FAIL_ON = {
@@ -135,42 +135,19 @@ def _row(
 ) -> Row:
     counted = batch.get("instructions") is not None
     metric = "instructions" if counted else "throughput"
-    if current is None:  # measured, never stable: the plugin's INCONCLUSIVE
-        figure = (batch.get("instructions") or {}).get("per_request") if counted else batch.get("throughput")
-        old = _headline(before["entry"], metric) if before else None
-        reason = batch.get("reason") or "the measurement is unstable"
-        return Row(
-            model,
-            runtime,
-            size,
-            hardware,
-            metric,
-            old,
-            figure,
-            _slowdown(metric, old, figure),
-            None,
-            Verdict.INCONCLUSIVE.value,
-            f"the measurement is unstable ({reason})",
-        )
-    verdict: Comparison = compare(
-        runtime, size, current["entry"], before["entry"] if before else None, limits, normalize=normalize
-    )
     old = _headline(before["entry"], metric) if before else None
-    now = _headline(current["entry"], metric)
-    p_value = verdict.p_values.get(metric, min(verdict.p_values.values(), default=None))
-    return Row(
-        model,
-        runtime,
-        size,
-        hardware,
-        metric,
-        old,
-        now,
-        _slowdown(metric, old, now),
-        p_value,
-        verdict.verdict.value,
-        verdict.reason,
-    )
+    if current is None:  # measured, never stable: the plugin's INCONCLUSIVE
+        now = (batch.get("instructions") or {}).get("per_request") if counted else batch.get("throughput")
+        p_value, verdict = None, Verdict.INCONCLUSIVE.value
+        reason = f"the measurement is unstable ({batch.get('reason') or 'the measurement is unstable'})"
+    else:
+        judged = compare(
+            runtime, size, current["entry"], before["entry"] if before else None, limits, normalize=normalize
+        )
+        now = _headline(current["entry"], metric)
+        p_value = judged.p_values.get(metric, min(judged.p_values.values(), default=None))
+        verdict, reason = judged.verdict.value, judged.reason
+    return Row(model, runtime, size, hardware, metric, old, now, _slowdown(metric, old, now), p_value, verdict, reason)
 
 
 def _headline(entry: Mapping[str, Any], metric: str) -> float | None:

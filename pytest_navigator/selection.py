@@ -42,14 +42,7 @@ def best_runtime(model: Mapping[str, Any], budget_ms: float | None) -> dict[str,
                 f"no stable measurement keeps p99 within the {budget_ms:g} ms budget "
                 f"(lowest: {name} at batch {size}, p99 {p99:.3g} ms)"
             )
-        return {
-            "runtime": None,
-            "batch_size": None,
-            "throughput": None,
-            "p99_ms": None,
-            "within_budget": None if budget_ms is None else False,
-            "reason": reason,
-        }
+        return _best(None, None, None, None, None if budget_ms is None else False, reason)
     name, size, throughput, p99 = max(candidates, key=lambda row: row[2])
     among = f"{len(candidates)} stable measurement{'s' if len(candidates) != 1 else ''} of runtimes that passed"
     reason = (
@@ -57,12 +50,23 @@ def best_runtime(model: Mapping[str, Any], budget_ms: float | None) -> dict[str,
         if budget_ms is None
         else f"highest throughput among {among} with p99 within {budget_ms:g} ms"
     )
+    return _best(name, size, throughput, p99, None if budget_ms is None else True, reason)
+
+
+def _best(
+    runtime: str | None,
+    batch_size: int | None,
+    throughput: float | None,
+    p99_ms: float | None,
+    within_budget: bool | None,
+    reason: str,
+) -> dict[str, Any]:
     return {
-        "runtime": name,
-        "batch_size": size,
+        "runtime": runtime,
+        "batch_size": batch_size,
         "throughput": throughput,
-        "p99_ms": p99,
-        "within_budget": None if budget_ms is None else True,
+        "p99_ms": p99_ms,
+        "within_budget": within_budget,
         "reason": reason,
     }
 
