@@ -67,7 +67,7 @@ def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, 
     if batch.instructions:
         return instruction_entry(batch, facts, precision)
     throughputs, p95s = blocks(batch)
-    memory = {"rss_bytes": batch.peak_rss, "cuda_bytes": batch.peak_cuda} if batch.peak_rss is not None else None
+    memory = {k: v for k, v in batch.memory.items() if v is not None} if batch.peak_rss is not None else None
     return _round(
         {
             **({"peak_memory": memory} if memory else {}),

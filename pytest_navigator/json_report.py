@@ -1,8 +1,9 @@
 """The machine-readable report of a run (--navigator-report=out.json), the one input later tools read.
 
-Its shape is the JSON Schema in `report.schema.json` beside this module (schema_version 3: version 2
-plus each batch size's pooled latency distribution, each runtime's hardware key and stable measurements as baseline
-entries, and the best runtime per model): the device fingerprint, the settings, and per model and
+Its shape is the JSON Schema in `report.schema.json` beside this module (schema_version 4: version 3
+plus each batch size's GPU memory as NVML sees the runtime's process and TensorRT's engine memory;
+3 added each batch size's pooled latency distribution, each runtime's hardware key and stable
+measurements as baseline entries, and the best runtime per model): the device fingerprint, the settings, and per model and
 runtime what happened, the correctness figures, every measured window, and the verdict per batch
 size. Values that do not exist (a skipped runtime's profile) are null, never left out, so readers
 need no guessing. The harness CLI (`navigator compare/report/merge/export`) reads this file:
@@ -23,9 +24,9 @@ if TYPE_CHECKING:
     from pytest_navigator.profiler import RuntimeProfile
     from pytest_navigator.session import NavigatorSession
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Versions `load_report` reads (older ones lack the fields compare needs: it says so).
-READABLE = (1, 2, 3)
+READABLE = (1, 2, 3, 4)
 SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 
@@ -139,7 +140,7 @@ def _profile(profile: RuntimeProfile | None) -> dict[str, Any] | None:
                 "stable_windows": list(batch.stable_windows),
                 "latency_distribution": latency_distribution(batch) if measured else None,
                 "peak_memory": (
-                    {"rss_bytes": batch.peak_rss, "rss_scope": batch.rss_scope, "cuda_bytes": batch.peak_cuda}
+                    {"rss_scope": batch.rss_scope, **batch.memory}
                     if batch.peak_rss is not None or batch.peak_cuda is not None
                     else None
                 ),
@@ -259,5 +260,8 @@ def load_report(path: Path) -> dict[str, Any]:
         for runtime in model.get("runtimes", ()):
             runtime.setdefault("measured", [])  # versions 1-2 kept no entries: compare says what is missing
             runtime.setdefault("hardware", None)
+            for batch in (runtime.get("profile") or {}).get("batches", ()):
+                for field in ("gpu_process_bytes", "engine_bytes"):  # new in 4: unknown before
+                    (batch.get("peak_memory") or {}).setdefault(field, None)
         model.setdefault("best", None)
     return data

@@ -7,11 +7,18 @@
   /proc/self/status. Where that reset is not possible, the figure is the process's peak since it
   started (getrusage), and says so.
 - CUDA runtimes: also the torch caching allocator's peak (`torch.cuda.max_memory_allocated` after
-  `reset_peak_memory_stats`), the memory tensors really held at once.
+  `reset_peak_memory_stats`), the memory tensors really held at once; and what NVML says this
+  process holds on the GPU after the pass (`nvmlDeviceGetComputeRunningProcesses`: the CUDA
+  context, the allocator's cached blocks and memory libraries took outside torch, such as
+  TensorRT's or cuDNN's workspaces). NVML has no per-process peak, so this is the level the pass
+  left, which the allocator's cache keeps at least as high as its peak.
+- TensorRT: the engine's own device memory for the batch size's optimization profile
+  (`device_memory_size`), from the runner's `device_memory_bytes`.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from collections.abc import Callable, Sequence
@@ -33,6 +40,10 @@ class Peak:
     rss_scope: str = "since reset"
     #: the torch allocator's peak on the runtime's CUDA device
     cuda: int | None = None
+    #: what NVML says this process holds on the runtime's GPU after the pass
+    gpu_process: int | None = None
+    #: the runner's own device memory at this batch size (TensorRT: the engine's device_memory_size)
+    engine: int | None = None
     error: str = ""
 
 
@@ -71,15 +82,38 @@ def peak_memory(runner: Any, inputs_for: Callable[[int], Sequence[Any]], sizes: 
             for index in range(REQUESTS):
                 runner.run(prepared[index % len(prepared)])
             runner.synchronize()
-            allocated = None
+            allocated = process = None
             if cuda:
                 import torch
 
                 allocated = int(torch.cuda.max_memory_allocated(runner.device))
-            found[size] = Peak(_rss_peak(), scope, allocated)
+                process = gpu_process_memory(str(runner.device))
+            own = getattr(runner, "device_memory_bytes", None)
+            engine = own(size) if callable(own) else None
+            found[size] = Peak(_rss_peak(), scope, allocated, process, engine)
         except Exception as exc:  # an out-of-memory batch size, say: shown, the profile stands
             found[size] = Peak(None, error=describe_error(exc))
     return found
+
+
+def gpu_process_memory(device: str, pid: int | None = None) -> int | None:
+    """Bytes NVML says process `pid` (this one) holds on `device` ('cuda', 'cuda:1'); None without
+    pynvml or a driver, or when NVML cannot see the process (a container's PID namespace) or will
+    not say (usedGpuMemory unavailable, as under some virtualised GPUs)."""
+    from pytest_navigator.telemetry import _nvml, nvml_index
+
+    nvml = _nvml()
+    if nvml is None:
+        return None
+    pid = os.getpid() if pid is None else pid
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(nvml_index(device))
+        processes = list(nvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    except Exception:  # NVMLError: a query this driver or GPU does not support
+        return None
+    used = [getattr(p, "usedGpuMemory", None) for p in processes if getattr(p, "pid", None) == pid]
+    known = [u for u in used if isinstance(u, int) and 0 <= u < 2**63]  # 2**64-1: "not available"
+    return sum(known) if known else None
 
 
 def parse_bytes(text: str) -> float | None:

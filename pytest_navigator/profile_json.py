@@ -33,6 +33,8 @@ def profile_to_dict(profile: RuntimeProfile) -> dict[str, Any]:
                 "peak_rss": b.peak_rss,
                 "peak_cuda": b.peak_cuda,
                 "rss_scope": b.rss_scope,
+                "gpu_process": b.gpu_process,
+                "engine_memory": b.engine_memory,
                 "windows": [
                     {
                         "latencies_ms": list(w.latencies_ms),
@@ -75,6 +77,8 @@ def profile_from_dict(data: dict[str, Any]) -> RuntimeProfile:
                 b.get("peak_rss"),
                 b.get("peak_cuda"),
                 b.get("rss_scope", ""),
+                b.get("gpu_process"),
+                b.get("engine_memory"),
             )
         )
     return RuntimeProfile(

@@ -115,6 +115,20 @@ class BatchProfile:
     peak_rss: int | None = None
     peak_cuda: int | None = None
     rss_scope: str = ""
+    #: CUDA runtimes: what NVML says the runtime's process holds on the GPU after that pass; TensorRT:
+    #: the engine's device memory at this batch size (bytes)
+    gpu_process: int | None = None
+    engine_memory: int | None = None
+
+    @property
+    def memory(self) -> dict[str, int | None]:
+        """The peak-memory figures in bytes, named as the report and baseline entries store them."""
+        return {
+            "rss_bytes": self.peak_rss,
+            "cuda_bytes": self.peak_cuda,
+            "gpu_process_bytes": self.gpu_process,
+            "engine_bytes": self.engine_memory,
+        }
 
     @property
     def stable(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pytest_navigator.profiler import BatchProfile
     from pytest_navigator.session import NavigatorSession
 
 
@@ -35,6 +36,18 @@ def runtime_table(session: NavigatorSession) -> str:
     return tabulate(
         rows, headers=["model", "runtime", "device", "status", "build s", "artifacts", "detail"], tablefmt="simple"
     )
+
+
+def gpu_memory_line(batch: BatchProfile) -> str:
+    """The GPU figures of a batch size's untimed memory pass, '' when none was measured."""
+    from pytest_navigator.memory import mib
+
+    figures = [
+        (batch.peak_cuda, "torch allocator peak"),
+        (batch.gpu_process, "process holds (NVML)"),
+        (batch.engine_memory, "engine device memory"),
+    ]
+    return ", ".join(f"{label} {mib(value)}" for value, label in figures if value is not None)
 
 
 def performance_summary(session: NavigatorSession) -> str:
@@ -93,6 +106,8 @@ def performance_summary(session: NavigatorSession) -> str:
             )
             if batch.stable and not is_old:
                 best.append((model, runtime, batch))
+            if gpu_memory := gpu_memory_line(batch):
+                stops.append(f"{model} {runtime} batch {batch.batch_size}: GPU memory: {gpu_memory}")
             if batch.interference:
                 kept = (
                     "left out"

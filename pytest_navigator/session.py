@@ -313,6 +313,8 @@ class NavigatorSession:
                 peak_rss=peaks[b.batch_size].rss,
                 peak_cuda=peaks[b.batch_size].cuda,
                 rss_scope=peaks[b.batch_size].rss_scope,
+                gpu_process=peaks[b.batch_size].gpu_process,
+                engine_memory=peaks[b.batch_size].engine,
             )
             if b.batch_size in peaks
             else b

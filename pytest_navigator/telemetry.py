@@ -147,16 +147,22 @@ def gpu_monitor(device: str) -> GpuMonitor | None:
     nvml = _nvml()
     if nvml is None:
         return None
+    try:
+        return GpuMonitor(nvml, nvml_index(device))
+    except Exception:
+        return None
+
+
+def nvml_index(device: str) -> int:
+    """NVML's index of torch's 'cuda:N': the N-th entry of CUDA_VISIBLE_DEVICES when that is numeric
+    (NVML counts every device, torch only the visible ones); N otherwise."""
     index = int(device.partition(":")[2] or 0)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:  # torch's cuda:N is the N-th visible device; NVML counts every device
+    if visible:
         ids = [v.strip() for v in visible.split(",") if v.strip()]
         if index < len(ids) and ids[index].isdigit():
             index = int(ids[index])
-    try:
-        return GpuMonitor(nvml, index)
-    except Exception:
-        return None
+    return index
 
 
 def cpu_model() -> str:

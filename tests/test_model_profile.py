@@ -165,6 +165,10 @@ def test_peak_rss_is_each_batch_sizes_own_and_sizes_parse() -> None:
     assert peaks[4].rss_scope == peaks[1].rss_scope == "since reset"  # Linux resets the high-water mark
     # batch 4 held 256 MiB at once, batch 1 64 MiB: the reset makes batch 1's peak its own, ~192 MiB lower
     assert peaks[4].rss - peaks[1].rss > 150 * 2**20, peaks  # type: ignore[operator]
+    assert peaks[4].cuda is peaks[4].gpu_process is peaks[4].engine is None  # a CPU runner without engine memory
+    sized = _Allocating(1)
+    sized.device_memory_bytes = lambda size: 1000 * size  # type: ignore[attr-defined]  # as TensorRTRunner has it
+    assert [peak.engine for peak in peak_memory(sized, inputs.__getitem__, [1, 4]).values()] == [1000, 4000]
     assert peak_memory(object(), inputs.__getitem__, [1])[1] == Peak(
         None, error=peak_memory(object(), inputs.__getitem__, [1])[1].error
     )

@@ -109,7 +109,14 @@ def test_model_profiles_peaks_and_traces_survive_json_and_shards_merge_their_bat
         shard.models[MODEL] = ModelInfo(MODEL, "resnet.pt2", "ab" * 32, "pt2", "x", None)
         shard.models[MODEL].profile = {"parameters": 7, "flops": {str(batch): flops}, "counter": "c", "uncounted": []}
         record = shard.result(MODEL, "torch-cpu")
-        peaked = replace(_profile("torch-cpu").batches[0], peak_rss=3 * 2**20, rss_scope="since reset")
+        peaked = replace(
+            _profile("torch-cpu").batches[0],
+            peak_rss=3 * 2**20,
+            rss_scope="since reset",
+            peak_cuda=2**20,
+            gpu_process=5 * 2**20,
+            engine_memory=2**10,
+        )
         record.profile = replace(_profile("torch-cpu"), batches=(peaked,))
         record.traces = [f"traces/bs{batch}.trace.json"]
         shards.append(shard)
@@ -126,6 +133,18 @@ def test_model_profiles_peaks_and_traces_survive_json_and_shards_merge_their_bat
     assert record.traces == ["traces/bs1.trace.json"]  # the first shard's, as other figures
     assert record.profile is not None and record.profile.batches[0].peak_rss == 3 * 2**20
     assert record.profile.batches[0].rss_scope == "since reset"
+    assert record.profile.batches[0].memory == {
+        "rss_bytes": 3 * 2**20,
+        "cuda_bytes": 2**20,
+        "gpu_process_bytes": 5 * 2**20,
+        "engine_bytes": 2**10,
+    }
+    from pytest_navigator.report import gpu_memory_line
+
+    assert gpu_memory_line(record.profile.batches[0]) == (
+        "torch allocator peak 1.0 MiB, process holds (NVML) 5.0 MiB, engine device memory 0.0 MiB"
+    )
+    assert gpu_memory_line(_profile("torch-cpu").batches[0]) == ""  # a CPU runtime: no line
 
 
 # -- the gate's policy, without pytest ---------------------------------------------------------------

@@ -131,3 +131,41 @@ def test_reason_bits_decode_with_unknown_bits_kept() -> None:
     assert decode_reasons(0x8 | 0x20) == ("hw_slowdown", "sw_thermal_slowdown")
     assert decode_reasons(0x400 | 0x1) == ("gpu_idle", "0x400")
     assert set(telemetry.THROTTLING_REASONS) <= set(telemetry.CLOCK_EVENT_REASONS.values())
+
+
+def test_gpu_process_memory_is_this_processes_entry_on_the_visible_device(
+    use_nvml: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """memory.gpu_process_memory: NVML's usedGpuMemory for our pid, on NVML's index of torch's
+    device; None where NVML cannot tell (no entry for us, "not available", a failing query)."""
+    from pytest_navigator.memory import gpu_process_memory
+
+    module = fake_nvml([], [])
+    listed = {
+        0: [types.SimpleNamespace(pid=999, usedGpuMemory=5 * 2**30)],
+        1: [
+            types.SimpleNamespace(pid=4242, usedGpuMemory=700 * 2**20),
+            types.SimpleNamespace(pid=999, usedGpuMemory=1 * 2**30),
+            types.SimpleNamespace(pid=4242, usedGpuMemory=None),  # nvidia-ml-py's "not available"
+        ],
+    }
+
+    def processes(handle: int) -> list[Any]:
+        if handle == 7:
+            raise NVMLError("Not Supported")
+        return listed.get(handle, [])
+
+    module.nvmlDeviceGetComputeRunningProcesses = processes  # type: ignore[attr-defined]
+    use_nvml(module)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu_process_memory("cuda:1", pid=4242) == 700 * 2**20
+    assert gpu_process_memory("cuda", pid=4242) is None  # on GPU 0 only another process runs
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")  # torch's cuda:0 is NVML's device 1
+    assert gpu_process_memory("cuda", pid=4242) == 700 * 2**20
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    assert gpu_process_memory("cuda:0", pid=4242) is None  # the query failed: no figure, no error
+    listed[1] = [types.SimpleNamespace(pid=4242, usedGpuMemory=2**64 - 1)]  # pynvml without the None mapping
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert gpu_process_memory("cuda:0", pid=4242) is None
+    use_nvml(None)
+    assert gpu_process_memory("cuda:0", pid=4242) is None
