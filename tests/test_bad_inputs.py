@@ -446,6 +446,9 @@ def _faulty_run(
         "--navigator-timeout=3",
         "--navigator-examples=3",
         "--navigator-report=report.json",
+        # what is tested is isolation, not speed: on a busy machine onnxruntime-cpu's windows are
+        # all interfered with, and its verdict "inconclusive" would fail the test it passes here
+        "--navigator-inconclusive=warn",
         *QUICK,
         *extra,
     )
