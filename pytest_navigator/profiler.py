@@ -31,6 +31,7 @@ from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.interference import CpuMonitor, CpuReading, free_cores, summarize
 from pytest_navigator.runtimes.base import Runner
 from pytest_navigator.telemetry import DeviceReading
+from pytest_navigator.trace import RequestRange, request_range
 
 #: A monotonic clock in nanoseconds (time.perf_counter_ns).
 Clock = Callable[[], int]
@@ -230,11 +231,12 @@ def measure_window(
     """One window: measurement_request_count requests (COUNT_WINDOWS), or requests until
     measurement_interval ms have passed (TIME_WINDOWS); prepared inputs rotate across requests."""
     latencies: list[float] = []
+    mark = request_range(runner.runtime, batch_size)
     started = clock()
     limit_ns = config.measurement_interval * 1e6
     count_mode = config.measurement_mode is MeasurementMode.COUNT_WINDOWS
     while True:
-        latencies.append(_timed(runner, prepared[(offset + len(latencies)) % len(prepared)], clock))
+        latencies.append(_timed(runner, prepared[(offset + len(latencies)) % len(prepared)], clock, mark))
         if count_mode:
             if len(latencies) >= config.measurement_request_count:
                 break
@@ -243,11 +245,18 @@ def measure_window(
     return WindowResult(batch_size, tuple(latencies), (clock() - started) / 1e6)
 
 
-def _timed(runner: Runner, prepared: Any, clock: Clock) -> float:
+def _timed(runner: Runner, prepared: Any, clock: Clock, mark: RequestRange | None = None) -> float:
+    """One request's latency (ms); with `mark` (NVTX), inside a range that opens before the clock
+    starts and closes after it stops, so the range costs the measurement nothing."""
+    if mark is not None:
+        mark.push()
     started = clock()
     runner.run(prepared)
     runner.synchronize()
-    return (clock() - started) / 1e6
+    elapsed = clock() - started
+    if mark is not None:
+        mark.pop()
+    return elapsed / 1e6
 
 
 def stable_set(windows: Sequence[WindowResult], config: ProfilerConfig) -> tuple[int, ...] | None:

@@ -11,14 +11,22 @@ of the operators that took the most time:
 - any other runner (the torch runtimes, your own): `torch.profiler` (CPU activity, and CUDA
   activity on a CUDA device), its events the aten operators; the table is torch's own
   `key_averages()` table.
+
+Outside these traces, for tools that watch the whole process (`nsys profile pytest ...`): when the
+`nvtx` package is installed, every timed request of a measurement window runs inside an NVTX
+range `navigator/<runtime>/bs<N>` of the domain "navigator". With no tool attached NVTX calls
+return at once (0.2 us a pair here), and the range opens before the request's clock starts and
+closes after it stops.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +36,32 @@ from tabulate import tabulate
 REQUESTS = 3
 #: Rows of the .top.txt table.
 TOP = 15
+
+
+@dataclass(frozen=True)
+class RequestRange:
+    """Opens and closes one NVTX range around a timed request."""
+
+    push: Callable[[], Any]
+    pop: Callable[[], Any]
+
+
+@functools.cache
+def _nvtx_domain() -> Any | None:
+    try:
+        import nvtx
+    except ImportError:
+        return None
+    return nvtx.get_domain("navigator")
+
+
+def request_range(runtime: str, batch_size: int) -> RequestRange | None:
+    """The NVTX range `navigator/<runtime>/bs<N>` for timed requests; None without `nvtx`."""
+    domain = _nvtx_domain()
+    if domain is None:
+        return None
+    attributes = domain.get_event_attributes(message=f"navigator/{runtime}/bs{batch_size}")
+    return RequestRange(functools.partial(domain.push_range, attributes), domain.pop_range)
 
 
 def folder_for(root: Path, model: str, runtime: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -285,3 +286,63 @@ def test_profiles_survive_the_trip_from_an_xdist_worker() -> None:
     )  # fmt: skip
     back = profile_from_dict(json.loads(json.dumps(profile_to_dict(profile))))
     assert back == profile and back.batches[0].windows[2].throttled
+
+
+class _RecordingDomain:
+    """nvtx.get_domain's object, recording each push and pop with the fake clock's time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.events = clock, []  # type: list[tuple[str, str, int]]
+
+    def get_event_attributes(self, message: str) -> str:
+        return message
+
+    def push_range(self, attributes: str) -> None:
+        self.events.append(("push", attributes, self.clock.now))
+
+    def pop_range(self) -> None:
+        self.events.append(("pop", "", self.clock.now))
+
+
+def test_with_nvtx_every_timed_request_runs_in_a_range_named_after_runtime_and_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    from pytest_navigator import trace
+
+    clock = FakeClock()
+    domain = _RecordingDomain(clock)
+    module = types.ModuleType("nvtx")
+    module.get_domain = lambda name: domain if name == "navigator" else None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "nvtx", module)
+    trace._nvtx_domain.cache_clear()
+    try:
+        runner = ScriptedRunner(clock, lambda b, i: 2.0)
+        window = measure_window(runner, _inputs(4), 4, ProfilerConfig(measurement_request_count=5), clock)
+    finally:
+        trace._nvtx_domain.cache_clear()
+    assert len(window.latencies_ms) == 5
+    # one range per timed request, named navigator/<runtime>/bs<N>, around its whole latency
+    assert [e[:2] for e in domain.events] == [("push", "navigator/scripted/bs4"), ("pop", "")] * 5
+    spans = [(domain.events[i][2], domain.events[i + 1][2]) for i in range(0, 10, 2)]
+    assert [(end - start) / 1e6 for start, end in spans] == list(window.latencies_ms)
+
+
+def test_without_nvtx_no_range_and_with_the_real_package_the_calls_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_navigator import trace
+
+    monkeypatch.setitem(sys.modules, "nvtx", None)  # None makes `import nvtx` fail
+    trace._nvtx_domain.cache_clear()
+    assert trace.request_range("torch-cpu", 1) is None
+    monkeypatch.delitem(sys.modules, "nvtx")
+    trace._nvtx_domain.cache_clear()
+    try:
+        pytest.importorskip("nvtx", reason="the nvtx package is not installed (pip install nvtx)")
+        mark = trace.request_range("torch-cpu", 8)
+        assert mark is not None
+        clock = FakeClock()
+        window = measure_window(ScriptedRunner(clock, lambda b, i: 1.0), _inputs(8), 8, ProfilerConfig(), clock)
+        assert len(window.latencies_ms) == ProfilerConfig().measurement_request_count  # no tool attached: no-ops
+    finally:
+        trace._nvtx_domain.cache_clear()
