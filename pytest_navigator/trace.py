@@ -8,6 +8,10 @@ of the operators that took the most time:
 - ONNX Runtime: a session built like the runtime's own (same file, providers and options) with
   `SessionOptions.enable_profiling`; its events are the graph's nodes, the table sums them by
   operator type;
+- TensorRT: an `IProfiler` on an execution context of the runner's engine (built at detailed
+  profiling verbosity, so layers keep their ONNX node names); TensorRT reports each layer's time,
+  not when it started, so the trace lays a request's layers end to end in execution order, and
+  the table sums them by layer;
 - any other runner (the torch runtimes, your own): `torch.profiler` (CPU activity, and CUDA
   activity on a CUDA device), its events the aten operators; the table is torch's own
   `key_averages()` table.
@@ -132,9 +136,62 @@ def operator_table(events: Sequence[dict[str, Any]]) -> str:
             op = (event.get("args") or {}).get("op_name", "?")
             total[op] += float(event.get("dur", 0))
             calls[op] += 1
+    return _top_table(total, calls, "operator")
+
+
+def _top_table(total: dict[str, float], calls: dict[str, int], what: str) -> str:
+    """The TOP entries by total microseconds: calls, total and mean, share of the whole."""
     whole = sum(total.values()) or 1.0
     rows = [
-        [op, calls[op], f"{us:.0f}", f"{us / calls[op]:.1f}", f"{us / whole:.1%}"]
-        for op, us in sorted(total.items(), key=lambda item: -item[1])[:TOP]
+        [name, calls[name], f"{us:.0f}", f"{us / calls[name]:.1f}", f"{us / whole:.1%}"]
+        for name, us in sorted(total.items(), key=lambda item: -item[1])[:TOP]
     ]
-    return tabulate(rows, headers=["operator", "calls", "total us", "mean us", "share"], tablefmt="simple")
+    return tabulate(rows, headers=[what, "calls", "total us", "mean us", "share"], tablefmt="simple")
+
+
+def layer_trace(requests: Sequence[Sequence[tuple[str, float]]], path: Path, runtime: str) -> str:
+    """TensorRT's IProfiler reports, (layer name, milliseconds) per layer for each request, written
+    to `path` as Chrome trace JSON: each request a `navigator/<runtime>/request N` event, its
+    layers laid end to end inside it (TensorRT gives durations, not start times). Returns the
+    table by layer."""
+    events: list[dict[str, Any]] = []
+    total: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    now = 0.0
+    for index, layers in enumerate(requests, start=1):
+        start = now
+        for name, ms in layers:
+            us = float(ms) * 1000
+            events.append(
+                {
+                    "name": name,
+                    "cat": "tensorrt layer",
+                    "ph": "X",
+                    "ts": now,
+                    "dur": us,
+                    "pid": 1,
+                    "tid": 2,
+                    "args": {"request": index},
+                }
+            )
+            total[name] += us
+            calls[name] += 1
+            now += us
+        events.append(
+            {
+                "name": f"navigator/{runtime}/request {index}",
+                "cat": "request",
+                "ph": "X",
+                "ts": start,
+                "dur": now - start,
+                "pid": 1,
+                "tid": 1,
+            }
+        )
+        now += 1.0  # a visible gap between requests
+    meta = [
+        {"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}}
+        for tid, name in ((1, "requests"), (2, "TensorRT layers (IProfiler; laid end to end)"))
+    ]
+    path.write_text(json.dumps({"traceEvents": meta + events, "displayTimeUnit": "ms"}), encoding="utf-8")
+    return _top_table(total, calls, "layer")

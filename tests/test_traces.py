@@ -92,3 +92,85 @@ def test_tracing_runs_after_every_timed_window(
     # timed windows, warm-up and the peak-memory pass first, then 3 traced requests per batch size
     assert marks.endswith("-" + "P" * 6) and marks.count("P") == 6, marks
     assert (pytester.path / "traces" / "mlp.pt2" / "spy" / "bs2.top.txt").is_file()
+
+
+class _FakeTensor:
+    def __init__(self, batch: int) -> None:
+        self.shape = (batch, 4)
+
+    def dim(self) -> int:
+        return 2
+
+
+class _FakeContext:
+    """An IExecutionContext as TensorRT's Python binding has it: a settable profiler, enqueue_emits_profile,
+    report_to_profiler() (which hands the last enqueue's layer times to the profiler)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log, self.profiler, self.enqueue_emits_profile, self.profile_index = log, None, True, 0
+
+    def set_optimization_profile_async(self, index: int, stream: int) -> None:
+        self.profile_index = index
+
+    def report_to_profiler(self) -> None:
+        self.log.append("report")
+        for name, ms in (("/fc1/MatMul + /relu/Relu", 0.25), ("/fc2/Gemm", 0.125)):
+            self.profiler.report_layer_time(f"{name} [profile {self.profile_index}]", ms)
+
+
+def test_tensorrt_traces_layers_from_an_iprofiler_and_tells_its_engine_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorRTRunner.trace and device_memory_bytes against a stand-in for the tensorrt binding
+    (no TensorRT or GPU here): the profiler sits on a context of its own per batch size, is read
+    after the stream is done, and its reports become a Chrome trace and a table by layer."""
+    import sys
+    import types
+
+    from pytest_navigator.runtimes.tensorrt_runtimes import TensorRTRunner
+
+    class IProfiler:
+        def __init__(self) -> None:
+            pass
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(IProfiler=IProfiler))
+    log: list[str] = []
+    contexts: list[_FakeContext] = []
+
+    def new_context() -> _FakeContext:
+        contexts.append(_FakeContext(log))
+        return contexts[-1]
+
+    runner = object.__new__(TensorRTRunner)
+    runner.runtime = "tensorrt"
+    runner.profiles = {4: 2}  # batch 4 has a profile of its own; batch 1 is served by profile 0
+    runner.stream = types.SimpleNamespace(cuda_stream=0)
+    runner.engine = types.SimpleNamespace(
+        create_execution_context=new_context, get_device_memory_size_for_profile_v2=lambda i: 1000 + i
+    )
+    runner.prepare = lambda sample: [("x", _FakeTensor(sample))]  # type: ignore[method-assign]
+    runner._enqueue = lambda context, prepared: log.append(f"enqueue bs{prepared[0][1].shape[0]}")  # type: ignore[method-assign]
+    runner.synchronize = lambda: log.append("sync")  # type: ignore[method-assign]
+    top = runner.trace([1, 1, 4], tmp_path / "bs.trace.json")  # type: ignore[list-item]
+    assert log == ["enqueue bs1", "sync", "report"] * 2 + ["enqueue bs4", "sync", "report"]
+    assert len(contexts) == 2 and all(not c.enqueue_emits_profile for c in contexts)
+    events = json.loads((tmp_path / "bs.trace.json").read_text())["traceEvents"]
+    requests = [e for e in events if e.get("cat") == "request"]
+    layers = [e for e in events if e.get("cat") == "tensorrt layer"]
+    assert [e["name"] for e in requests] == [f"navigator/tensorrt/request {i}" for i in (1, 2, 3)]
+    assert [(e["name"], e["dur"]) for e in layers[:2]] == [
+        ("/fc1/MatMul + /relu/Relu [profile 0]", 250.0),
+        ("/fc2/Gemm [profile 0]", 125.0),
+    ]
+    assert layers[-1]["name"] == "/fc2/Gemm [profile 2]"  # batch 4 ran on its own profile
+    # laid end to end inside their request
+    assert layers[1]["ts"] == layers[0]["ts"] + 250.0 and requests[0]["dur"] == 375.0
+    lines = top.splitlines()
+    assert lines[0].split() == ["layer", "calls", "total", "us", "mean", "us", "share"]
+    # the slowest layer first: 2 of the 3 requests ran on profile 0, 2 x 250 us of 1125 us in all
+    assert lines[2].split() == ["/fc1/MatMul", "+", "/relu/Relu", "[profile", "0]", "2", "500", "250", "44.4%"]
+    assert runner.device_memory_bytes(4) == 1002 and runner.device_memory_bytes(1) == 1000
+    runner.engine = types.SimpleNamespace(device_memory_size=512)  # an older binding: the engine's maximum
+    assert runner.device_memory_bytes(4) == 512
+    runner.engine = types.SimpleNamespace()
+    assert runner.device_memory_bytes(1) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,12 @@ class TensorRTRunner(Runner):
 
     def run(self, prepared: list[tuple[str, Any]]) -> dict[str, Any]:
         """Enqueue the engine on this runner's stream; outputs stay on the GPU."""
+        return self._enqueue(self._context_for(_batch_of(prepared)), prepared)
+
+    def _enqueue(self, context: Any, prepared: list[tuple[str, Any]]) -> dict[str, Any]:
         import tensorrt as trt
         import torch
 
-        batch = int(prepared[0][1].shape[0]) if prepared and prepared[0][1].dim() else 1
-        context = self._context_for(batch)
         for name, tensor in prepared:
             context.set_input_shape(name, tuple(tensor.shape))
             context.set_tensor_address(name, tensor.data_ptr())
@@ -110,6 +112,62 @@ class TensorRTRunner(Runner):
 
     def synchronize(self) -> None:
         self.stream.synchronize()
+
+    def device_memory_bytes(self, batch_size: int) -> int | None:
+        """The engine's device memory (activations, scratch) for the optimization profile serving
+        `batch_size` (TensorRT 10.1+ tells it per profile), else for the largest profile."""
+        index = self.profiles.get(batch_size, 0)
+        for name in ("get_device_memory_size_for_profile_v2", "get_device_memory_size_for_profile"):
+            getter = getattr(self.engine, name, None)
+            if callable(getter):
+                try:
+                    return int(getter(index))
+                except Exception:  # an older binding's signature: fall back to the engine's maximum
+                    break
+        for name in ("device_memory_size_v2", "device_memory_size"):
+            value = getattr(self.engine, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    def trace(self, samples: Sequence[Sample], path: Path) -> str:
+        """Each sample once under an IProfiler on a context of its own (the timed contexts never
+        carry one), its layer times read after the stream is done; written by trace.layer_trace."""
+        import tensorrt as trt
+
+        from pytest_navigator.trace import layer_trace
+
+        class LayerTimes(trt.IProfiler):
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)
+                self.layers: list[tuple[str, float]] = []
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                self.layers.append((str(layer_name), float(ms)))
+
+        recorder = LayerTimes()
+        contexts: dict[int, Any] = {}
+        requests = []
+        for sample in samples:
+            prepared = self.prepare(sample)
+            batch = _batch_of(prepared)
+            if batch not in contexts:
+                context = self.engine.create_execution_context()
+                if batch in self.profiles:
+                    context.set_optimization_profile_async(self.profiles[batch], self.stream.cuda_stream)
+                context.profiler = recorder
+                context.enqueue_emits_profile = False  # reported below, once the stream is done
+                contexts[batch] = context
+            self._enqueue(contexts[batch], prepared)
+            self.synchronize()
+            recorder.layers = []
+            contexts[batch].report_to_profiler()
+            requests.append(recorder.layers)
+        return layer_trace(requests, path, self.runtime)
+
+
+def _batch_of(prepared: list[tuple[str, Any]]) -> int:
+    return int(prepared[0][1].shape[0]) if prepared and prepared[0][1].dim() else 1
 
 
 def _shape(spec: Any, batch: int, pick: str) -> tuple[int, ...]:
@@ -138,6 +196,8 @@ def serialize_engine(model: Model, onnx_path: Path, options: TensorRTConfig, siz
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeBuildError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
+    # layers keep their ONNX node names, for --navigator-trace's IProfiler (metadata only)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
     config.builder_optimization_level = options.builder_optimization_level
     if options.fp16:
@@ -209,6 +269,7 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
         "options": options.to_dict(),
         "sizes": list(sizes),
         "gpus": gpu_facts(),
+        "profiling_verbosity": "detailed",
     }
     engine = ctx.artifacts.fetch(TENSORRT_ENGINE, model, EngineConfig(options, sizes, onnx_path), parts)
     name = "tensorrt-fp16" if fp16 else "tensorrt"
