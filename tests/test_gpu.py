@@ -100,3 +100,40 @@ def test_gpu_telemetry_reads_clocks_around_windows() -> None:
     monitor.window_started()
     reading = monitor.window_ended()
     assert reading is not None and (reading.max_sm_clock_mhz or 0) > 0 and (reading.sm_clock_mhz or 0) > 0
+
+
+@pytest.mark.parametrize("runtime", ["torch-cuda", "tensorrt"])
+def test_gpu_memory_figures_and_a_trace_with_kernel_events(
+    tiny_models: dict[str, Path], tmp_path: Path, runtime: str
+) -> None:
+    """Issue 20 on a GPU: the untimed memory pass gives the allocator's peak (and NVML's process
+    figure with nvidia-ml-py, TensorRT's engine memory), and the trace holds the device's work:
+    CUDA kernels from torch.profiler, layers from TensorRT's IProfiler."""
+    import json
+
+    from pytest_navigator.memory import peak_memory
+    from pytest_navigator.trace import trace_runner
+
+    reason = _missing(runtime, tiny_models[".pt2"])
+    if reason:
+        pytest.skip(f"{runtime}: {reason}")
+    session = _session(tiny_models[".pt2"], tmp_path / "cache")
+    (model,) = session.models.values()
+    runner = session.runner(model, runtime)
+    peaks = peak_memory(runner, lambda size: session.profiling_inputs(model, size), [1, 4])
+    assert all(p.error == "" and p.rss and p.cuda is not None for p in peaks.values()), peaks
+    if runtime == "torch-cuda":
+        assert peaks[4].cuda > 0  # type: ignore[operator]
+    else:
+        assert all(p.engine is not None for p in peaks.values()), peaks
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert all((p.gpu_process or 0) > 0 for p in peaks.values()), peaks  # at least the CUDA context
+    written = trace_runner(runner, lambda size: session.profiling_inputs(model, size), [4], tmp_path / "trace")
+    events = json.loads(Path(written[0]).read_text())["traceEvents"]
+    categories = {str(e.get("cat", "")).lower() for e in events}
+    assert "kernel" in categories if runtime == "torch-cuda" else "tensorrt layer" in categories, sorted(categories)
+    session.close()
