@@ -13,9 +13,14 @@ verdict; it sends the worker requests (build, infer, profile) and waits with a t
 - either way the runtime is dead for the rest of the run: its later tests fail at once with the
   same message, and every other runtime, the summary and the JSON report are unaffected.
 
-Workers are started with multiprocessing's "spawn" method: a forked child inherits the parent's
-OpenMP thread pool in a state that deadlocks at its first parallel region (seen here with torch's
-CPU build), and a CUDA context cannot survive a fork. The runtime's definition travels with
+Workers are never forked from pytest's process: a forked child inherits the parent's OpenMP
+thread pool in a state that deadlocks at its first parallel region (seen here with torch's CPU
+build), and a CUDA context cannot survive a fork. Where the platform has it, they are forked from
+multiprocessing's fork server instead: a clean process, started with the run (start_server), that
+imports torch and its export machinery once (PRELOAD) and never computes, so it holds no thread
+pool and no CUDA context. A worker then starts with those imports done, instead of paying 4 s
+of them on 2 cores for every runtime; it takes the parent's environment as it is when it starts,
+as a spawned one would. Elsewhere, and for processes under valgrind, workers are spawned. The runtime's definition travels with
 cloudpickle, so runtimes registered in a conftest.py (closures, lambdas) run in workers too.
 
 The profiler's timing loop runs inside the worker, unchanged: timed requests cross no process
@@ -93,7 +98,7 @@ class Worker:
         """`valgrind` (a valgrind.Valgrind): the worker's Python runs under callgrind, instrumentation
         off until the worker turns it on (instructions.count_runner)."""
         self.name, self.timeouts = name, timeouts
-        context = multiprocessing.get_context("spawn")
+        context = _start_method(valgrind is None)
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
         handle, log = tempfile.mkstemp(prefix=f"{_safe(name)}-", suffix=".log", dir=logs)
@@ -106,7 +111,7 @@ class Worker:
             executable = str(valgrind.wrapper(self._folder, self._stderr.with_suffix(".valgrind.log")))
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=serve, args=(child, str(self._stderr)), name=f"navigator-{name}", daemon=True
+            target=serve, args=(child, str(self._stderr), dict(os.environ)), name=f"navigator-{name}", daemon=True
         )
         with _no_main_reimport(), _executable(executable):
             self._process.start()
@@ -204,6 +209,39 @@ def _how_it_ended(code: int | None) -> str:
             name = f"signal {-code}"
         return f"crashed: its worker process was killed by signal {-code} ({name})"
     return f"crashed: its worker process exited with code {code}"
+
+
+#: What the fork server imports once for every worker (those installed): torch and what loading an
+#: exported program pulls in (torch.export.load imports dynamo: 2 s of a worker's 4 s start here).
+PRELOAD = ("numpy", "torch", "torch.export", "torch._dynamo", "pytest_navigator.isolation")
+#: NAVIGATOR_WORKER_START=spawn: spawn every worker, as before the fork server (a way out, should a
+#: library misbehave in a forked worker).
+START_METHOD_VARIABLE = "NAVIGATOR_WORKER_START"
+
+
+def _start_method(forkable: bool) -> Any:
+    """The fork server's context (with PRELOAD set), or spawn's where there is none, where
+    NAVIGATOR_WORKER_START=spawn says so, or for a process that must start another executable."""
+    if not forkable or os.environ.get(START_METHOD_VARIABLE, "").strip().lower() == "spawn":
+        return multiprocessing.get_context("spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    import importlib.util
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([m for m in PRELOAD if importlib.util.find_spec(m.split(".")[0]) is not None])
+    return context
+
+
+def start_server() -> None:
+    """Start the fork server now, so that its imports overlap the run's own start (loading models)
+    rather than delaying the first runtime's build. Does nothing where workers are spawned."""
+    context = _start_method(True)
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        with _no_main_reimport():
+            forkserver.ensure_running()
 
 
 @contextlib.contextmanager
@@ -443,8 +481,13 @@ def profile_measurement(
 # -- the worker side ---------------------------------------------------------------------------------
 
 
-def serve(conn: Any, stderr_path: str) -> None:
-    """A worker's main loop: build runners, answer calls, until "close" or the pipe closes."""
+def serve(conn: Any, stderr_path: str, environment: dict[str, str] | None = None) -> None:
+    """A worker's main loop: build runners, answer calls, until "close" or the pipe closes.
+    `environment`: the parent's, when the worker was started (a forked worker would otherwise have
+    the fork server's, from when the run began)."""
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     log = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(log, 1)  # native libraries' output too, not only Python's
     os.dup2(log, 2)

@@ -155,6 +155,11 @@ class NavigatorPlugin:
             registry.select(settings.runtimes)  # unknown names fail now, listing the known ones
             for name in settings.runtime_options:
                 session.runtime_id(name)  # unknown runtimes, options or values fail now too
+            xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+            if settings.isolation == "process" and not config.option.collectonly and not xdist_controller:
+                from pytest_navigator.isolation import start_server
+
+                start_server()  # its imports overlap the models' loading below
             for model in session.load_models():
                 session.builds.check_batch_sizes(model)
             session.load_user_samples()

@@ -528,3 +528,46 @@ def test_a_navigator_marker_sets_the_timeout_of_one_test(
             "*test_a_bad_limit: navigator marker --navigator-timeout='soon': give seconds > 0, e.g. 60.*",
         ]
     )
+
+
+_PROBE = """
+import os
+
+from pytest_navigator.runtimes import RuntimeDefinition
+
+
+def build(model, ctx):
+    forked = os.getppid() != int(os.environ["PROBE_PYTEST_PID"])
+    raise RuntimeError(f"probe saw {os.environ.get('PROBE_VALUE')!r}, forked from the fork server: {forked}")
+
+
+def pytest_navigator_register_runtimes(registry, config):
+    registry.register(RuntimeDefinition("probe", build))
+"""
+
+
+@pytest.mark.isolated
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+def test_workers_start_with_the_environment_of_the_moment(
+    pytester: pytest.Pytester, bad_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, start: str
+) -> None:
+    """A worker forked from the fork server (started before the variable was set) sees pytest's
+    environment as it is when the worker starts, as a spawned one does; NAVIGATOR_WORKER_START=spawn
+    spawns it from pytest's own process."""
+    import os
+
+    from pytest_navigator.isolation import start_server
+
+    start_server()  # running before the variable below exists
+    shutil.copy(bad_models["mlp"], pytester.path / "mlp.pt2")
+    shutil.copy(bad_models["mlp"].with_name("mlp.navigator.toml"), pytester.path)
+    pytester.makeconftest(_PROBE)
+    monkeypatch.setenv("PROBE_PYTEST_PID", str(os.getpid()))
+    monkeypatch.setenv("PROBE_VALUE", f"set later ({start})")
+    if start == "spawn":
+        monkeypatch.setenv("NAVIGATOR_WORKER_START", "spawn")
+    result = pytester.runpytest("--navigator-model=mlp.pt2", "--navigator-runtimes=probe", "--navigator-no-profile")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [f"*probe saw 'set later ({start})', forked from the fork server: {start == 'forkserver'}*"]
+    )
