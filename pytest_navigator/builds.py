@@ -336,7 +336,10 @@ class Builds:
         return self._workers[runtime]
 
     def close(self) -> None:
-        for worker in [*self._workers.values(), *self._counting]:
+        workers = [*self._workers.values(), *self._counting]
+        for worker in workers:
+            worker.ask_to_close()
+        for worker in workers:
             worker.close()
         if self._cache is not None:
             self._cache.close()

@@ -116,6 +116,7 @@ class Worker:
         with _no_main_reimport(), _executable(executable):
             self._process.start()
         child.close()
+        self._asked_to_close = False
         self.dead: RuntimeCrashError | None = None
         self.slowest = 0.0
 
@@ -182,11 +183,18 @@ class Worker:
             self._process.kill()
         self._process.join(5)
 
+    def ask_to_close(self) -> None:
+        """Tell the worker to exit, without waiting: workers closed together exit together (a
+        Python with torch takes about a second to exit; close waits for it)."""
+        if self.dead is None and not self._asked_to_close and self._process.is_alive():
+            with contextlib.suppress(Exception):
+                self._conn.send(("close",))
+            self._asked_to_close = True
+
     def close(self) -> None:
         """Stop the worker; its log is kept only when it died (the failure message names it)."""
         if self.dead is None and self._process.is_alive():
-            with contextlib.suppress(Exception):
-                self._conn.send(("close",))
+            self.ask_to_close()
             # under valgrind, Python's exit takes many seconds, and its final counts are not wanted
             self._process.join(5 if self._folder is None else 0.5)
         if self._process.is_alive():
