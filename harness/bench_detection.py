@@ -1,8 +1,11 @@
 """How well each performance gate tells a real 10% slowdown from machine noise.
 
     python -m harness.bench_detection [--runs 10] [--runtime onnxruntime-cpu] [--slowdown 0.10]
+                                      [--architecture bert] [--hog]
 
-On the demo ResNet (exported to ONNX once): `--recordings` processes record the baseline, as
+On the demo ResNet (exported to ONNX once), or with `--architecture` a real one from
+harness/architectures.py (transformers' BERT and GPT-2, torchvision's MobileNetV3-Small and
+ResNet-18, seeded weights with BatchNorm statistics re-estimated, saved as .pt2): `--recordings` processes record the baseline, as
 repeated `--update-baselines` runs do (each one that confirms the stored speed is pooled with it);
 then `--runs` processes measure the unchanged runtime and `--runs` processes measure it with a
 slowdown injected (real extra CPU work after each request: a busy wait of `slowdown` x the
@@ -24,6 +27,9 @@ With `--work matmul` the injected slowdown is real computation instead of a busy
 float32 matmuls per request, k chosen so they take `slowdown` x p50 natively. Every gate sees the
 same change; the instruction gate is only meaningful with it (a busy wait's instruction count
 depends on how fast the loop runs).
+
+`--hog` runs a busy loop pinned to one core beside every process (recordings included), as a
+shared CI runner's neighbour would: what a user of a busy machine sees.
 
 Printed per gate: false alarms (REGRESSED on unchanged runs) and detections (REGRESSED on slowed
 runs). Separate processes matter: drift between processes is what a stored baseline must survive.
@@ -238,6 +244,12 @@ def main(argv: list[str] | None = None) -> None:
         "--instructions", action="store_true", help="add the instruction-count gate (needs --work matmul)"
     )
     parser.add_argument(
+        "--architecture",
+        default="resnet",
+        help="resnet (the demo zoo's, as ONNX) or a name from harness.architectures.REAL (as .pt2)",
+    )
+    parser.add_argument("--hog", action="store_true", help="a busy loop on one core beside every process")
+    parser.add_argument(
         "--child", nargs=5, metavar=("MODEL", "BASELINES", "RUNTIME", "EXTRA", "RECORD"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -257,11 +269,20 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(found))
         return
     flags = ["--work", args.work] + (["--instructions"] if args.instructions else [])
-    from harness import zoo
+    from harness import architectures, zoo
+    from harness.bench_walltime import hog
 
-    with tempfile.TemporaryDirectory(prefix="bench-detection-") as folder:
-        model = Path(folder) / "resnet.onnx"
-        zoo.main(["resnet", "--out", str(model)])
+    if args.architecture != "resnet" and args.architecture not in architectures.REAL:
+        parser.error(f"--architecture: unknown {args.architecture}; accepted: resnet, {', '.join(architectures.REAL)}")
+    with tempfile.TemporaryDirectory(prefix="bench-detection-") as folder, hog(args.hog):
+        if args.architecture == "resnet":
+            model = Path(folder) / "resnet.onnx"
+            zoo.main(["resnet", "--out", str(model)])
+        else:
+            model = architectures.write(
+                architectures.REAL[args.architecture], 0, Path(folder) / f"{args.architecture}.pt2"
+            )
+        print(f"{args.architecture} on {args.runtime}{', a busy loop on one core beside it' if args.hog else ''}")
         baselines = Path(folder) / "baselines"
         for _ in range(args.recordings):
             recorded = _child([str(model), str(baselines), args.runtime, "0", "1"], flags)

@@ -20,8 +20,9 @@ multiprocessing's fork server instead: a clean process, started with the run (st
 imports torch and its export machinery once (PRELOAD) and never computes, so it holds no thread
 pool and no CUDA context. A worker then starts with those imports done, instead of paying 4 s
 of them on 2 cores for every runtime; it takes the parent's environment as it is when it starts,
-as a spawned one would. Elsewhere, and for processes under valgrind, workers are spawned. The runtime's definition travels with
-cloudpickle, so runtimes registered in a conftest.py (closures, lambdas) run in workers too.
+as a spawned one would. Elsewhere, and for processes under valgrind, workers are spawned. The
+runtime's definition travels with cloudpickle, so runtimes registered in a conftest.py (closures,
+lambdas) run in workers too.
 
 The profiler's timing loop runs inside the worker, unchanged: timed requests cross no process
 boundary. A worker reports progress between windows; that is its heartbeat.
