@@ -46,3 +46,45 @@ def test_bench_detection_judges_each_run_with_every_gate(tiny_models: dict[str, 
     assert slowed["verdicts"]["pytest-benchmark"] == "regressed"
     assert slowed["verdicts"]["raw"] == "regressed"
     assert slowed["verdicts"]["ab"] == "regressed"
+
+
+def test_bench_walltime_repeats_each_figure_and_reports_the_median(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Each repeat of a cold run gets a new empty cache, its warm run the cold run's; the median of
+    the repeats is what is compared with the target (the pytest runs are stood in for)."""
+    from harness import bench_walltime
+
+    calls: list[tuple[str, str]] = []
+    times = iter([80.0, 70.0, 100.0, 50.0, 95.0, 40.0])
+
+    def fake_run(model: Path, cache: Path, workdir: Path, with_hog: bool) -> tuple[float, str, list[str]]:
+        calls.append((model.name, cache.name))
+        return next(times), "8 passed", []
+
+    monkeypatch.setattr(bench_walltime, "run", fake_run)
+    monkeypatch.setattr(
+        bench_walltime, "make_models", lambda folder, which: {"demo": folder / "d.pt2", "mobilenet": folder / "m.pt2"}
+    )
+    bench_walltime.main(["--repeat", "2", "--keep", str(tmp_path)])
+    assert calls == [
+        ("d.pt2", "cache-demo-0"),
+        ("m.pt2", "cache-mobilenet-0"),
+        ("m.pt2", "cache-mobilenet-0"),  # warm: the cold run's cache
+        ("d.pt2", "cache-demo-1"),
+        ("m.pt2", "cache-mobilenet-1"),
+        ("m.pt2", "cache-mobilenet-1"),
+    ]
+    out = capsys.readouterr().out
+    assert "median demo              65.0 s of 80.0, 50.0 (target 90 s: met)" in out
+    assert "median mobilenet cold    82.5 s of 70.0, 95.0 (target 60 s: missed)" in out
+    assert "median mobilenet warm    70.0 s of 100.0, 40.0 (target 30 s: missed)" in out
+
+
+def test_bench_detection_names_the_architectures_it_accepts(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness import bench_detection
+
+    with pytest.raises(SystemExit):
+        bench_detection.main(["--architecture", "alexnet"])
+    err = capsys.readouterr().err
+    assert "--architecture: unknown alexnet; accepted: resnet, mobilenet_v3_small, resnet18, vit, bert, gpt2" in err
