@@ -111,8 +111,11 @@ class Worker:
             self._folder = Path(tempfile.mkdtemp(prefix=f"{_safe(name)}-callgrind-", dir=logs))
             executable = str(valgrind.wrapper(self._folder, self._stderr.with_suffix(".valgrind.log")))
         self._conn, child = context.Pipe()
+        # a forked worker gets pytest's environment of the moment; a spawned one has it already, and
+        # one under valgrind must keep what the wrapper set (one OpenMP thread, fixed hash seed)
+        environment = dict(os.environ) if context.get_start_method() == "forkserver" else None
         self._process = context.Process(
-            target=serve, args=(child, str(self._stderr), dict(os.environ)), name=f"navigator-{name}", daemon=True
+            target=serve, args=(child, str(self._stderr), environment), name=f"navigator-{name}", daemon=True
         )
         with _no_main_reimport(), _executable(executable):
             self._process.start()

@@ -263,7 +263,16 @@ def mlp(tmp_path: Path, tiny_models: dict[str, Path], monkeypatch: pytest.Monkey
 
 
 #: Quick settings for a tiny model on a machine that may be busy (no timing is asserted).
-QUICK = ("--batch-sizes=1,2", "--isolation=none", "--interference=report", "--window=20", "--examples=3")
+# stability 30%: the MLP's 0.15 ms requests at batch 2 once spread 7000-10900/s over 10 windows on
+# this shared VM, and the first profile (which must pass) failed as unstable
+QUICK = (
+    "--batch-sizes=1,2",
+    "--isolation=none",
+    "--interference=report",
+    "--window=20",
+    "--examples=3",
+    "--stability=30",
+)
 
 
 def test_profile_checks_measures_and_writes_what_compare_reads(mlp: Path, capsys: pytest.CaptureFixture[str]) -> None:
