@@ -140,6 +140,28 @@ def test_materialize_is_reproducible_and_fast_shaped() -> None:
     assert set(np.flatnonzero(fewer)) < set(np.flatnonzero(sparse))  # fewer is a subset of more: shrinking walks down
 
 
+def test_materialized_arrays_are_reused_as_copies_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_navigator import samples as module
+
+    monkeypatch.setattr(module, "_memo", type(module._memo)())
+    monkeypatch.setattr(module, "_memo_bytes", 0)
+    made: list[Recipe] = []
+    real = module._materialize
+    monkeypatch.setattr(module, "_materialize", lambda *args: made.append(args[2]) or real(*args))
+    monkeypatch.setattr(module, "MEMO_BYTES", 3 * 16 * 4)  # room for one float32 (3, 16) array
+    spec = parse_tensor_spec("x:float32[N,16]")
+    first = materialize(spec, (2, 16), Recipe("normal", seed=1, count=None))
+    first[:] = 0  # the caller's copy: writing to it changes nothing kept
+    again = materialize(spec, (2, 16), Recipe("normal", seed=1, count=None))
+    assert len(made) == 1 and np.count_nonzero(again) == again.size
+    materialize(spec, (3, 16), Recipe("normal", seed=1, count=None))  # another shape is another array; the bound evicts the first
+    assert len(made) == 2 and len(module._memo) == 1 and module._memo_bytes == 3 * 16 * 4
+    materialize(spec, (4, 16), Recipe("normal", seed=1, count=None))  # larger than the bound: made, not kept
+    assert len(made) == 3 and len(module._memo) == 1
+    materialize(spec, (2, 16), Recipe("normal", seed=1, count=None))  # evicted earlier: made again
+    assert len(made) == 4 and module._memo_bytes == sum(a.nbytes for a in module._memo.values()) == 2 * 16 * 4
+
+
 def test_declared_ranges_bound_every_recipe() -> None:
     spec = parse_tensor_spec("x:float32[N,50]{0.5..2}")
     for recipe in (Recipe("normal", seed=1, scale=1.0, count=None), Recipe("uniform", seed=2, count=None), Recipe()):
