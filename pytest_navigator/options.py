@@ -165,7 +165,7 @@ OPTIONS: tuple[Option, ...] = (
         "navigator_time_budget",
         "string",
         "Seconds one runtime's measurement may take: the batch-size sweep stops before a size the rest cannot pay "
-        "for, a later size not stable when it is spent is left out, and windows past max-trials stop (default 10; "
+        "for, a later size not stable when it is spent is left out, and windows past max-trials stop (default 5; "
         "'none': unbounded). The first batch size and explicit ones are always measured in full.",
     ),
     _option(
