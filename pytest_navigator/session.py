@@ -244,6 +244,9 @@ class NavigatorSession:
             return self.count_instructions(model, runtime, config)
         runner = self.runner(model, runtime)
         sizes = None
+        baselined = self._baselined_sizes(model, runtime, runner) if config.batch_sizes is None else []
+        if baselined:
+            config = replace(config, batch_sizes=tuple(baselined))
         if config.batch_sizes is not None:
             sizes = [b for b in config.batch_sizes if b is not None and runner.accepts_batch_size(b)]
             if not sizes:
@@ -260,7 +263,8 @@ class NavigatorSession:
             # A size that fails (out of memory) fails again in its own measurement, where it is shown.
             with contextlib.suppress(Exception):
                 runner.preload(self.profiling_inputs(model, size)[0] for size in sizes)
-        before = calibration_score(runner.device)
+        calibrate = self._calibrates(model, runtime)
+        before = calibration_score(runner.device) if calibrate else None
         old_runner = self.runner(self.against_model, runtime) if self.against_model is not None else None
         olds: dict[int, BatchProfile]
         if isinstance(runner, WorkerRunner):  # the timing loop runs in the runtime's own process
@@ -271,13 +275,47 @@ class NavigatorSession:
         result = self.results.result(model.path, runtime)
         if self.against_model is not None:
             result.against_profile = replace(profile, batches=tuple(olds[b.batch_size] for b in profile.batches))
-        scores = [s for s in (before, calibration_score(runner.device)) if s is not None]
+        scores = [s for s in (before, calibration_score(runner.device) if calibrate else None) if s is not None]
         profile = replace(profile, calibration=sum(scores) / len(scores) if scores else None)
         profile = self._with_peak_memory(model, runner, profile)
+        if baselined:
+            profile = replace(
+                profile,
+                stop_reason=f"measured the batch sizes of the stored baseline ({', '.join(map(str, baselined))}), "
+                f"so every one is judged; {options.UPDATE_BASELINES} sweeps again",
+            )
         if self.settings.trace_dir is not None:  # after every timed window: tracing never runs inside one
             result.traces = self._traces(model, runner, profile)
         result.profile = profile
         return profile
+
+    def _baselined_sizes(self, model: Model, runtime: str, runner: Runner) -> list[int]:
+        """The batch sizes this runtime has baselines for on this hardware, which the sweep must not
+        leave unjudged (a time budget spent early, a busy machine); none while baselines are updated,
+        in an A/B run, or where the file cannot be read (the judgement reports that)."""
+        if self.settings.update_baselines or self.against_model is not None:
+            return []
+        found = self._baseline_entries(model, runtime)
+        return sorted(int(b) for b in found if str(b).isdigit() and runner.accepts_batch_size(int(b)))
+
+    def _baseline_entries(self, model: Model, runtime: str) -> Mapping[str, Any]:
+        """This runtime's stored baseline entries on this hardware, by batch size ({} when none or unreadable)."""
+        try:
+            stored = self.baseline_store.load(model.name, model.fingerprint)
+        except BaselineError:
+            return {}
+        return stored.entries.get(self.hardware(runtime), {}).get(runtime, {})
+
+    def _calibrates(self, model: Model, runtime: str) -> bool:
+        """Whether to run the calibration workload around this profile (calibration.py: about 2 s,
+        before and after). Its score only matters where the figures are judged against a baseline
+        (machine drift, --navigator-normalize), recorded (--update-baselines) or kept for a later
+        comparison (a report: `--navigator-report`, `navigator profile -o`); a plain local run skips it."""
+        settings = self.settings
+        kept = (settings.report_path, settings.html_path, settings.markdown_path, settings.benchmark_json_path)
+        if settings.update_baselines or settings.normalize or any(kept):
+            return True
+        return self.against_model is None and bool(self._baseline_entries(model, runtime))
 
     def _traces(self, model: Model, runner: Runner, profile: RuntimeProfile) -> list[str]:
         """--navigator-trace: each measured batch size traced by the runtime's own profiler (trace.py)."""

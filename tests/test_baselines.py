@@ -335,3 +335,40 @@ def test_a_different_time_budget_still_pools_but_a_different_window_does_not() -
     assert poolable(old, entry(1010, seed=2, profiler={"measurement_request_count": 50, "time_budget": None}))
     assert poolable(old, entry(1010, seed=2, profiler={"measurement_request_count": 50}))  # recorded before budgets
     assert not poolable(old, entry(1010, seed=2, profiler={"measurement_request_count": 200, "time_budget": 10.0}))
+
+
+def test_the_calibration_workload_runs_only_where_its_score_is_used(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_models: dict[str, Path]
+) -> None:
+    """About 2 s before and 2 s after every profile: a plain local run, judged against nothing and
+    keeping nothing, skips it; a baseline to judge against, an update, normalization or a report run it."""
+    from pytest_navigator import calibration
+    from pytest_navigator.runtimes import default_registry
+    from pytest_navigator.session import NavigatorSession
+    from pytest_navigator.settings import Settings
+
+    calls: list[str] = []
+    monkeypatch.setattr(calibration, "calibration_score", lambda device="cpu": calls.append(device) or 100.0)
+    config = ProfilerConfig(measurement_request_count=5, max_trials=3, stability_percentage=90, batch_sizes=(1,))
+
+    def profile(**settings: Any) -> RuntimeProfile:
+        calls.clear()
+        session = NavigatorSession(
+            Settings(models=(tiny_models[".pt2"],), baselines_dir=tmp_path / "baselines", **settings),
+            default_registry(),
+        )
+        (model,) = session.load_models()
+        return session.profile(model, "torch-cpu", config)
+
+    assert profile().calibration is None and calls == []
+    for settings in ({"update_baselines": True}, {"normalize": True}, {"report_path": tmp_path / "run.json"}):
+        assert profile(**settings).calibration == 100.0 and calls == ["cpu", "cpu"], settings
+    session = NavigatorSession(
+        Settings(models=(tiny_models[".pt2"],), baselines_dir=tmp_path / "baselines"), default_registry()
+    )
+    (model,) = session.load_models()
+    stored = session.baseline_store.load(model.name, model.fingerprint)
+    stored.put((session.hardware("torch-cpu"), "torch-cpu", 1), {})  # any entry to judge against
+    (tmp_path / "baselines").mkdir()
+    session.baseline_store.path_for(model.name, model.fingerprint).write_text(stored.dumps())
+    assert profile().calibration == 100.0 and calls == ["cpu", "cpu"]

@@ -197,6 +197,27 @@ def test_an_update_keeps_what_it_did_not_measure_and_lists_it_unused(pytester: p
     assert json.loads(_baseline_file(pytester).read_text()) == after
 
 
+def test_a_rerun_judges_every_baselined_batch_size_whatever_the_budget(pytester: pytest.Pytester, mlp: Path) -> None:
+    _run(pytester, "other", "--update-baselines").assert_outcomes(passed=2)  # batch sizes 1 and 2
+    sweep = [*QUICK[:-1], "--navigator-model=mlp.pt2", "--navigator-runtimes=other", "--navigator-examples=2"]
+    sweep += ["--navigator-time-budget=0.001", GENEROUS]  # alone, this budget ends the sweep after batch 1
+    judged = pytester.runpytest(*sweep)
+    judged.assert_outcomes(passed=2)
+    judged.stdout.fnmatch_lines(
+        [
+            "mlp.pt2 *other *1 *stable *% *pass",
+            "mlp.pt2 *other *2 *stable *% *pass",
+            "mlp.pt2 other: sweep stopped: measured the batch sizes of the stored baseline (1, 2), so every one is"
+            " judged; --update-baselines sweeps again",
+        ]
+    )
+    updated = pytester.runpytest(*sweep, "--update-baselines")  # an update sweeps as the budget allows
+    updated.assert_outcomes(passed=2)
+    updated.stdout.fnmatch_lines(
+        ["mlp.pt2 other: sweep stopped: time budget: 0.001 s * before batch size 2 is measured*"]
+    )
+
+
 def test_a_corrupt_baseline_file_is_a_clear_error_and_stays_byte_identical(
     pytester: pytest.Pytester, mlp: Path
 ) -> None:

@@ -154,7 +154,9 @@ def test_materialized_arrays_are_reused_as_copies_within_a_bound(monkeypatch: py
     first[:] = 0  # the caller's copy: writing to it changes nothing kept
     again = materialize(spec, (2, 16), Recipe("normal", seed=1, count=None))
     assert len(made) == 1 and np.count_nonzero(again) == again.size
-    materialize(spec, (3, 16), Recipe("normal", seed=1, count=None))  # another shape is another array; the bound evicts the first
+    materialize(
+        spec, (3, 16), Recipe("normal", seed=1, count=None)
+    )  # another shape is another array; the bound evicts the first
     assert len(made) == 2 and len(module._memo) == 1 and module._memo_bytes == 3 * 16 * 4
     materialize(spec, (4, 16), Recipe("normal", seed=1, count=None))  # larger than the bound: made, not kept
     assert len(made) == 3 and len(module._memo) == 1
