@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> None:
                 for condition, count in (("unchanged", 0), ("padded", matmuls)) * args.reruns:
                     found = _child([str(model), str(baselines), runtime, str(count), "0"])
                     change = statistics.median(found["repeats"]) / statistics.median(found["stored"]) - 1
-                    verdicts = {"navigator": found["verdict"], "fixed 2%": fixed_rule(found["stored"], found["repeats"])}
+                    verdicts = {
+                        "navigator": found["verdict"],
+                        "fixed 2%": fixed_rule(found["stored"], found["repeats"]),
+                    }
                     for rule, verdict in verdicts.items():
                         score[rule].setdefault(condition, []).append(verdict)
                     extra = f" ({count} matmuls)" if count else ""
@@ -116,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         alarms = found.get("unchanged", []).count("regressed")
         caught = found.get("padded", []).count("regressed")
         others = [v for v in found.get("unchanged", []) + found.get("padded", []) if v not in ("pass", "regressed")]
-        print(f"  {rule:10s}: false alarms {alarms}/{runs}, detected {caught}/{runs}, other verdicts {others or 'none'}")
+        print(
+            f"  {rule:10s}: false alarms {alarms}/{runs}, detected {caught}/{runs}, other verdicts {others or 'none'}"
+        )
 
 
 if __name__ == "__main__":

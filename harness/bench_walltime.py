@@ -59,7 +59,7 @@ def run(model: Path, cache: Path, workdir: Path, with_hog: bool) -> tuple[float,
     for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "PYTEST_ADDOPTS"):
         env.pop(name, None)
     command = [sys.executable, "-m", "pytest", f"--navigator-model={model}", f"--navigator-cache={cache}"]
-    command += ["-p", "no:cacheprovider", "-rs"]
+    command += ["-p", "no:cacheprovider", "-rfs"]
     with hog(with_hog):
         started = time.perf_counter()
         done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, check=False)
@@ -67,7 +67,8 @@ def run(model: Path, cache: Path, workdir: Path, with_hog: bool) -> tuple[float,
     lines = done.stdout.splitlines()
     outcome = next((line.strip("= ") for line in reversed(lines) if re.search(r"\b(passed|failed)\b", line)), "")
     busy = [line.strip() for line in lines if "machine busy" in line and line.startswith(model.name)]
-    return seconds, outcome, busy
+    failed = [line.strip() for line in lines if line.startswith("FAILED ")]  # a failed run says what failed
+    return seconds, outcome, busy + failed
 
 
 def make_models(folder: Path, which: set[str]) -> dict[str, Path]:

@@ -166,7 +166,8 @@ OPTIONS: tuple[Option, ...] = (
         "string",
         "Seconds one runtime's measurement may take: the batch-size sweep stops before a size the rest cannot pay "
         "for, a later size not stable when it is spent is left out, and windows past max-trials stop (default 5; "
-        "'none': unbounded). The first batch size and explicit ones are always measured in full.",
+        "'none': unbounded). The first batch size and explicit ones are always measured in full; the first, still "
+        "converging, may take windows until twice the budget.",
     ),
     _option(
         NO_PROFILE,

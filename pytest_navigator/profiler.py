@@ -11,8 +11,8 @@ one.
 Within a time budget per runtime (ProfilerConfig.time_budget, `--navigator-time-budget`), the
 measurement adapts: windows last at least MIN_WINDOW_MS (a window of 50 fast requests is too
 short to be stable, or to be judged for interference); a batch size still converging after
-max_trials windows gets more, up to EXTRA_TRIALS_FACTOR times as many, while the budget lasts;
-the sweep stops before a batch size the rest of the budget cannot pay for. Every batch size says
+max_trials windows gets more, up to EXTRA_TRIALS_FACTOR times as many, while the budget lasts
+(the first size: until twice the budget); the sweep stops before a batch size the rest of the budget cannot pay for. Every batch size says
 why its measurement ended, and the profile why the sweep did.
 """
 
@@ -417,8 +417,11 @@ def profile_runner(
             profile = measure(size)
         else:
             abandon = bool(profiles) and not explicit  # the first size, and explicit ones, are always measured
+            # The first size is the runtime's one sure figure: still converging at max_trials, it may
+            # take windows until twice the budget, so that a short budget does not make it inconclusive.
+            until = deadline if profiles or deadline is None else deadline + int(config.time_budget * 1e9)
             profile = profile_batch(
-                runner, inputs_for(size), size, config, clock, monitor, progress, cpu, deadline, abandon
+                runner, inputs_for(size), size, config, clock, monitor, progress, cpu, until, abandon
             )
         last_ns = clock() - now
         if profile.status == "abandoned":

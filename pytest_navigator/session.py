@@ -278,7 +278,7 @@ class NavigatorSession:
         scores = [s for s in (before, calibration_score(runner.device) if calibrate else None) if s is not None]
         profile = replace(profile, calibration=sum(scores) / len(scores) if scores else None)
         profile = self._with_peak_memory(model, runner, profile)
-        if baselined:
+        if baselined and not any(b.status == "error" for b in profile.batches):  # an error's reason stays
             profile = replace(
                 profile,
                 stop_reason=f"measured the batch sizes of the stored baseline ({', '.join(map(str, baselined))}), "

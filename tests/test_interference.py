@@ -242,6 +242,7 @@ def test_the_time_budget_stops_extra_windows_and_the_sweep_with_the_reason() -> 
     batch = profile.batches[0]
     assert batch.status == "unstable" and 10 <= len(batch.windows) < 10 * EXTRA_TRIALS_FACTOR
     assert batch.reason == f"not stable after {len(batch.windows)} windows, and the time budget was spent"
+    assert 2.5 < machine.now / 1e9 <= 3.0 + 0.5  # the first size: windows until twice the budget, not past it
 
     # the sweep: throughput keeps growing, larger sizes cost more; the budget stops it before a size it
     # cannot pay for
