@@ -342,11 +342,15 @@ def test_the_calibration_workload_runs_only_where_its_score_is_used(
 ) -> None:
     """About 2 s before and 2 s after every profile: a plain local run, judged against nothing and
     keeping nothing, skips it; a baseline to judge against, an update, normalization or a report run it."""
-    from pytest_navigator import calibration
+    import importlib
+
     from pytest_navigator.runtimes import default_registry
     from pytest_navigator.session import NavigatorSession
     from pytest_navigator.settings import Settings
 
+    # the module the session imports from (sys.modules): pytester runs earlier in the suite may have
+    # left the package attribute `pytest_navigator.calibration` pointing at an older copy
+    calibration = importlib.import_module("pytest_navigator.calibration")
     calls: list[str] = []
     monkeypatch.setattr(calibration, "calibration_score", lambda device="cpu": calls.append(device) or 100.0)
     config = ProfilerConfig(measurement_request_count=5, max_trials=3, stability_percentage=90, batch_sizes=(1,))
