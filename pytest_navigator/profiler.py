@@ -12,8 +12,9 @@ Within a time budget per runtime (ProfilerConfig.time_budget, `--navigator-time-
 measurement adapts: windows last at least MIN_WINDOW_MS (a window of 50 fast requests is too
 short to be stable, or to be judged for interference); a batch size still converging after
 max_trials windows gets more, up to EXTRA_TRIALS_FACTOR times as many, while the budget lasts
-(the first size: until twice the budget); the sweep stops before a batch size the rest of the budget cannot pay for. Every batch size says
-why its measurement ended, and the profile why the sweep did.
+(the first size: until twice the budget); the sweep stops before a batch size the rest of the
+budget cannot pay for. Every batch size says why its measurement ended, and the profile why the
+sweep did.
 """
 
 from __future__ import annotations

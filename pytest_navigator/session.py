@@ -244,7 +244,8 @@ class NavigatorSession:
             return self.count_instructions(model, runtime, config)
         runner = self.runner(model, runtime)
         sizes = None
-        baselined = self._baselined_sizes(model, runtime, runner) if config.batch_sizes is None else []
+        stored = self._baseline_entries(model, runtime)  # read once: it decides the sizes and the calibration
+        baselined = self._baselined_sizes(stored, runner) if config.batch_sizes is None else []
         if baselined:
             config = replace(config, batch_sizes=tuple(baselined))
         if config.batch_sizes is not None:
@@ -263,7 +264,7 @@ class NavigatorSession:
             # A size that fails (out of memory) fails again in its own measurement, where it is shown.
             with contextlib.suppress(Exception):
                 runner.preload(self.profiling_inputs(model, size)[0] for size in sizes)
-        calibrate = self._calibrates(model, runtime)
+        calibrate = self._calibrates(stored)
         before = calibration_score(runner.device) if calibrate else None
         old_runner = self.runner(self.against_model, runtime) if self.against_model is not None else None
         olds: dict[int, BatchProfile]
@@ -289,14 +290,13 @@ class NavigatorSession:
         result.profile = profile
         return profile
 
-    def _baselined_sizes(self, model: Model, runtime: str, runner: Runner) -> list[int]:
+    def _baselined_sizes(self, stored: Mapping[str, Any], runner: Runner) -> list[int]:
         """The batch sizes this runtime has baselines for on this hardware, which the sweep must not
         leave unjudged (a time budget spent early, a busy machine); none while baselines are updated,
-        in an A/B run, or where the file cannot be read (the judgement reports that)."""
+        in an A/B run, or where the file cannot be read (the judgement reports that). `stored`: _baseline_entries."""
         if self.settings.update_baselines or self.against_model is not None:
             return []
-        found = self._baseline_entries(model, runtime)
-        return sorted(int(b) for b in found if str(b).isdigit() and runner.accepts_batch_size(int(b)))
+        return sorted(int(b) for b in stored if str(b).isdigit() and runner.accepts_batch_size(int(b)))
 
     def _baseline_entries(self, model: Model, runtime: str) -> Mapping[str, Any]:
         """This runtime's stored baseline entries on this hardware, by batch size ({} when none or unreadable)."""
@@ -306,7 +306,7 @@ class NavigatorSession:
             return {}
         return stored.entries.get(self.hardware(runtime), {}).get(runtime, {})
 
-    def _calibrates(self, model: Model, runtime: str) -> bool:
+    def _calibrates(self, stored: Mapping[str, Any]) -> bool:
         """Whether to run the calibration workload around this profile (calibration.py: about 2 s,
         before and after). Its score only matters where the figures are judged against a baseline
         (machine drift, --navigator-normalize), recorded (--update-baselines) or kept for a later
@@ -315,7 +315,7 @@ class NavigatorSession:
         kept = (settings.report_path, settings.html_path, settings.markdown_path, settings.benchmark_json_path)
         if settings.update_baselines or settings.normalize or any(kept):
             return True
-        return self.against_model is None and bool(self._baseline_entries(model, runtime))
+        return self.against_model is None and bool(stored)
 
     def _traces(self, model: Model, runner: Runner, profile: RuntimeProfile) -> list[str]:
         """--navigator-trace: each measured batch size traced by the runtime's own profiler (trace.py)."""
