@@ -139,16 +139,33 @@ def _resnet() -> nn.Module:
     return model
 
 
+#: Significant bits kept of each calibrated BatchNorm statistic (float32 keeps 24).
+STATISTIC_BITS = 16
+
+
 def _calibrate_batchnorm(model: nn.Module, batch: Callable[[], tuple[torch.Tensor, ...]], steps: int = 4) -> None:
-    """Give BatchNorm real running statistics, so eval-mode activations stay O(1), not ~1e-9 or 1e9."""
+    """Give BatchNorm real running statistics, so eval-mode activations stay O(1), not ~1e-9 or 1e9.
+
+    The statistics must not depend on the CPU that computes them: the committed baselines (baselines/)
+    are keyed by the model file's hash. In float32, oneDNN and ATen pick AVX-512 or AVX2 kernels by
+    CPU, whose sums round differently, and the file's bytes differed between the two kinds of machine.
+    So the calibration runs in float64 (where the kernels differ in the 16th digit, not the 7th), and
+    each statistic is rounded to STATISTIC_BITS significant bits: a flip needs a value within 1e-15 of a
+    rounding boundary 2^-16 apart. tests/test_zoo.py proves it with AVX2 kernels forced."""
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = None  # cumulative average over the calibration batches
-    model.train()
+    model.double().train()
     with torch.no_grad():
         for _ in range(steps):
-            model(*batch())
-    model.eval()
+            model(*(x.double() if x.is_floating_point() else x for x in batch()))
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                for statistic in (module.running_mean, module.running_var):
+                    assert statistic is not None
+                    mantissa, exponent = torch.frexp(statistic)
+                    statistic.copy_(torch.ldexp(torch.round(mantissa * 2**STATISTIC_BITS), exponent - STATISTIC_BITS))
+    model.float().eval()
 
 
 ZOO: dict[str, DemoModel] = {
