@@ -180,6 +180,8 @@ def _profile(args: argparse.Namespace) -> int:
                     failures.append(outcome.message + (f"\n{broken}" if broken else ""))
                 elif broken:
                     failures.append(broken)
+                elif outcome.outcome == Outcome.SKIP:
+                    print(f"{model.name} {plan.name}: skipped: {outcome.message}", file=sys.stderr)
         print(runtime_table(session))
         if any(r.profile is not None for r in session.results.runtimes.values()):
             print(performance_summary(session))

@@ -102,6 +102,8 @@ class Outcome(enum.StrEnum):
     PASS = "pass"
     FAIL = "fail"
     WARN = "warn"
+    #: Nothing to judge against, said as a skip (--navigator-missing-baseline=skip: "not recorded").
+    SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -123,13 +125,15 @@ def decide(
     inconclusive: str = "fail",
     update: bool = False,
     require_baseline: bool = False,
+    missing: str = "pass",
     judged_against: str = "",
     hardware: str = "",
 ) -> GateOutcome:
     """The gate's policy. An unstable measurement (INCONCLUSIVE) fails, or warns with
     inconclusive='warn'; nothing measured fails. --update-baselines accepts any stable speed. Else a
-    REGRESSED verdict fails with old -> new figures, and NEW fails under require_baseline; so does a
-    comparison the machine's drift made impossible (calibration_drift), which otherwise warns.
+    REGRESSED verdict fails with old -> new figures, and NEW fails under require_baseline (or
+    missing='fail'), is skipped as not recorded under missing='skip', and passes otherwise; a comparison
+    the machine's drift made impossible (calibration_drift) fails under require_baseline and otherwise warns.
     `judged_against` names the baseline file (or the A/B model) in messages."""
     from pytest_navigator.profiler import PerformanceFailure, check_profile
 
@@ -162,12 +166,22 @@ def decide(
             + f"\nIf the slowdown is intended, accept it with {options.UPDATE_BASELINES} (and commit the baseline file).",
             warning,
         )
+    require_baseline = require_baseline or missing == "fail"
     new = [c for c in comparisons if c.verdict == Verdict.NEW]
-    if new and require_baseline:
+    if new and (require_baseline or missing == "skip"):
+        sizes = ", ".join(str(c.batch_size) for c in new)
+        if require_baseline:
+            return GateOutcome(
+                Outcome.FAIL,
+                f"{runtime} on {model}: no baseline for batch size {sizes} on {hardware} in {judged_against} "
+                f"({options.REQUIRE_BASELINE}); record one with {options.UPDATE_BASELINES}.",
+                warning,
+            )
         return GateOutcome(
-            Outcome.FAIL,
-            f"{runtime} on {model}: no baseline for batch size {', '.join(str(c.batch_size) for c in new)} on "
-            f"{hardware} in {judged_against} ({options.REQUIRE_BASELINE}); record one with {options.UPDATE_BASELINES}.",
+            Outcome.SKIP,
+            f"not recorded: {runtime} on {model} has no baseline for batch size {sizes} on {hardware} in "
+            f"{judged_against}, so nothing was judged ({options.MISSING_BASELINE}=skip); record one with "
+            f"{options.UPDATE_BASELINES}.",
             warning,
         )
     # The machine itself changed speed since the recording: like a missing baseline, nothing comparable

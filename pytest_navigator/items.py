@@ -184,6 +184,8 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
         raise PerformanceFailure(outcome.message + (f"\n{broken}" if broken else ""))
     if broken:
         raise PerformanceFailure(broken)
+    if outcome.outcome == Outcome.SKIP:
+        pytest.skip(outcome.message)
     return profile
 
 

@@ -28,6 +28,7 @@ THRESHOLDS = "--navigator-thresholds"
 CONSTRAINTS = "--navigator-constraints"
 TRACE = "--navigator-trace"
 REQUIRE_BASELINE = "--navigator-require-baseline"
+MISSING_BASELINE = "--navigator-missing-baseline"
 INCONCLUSIVE = "--navigator-inconclusive"
 NORMALIZE = "--navigator-normalize"
 AGAINST = "--navigator-against"
@@ -201,7 +202,15 @@ OPTIONS: tuple[Option, ...] = (
         REQUIRE_BASELINE,
         "navigator_require_baseline",
         "bool",
-        "Fail a performance test that has no stored baseline for this hardware (default: NEW passes).",
+        "Fail a performance test that has no stored baseline for this hardware (default: NEW passes); "
+        "the same as --navigator-missing-baseline=fail.",
+    ),
+    _option(
+        MISSING_BASELINE,
+        "navigator_missing_baseline",
+        "string",
+        "What a performance test with no stored baseline for this hardware does: 'pass' (default: NEW, "
+        "recorded by --update-baselines), 'skip' (skipped as not recorded, naming the file and hardware) or 'fail'.",
     ),
     _option(
         INCONCLUSIVE,

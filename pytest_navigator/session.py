@@ -507,6 +507,7 @@ class NavigatorSession:
             inconclusive=self.settings.inconclusive,
             update=self.settings.update_baselines,
             require_baseline=self.settings.require_baseline,
+            missing=self.settings.missing_baseline,
             judged_against=self.judged_against(model),
             hardware=self.hardware(runtime, counted),
         )

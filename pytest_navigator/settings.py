@@ -67,6 +67,8 @@ class Settings:
     trace_dir: Path | None = None
     #: A measurement without a stored baseline fails (--navigator-require-baseline).
     require_baseline: bool = False
+    #: A measurement without a stored baseline: "pass" (default), "skip" or "fail" (--navigator-missing-baseline).
+    missing_baseline: str = "pass"
     #: An unstable measurement: "fail" (default) or "warn" (--navigator-inconclusive).
     inconclusive: str = "fail"
     #: Gate on calibration-normalized figures instead of raw ones (--navigator-normalize).
@@ -138,6 +140,11 @@ def settings_from(
     inconclusive = (value(options.INCONCLUSIVE) or "fail").strip().lower()
     if inconclusive not in ("fail", "warn"):
         raise OptionError(f"{options.INCONCLUSIVE}={inconclusive!r}: give 'fail' or 'warn'.")
+    missing = (value(options.MISSING_BASELINE) or "pass").strip().lower()
+    if missing not in ("pass", "skip", "fail"):
+        raise OptionError(f"{options.MISSING_BASELINE}={missing!r}: give 'pass', 'skip' or 'fail'.")
+    if value(options.REQUIRE_BASELINE):
+        missing = "fail"
     runtime_options = parse_option_specs(ini("navigator_runtime_options") or (), "navigator_runtime_options")
     for runtime, values in parse_option_specs(cli("navigator_runtime_options") or (), options.RUNTIME_OPTION).items():
         runtime_options.setdefault(runtime, {}).update(values)  # the command line wins over the ini
@@ -179,7 +186,8 @@ def settings_from(
         thresholds=value(options.THRESHOLDS) or None,
         constraints=value(options.CONSTRAINTS) or None,
         trace_dir=invocation_dir / trace if (trace := value(options.TRACE)) else None,
-        require_baseline=bool(value(options.REQUIRE_BASELINE)),
+        require_baseline=missing == "fail",
+        missing_baseline=missing,
         inconclusive=inconclusive,
         normalize=bool(value(options.NORMALIZE)),
         against=invocation_dir / against if against else None,

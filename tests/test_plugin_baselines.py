@@ -147,7 +147,7 @@ def test_an_update_that_confirms_the_speed_pools_the_recordings(pytester: pytest
     assert len(first["block_throughputs"]) == sum(r["counts"]["block_throughputs"] for r in first["recordings"])
 
 
-def test_new_on_unknown_hardware_passes_or_fails_when_a_baseline_is_required(
+def test_new_on_unknown_hardware_passes_is_skipped_as_not_recorded_or_fails_when_required(
     pytester: pytest.Pytester, mlp: Path
 ) -> None:
     _run(pytester, "other", "--update-baselines").assert_outcomes(passed=2)
@@ -163,6 +163,21 @@ def test_new_on_unknown_hardware_passes_or_fails_when_a_baseline_is_required(
     required.stdout.fnmatch_lines(
         ["*other on mlp.pt2: no baseline for batch size 1, 2 on * in *mlp-*.json (--navigator-require-baseline)*"]
     )
+    assert _run(pytester, "other", "--navigator-missing-baseline=fail").ret == pytest.ExitCode.TESTS_FAILED
+    # the project's own gate (tox -e gate): a model or runtime nobody recorded is said, not a red build
+    skipped = _run(pytester, "other", "--navigator-missing-baseline=skip", "-rs")
+    skipped.assert_outcomes(passed=1, skipped=1)
+    skipped.stdout.fnmatch_lines(
+        [
+            "SKIPPED*not recorded: other on mlp.pt2 has no baseline for batch size 1, 2 on * in *mlp-*.json, "
+            "so nothing was judged (--navigator-missing-baseline=skip); record one with --update-baselines.*"
+        ]
+    )
+    path.unlink()  # no file at all: the same
+    _run(pytester, "other", "--navigator-missing-baseline=skip").assert_outcomes(passed=1, skipped=1)
+    bad = _run(pytester, "other", "--navigator-missing-baseline=maybe")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--navigator-missing-baseline='maybe': give 'pass', 'skip' or 'fail'.*"])
 
 
 def test_an_update_keeps_what_it_did_not_measure_and_lists_it_unused(pytester: pytest.Pytester, mlp: Path) -> None:
