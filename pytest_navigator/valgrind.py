@@ -53,6 +53,11 @@ DETERMINISTIC_ENV = {
     # allocation path in each process; fixed thresholds turn that off (measured: a runtime whose 3
     # processes differed by 1.1% agreed within 0.04% with them)
     "GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=134217728",
+    # torch.compile's C++ is built by a compiler that runs outside valgrind (children are not traced)
+    # with -march=native: on an AVX-512 host it emitted AVX-512, which valgrind does not emulate, and
+    # the counting worker died of SIGILL. x86-64-v3 (AVX2, FMA) is what valgrind runs, on any host of
+    # ours, and the same code everywhere keeps the counts host-independent.
+    "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3",
 }
 
 # valgrind.h: VG_USERREQ_TOOL_BASE('C','T') and callgrind's requests; the core's RUNNING_ON_VALGRIND.

@@ -170,6 +170,8 @@ def test_the_wrapper_runs_this_python_under_callgrind_with_deterministic_setting
         "PYTHONHASHSEED=0" in script
         and "OMP_NUM_THREADS=1" in script
         and "VALGRIND_LIB=/opt/vg/libexec/valgrind" in script
+        and "TORCHINDUCTOR_CPP_MARCH=x86-64-v3"
+        in script  # not the host's -march=native: AVX-512 is SIGILL under valgrind
     )
     assert "--tool=callgrind --instr-atstart=no" in script and script.rstrip().endswith('"$@"')
     assert valgrind.Valgrind("v", (3, 19, 0)).slow_fma and not found.slow_fma
