@@ -8,6 +8,7 @@ would fail the sizes it was not built for).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -341,6 +342,10 @@ class Builds:
             worker.ask_to_close()
         for worker in workers:
             worker.close()
+        self._workers.clear()
+        self._counting.clear()
+        if "pytest_navigator.fork_servers" in sys.modules:  # a counting run started one
+            sys.modules["pytest_navigator.fork_servers"].stop_counting_servers()
         if self._cache is not None:
             self._cache.close()
 

@@ -13,16 +13,11 @@ verdict; it sends the worker requests (build, infer, profile) and waits with a t
 - either way the runtime is dead for the rest of the run: its later tests fail at once with the
   same message, and every other runtime, the summary and the JSON report are unaffected.
 
-Workers are never forked from pytest's process: a forked child inherits the parent's OpenMP
-thread pool in a state that deadlocks at its first parallel region (seen here with torch's CPU
-build), and a CUDA context cannot survive a fork. Where the platform has it, they are forked from
-multiprocessing's fork server instead: a clean process, started with the run (start_server), that
-imports torch and its export machinery once (PRELOAD) and never computes, so it holds no thread
-pool and no CUDA context. A worker then starts with those imports done, instead of paying 4 s
-of them on 2 cores for every runtime; it takes the parent's environment as it is when it starts,
-as a spawned one would. Elsewhere, and for processes under valgrind, workers are spawned. The
-runtime's definition travels with cloudpickle, so runtimes registered in a conftest.py (closures,
-lambdas) run in workers too.
+Workers are never forked from pytest's process (a forked child inherits its OpenMP thread pool and
+CUDA context): they fork from a fork server that imported torch once, or, under valgrind, from one
+of their own (fork_servers.py), and take the parent's environment as it is when they start, as a
+spawned one would. The runtime's definition travels with cloudpickle, so runtimes registered in a
+conftest.py (closures, lambdas) run in workers too.
 
 The profiler's timing loop runs inside the worker, unchanged: timed requests cross no process
 boundary. A worker reports progress between windows; that is its heartbeat.
@@ -35,7 +30,6 @@ import functools
 import io
 import marshal
 import math
-import multiprocessing
 import os
 import pickle
 import shutil
@@ -50,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_navigator import fork_servers
 from pytest_navigator.config import ProfilerConfig, Sample
 from pytest_navigator.errors import NavigatorError, RuntimeBuildError, RuntimeCrashError, describe_error
 from pytest_navigator.runtimes.base import BuildContext, Runner, RuntimeDefinition
@@ -99,26 +94,31 @@ class Worker:
         """`valgrind` (a valgrind.Valgrind): the worker's Python runs under callgrind, instrumentation
         off until the worker turns it on (instructions.count_runner)."""
         self.name, self.timeouts = name, timeouts
-        context = _start_method(valgrind is None)
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
         handle, log = tempfile.mkstemp(prefix=f"{_safe(name)}-", suffix=".log", dir=logs)
         os.close(handle)
         self._stderr = Path(log)
-        self._folder: Path | None = None
-        executable = None
-        if valgrind is not None:
-            self._folder = Path(tempfile.mkdtemp(prefix=f"{_safe(name)}-callgrind-", dir=logs))
-            executable = str(valgrind.wrapper(self._folder, self._stderr.with_suffix(".valgrind.log")))
+        self._folder: Path | None = None  # a spawned counting worker's own dump folder
+        self.counted = valgrind is not None
+        server = fork_servers.counting_server(valgrind) if valgrind is not None else None
+        context = fork_servers.context(forkable=valgrind is None or server is not None)
         self._conn, child = context.Pipe()
-        # a forked worker gets pytest's environment of the moment; a spawned one has it already, and
-        # one under valgrind must keep what the wrapper set (one OpenMP thread, fixed hash seed)
-        environment = dict(os.environ) if context.get_start_method() == "forkserver" else None
+        # a worker forked from the plain fork server gets pytest's environment of the moment; a spawned
+        # one has it already, and one under valgrind must keep what the wrapper set (one OpenMP thread,
+        # fixed hash seed, the dump folder)
+        environment = dict(os.environ) if context.get_start_method() == "forkserver" and valgrind is None else None
         self._process = context.Process(
             target=serve, args=(child, str(self._stderr), environment), name=f"navigator-{name}", daemon=True
         )
-        with _no_main_reimport(), _executable(executable):
-            self._process.start()
+        if server is not None:
+            server.start(self._process)
+        elif valgrind is not None:
+            self._folder = Path(tempfile.mkdtemp(prefix=f"{_safe(name)}-callgrind-", dir=logs))
+            wrapper = valgrind.wrapper(self._folder, self._stderr.with_suffix(".valgrind.log"))
+            fork_servers.start(self._process, str(wrapper))
+        else:
+            fork_servers.start(self._process)
         child.close()
         self._asked_to_close = False
         self.dead: RuntimeCrashError | None = None
@@ -200,7 +200,7 @@ class Worker:
         if self.dead is None and self._process.is_alive():
             self.ask_to_close()
             # under valgrind, Python's exit takes many seconds, and its final counts are not wanted
-            self._process.join(5 if self._folder is None else 0.5)
+            self._process.join(0.5 if self.counted else 5)
         if self._process.is_alive():
             self._kill()
         self._conn.close()
@@ -223,76 +223,8 @@ def _how_it_ended(code: int | None) -> str:
     return f"crashed: its worker process exited with code {code}"
 
 
-#: What the fork server imports once for every worker (those installed): torch and what loading an
-#: exported program pulls in (torch.export.load imports dynamo: 2 s of a worker's 4 s start here).
-PRELOAD = ("numpy", "torch", "torch.export", "torch._dynamo", "pytest_navigator.isolation")
-#: NAVIGATOR_WORKER_START=spawn: spawn every worker, as before the fork server (a way out, should a
-#: library misbehave in a forked worker).
-START_METHOD_VARIABLE = "NAVIGATOR_WORKER_START"
-
-
-def _start_method(forkable: bool) -> Any:
-    """The fork server's context (with PRELOAD set), or spawn's where there is none, where
-    NAVIGATOR_WORKER_START=spawn says so, or for a process that must start another executable."""
-    if not forkable or os.environ.get(START_METHOD_VARIABLE, "").strip().lower() == "spawn":
-        return multiprocessing.get_context("spawn")
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    import importlib.util
-
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([m for m in PRELOAD if importlib.util.find_spec(m.split(".")[0]) is not None])
-    return context
-
-
-def start_server() -> None:
-    """Start the fork server now, so that its imports overlap the run's own start (loading models)
-    rather than delaying the first runtime's build. Does nothing where workers are spawned."""
-    context = _start_method(True)
-    if context.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        with _no_main_reimport():
-            forkserver.ensure_running()
-
-
-@contextlib.contextmanager
-def _executable(path: str | None) -> Any:
-    """Spawn children with `path` instead of this Python (multiprocessing keeps one, module-wide)."""
-    if path is None:
-        yield
-        return
-    from multiprocessing import resource_tracker, spawn
-
-    resource_tracker.ensure_running()  # started now, with this Python: it would inherit `path` otherwise
-    saved = spawn.get_executable()
-    spawn.set_executable(path)
-    try:
-        yield
-    finally:
-        spawn.set_executable(saved)
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
-
-
-@contextlib.contextmanager
-def _no_main_reimport() -> Any:
-    """Spawn imports the parent's __main__ again in the child (by its module name or its file) to
-    find the target; the target here is in this package, and running a user's unguarded script
-    again would be wrong. Hide __main__'s name and file while the child is started."""
-    main = sys.modules.get("__main__")
-    hidden = {
-        name: main.__dict__[name] for name in ("__spec__", "__file__") if main is not None and name in main.__dict__
-    }
-    for name in hidden:
-        main.__dict__[name] = None
-    try:
-        yield
-    finally:
-        for name, value in hidden.items():
-            main.__dict__[name] = value
 
 
 def _definition_bytes(definition: RuntimeDefinition) -> bytes:

@@ -157,7 +157,7 @@ class NavigatorPlugin:
                 session.runtime_id(name)  # unknown runtimes, options or values fail now too
             xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
             if settings.isolation == "process" and not config.option.collectonly and not xdist_controller:
-                from pytest_navigator.isolation import start_server
+                from pytest_navigator.fork_servers import start_server
 
                 start_server()  # its imports overlap the models' loading below
             for model in session.load_models():
@@ -214,6 +214,14 @@ class NavigatorPlugin:
         return None
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        try:
+            self._finish(session)
+        finally:
+            # the runtimes' worker processes are not needed past this point (the summary reads results):
+            # closed here, not at unconfigure, so a session's end leaves no process of ours behind
+            self.session.close()
+
+    def _finish(self, session: pytest.Session) -> None:
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: the controller merges and writes
             workeroutput["navigator"] = self.session.worker_results()

@@ -420,7 +420,8 @@ def profile_runner(
             abandon = bool(profiles) and not explicit  # the first size, and explicit ones, are always measured
             # The first size is the runtime's one sure figure: still converging at max_trials, it may
             # take windows until twice the budget, so that a short budget does not make it inconclusive.
-            until = deadline if profiles or deadline is None else deadline + int(config.time_budget * 1e9)
+            budget = config.time_budget
+            until = deadline if profiles or deadline is None or budget is None else deadline + int(budget * 1e9)
             profile = profile_batch(
                 runner, inputs_for(size), size, config, clock, monitor, progress, cpu, until, abandon
             )

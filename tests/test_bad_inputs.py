@@ -556,7 +556,7 @@ def test_workers_start_with_the_environment_of_the_moment(
     spawns it from pytest's own process."""
     import os
 
-    from pytest_navigator.isolation import start_server
+    from pytest_navigator.fork_servers import start_server
 
     start_server()  # running before the variable below exists
     shutil.copy(bad_models["mlp"], pytester.path / "mlp.pt2")
