@@ -109,13 +109,18 @@ class CountingServer:
         self._server.set_forkserver_preload(_installed(COUNTING_PRELOAD))
         self._wrapper = str(valgrind.wrapper(self.folder, self.folder / "valgrind.%p.log"))
 
+    def ensure_running(self) -> None:
+        """Start the server's process (it imports COUNTING_PRELOAD before it forks anything; the
+        first start waits for that, not this call)."""
+        with _STARTING, no_main_reimport(), _executable(self._wrapper):
+            self._server.ensure_running()
+
     def start(self, process: Any) -> None:
         """Start `process` (a forkserver-context Process) as a child of this server."""
         from multiprocessing import forkserver
 
+        self.ensure_running()
         with _STARTING, no_main_reimport():
-            with _executable(self._wrapper):
-                self._server.ensure_running()
             saved = forkserver.connect_to_new_process
             forkserver.connect_to_new_process = self._server.connect_to_new_process
             try:
@@ -144,6 +149,17 @@ def counting_server(valgrind: Any) -> CountingServer | None:
         if key not in _COUNTING:
             _COUNTING[key] = CountingServer(valgrind)
         return _COUNTING[key]
+
+
+def start_counting_server() -> None:
+    """Start the counting server now, where valgrind is found: under valgrind its imports take 15-25 s,
+    which then overlap the correctness tests that run before any count."""
+    from pytest_navigator.valgrind import find
+
+    found = find()
+    server = counting_server(found) if not isinstance(found, str) else None
+    if server is not None:
+        server.ensure_running()
 
 
 def stop_counting_servers() -> None:

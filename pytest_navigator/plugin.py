@@ -134,6 +134,7 @@ class NavigatorPlugin:
     """Registered only with --navigator-model (or the ini twin): loads models and generates tests."""
 
     def __init__(self, config: pytest.Config) -> None:
+        from pytest_navigator.config import MeasurementMode
         from pytest_navigator.errors import NavigatorError
         from pytest_navigator.runtimes import default_registry
         from pytest_navigator.session import NavigatorSession
@@ -156,10 +157,19 @@ class NavigatorPlugin:
             for name in settings.runtime_options:
                 session.runtime_id(name)  # unknown runtimes, options or values fail now too
             xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
-            if settings.isolation == "process" and not config.option.collectonly and not xdist_controller:
+            starts_workers = not config.option.collectonly and not xdist_controller
+            if settings.isolation == "process" and starts_workers:
                 from pytest_navigator.fork_servers import start_server
 
                 start_server()  # its imports overlap the models' loading below
+            if (
+                settings.profiler.run_profiling
+                and settings.profiler.measurement_mode is MeasurementMode.INSTRUCTIONS
+                and starts_workers
+            ):
+                from pytest_navigator.fork_servers import start_counting_server
+
+                start_counting_server()  # its imports under valgrind overlap the correctness tests
             for model in session.load_models():
                 session.builds.check_batch_sizes(model)
             session.load_user_samples()
