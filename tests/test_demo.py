@@ -17,16 +17,6 @@ CPU = [d.name for d in default_registry() if d.device == "cpu"]
 GPU = [d.name for d in default_registry() if d.device != "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_modules_loaded_outside_pytester() -> None:
-    """pytester's in-process runs unload modules first imported inside them; a second run then
-    re-imports dynamo and re-registers its backends ("duplicate name: eager"). Loading them
-    here, in the outer process, keeps them across runs, as in one real pytest process."""
-    import torch
-
-    torch.compile(lambda x: x + 1)(torch.ones(2))
-
-
 #: The default profiler settings take minutes on the demo and gate on 10% stability; this suite checks
 #: that profiling works end to end, so it takes short windows and a tolerance no noisy CI machine breaks.
 LENIENT_PROFILER = ("--navigator-window=10", "--navigator-stability=50", "--navigator-max-trials=20")
