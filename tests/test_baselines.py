@@ -352,7 +352,12 @@ def test_the_calibration_workload_runs_only_where_its_score_is_used(
     # left the package attribute `pytest_navigator.calibration` pointing at an older copy
     calibration = importlib.import_module("pytest_navigator.calibration")
     calls: list[str] = []
-    monkeypatch.setattr(calibration, "calibration_score", lambda device="cpu": calls.append(device) or 100.0)
+
+    def score(device: str = "cpu") -> float:
+        calls.append(device)
+        return 100.0
+
+    monkeypatch.setattr(calibration, "calibration_score", score)
     config = ProfilerConfig(measurement_request_count=5, max_trials=3, stability_percentage=90, batch_sizes=(1,))
 
     def profile(**settings: Any) -> RuntimeProfile:

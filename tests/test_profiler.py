@@ -292,7 +292,8 @@ class _RecordingDomain:
     """nvtx.get_domain's object, recording each push and pop with the fake clock's time."""
 
     def __init__(self, clock: FakeClock) -> None:
-        self.clock, self.events = clock, []  # type: list[tuple[str, str, int]]
+        self.clock = clock
+        self.events: list[tuple[str, str, int]] = []
 
     def get_event_attributes(self, message: str) -> str:
         return message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -141,13 +142,20 @@ def test_materialize_is_reproducible_and_fast_shaped() -> None:
 
 
 def test_materialized_arrays_are_reused_as_copies_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_navigator import samples as module
+    import importlib
+
+    module: Any = importlib.import_module("pytest_navigator.samples")  # the package exports a function of that name
 
     monkeypatch.setattr(module, "_memo", type(module._memo)())
     monkeypatch.setattr(module, "_memo_bytes", 0)
     made: list[Recipe] = []
     real = module._materialize
-    monkeypatch.setattr(module, "_materialize", lambda *args: made.append(args[2]) or real(*args))
+
+    def counted(*args: Any) -> Any:
+        made.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(module, "_materialize", counted)
     monkeypatch.setattr(module, "MEMO_BYTES", 3 * 16 * 4)  # room for one float32 (3, 16) array
     spec = parse_tensor_spec("x:float32[N,16]")
     first = materialize(spec, (2, 16), Recipe("normal", seed=1, count=None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,7 +108,8 @@ class _FakeContext:
     report_to_profiler() (which hands the last enqueue's layer times to the profiler)."""
 
     def __init__(self, log: list[str]) -> None:
-        self.log, self.profiler, self.enqueue_emits_profile, self.profile_index = log, None, True, 0
+        self.log, self.enqueue_emits_profile, self.profile_index = log, True, 0
+        self.profiler: Any = None
 
     def set_optimization_profile_async(self, index: int, stream: int) -> None:
         self.profile_index = index
@@ -144,12 +146,12 @@ def test_tensorrt_traces_layers_from_an_iprofiler_and_tells_its_engine_memory(
     runner = object.__new__(TensorRTRunner)
     runner.runtime = "tensorrt"
     runner.profiles = {4: 2}  # batch 4 has a profile of its own; batch 1 is served by profile 0
-    runner.stream = types.SimpleNamespace(cuda_stream=0)
+    runner.stream = types.SimpleNamespace(cuda_stream=0)  # type: ignore[assignment]
     runner.engine = types.SimpleNamespace(
         create_execution_context=new_context, get_device_memory_size_for_profile_v2=lambda i: 1000 + i
     )
-    runner.prepare = lambda sample: [("x", _FakeTensor(sample))]  # type: ignore[method-assign]
-    runner._enqueue = lambda context, prepared: log.append(f"enqueue bs{prepared[0][1].shape[0]}")  # type: ignore[method-assign]
+    runner.prepare = lambda sample: [("x", _FakeTensor(sample))]  # type: ignore[method-assign, arg-type]
+    runner._enqueue = lambda context, prepared: log.append(f"enqueue bs{prepared[0][1].shape[0]}")  # type: ignore[method-assign, assignment, return-value]
     runner.synchronize = lambda: log.append("sync")  # type: ignore[method-assign]
     top = runner.trace([1, 1, 4], tmp_path / "bs.trace.json")  # type: ignore[list-item]
     assert log == ["enqueue bs1", "sync", "report"] * 2 + ["enqueue bs4", "sync", "report"]
