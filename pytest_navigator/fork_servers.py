@@ -16,8 +16,10 @@ were imports and torch.export.load). So they fork from a fork server of their ow
 the valgrind wrapper with instrumentation off: valgrind follows the fork, each child writes its
 dumps under its own pid, and a child forked from a server that only imported is as new a process as
 a spawned one (measured: three forked children's counts of one request agree within 0.2%, and with
-spawned processes' within 0.3%; one OpenMP thread, as the wrapper sets). NAVIGATOR_WORKER_START=spawn
-spawns every worker, counting ones included, as before the fork servers.
+spawned processes' within 0.3%; one OpenMP thread, as the wrapper sets). A counting worker has the
+environment of the server's start (the wrapper's settings over the run's), not of the moment it
+starts. NAVIGATOR_WORKER_START=spawn spawns every worker, counting ones included, as before the fork
+servers.
 """
 
 from __future__ import annotations
