@@ -102,13 +102,13 @@ class CountingServer:
     (valgrind.Valgrind.wrapper); its environment (one OpenMP thread, fixed hash seed, the dump folder)
     is the server's and every child's."""
 
-    def __init__(self, valgrind: Any) -> None:
+    def __init__(self, valgrind: Any, preload: tuple[str, ...] = COUNTING_PRELOAD) -> None:
         from multiprocessing import forkserver
 
         self.valgrind = valgrind
         self.folder = Path(tempfile.mkdtemp(prefix="navigator-counting-"))
         self._server = forkserver.ForkServer()
-        self._server.set_forkserver_preload(_installed(COUNTING_PRELOAD))
+        self._server.set_forkserver_preload(_installed(preload))
         self._wrapper = str(valgrind.wrapper(self.folder, self.folder / "valgrind.%p.log"))
 
     def ensure_running(self) -> None:
@@ -129,6 +129,11 @@ class CountingServer:
                 process.start()
             finally:
                 forkserver.connect_to_new_process = saved
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's pid, once started."""
+        return getattr(self._server, "_forkserver_pid", None)
 
     def stop(self) -> None:
         stop = getattr(self._server, "_stop", None)  # multiprocessing's own (tests use it); private

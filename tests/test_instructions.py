@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -338,3 +339,61 @@ def test_the_demo_resnet_counts_agree_across_processes(pytester: pytest.Pytester
     # 3 separate processes (measured: torch within 0.001%, ONNX Runtime within 0.7%)
     assert (max(torch_counts) - min(torch_counts)) / min(torch_counts) < 0.01, torch_counts
     assert entries["torch-cpu:threads=1"]["1"]["instructions"]["repeats"] == sorted(round(c) for c in torch_counts)
+
+
+def _probe_under_callgrind(conn: Any) -> None:
+    """A counting worker's first steps: is this process under callgrind, with the wrapper's settings,
+    and does a dump land where read_dump finds it (by this process's own pid)?"""
+    import os
+
+    callgrind = valgrind.Callgrind()
+    callgrind.start()
+    callgrind.zero()
+    counted = callgrind.dump("probe")
+    callgrind.stop()
+    conn.send((os.getpid(), os.getppid(), callgrind.active, counted, os.environ.get("OMP_NUM_THREADS")))
+
+
+def test_counting_workers_fork_from_one_server_under_callgrind(counting: valgrind.Valgrind) -> None:
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    from pytest_navigator import fork_servers
+
+    # a light preload: the real one imports torch under valgrind (15-25 s); the mechanism is the same
+    server = fork_servers.CountingServer(counting, preload=("pytest_navigator.valgrind",))
+    plain = forkserver.connect_to_new_process
+    context = multiprocessing.get_context("forkserver")
+    found = []
+    try:
+        for _ in range(2):
+            parent, child = context.Pipe()
+            process = context.Process(target=_probe_under_callgrind, args=(child,))
+            server.start(process)
+            child.close()
+            assert parent.poll(120), "the forked worker gave no answer"
+            found.append(parent.recv())
+            process.join(30)
+            assert process.exitcode == 0
+        assert forkserver.connect_to_new_process == plain  # other workers still fork from the plain server
+        (first_pid, first_parent, *first), (second_pid, second_parent, *second) = found
+        assert first_pid != second_pid and first_parent == second_parent == server.pid  # two children of one server
+        for active, counted, threads in (first, second):
+            assert active and counted >= 0 and threads == "1"
+    finally:
+        server.stop()
+    assert not server.folder.exists()
+
+
+def test_no_counting_server_where_workers_are_spawned_or_valgrind_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pytest_navigator import fork_servers
+
+    monkeypatch.setenv(fork_servers.START_METHOD_VARIABLE, "spawn")
+    assert fork_servers.counting_server(valgrind.Valgrind("v", (3, 24, 0))) is None
+    monkeypatch.delenv(fork_servers.START_METHOD_VARIABLE)
+    monkeypatch.setenv(valgrind.ENV_VALGRIND, str(tmp_path / "no-valgrind"))
+    fork_servers.start_counting_server()  # nothing to start, and no error: the counts then skip with the reason
+    assert fork_servers._COUNTING == {}
+    fork_servers.stop_counting_servers()
