@@ -381,8 +381,9 @@ def test_counting_workers_fork_from_one_server_under_callgrind(counting: valgrin
         for active, counted, threads in (first, second):
             assert active and counted >= 0 and threads == "1"
     finally:
-        server.stop()
-    assert not server.folder.exists()
+        fork_servers._COUNTING[("test", None)] = server
+        fork_servers.stop_counting_servers()  # as the session's end stops it
+    assert not server.folder.exists() and fork_servers._COUNTING == {}
 
 
 def test_no_counting_server_where_workers_are_spawned_or_valgrind_is_missing(
@@ -390,9 +391,14 @@ def test_no_counting_server_where_workers_are_spawned_or_valgrind_is_missing(
 ) -> None:
     from pytest_navigator import fork_servers
 
+    some = valgrind.Valgrind("/opt/vg/bin/valgrind", (3, 24, 0))
     monkeypatch.setenv(fork_servers.START_METHOD_VARIABLE, "spawn")
-    assert fork_servers.counting_server(valgrind.Valgrind("v", (3, 24, 0))) is None
+    assert fork_servers.counting_server(some) is None
     monkeypatch.delenv(fork_servers.START_METHOD_VARIABLE)
+    server = fork_servers.counting_server(some)  # made on first use, not started until a worker needs it
+    assert server is not None and fork_servers.counting_server(some) is server and server.pid is None
+    fork_servers.stop_counting_servers()
+    assert not server.folder.exists()
     monkeypatch.setenv(valgrind.ENV_VALGRIND, str(tmp_path / "no-valgrind"))
     fork_servers.start_counting_server()  # nothing to start, and no error: the counts then skip with the reason
     assert fork_servers._COUNTING == {}
