@@ -68,6 +68,14 @@ def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, 
         return instruction_entry(batch, facts, precision)
     throughputs, p95s = blocks(batch)
     memory = {k: v for k, v in batch.memory.items() if v is not None} if batch.peak_rss is not None else None
+    runs = [dict(r) for r in batch.runs] or [batch.figures()]
+    headline: dict[str, Any] = {"throughput": batch.throughput, "latency_ms": batch.latency_ms}
+    if len(runs) > 1:  # the figures of the median run, not of whichever process measured first
+        headline = {
+            "throughput": float(np.median([r["throughput"] for r in runs])),
+            "latency_ms": {k: float(np.median([r[k] for r in runs])) for k in ("p50", "p95", "p99")}
+            | {"p90": batch.latency_ms["p90"]},
+        }
     return _round(
         {
             **({"peak_memory": memory} if memory else {}),
@@ -75,8 +83,8 @@ def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, 
             "libraries": dict(facts.get("libraries", {})),
             "precision": precision,
             "profiler": profile.config.to_dict(),
-            "throughput": batch.throughput,
-            "latency_ms": batch.latency_ms,
+            **headline,
+            "runs": runs,
             "cold_start_ms": batch.cold_start_ms,
             "calibration": profile.calibration,
             "window_throughputs": [batch.windows[i].throughput for i in batch.stable_windows],
@@ -116,11 +124,16 @@ def instruction_entry(batch: BatchProfile, facts: Mapping[str, Any], precision: 
 
 #: An update that confirms the stored speed (no significant change, same library versions, profiler
 #: settings and precision) pools its measurement with the stored ones, up to this many recordings:
-#: one recording is one moment of a machine that drifts between runs, several are its usual range.
-#: An update that changes the speed, or anything else, starts the pool again.
+#: one recording is one moment of a machine that drifts between runs, several are its usual range,
+#: and the runs of all of them are the baseline side of a timed verdict (runs.py). An update that
+#: changes the speed significantly, or anything else, starts the pool again; one that does not (an
+#: outlier within the spread) joins it, and the medians keep it from moving the baseline.
 POOL_SIZE = 5
+#: Recordings older than this are stale: the next update drops them (the machine, its neighbours,
+#: its firmware move on; a library or driver upgrade already starts a new pool).
+STALE_DAYS = 90
 #: The sample lists that pool (concatenated in recording order).
-POOLED = ("window_throughputs", "block_throughputs", "block_p95_ms")
+POOLED = ("runs", "window_throughputs", "block_throughputs", "block_p95_ms")
 
 
 def poolable(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
@@ -137,15 +150,21 @@ def poolable(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
 
 
 def pool(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """`new` pooled with `old`'s recordings (the oldest dropped beyond POOL_SIZE): samples concatenated,
-    throughput, latencies and calibration the median over the recordings."""
-    recordings = [*(old.get("recordings") or [_recording(old)]), _recording(new)]
-    dropped = recordings[: max(0, len(recordings) - POOL_SIZE)]
-    kept = recordings[len(dropped) :]
+    """`new` pooled with `old`'s recordings (the oldest dropped beyond POOL_SIZE, and any older than
+    STALE_DAYS): runs and samples concatenated, throughput, latencies and calibration the median over
+    the recordings."""
+    stored = list(old.get("recordings") or [_recording(old)])
+    stale = 0  # recordings are in the order they were made: the stale ones lead
+    while stale < len(stored) and _stale(stored[stale], new.get("date")):
+        stale += 1
+    recordings = [*stored[stale:], _recording(new)]
+    excess = max(0, len(recordings) - POOL_SIZE)
+    dropped, kept = stored[:stale] + recordings[:excess], recordings[excess:]
     merged = dict(new)
     for name in POOLED:
         skip = sum(r["counts"].get(name, 0) for r in dropped)
-        merged[name] = list(old.get(name, ()))[skip:] + list(new.get(name, ()))
+        earlier = list(old.get(name, ())) if name != "runs" or "runs" in old else [_old_run(old)]
+        merged[name] = earlier[skip:] + list(new.get(name, ()))
     merged["recordings"] = kept
     merged["throughput"] = float(np.median([r["throughput"] for r in kept]))
     merged["latency_ms"] = {k: float(np.median([r["latency_ms"][k] for r in kept])) for k in new["latency_ms"]}
@@ -155,13 +174,34 @@ def pool(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _recording(entry: Mapping[str, Any]) -> dict[str, Any]:
+    counts = {name: len(entry.get(name, ())) for name in POOLED}
+    counts["runs"] = len(entry.get("runs") or [None])  # an entry from before runs were kept: one run
     return {
         "date": entry.get("date"),
         "throughput": entry["throughput"],
         "latency_ms": dict(entry["latency_ms"]),
         "calibration": entry.get("calibration"),
-        "counts": {name: len(entry.get(name, ())) for name in POOLED},
+        "counts": counts,
     }
+
+
+def _old_run(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The one run an entry from before runs were kept stands for: its headline figures."""
+    latency = entry["latency_ms"]
+    return {"throughput": entry["throughput"], "p50": latency["p50"], "p95": latency["p95"], "p99": latency["p99"]}
+
+
+def _stale(recording: Mapping[str, Any], now: str | None) -> bool:
+    """Whether a recording is older than STALE_DAYS at `now` (an ISO date; undated: never stale)."""
+    if not recording.get("date") or not now:
+        return False
+    try:
+        age = datetime.fromisoformat(now.replace("Z", "+00:00")) - datetime.fromisoformat(
+            recording["date"].replace("Z", "+00:00")
+        )
+    except ValueError:
+        return False
+    return age.days > STALE_DAYS
 
 
 def _finite(value: Any, minimum: float, strict: bool) -> bool:
@@ -204,6 +244,17 @@ def entry_problem(entry: Any) -> str | None:
         bad = [v for v in values if not _finite(v, 0.0, strict)]
         if bad:
             return f"field {name!r} holds {bad[0]!r}; every value must be a {'positive' if strict else 'finite'} number"
+    runs = entry.get("runs", [])
+    if not isinstance(runs, list):
+        return "field 'runs' is not a list"
+    for number, run in enumerate(runs, 1):
+        if not isinstance(run, dict):
+            return f"field 'runs' holds {run!r} as run {number}; each run is an object of its figures"
+        if not _finite(run.get("throughput"), 0.0, strict=True):
+            return f"run {number} of field 'runs' has throughput {run.get('throughput')!r}; a throughput is a positive number"
+        for name in ("p50", "p95", "p99"):
+            if not _finite(run.get(name), 0.0, strict=False):
+                return f"run {number} of field 'runs' has {name} {run.get(name)!r}; a latency is a finite number of ms >= 0"
     calibration = entry.get("calibration")
     if calibration is not None and not _finite(calibration, 0.0, strict=True):
         return f"field 'calibration' is {calibration!r}; a calibration score is a positive number or null"
@@ -235,6 +286,27 @@ class BaselineFile:
                 f"used for a verdict; fix or delete it in the file, or record it again with {options.UPDATE_BASELINES}."
             )
         return entry
+
+    def lookup(self, key: Key) -> tuple[dict[str, Any] | None, str]:
+        """The entry for `key` and the hardware key it was found under: `key`'s own, else (a file
+        written before CPU generations were part of the key) its coarser form, "AMD EPYC x2"."""
+        from pytest_navigator.telemetry import coarse_key
+
+        entry = self.get(key)
+        coarse = coarse_key(key[0])
+        if entry is None and coarse is not None:
+            found = self.get((coarse, key[1], key[2]))
+            if found is not None:
+                return found, coarse
+        return entry, key[0]
+
+    def runtime_entries(self, hardware: str, runtime: str) -> dict[str, Any]:
+        """A runtime's entries by batch size on `hardware`, else under its coarser key (lookup)."""
+        from pytest_navigator.telemetry import coarse_key
+
+        found = self.entries.get(hardware, {}).get(runtime, {})
+        coarse = coarse_key(hardware)
+        return found or (self.entries.get(coarse, {}).get(runtime, {}) if coarse else {})
 
     def keys(self) -> Iterator[Key]:
         for hardware, runtimes in self.entries.items():

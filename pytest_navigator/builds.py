@@ -326,6 +326,25 @@ class Builds:
             if worker in self._counting:
                 self._counting.remove(worker)
 
+    def fresh_runners(self, models: list[Model], runtime: str, label: str) -> tuple[list[Any], Any]:
+        """`runtime` of each of `models` built in one new worker process (a run of a timed measurement:
+        runs.py), restored from the artifact cache where it can be; returns the runners and the worker,
+        which the caller closes (close_counting)."""
+        from pytest_navigator.isolation import Timeouts, Worker, WorkerRunner
+
+        worker = Worker(f"{runtime} {label}", Timeouts(self.settings.timeout), self.settings.state_dir / "workers")
+        self._counting.append(worker)
+        try:
+            built = []
+            for model in models:
+                reference = self.reference(model)
+                context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+                built.append(WorkerRunner.build(worker, self.registry.get(runtime), model, context, runtime))
+        except BaseException:
+            self.close_counting([worker])
+            raise
+        return built, worker
+
     def worker(self, runtime: str) -> Any:
         """The worker process of a runtime id (isolation.Worker), started on first use."""
         if runtime not in self._workers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -71,24 +71,30 @@ def judge(
             current = paired_entry(current, batch)
         else:
             try:
-                before = stored.get(key)
+                before, found_under = stored.lookup(key)
             except BaselineError as malformed:
                 problems.append(str(malformed))
                 if batch.stable:
                     entries[key] = current
                 continue
-        comparisons.append(
-            compare(
-                runtime,
-                batch.batch_size,
-                current,
-                before,
-                limits,
-                stable=batch.stable,
-                normalize=normalize,
-                against=against[0] if against else None,
-            )
+        judged = compare(
+            runtime,
+            batch.batch_size,
+            current,
+            before,
+            limits,
+            stable=batch.stable,
+            normalize=normalize,
+            against=against[0] if against else None,
         )
+        if against is None and before is not None and found_under != hardware:
+            judged = replace(
+                judged,
+                reason=f"{judged.reason} (against a baseline recorded under the coarser hardware key "
+                f"{found_under!r}, from before CPU generations were told apart: it may come from another "
+                f"generation; {options.UPDATE_BASELINES} records one under {hardware!r})",
+            )
+        comparisons.append(judged)
         if batch.stable:
             entries[key] = current
     return Judgement(comparisons, entries, problems)
@@ -133,7 +139,8 @@ def decide(
     inconclusive='warn'; nothing measured fails. --update-baselines accepts any stable speed. Else a
     REGRESSED verdict fails with old -> new figures, and NEW fails under require_baseline (or
     missing='fail'), is skipped as not recorded under missing='skip', and passes otherwise; a comparison
-    the machine's drift made impossible (calibration_drift) fails under require_baseline and otherwise warns.
+    the machine's drift made impossible (calibration_drift), or whose limit is finer than the run-to-run
+    spread resolves (unresolved), fails under require_baseline and otherwise warns.
     `judged_against` names the baseline file (or the A/B model) in messages."""
     from pytest_navigator.profiler import PerformanceFailure, check_profile
 
@@ -187,7 +194,12 @@ def decide(
     # The machine itself changed speed since the recording: like a missing baseline, nothing comparable
     # is stored. Said as a warning (failing would be a false alarm as often as not), a failure only
     # when a judged baseline is required.
-    drifted = [c for c in comparisons if c.verdict == Verdict.INCONCLUSIVE and c.calibration_drift is not None]
+    # Likewise a limit finer than this machine's run-to-run spread can resolve (runs.py: the MDE).
+    drifted = [
+        c
+        for c in comparisons
+        if c.verdict == Verdict.INCONCLUSIVE and (c.calibration_drift is not None or c.unresolved)
+    ]
     if drifted:
         text = f"{runtime} on {model}: not judged against {judged_against}:\n" + "\n".join(
             c.describe() for c in drifted
@@ -208,7 +220,13 @@ def accepted(results: Iterable[RuntimeResult]) -> tuple[dict[Key, dict[str, Any]
         if result.status != Status.PASSED:
             continue
         entries.update(result.measured)
-        passed = {c.batch_size for c in result.comparisons if c.verdict == Verdict.PASS and c.against == "baseline"}
+        # confirmed: no significant change against the stored runs (PASS, or a limit finer than the
+        # spread resolves): the recording joins the pool, so an outlier within the spread cannot reset it
+        passed = {
+            c.batch_size
+            for c in result.comparisons
+            if c.against == "baseline" and (c.verdict == Verdict.PASS or c.unresolved)
+        }
         confirmed |= {key for key in result.measured if key[2] in passed}
     return entries, confirmed
 

@@ -13,11 +13,14 @@ from typing import Any
 
 from tabulate import tabulate
 
+from pytest_navigator.runs import mde_text
 from pytest_navigator.selection import describe
 
 #: The order rows are listed in: what needs a reader's attention first, so a cut keeps it.
 SEVERITY = ("regressed", "inconclusive", "improved", "new", "pass")
-VERDICT_HEADERS = ("model", "runtime", "batch", "verdict", "throughput old → new", "ratio", "p-value", "reason")
+VERDICT_HEADERS = (
+    "model", "runtime", "batch", "verdict", "throughput old → new", "ratio", "p-value", "MDE", "reason"
+)
 ELSEWHERE = "the full report is in the HTML and JSON reports"
 
 
@@ -33,6 +36,8 @@ class VerdictRow:
     ratio: str
     p_value: str
     reason: str
+    #: The smallest throughput change the runs could resolve (runs.py), "" for counts and older reports.
+    mde: str = ""
 
     def cells(self) -> tuple[str, ...]:
         return (
@@ -43,6 +48,7 @@ class VerdictRow:
             self.figures,
             self.ratio,
             self.p_value,
+            self.mde or "—",
             self.reason,
         )
 
@@ -142,6 +148,7 @@ def _verdict_row(model: str, runtime: str, verdict: Mapping[str, Any]) -> Verdic
         ratio=ratio_text(baseline, current, higher_is_faster=metric == "throughput"),
         p_value=", ".join(f"{m} {p:.2g}" for m, p in sorted(p_values.items())) or "—",
         reason=verdict.get("reason", ""),
+        mde=mde_text(verdict.get("mde")),
     )
 
 

@@ -22,6 +22,7 @@ WINDOW = "--navigator-window"
 STABILITY = "--navigator-stability"
 MAX_TRIALS = "--navigator-max-trials"
 TIME_BUDGET = "--navigator-time-budget"
+PROCESSES = "--navigator-processes"
 INTERFERENCE = "--navigator-interference"
 NO_PROFILE = "--navigator-no-profile"
 THRESHOLDS = "--navigator-thresholds"
@@ -169,6 +170,14 @@ OPTIONS: tuple[Option, ...] = (
         "for, a later size not stable when it is spent is left out, and windows past max-trials stop (default 5; "
         "'none': unbounded). The first batch size and explicit ones are always measured in full; the first, still "
         "converging, may take windows until twice the budget.",
+    ),
+    _option(
+        PROCESSES,
+        "navigator_processes",
+        "string",
+        "Fresh processes a runtime is measured in when a timed verdict or a recording depends on it (a stored "
+        "baseline, --update-baselines, a report, --navigator-against): the run, not the window, is the unit of "
+        "evidence (default 3; 1: one process, whose verdicts say the run-to-run spread is unknown).",
     ),
     _option(
         NO_PROFILE,

@@ -35,6 +35,7 @@ def profile_to_dict(profile: RuntimeProfile) -> dict[str, Any]:
                 "rss_scope": b.rss_scope,
                 "gpu_process": b.gpu_process,
                 "engine_memory": b.engine_memory,
+                "runs": [dict(r) for r in b.runs],
                 "windows": [
                     {
                         "latencies_ms": list(w.latencies_ms),
@@ -79,6 +80,7 @@ def profile_from_dict(data: dict[str, Any]) -> RuntimeProfile:
                 b.get("rss_scope", ""),
                 b.get("gpu_process"),
                 b.get("engine_memory"),
+                tuple(dict(r) for r in b.get("runs", ())),
             )
         )
     return RuntimeProfile(

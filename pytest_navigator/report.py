@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pytest_navigator import runs
+
 if TYPE_CHECKING:
     from pytest_navigator.profiler import BatchProfile
     from pytest_navigator.session import NavigatorSession
@@ -102,6 +104,7 @@ def performance_summary(session: NavigatorSession) -> str:
                     f"{used}/{len(batch.windows)}",
                     "" if delta is None else f"{delta:+.1%}",
                     comparison.verdict.value if comparison else "",
+                    runs.mde_text(comparison.mde if comparison else None),
                 ]
             )
             if batch.stable and not is_old:
@@ -134,6 +137,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "windows",
             "vs baseline",
             "verdict",
+            "MDE",
         ],
         tablefmt="simple",
         disable_numparse=True,
@@ -151,6 +155,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "right",
             "right",
             "left",
+            "right",
         ),
     )
     lines = [device, libraries, ""]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pytest_navigator.errors import NavigatorError
+from pytest_navigator.runs import mde_text
 from pytest_navigator.verdicts import Limit, Verdict, compare
 
 #: What --fail-on accepts, and the verdicts each fails on.
@@ -47,6 +48,8 @@ class Row:
     reason: str
     #: The hardware of OLD's entry, when it differs (--allow-hardware-mismatch).
     old_hardware: str | None = None
+    #: The smallest throughput change the runs could resolve (runs.py): "8.1%", "unknown", "" (counts).
+    mde: str = ""
 
     @property
     def change(self) -> str:
@@ -72,6 +75,7 @@ def compare_reports(
     olds = _entries(old)
     rows: list[Row] = []
     mismatched: list[str] = []
+    coarse: set[str] = set()
     for model in new["models"]:
         for runtime in model["runtimes"]:
             profile = runtime.get("profile")
@@ -84,10 +88,10 @@ def compare_reports(
                     continue
                 current = measured.get(size)
                 candidates = olds.get((model["name"], runtime["name"], size), [])
-                same = [c for c in candidates if current is not None and c["hardware"] == current["hardware"]]
+                same = [c for c in candidates if current is not None and _same(c["hardware"], current["hardware"])]
                 before = (same or candidates)[0] if candidates else None
                 hardware = current["hardware"] if current else runtime.get("hardware") or ""
-                if before is not None and current is not None and before["hardware"] != current["hardware"]:
+                if before is not None and current is not None and not _same(before["hardware"], current["hardware"]):
                     mismatched.append(
                         f"{model['name']} {runtime['name']} batch {size}: OLD on {before['hardware']!r}, "
                         f"NEW on {current['hardware']!r}"
@@ -97,6 +101,8 @@ def compare_reports(
                 row = _row(model["name"], runtime["name"], size, hardware, batch, current, before, limits, normalize)
                 if before is not None and before["hardware"] != hardware:
                     row = replace(row, old_hardware=before["hardware"])
+                    if _same(before["hardware"], hardware):
+                        coarse.add(f"{before['hardware']!r} / {hardware!r}")
                 rows.append(row)
     if mismatched and not allow_hardware_mismatch:
         shown = "; ".join(mismatched[:3]) + (f"; and {len(mismatched) - 3} more" if len(mismatched) > 3 else "")
@@ -109,7 +115,19 @@ def compare_reports(
             raise CompareError("NEW has no measurements: was it a correctness-only run (--navigator-no-profile)?")
     seen = {(r.model, r.runtime, r.batch_size) for r in rows}
     notes = [f"in OLD only: {m} {r} batch {s}" for (m, r, s) in olds if (m, r, s) not in seen]
+    notes += [
+        f"hardware keys {pair}: one is the coarser key of a report from before CPU generations were told apart, "
+        "so it may come from another generation"
+        for pair in sorted(coarse)
+    ]
     return rows, notes
+
+
+def _same(old: str, new: str) -> bool:
+    """One machine: equal keys, or one the coarser form of the other (telemetry.coarse_key)."""
+    from pytest_navigator.telemetry import coarse_key
+
+    return old == new or coarse_key(new) == old or coarse_key(old) == new
 
 
 def _entries(report: Mapping[str, Any]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
@@ -147,7 +165,10 @@ def _row(
         now = _headline(current["entry"], metric)
         p_value = judged.p_values.get(metric, min(judged.p_values.values(), default=None))
         verdict, reason = judged.verdict.value, judged.reason
-    return Row(model, runtime, size, hardware, metric, old, now, _slowdown(metric, old, now), p_value, verdict, reason)
+    mde = "" if current is None or counted else mde_text(judged.mde)
+    return Row(
+        model, runtime, size, hardware, metric, old, now, _slowdown(metric, old, now), p_value, verdict, reason, mde=mde
+    )
 
 
 def _headline(entry: Mapping[str, Any], metric: str) -> float | None:
@@ -195,12 +216,13 @@ def render(rows: Sequence[Row], notes: Sequence[str], fmt: str, fail_on: str) ->
             f"{_number(r.old, r.metric)} → {_number(r.new, r.metric)}",
             r.change,
             "-" if r.p_value is None else f"{r.p_value:.2g}",
+            r.mde or "-",
             r.verdict.upper() if fmt == "text" else f"**{r.verdict}**" if r in bad else r.verdict,
             r.reason,
         ]
         for r in rows
     ]
-    headers = ["model", "runtime", "batch", "metric", "old → new", "change", "p", "verdict", "reason"]
+    headers = ["model", "runtime", "batch", "metric", "old → new", "change", "p", "MDE", "verdict", "reason"]
     if any(r.old_hardware for r in rows):  # --allow-hardware-mismatch: say what was compared with what
         headers.insert(3, "hardware")
         for line, r in zip(table, rows, strict=True):

@@ -273,6 +273,7 @@ class NavigatorSession:
             profile, olds = runner.measure(config, sizes, old, progress=self.progress)
         else:
             profile, olds = profile_measurement(runner, model.io_spec, config, sizes, old_runner, self.progress)
+        profile, olds = self._runs(model, runtime, runner, old_runner, config, profile, olds, stored)
         result = self.results.result(model.path, runtime)
         if self.against_model is not None:
             result.against_profile = replace(profile, batches=tuple(olds[b.batch_size] for b in profile.batches))
@@ -290,6 +291,77 @@ class NavigatorSession:
         result.profile = profile
         return profile
 
+    def _runs(
+        self,
+        model: Model,
+        runtime: str,
+        runner: Runner,
+        old_runner: Runner | None,
+        config: ProfilerConfig,
+        profile: RuntimeProfile,
+        olds: dict[int, BatchProfile],
+        stored: Mapping[str, Any],
+    ) -> tuple[RuntimeProfile, dict[int, BatchProfile]]:
+        """`profile` (and the A/B side's `olds`) with each batch size's figures per run (runs.py): the
+        measurement just taken, then, where a verdict or a recording depends on it, the same sizes
+        measured again in fresh worker processes, up to --navigator-processes runs. A run that fails
+        leaves the others standing, said in the stop reason. Under --navigator-isolation=none the runs
+        repeat in this process, which the stop reason says: the spread between processes is not seen."""
+        from pytest_navigator.isolation import WorkerRunner, profile_measurement
+
+        new_runs = {b.batch_size: [b.figures()] if b.stable else [] for b in profile.batches}
+        old_runs = {size: [b.figures()] if b.stable else [] for size, b in olds.items()}
+        count = self.settings.processes if self._judged_or_kept(stored) else 1
+        sizes = [b.batch_size for b in profile.batches if b.status != "error"]
+        notes = []
+        isolated = isinstance(runner, WorkerRunner)
+        for number in range(2, count + 1 if sizes else 0):
+            if self.progress is not None:
+                where = "a fresh process" if isolated else "this process"
+                self.progress(f"measuring {runtime} for {model.name}: run {number} of {count}, in {where}")
+            again = replace(config, batch_sizes=tuple(sizes))
+            try:
+                if isolated:
+                    models = [model] + ([self.against_model] if self.against_model is not None else [])
+                    built, worker = self.builds.fresh_runners(models, runtime, f"run {number}")
+                    try:
+                        more, more_olds = built[0].measure(again, sizes, built[1] if len(built) > 1 else None)
+                    finally:
+                        self.builds.close_counting([worker])
+                else:
+                    more, more_olds = profile_measurement(runner, model.io_spec, again, sizes, old_runner)
+            except NavigatorError as failed:
+                notes.append(f"run {number} of {count} failed ({describe_error(failed).splitlines()[0]})")
+                continue
+            for batch in more.batches:
+                old = more_olds.get(batch.batch_size)
+                if batch.stable and batch.batch_size in new_runs and (old is None or old.stable):
+                    new_runs[batch.batch_size].append(batch.figures())
+                    if old is not None and batch.batch_size in old_runs:
+                        old_runs[batch.batch_size].append(old.figures())
+        if count > 1 and not isolated:
+            notes.append(
+                f"{options.ISOLATION}=none: the {count} runs share this process, so the spread between processes "
+                "is not seen"
+            )
+        batches = tuple(replace(b, runs=tuple(new_runs.get(b.batch_size, ()))) for b in profile.batches)
+        reason = "; ".join([profile.stop_reason, *notes]) if notes else profile.stop_reason
+        olds = {size: replace(b, runs=tuple(old_runs.get(size, ()))) for size, b in olds.items()}
+        return replace(profile, batches=batches, stop_reason=reason), olds
+
+    def _judged_or_kept(self, stored: Mapping[str, Any]) -> bool:
+        """Whether a timed verdict or a recording depends on this measurement: a stored baseline for it
+        (`stored`: _baseline_entries), --update-baselines, a report (`navigator profile -o` included),
+        an A/B run, or an absolute limit in --navigator-thresholds."""
+        absolute = any(not limit.relative for limit in self.settings.limits.values())  # an SLA judges any run
+        return self._kept() or self.against_model is not None or bool(stored) or absolute
+
+    def _kept(self) -> bool:
+        """Whether this run's measurements are recorded (--update-baselines) or kept in a report."""
+        settings = self.settings
+        kept = (settings.report_path, settings.html_path, settings.markdown_path, settings.benchmark_json_path)
+        return settings.update_baselines or any(kept)
+
     def _baselined_sizes(self, stored: Mapping[str, Any], runner: Runner) -> list[int]:
         """The batch sizes this runtime has baselines for on this hardware, which the sweep must not
         leave unjudged (a time budget spent early, a busy machine); none while baselines are updated,
@@ -304,16 +376,14 @@ class NavigatorSession:
             stored = self.baseline_store.load(model.name, model.fingerprint)
         except BaselineError:
             return {}
-        return stored.entries.get(self.hardware(runtime), {}).get(runtime, {})
+        return stored.runtime_entries(self.hardware(runtime), runtime)
 
     def _calibrates(self, stored: Mapping[str, Any]) -> bool:
         """Whether to run the calibration workload around this profile (calibration.py: about 2 s,
         before and after). Its score only matters where the figures are judged against a baseline
         (machine drift, --navigator-normalize), recorded (--update-baselines) or kept for a later
         comparison (a report: `--navigator-report`, `navigator profile -o`); a plain local run skips it."""
-        settings = self.settings
-        kept = (settings.report_path, settings.html_path, settings.markdown_path, settings.benchmark_json_path)
-        if settings.update_baselines or settings.normalize or any(kept):
+        if self.settings.normalize or self._kept():
             return True
         return self.against_model is None and bool(stored)
 

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from pytest_navigator.verdicts import Limit
 
 DEFAULT_BATCH_SIZES = (1, 4)
+#: Processes a timed measurement is taken in where a verdict depends on it (--navigator-processes).
+DEFAULT_PROCESSES = 3
+MAX_PROCESSES = 50
 
 
 class OptionError(NavigatorError):
@@ -86,6 +89,9 @@ class Settings:
     isolation: str = "none"
     #: --navigator-timeout: seconds per request to a runtime's worker; None: the defaults (isolation.Timeouts).
     timeout: float | None = None
+    #: --navigator-processes: fresh processes a timed measurement is taken in where a verdict or a
+    #: recording depends on it (runs.py); 1: one.
+    processes: int = DEFAULT_PROCESSES
 
     @functools.cached_property
     def limits(self) -> dict[str, Limit]:
@@ -196,6 +202,7 @@ def settings_from(
         rebuild=bool(value(options.REBUILD)),
         isolation=isolation,
         timeout=parse_timeout(value(options.TIMEOUT)),
+        processes=parse_processes(value(options.PROCESSES)),
     )
     settings.limits  # noqa: B018 - a bad threshold stops the run now, naming the option
     settings.model_constraints  # noqa: B018 - so does a bad constraint
@@ -257,6 +264,16 @@ def parse_batch_sizes(value: str | Sequence[int] | None, option: str = options.B
     if not sizes:
         raise OptionError(f"{option}={value!r}: no batch sizes given; e.g. 1,4,16.")
     return tuple(sorted(set(sizes)))
+
+
+def parse_processes(value: str | int | None) -> int:
+    """--navigator-processes: a whole number from 1 to MAX_PROCESSES."""
+    count = parse_count(value, options.PROCESSES, DEFAULT_PROCESSES)
+    if not 1 <= count <= MAX_PROCESSES:
+        raise OptionError(
+            f"{options.PROCESSES}={value!r}: give a whole number from 1 to {MAX_PROCESSES}, e.g. {DEFAULT_PROCESSES}."
+        )
+    return count
 
 
 def parse_count(value: str | int | None, option: str, default: int) -> int:

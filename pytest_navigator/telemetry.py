@@ -178,6 +178,49 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def cpu_generation(cpuinfo: str | None = None) -> dict[str, Any]:
+    """What CPU kernels dispatch on, which the marketing name hides on virtual machines ("AMD EPYC"
+    covers generations with and without AVX-512): the vendor, family and model numbers from
+    /proc/cpuinfo, and the widest vector ISA the flags offer (ATen, oneDNN and MLAS pick their kernels
+    by the same flags; ATEN_CPU_CAPABILITY, when set, caps torch's and is kept too)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+                cpuinfo = info.read()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if not key:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key, value.strip())
+    flags = set(fields.get("flags", fields.get("Features", "")).split())
+    found: dict[str, Any] = {
+        "vendor": fields.get("vendor_id") or platform.machine(),
+        "family": fields.get("cpu family"),
+        "model": fields.get("model"),
+        "isa": isa_level(flags) if flags else platform.machine(),
+    }
+    if os.environ.get("ATEN_CPU_CAPABILITY"):
+        found["aten_cpu_capability"] = os.environ["ATEN_CPU_CAPABILITY"]
+    return found
+
+
+def isa_level(flags: set[str]) -> str:
+    """The widest x86 vector level of a CPU's flags, named as torch's CPU capability names them."""
+    if {"amx_tile", "avx512f"} <= flags:
+        return "AMX"
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        return "AVX512"
+    if {"avx2", "fma"} <= flags:
+        return "AVX2"
+    return "DEFAULT"
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries that decide speed (absent ones left out)."""
     versions = {"python": platform.python_version()}
@@ -215,7 +258,12 @@ def fingerprint() -> dict[str, Any]:
     except AttributeError:  # not on Linux
         usable = os.cpu_count() or 1
     facts: dict[str, Any] = {
-        "cpu": {"model": cpu_model(), "cores": os.cpu_count() or 1, "usable_cores": usable},
+        "cpu": {
+            "model": cpu_model(),
+            "cores": os.cpu_count() or 1,
+            "usable_cores": usable,
+            "generation": cpu_generation(),
+        },
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "libraries": library_versions(),
@@ -227,9 +275,27 @@ def fingerprint() -> dict[str, Any]:
 
 
 def hardware_key(facts: dict[str, Any], device: str) -> str:
-    """What a baseline is keyed by: the GPU name and count for CUDA runtimes, else the CPU model and cores."""
+    """What a baseline is keyed by: the GPU name and count for CUDA runtimes, else the CPU model and
+    cores and the generation its kernels dispatch on: "AMD EPYC x2 (AuthenticAMD family 25 model 17,
+    AVX512)". Keys written before the generation was part of them stop at the cores (coarse_key)."""
     gpu = facts.get("gpu")
     if device.startswith("cuda") and gpu and gpu["names"]:
         return f"{gpu['names'][0]} x{gpu['count']}"
     cpu = facts["cpu"]
-    return f"{cpu['model']} x{cpu['usable_cores']}"
+    key = f"{cpu['model']} x{cpu['usable_cores']}"
+    generation = cpu.get("generation")
+    if not generation:
+        return key
+    numbers = " ".join(
+        f"{name} {generation[name]}" for name in ("family", "model") if generation.get(name) is not None
+    )
+    isa = generation["isa"] + (f", ATen {generation['aten_cpu_capability']}" if "aten_cpu_capability" in generation else "")
+    return f"{key} ({' '.join(p for p in (generation['vendor'], numbers) if p)}, {isa})"
+
+
+def coarse_key(key: str) -> str | None:
+    """The key a CPU baseline had before CPU generations were told apart ("AMD EPYC x2"), or None
+    when `key` has no generation part."""
+    if not key.endswith(")") or " (" not in key:
+        return None
+    return key[: key.rindex(" (")]

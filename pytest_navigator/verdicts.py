@@ -2,23 +2,29 @@
 
 REGRESSED needs two things: an effect beyond the threshold (default throughput below 95% of the
 baseline, p95 or p99 latency above 110% of it) and statistical significance, so that noise alone
-does not fail a build. Significance is a one-sided Mann-Whitney U test (scipy) between the two
-runs' block samples (each stable window split into consecutive blocks of requests), with the
-baseline's blocks moved to the limit: the test asks whether the new run is worse than the limit
-allows, not whether it differs at all (runs of an unchanged runtime always differ a little); a threshold
-given as an absolute value (seed 002's style: `{"throughput": 500.0}` next to `{"throughput": "95%"}`)
-is tested with a one-sided Wilcoxon signed-rank test of the blocks against that value.
-Mann-Whitney was chosen over a t-test because block throughputs are skewed by stalls.
+does not fail a build. Timed figures are judged between processes (runs.py): each process the
+runtime was measured in gives one figure, and a one-sided t-test on their logs asks whether the new
+runs are worse than the limit allows, not whether they differ at all (runs of an unchanged runtime
+always differ a little). Every timed verdict carries its minimum detectable effect; one whose MDE is
+wider than the limit allows is INCONCLUSIVE rather than PASS. A threshold given as an absolute value
+(seed 002's style: `{"throughput": 500.0}` next to `{"throughput": "95%"}`) is tested with a
+one-sample t-test of the runs against that value.
+
+The rule before (unit="window": Mann-Whitney between the two runs' block samples) is kept for
+harness.bench_detection to measure against: it treats the windows of one process as independent
+evidence about the next process, and called 11 of 30 pairs of unchanged runs REGRESSED or IMPROVED.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pytest_navigator import options
+from pytest_navigator import options, runs
 from pytest_navigator.thresholds import (  # noqa: F401 - re-exported: callers import them from here
     DEFAULT_THRESHOLDS,
     METRICS,
@@ -36,6 +42,9 @@ AB_PAIRS = 9
 #: What a relative limit's significance test must show: the change is beyond the limit (default), or
 #: that there is any change at all ("difference": the rule before, kept to measure against).
 SIGNIFICANCE = ("beyond-limit", "difference")
+#: What a timed verdict treats as one piece of evidence: a process ("run", the default) or a window's
+#: block ("window": the rule before, kept to measure against).
+UNITS = ("run", "window")
 #: How far the machine's speed may drift when no relative throughput limit sets it (drift_tolerance).
 DRIFT_TOLERANCE = 0.05
 
@@ -73,6 +82,12 @@ class Comparison:
     against: str = "baseline"
     #: The machine's speed now / at recording (calibration workload), when it moved too far to judge.
     calibration_drift: float | None = None
+    #: Per metric: the smallest relative change this comparison could detect (runs.py; inf: unknown).
+    mde: dict[str, float] = field(default_factory=dict)
+    #: Processes behind the figures: (now, in the baseline); None for a count or the window rule.
+    runs: tuple[int, int] | None = None
+    #: INCONCLUSIVE because this machine's run-to-run spread cannot resolve the limit (the gate warns).
+    unresolved: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the report's verdict object (report.schema.json)."""
@@ -91,6 +106,9 @@ class Comparison:
             "p_values": dict(self.p_values),
             "version_changes": {k: list(v) for k, v in self.version_changes.items()},
             "calibration_drift": self.calibration_drift,
+            "mde": {m: None if math.isinf(v) else v for m, v in self.mde.items()},
+            "runs": None if self.runs is None else list(self.runs),
+            "unresolved": self.unresolved,
         }
 
     @classmethod
@@ -108,6 +126,9 @@ class Comparison:
             data["normalized"],
             data["against"],
             data.get("calibration_drift"),
+            {m: math.inf if v is None else v for m, v in (data.get("mde") or {}).items()},
+            None if data.get("runs") is None else (data["runs"][0], data["runs"][1]),
+            bool(data.get("unresolved", False)),
         )
 
     def delta(self, metric: str = "throughput") -> float | None:
@@ -135,9 +156,20 @@ class Comparison:
                 "" if self.normalized_ratio is None else f", calibration-normalized {self.normalized_ratio:.3f}"
             )
             lines.append(f"  throughput ratio vs {self.against}: raw {self.raw_ratio:.3f}{normalized}")
+        if self.mde:
+            lines.append(f"  {self.resolution()}")
         if versions:
             lines.append(f"  versions changed since the baseline: {versions}")
         return "\n".join(lines)
+
+    def resolution(self) -> str:
+        """'smallest change resolved (MDE, 3 runs against 6): throughput 8.1%, p95 12%': what this
+        comparison could have detected ("" when not judged between runs)."""
+        if not self.mde:
+            return ""
+        shown = ", ".join(f"{m} {runs.describe_mde(v)}" for m, v in self.mde.items())
+        behind = "" if self.runs is None else f", {self.runs[0]} runs against {self.runs[1]}"
+        return f"smallest change resolved (MDE{behind}): {shown}"
 
 
 def compare(
@@ -150,15 +182,19 @@ def compare(
     normalize: bool = False,
     against: str | None = None,
     significance: str = "beyond-limit",
+    unit: str = "run",
 ) -> Comparison:
     """Judge a current entry (baselines.entry_for) against the stored one; with `normalize`, the
     current figures are first scaled by the calibration workload's baseline/current ratio. With
     `against` (an A/B run: `baseline` is the old model measured in this run, window by window beside
     the new one) the significance test is paired and no normalization applies. `significance`
     (SIGNIFICANCE) says what the test must show: that the change is beyond the limit (the default),
-    or only that there is a change ("difference", the rule before; kept for harness.bench_detection)."""
+    or only that there is a change ("difference", the rule before; kept for harness.bench_detection).
+    `unit` (UNITS): judge between processes ("run", runs.py) or between windows' blocks ("window")."""
     if significance not in SIGNIFICANCE:
         raise ValueError(f"significance={significance!r}: give one of {', '.join(SIGNIFICANCE)}")
+    if unit not in UNITS:
+        raise ValueError(f"unit={unit!r}: give one of {', '.join(UNITS)}")
     versions = _version_changes(baseline.get("libraries", {}) if baseline else {}, current.get("libraries", {}))
     if "instructions" in current:
         return _judge_counts(runtime, batch_size, current, baseline, limits.get("instructions"), stable, versions)
@@ -172,10 +208,11 @@ def compare(
             if normalize and against is None:
                 current = _scaled(current, factor)
     paired = against is not None
-    result = _judge(runtime, batch_size, current, baseline, limits, stable, versions, paired, significance)
+    judge = _judge_runs if unit == "run" else functools.partial(_judge, significance=significance)
+    result = judge(runtime, batch_size, current, baseline, limits, stable, versions, paired)
     drift = _drift(current, baseline, limits) if not normalize and not paired else None
     if drift is not None and result.verdict is Verdict.REGRESSED:
-        result = _judge_drifted(result, current, baseline, limits, significance, drift)
+        result = _judge_drifted(result, current, baseline, limits, judge, drift)
     else:
         drift = None
     return replace(
@@ -212,7 +249,7 @@ def _judge_drifted(
     current: Mapping[str, Any],
     baseline: Mapping[str, Any] | None,
     limits: Mapping[str, Limit],
-    significance: str,
+    judge: Any,
     speed: float,
 ) -> Comparison:
     """A regression at the limits, on a machine whose own speed moved by `speed` since the recording:
@@ -228,7 +265,7 @@ def _judge_drifted(
         for m, limit in limits.items()
     }
     runtime, batch_size, versions = regressed.runtime, regressed.batch_size, regressed.version_changes
-    found = _judge(runtime, batch_size, current, baseline, wider, True, versions, False, significance)
+    found = judge(runtime, batch_size, current, baseline, wider, True, versions, False)
     machine = (
         f"this machine ran the calibration workload at {speed:.2f}x the speed it had when the baseline was recorded"
     )
@@ -236,16 +273,14 @@ def _judge_drifted(
     shown = ", ".join(f"{m}={limit.value:.0%}" for m, limit in wider.items() if limits[m].relative)
     if found.verdict is Verdict.REGRESSED:
         return replace(found, reason=f"{regressed.reason}; beyond even the limits {drift} widens them to ({shown})")
-    return Comparison(
-        runtime,
-        batch_size,
-        Verdict.INCONCLUSIVE,
-        found.figures,
-        found.p_values,
-        f"beyond the limit, but {machine}: within the limits that drift widens ({shown}), a stored number cannot "
-        f"tell a regression from the machine (rerun on a quieter machine, or use {options.AGAINST} or "
+    return replace(
+        found,
+        verdict=Verdict.INCONCLUSIVE,
+        reason=f"beyond the limit, but {machine}: within the limits that drift widens ({shown}), a stored number "
+        f"cannot tell a regression from the machine (rerun on a quieter machine, or use {options.AGAINST} or "
         f"{options.MODE}=instructions)",
-        versions,
+        mde=regressed.mde,
+        unresolved=False,
     )
 
 
@@ -256,6 +291,10 @@ def _scaled(entry: Mapping[str, Any], factor: float) -> dict[str, Any]:
     scaled["block_throughputs"] = [x * factor for x in entry.get("block_throughputs", ())]
     scaled["latency_ms"] = {k: v / factor for k, v in entry["latency_ms"].items()}
     scaled["block_p95_ms"] = [x / factor for x in entry.get("block_p95_ms", ())]
+    if "runs" in entry:
+        scaled["runs"] = [
+            {k: v * factor if k == "throughput" else v / factor for k, v in run.items()} for run in entry["runs"]
+        ]
     return scaled
 
 
@@ -337,6 +376,98 @@ def _judge(
         else "within the limits"
     )
     return Comparison(runtime, batch_size, Verdict.PASS, figures, p_values, reason, versions)
+
+
+def _judge_runs(
+    runtime: str,
+    batch_size: int,
+    current: Mapping[str, Any],
+    baseline: Mapping[str, Any] | None,
+    limits: Mapping[str, Limit],
+    stable: bool,
+    versions: dict[str, tuple[str | None, str | None]],
+    paired: bool = False,
+) -> Comparison:
+    """Timed figures judged between processes (runs.py): REGRESSED when a metric's runs are
+    significantly worse than its limit allows; IMPROVED when throughput is significantly better by as
+    much; else INCONCLUSIVE when some limit is finer than the runs' spread can resolve (the MDE), and
+    PASS only when every limit is resolved and none is passed."""
+    figures: dict[str, tuple[float | None, float, float | None]] = {
+        metric: (_figure(baseline, metric) if baseline else None, _figure(current, metric), None) for metric in limits
+    }
+    if not stable:
+        return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason="the measurement is unstable")
+    if baseline is None and all(limit.relative for limit in limits.values()):
+        return Comparison(runtime, batch_size, Verdict.NEW, figures, reason="no baseline for this hardware")
+    regressed: list[str] = []
+    improved: list[str] = []
+    unresolved: list[str] = []
+    p_values: dict[str, float] = {}
+    mde: dict[str, float] = {}
+    level = ALPHA / len(limits)  # Bonferroni: each metric tested is one more chance of a false alarm
+    counted = (0, 0)
+    for metric, limit in limits.items():
+        base = _figure(baseline, metric) if baseline else None
+        bound = limit.bound(base)
+        if bound is None:
+            continue
+        figures[metric] = (base, _figure(current, metric), bound)
+        now = runs.figures(current, metric)
+        before = runs.figures(baseline, metric) if baseline is not None and (limit.relative or paired) else None
+        if paired and before is not None and len(before) != len(now):
+            shortest = min(len(before), len(now))  # a process that measured one side only: unpaired
+            now, before = now[:shortest], before[:shortest]
+        found = runs.judge_metric(metric, now, before, limit.value, limit.relative, level, paired and before is not None)
+        mde[metric] = found.mde
+        counted = max(counted, (found.current_runs, found.baseline_runs))
+        if found.p_worse < level:
+            p_values[metric] = found.p_worse
+            regressed.append(metric)
+        elif limit.relative and metric == "throughput" and found.p_better < level:
+            p_values[metric] = found.p_better
+            improved.append(metric)
+        else:
+            p_values[metric] = found.p_worse
+            if found.mde > runs.allowance(limit.value, limit.relative):
+                unresolved.append(metric)
+    judged = f"{counted[0]} run{'s' if counted[0] != 1 else ''}" + (
+        f" against {counted[1]} recorded" if counted[1] else ""
+    )
+    common = {"p_values": p_values, "version_changes": versions, "mde": mde, "runs": counted}
+    if regressed:
+        reason = (
+            f"{', '.join(regressed)} significantly beyond the limit ({', '.join(str(limits[m]) for m in regressed)}) "
+            f"over {judged} (p < {level:.2g}: {ALPHA} over {len(limits)} metrics)"
+        )
+        return Comparison(runtime, batch_size, Verdict.REGRESSED, figures, reason=reason, **common)
+    if improved:
+        reason = f"throughput significantly higher over {judged}"
+        return Comparison(runtime, batch_size, Verdict.IMPROVED, figures, reason=reason, **common)
+    if unresolved:
+        return Comparison(
+            runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason=_unresolved(unresolved, mde, limits, judged),
+            unresolved=True, **common,
+        )
+    return Comparison(runtime, batch_size, Verdict.PASS, figures, reason=f"within the limits over {judged}", **common)
+
+
+def _unresolved(metrics: list[str], mde: Mapping[str, float], limits: Mapping[str, Limit], judged: str) -> str:
+    """Why a comparison could not resolve its limits, and what would."""
+    if all(math.isinf(mde[m]) for m in metrics):
+        spread = (
+            f"one run on each side ({judged}): the run-to-run spread is unknown, so no change can be told from it"
+        )
+    else:
+        spread = "this machine's run-to-run spread resolves only " + ", ".join(
+            f"{m} changes beyond {runs.describe_mde(mde[m])} (the limit allows "
+            f"{runs.allowance(limits[m].value, limits[m].relative):.1%})"
+            for m in metrics
+        ) + f" over {judged}"
+    return (
+        f"{spread}; to resolve it: measure in more processes ({options.PROCESSES}), record the baseline again to "
+        f"pool more runs, use a quieter or dedicated runner, {options.MODE}=instructions on the CPU, or "
+        f"{options.AGAINST} (A/B in one run)"
+    )
 
 
 def _judge_counts(

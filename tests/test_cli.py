@@ -24,8 +24,24 @@ from harness.cli import main
 DATA = Path(__file__).parent / "data" / "run-mlp.json"
 
 
-def _run() -> dict[str, Any]:
-    return json.loads(DATA.read_text())
+def _run(spread: float | None = 0.005) -> dict[str, Any]:
+    """The recorded run; with `spread`, as if each entry had been measured in 3 processes whose
+    figures scatter by that much (the file itself holds one process per entry)."""
+    data = json.loads(DATA.read_text())
+    if spread is None:
+        return data
+    for runtime in data["models"][0]["runtimes"]:
+        for measured in runtime["measured"]:
+            entry = measured["entry"]
+            latency = entry["latency_ms"]
+            entry["runs"] = [
+                {
+                    "throughput": entry["throughput"] * f,
+                    **{q: latency[q] / f for q in ("p50", "p95", "p99")},
+                }
+                for f in (1 - spread, 1.0, 1 + spread)
+            ]
+    return data
 
 
 def _write(path: Path, data: dict[str, Any]) -> Path:
@@ -46,6 +62,8 @@ def _slower(data: dict[str, Any], factor: float, runtimes: tuple[str, ...] = ("o
                 entry[key] = [x / factor for x in entry[key]]
             entry["block_p95_ms"] = [x * factor for x in entry["block_p95_ms"]]
             entry["latency_ms"] = {k: v * factor for k, v in entry["latency_ms"].items()}
+            for run in entry.get("runs", ()):
+                run.update({k: v / factor if k == "throughput" else v * factor for k, v in run.items()})
         for batch in runtime["profile"]["batches"]:
             batch["throughput"] /= factor
     return slow
@@ -66,38 +84,50 @@ def test_help_starts_without_importing_ml_libraries() -> None:
         assert command in shown.stdout
 
 
-def test_a_run_compared_with_itself_passes(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _cli(capsys, "compare", DATA, DATA)
+def test_a_run_compared_with_itself_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = _write(tmp_path / "runs.json", _run())
+    code, out, _ = _cli(capsys, "compare", runs, runs)
     assert code == 0
     assert "regressed" not in out.lower().replace("--fail-on=regressed", "")
     assert "9 pass: passed (--fail-on=regressed)" in out  # 3 runtimes x 3 batch sizes, all judged
-    assert "same" in out
+    assert "same" in out and "MDE" in out
+
+
+def test_one_run_on_each_side_is_never_significant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The file holds one process per entry: even 3x slower, one run against one cannot be told from
+    the run-to-run spread, and compare says so instead of a p-value over windows."""
+    new = _write(tmp_path / "new.json", _slower(_run(None), 3.0))
+    code, out, _ = _cli(capsys, "compare", DATA, new)
+    assert code == 0 and "REGRESSED" not in out and "9 inconclusive: passed" in out
+    assert "one run on each side" in out and "unknown" in out
+    code, out, _ = _cli(capsys, "compare", DATA, new, "--fail-on", "inconclusive")
+    assert code == 1
 
 
 def test_a_3x_slower_run_exits_1_and_names_the_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    new = _write(tmp_path / "new.json", _slower(_run(), 3.0))
-    code, out, _ = _cli(capsys, "compare", DATA, new)
+    old, new = _write(tmp_path / "old.json", _run()), _write(tmp_path / "new.json", _slower(_run(), 3.0))
+    code, out, _ = _cli(capsys, "compare", old, new)
     assert code == 1
     rows = [line for line in out.splitlines() if "onnxruntime-cpu" in line]
     assert len(rows) == 3 and all("3.00x slower" in r and "REGRESSED" in r for r in rows)
     assert all("REGRESSED" not in line for line in out.splitlines() if "torch-cpu " in line)
     assert "3 regressed" in out and "FAILED" in out
     # the other way round it is faster, and improvements never fail
-    code, out, _ = _cli(capsys, "compare", new, DATA)
+    code, out, _ = _cli(capsys, "compare", new, old)
     assert code == 0 and "3.00x faster" in out and "IMPROVED" in out
 
 
 def test_formats_and_fail_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    new = _write(tmp_path / "new.json", _slower(_run(), 3.0))
-    code, out, _ = _cli(capsys, "compare", DATA, new, "--format", "json")
+    old, new = _write(tmp_path / "old.json", _run()), _write(tmp_path / "new.json", _slower(_run(), 3.0))
+    code, out, _ = _cli(capsys, "compare", old, new, "--format", "json")
     payload = json.loads(out)
     assert code == 1 and len(payload["rows"]) == 9 and len(payload["failed"]) == 3
     slow = [r for r in payload["rows"] if r["runtime"] == "onnxruntime-cpu"]
     assert all(r["verdict"] == "regressed" and r["p_value"] < 0.01 and r["change"] == "3.00x slower" for r in slow)
     assert all(abs(r["slowdown"] - 3.0) < 1e-6 for r in slow)
-    code, out, _ = _cli(capsys, "compare", DATA, new, "--format", "markdown")
+    code, out, _ = _cli(capsys, "compare", old, new, "--format", "markdown")
     assert code == 1 and out.startswith("| model") and "**regressed**" in out
-    code, _, _ = _cli(capsys, "compare", DATA, new, "--fail-on", "never")
+    code, _, _ = _cli(capsys, "compare", old, new, "--fail-on", "never")
     assert code == 0
 
 
@@ -116,10 +146,10 @@ def test_an_unstable_measurement_fails_only_under_fail_on_inconclusive(
 
 
 def test_thresholds_are_the_plugins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    new = _write(tmp_path / "new.json", _slower(_run(), 1.1))
-    assert _cli(capsys, "compare", DATA, new)[0] == 1  # 10% slower: beyond the default 95%
-    assert _cli(capsys, "compare", DATA, new, "--thresholds", "throughput=80%,p95=150%,p99=150%")[0] == 0
-    code, _, err = _cli(capsys, "compare", DATA, new, "--thresholds", "speed=5")
+    old, new = _write(tmp_path / "old.json", _run()), _write(tmp_path / "new.json", _slower(_run(), 1.1))
+    assert _cli(capsys, "compare", old, new)[0] == 1  # 10% slower: beyond the default 95%
+    assert _cli(capsys, "compare", old, new, "--thresholds", "throughput=80%,p95=150%,p99=150%")[0] == 0
+    code, _, err = _cli(capsys, "compare", old, new, "--thresholds", "speed=5")
     assert code == 2 and "speed" in err and "throughput" in err
 
 
@@ -299,15 +329,40 @@ def test_profile_checks_measures_and_writes_what_compare_reads(mlp: Path, capsys
     second = json.loads((mlp.parent / "run2.json").read_text())
     verdicts = second["models"][0]["runtimes"][0]["verdicts"]
     assert verdicts and {v["against"] for v in verdicts} == {"baseline"}
-    # the gate fails on a regression or an unstable measurement; a drifted machine's "inconclusive" warns
+    # the gate fails on a regression or an unstable measurement; a drifted machine's "inconclusive" warns,
+    # as does one whose limit is finer than the runs resolve
     failing = [
         v
         for v in verdicts
-        if v["verdict"] == "regressed" or (v["verdict"] == "inconclusive" and v["calibration_drift"] is None)
+        if v["verdict"] == "regressed"
+        or (v["verdict"] == "inconclusive" and v["calibration_drift"] is None and not v["unresolved"])
     ]
     assert (code == 1) == bool(failing), err
     code, out, _ = _cli(capsys, "compare", "run.json", "run2.json", "--fail-on", "never")
     assert code == 0 and "torch-cpu" in out
+
+
+def test_profile_measures_each_run_in_a_fresh_worker_process(mlp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A report is kept, so the verdict and a later compare depend on the measurement: it is taken in
+    --processes worker processes, the run's own and fresh ones, and the entry keeps each one's figures."""
+    quick = [q for q in QUICK if q not in ("--isolation=none", "--batch-sizes=1,2")]
+    argv = ["--runtimes=torch-cpu", "--isolation=process", "--processes=3", "--batch-sizes=1", "-o", "run.json"]
+    code, _, err = _cli(capsys, "profile", mlp, *quick, *argv)
+    assert code == 0, err
+    assert "run 2 of 3, in a fresh process" in err and "run 3 of 3, in a fresh process" in err
+    (runtime,) = json.loads((mlp.parent / "run.json").read_text())["models"][0]["runtimes"]
+    (measured,) = runtime["measured"]
+    runs = measured["entry"]["runs"]
+    assert len(runs) == 3 and len({r["throughput"] for r in runs}) == 3  # three processes, three figures
+    assert measured["entry"]["throughput"] == pytest.approx(sorted(r["throughput"] for r in runs)[1], rel=1e-5)
+    assert "share this process" not in runtime["profile"]["stop_reason"]
+    code, out, _ = _cli(capsys, "compare", "run.json", "run.json")
+    assert code == 0 and "3 runs against 3 recorded" in out
+
+
+def test_a_bad_processes_value_names_the_option(mlp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(capsys, "profile", mlp, "--processes=0")
+    assert code == 2 and "--navigator-processes='0': give a whole number from 1 to 50, e.g. 3." in err
 
 
 def test_profile_exits_1_when_the_gate_fails(mlp: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,7 +71,7 @@ def test_readme_command_one(pytester: pytest.Pytester) -> None:
             "*navigator runtimes*",
             "*navigator performance*",
             "CPU: *",
-            "model *runtime *batch *status *samples/s *p50 ms *p95 ms *p99 ms *cold ms *windows *vs baseline *verdict",
+            "model *runtime *batch *status *samples/s *p50 ms *p95 ms *p99 ms *cold ms *windows *vs baseline *verdict *MDE",
             "resnet.pt2 *onnxruntime-cpu *1 *stable *",
             "*max throughput: * at batch *; min latency: * at batch *",
             "*SKIPPED*tensorrt: tensorrt is not installed*",

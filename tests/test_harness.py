@@ -33,19 +33,26 @@ def test_bench_overhead_compares_profiler_and_bare_loop(capsys: pytest.CaptureFi
 
 
 def test_bench_detection_judges_each_run_with_every_gate(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    from harness.bench_detection import GATES, one_run
+    """Processes' measurements (here in this process, as each child would take them): a recording of
+    two, then a group of three judged by every gate; 2 ms of busy work on a request of tens of
+    microseconds is caught by each of them, and the calibration correlation is computed."""
+    from harness.bench_detection import GATES, calibration_line, judge_group, one_process, record, _entry
     from pytest_navigator.config import ProfilerConfig
 
-    lenient = ProfilerConfig(stability_percentage=60, max_trials=20, interference="report")  # no luck needed when busy
-    baselines = tmp_path / "baselines"
-    first = one_run(tiny_models[".onnx"], baselines, "onnxruntime-cpu", 0.0, record=True, config=lenient)
-    assert first["pooled"] is False and first["throughput"] > 0
-    slowed = one_run(tiny_models[".onnx"], baselines, "onnxruntime-cpu", 0.002, record=False, config=lenient)
-    assert set(slowed["verdicts"]) == set(GATES)
-    # 2 ms of busy work on a request of tens of microseconds: every gate must see it
-    assert slowed["verdicts"]["pytest-benchmark"] == "regressed"
-    assert slowed["verdicts"]["raw"] == "regressed"
-    assert slowed["verdicts"]["ab"] == "regressed"
+    # no luck needed when busy; short windows: the slowed condition's requests take 2 ms
+    lenient = ProfilerConfig(stability_percentage=60, max_trials=20, interference="report", measurement_request_count=10)
+    where = (tiny_models[".onnx"], tmp_path / "baselines", tmp_path / "cache", "onnxruntime-cpu")
+    recorded = [one_process(*where, {"unchanged": 0.0}, config=lenient, pairs=False) for _ in range(2)]
+    stored, pooled = record(None, _entry(recorded, "unchanged"))
+    assert not pooled and len(stored["runs"]) == 2
+    judged = [one_process(*where, {"+2ms": 0.002}, config=lenient) for _ in range(3)]
+    mean = recorded[-1]["conditions"]["unchanged"]["mean_ms"]
+    slowed = judge_group(stored, mean, judged, "+2ms")
+    assert set(GATES) <= set(slowed)
+    for gate in GATES:
+        assert set(slowed[gate]) == {"regressed"}, (gate, slowed)
+    assert slowed["mde stored"] > 0 and slowed["mde A/B"] > 0
+    assert calibration_line(recorded * 2).startswith("calibration vs throughput over 4 processes: Pearson r ")
 
 
 def test_bench_walltime_repeats_each_figure_and_reports_the_median(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,7 +69,7 @@ def test_without_pynvml_the_fingerprint_has_the_cpu_and_library_facts_only(use_n
     assert facts["libraries"]["numpy"] == __import__("numpy").__version__
     assert facts["libraries"]["python"].count(".") == 2
     assert gpu_monitor("cuda:0") is None and gpu_monitor("cpu") is None
-    assert hardware_key(facts, "cuda") == f"{facts['cpu']['model']} x{facts['cpu']['usable_cores']}"
+    assert hardware_key(facts, "cuda").startswith(f"{facts['cpu']['model']} x{facts['cpu']['usable_cores']} (")
 
 
 def test_a_driver_that_fails_to_initialize_is_no_error(use_nvml: Any) -> None:
@@ -169,3 +171,58 @@ def test_gpu_process_memory_is_this_processes_entry_on_the_visible_device(
     assert gpu_process_memory("cuda:0", pid=4242) is None
     use_nvml(None)
     assert gpu_process_memory("cuda:0", pid=4242) is None
+
+
+def _cpuinfo(flags: str, model: str = "17") -> str:
+    block = (
+        f"processor\t: {{n}}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: {model}\n"
+        f"model name\t: AMD EPYC\nflags\t\t: fpu sse2 {flags}\n\n"
+    )
+    return block.format(n=0) + block.format(n=1)
+
+
+def test_one_cpu_name_on_two_generations_gives_two_hardware_keys_and_old_files_still_load(tmp_path: Path) -> None:
+    """Virtual machines call AVX2 and AVX-512 hosts both "AMD EPYC": their kernels, speed and even a
+    built model's bytes differ, so the timed key tells them apart; a file written under the old,
+    coarser key is still read, and the verdict says where its baseline came from."""
+    from pytest_navigator.baselines import BaselineStore
+    from pytest_navigator.telemetry import coarse_key, cpu_generation
+
+    wide = cpu_generation(_cpuinfo("avx2 fma avx512f avx512bw avx512vl avx512dq"))
+    narrow = cpu_generation(_cpuinfo("avx2 fma", model="1"))
+    assert wide == {"vendor": "AuthenticAMD", "family": "25", "model": "17", "isa": "AVX512"}
+    assert narrow["isa"] == "AVX2" and cpu_generation(_cpuinfo("avx512f amx_tile"))["isa"] == "AMX"
+    facts = {"cpu": {"model": "AMD EPYC", "cores": 2, "usable_cores": 2}}
+    keys = {hardware_key({"cpu": {**facts["cpu"], "generation": g}}, "cpu") for g in (wide, narrow)}
+    assert keys == {"AMD EPYC x2 (AuthenticAMD family 25 model 17, AVX512)", "AMD EPYC x2 (AuthenticAMD family 25 model 1, AVX2)"}
+    assert {coarse_key(k) for k in keys} == {"AMD EPYC x2"} and hardware_key(facts, "cpu") == "AMD EPYC x2"
+    assert coarse_key("AMD EPYC x2") is None and coarse_key("NVIDIA H100 80GB HBM3 x2") is None
+    # a baseline file from before: keyed "AMD EPYC x2", still judged against, said to be coarser
+    old = {"throughput": 1000.0, "latency_ms": {"p50": 1.0, "p90": 1.0, "p95": 1.0, "p99": 1.0}}
+    stored = {"schema": 1, "model": {"name": "m.onnx", "sha256": "a" * 64}, "entries": {"AMD EPYC x2": {"r": {"1": old}}}}
+    (tmp_path / f"m-{'a' * 12}.json").write_text(json.dumps(stored))
+    loaded = BaselineStore(tmp_path).load("m.onnx", "a" * 64)
+    fine = sorted(keys)[0]
+    assert loaded.lookup((fine, "r", 1)) == (old, "AMD EPYC x2")
+    assert loaded.runtime_entries(fine, "r") == {"1": old}
+    assert loaded.lookup((fine, "other", 1)) == (None, fine)
+
+
+def test_a_baseline_under_the_coarser_key_is_judged_and_said_to_be_coarser() -> None:
+    from pytest_navigator.baselines import BaselineFile
+    from pytest_navigator.config import ProfilerConfig
+    from pytest_navigator.gate import judge
+    from pytest_navigator.profiler import BatchProfile, RuntimeProfile, WindowResult
+    from pytest_navigator.verdicts import parse_thresholds
+
+    windows = tuple(WindowResult(1, (1.0,) * 30, 30.0) for _ in range(3))
+    batch = BatchProfile(1, "stable", 1.0, windows, (0, 1, 2))
+    profile = RuntimeProfile("r", (batch,), "", ProfilerConfig())
+    old = {"throughput": 1000.0, "latency_ms": {"p50": 1.0, "p90": 1.0, "p95": 1.0, "p99": 1.0}}
+    stored = BaselineFile(Path("b.json"), {}, {"AMD EPYC x2": {"r": {"1": old}}})
+    fine = "AMD EPYC x2 (AuthenticAMD family 25 model 17, AVX512)"
+    found = judge("r", profile, stored, parse_thresholds(None), hardware=fine, precision="fp32", facts={})
+    (comparison,) = found.comparisons
+    assert comparison.figures["throughput"][0] == 1000.0
+    assert "against a baseline recorded under the coarser hardware key 'AMD EPYC x2'" in comparison.reason
+    assert list(found.entries) == [(fine, "r", 1)]  # an update records it under the finer key
