@@ -229,7 +229,11 @@ def _pair_entries(processes: list[dict[str, Any]], condition: str) -> tuple[dict
     def side(name: str) -> dict[str, Any]:
         runs = [pair[name] for pair in pairs]
         latency = {q: float(np.median([r[q] for r in runs])) for q in ("p50", "p95", "p99")}
-        return {"throughput": float(np.median([r["throughput"] for r in runs])), "latency_ms": latency | {"p90": 0.0}, "runs": runs}
+        return {
+            "throughput": float(np.median([r["throughput"] for r in runs])),
+            "latency_ms": latency | {"p90": 0.0},
+            "runs": runs,
+        }
 
     return side("new"), side("old")
 
@@ -294,7 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--hog", action="store_true", help="a busy loop on one core beside every process")
     parser.add_argument("--no-pairs", action="store_true", help="skip the A/B side (half the time)")
-    parser.add_argument("--child", nargs=5, metavar=("MODEL", "BASELINES", "CACHE", "RUNTIME", "EXTRAS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=5, metavar=("MODEL", "BASELINES", "CACHE", "RUNTIME", "EXTRAS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.child:
         model, baselines, cache, runtime, extras = args.child
@@ -329,7 +335,9 @@ def main(argv: list[str] | None = None) -> None:
         stored: dict[str, Any] | None = None
         every: list[dict[str, Any]] = []
         for number in range(args.recordings):
-            group = [_child([*base, json.dumps({"unchanged": 0.0})], flags + ["--no-pairs"]) for _ in range(args.processes)]
+            group = [
+                _child([*base, json.dumps({"unchanged": 0.0})], [*flags, "--no-pairs"]) for _ in range(args.processes)
+            ]
             every += group
             recording = _entry(group, "unchanged")
             if recording is None:
@@ -368,20 +376,24 @@ def main(argv: list[str] | None = None) -> None:
         for gate in GATES:
             cells = []
             for condition in extras:
-                found = verdicts[condition][gate]
-                if not found:
+                said = verdicts[condition][gate]
+                if not said:
                     continue
                 word = "false alarms" if condition == "unchanged" else "caught"
-                hits = sum(v in ("regressed", "improved") for v in found) if condition == "unchanged" else sum(
-                    v == "regressed" for v in found
+                hits = (
+                    sum(v in ("regressed", "improved") for v in said)
+                    if condition == "unchanged"
+                    else sum(v == "regressed" for v in said)
                 )
-                unsure = sum(v == "inconclusive" for v in found)
-                cells.append(f"{condition}: {word} {hits}/{len(found)}, inconclusive {unsure}")
+                unsure = sum(v == "inconclusive" for v in said)
+                cells.append(f"{condition}: {word} {hits}/{len(said)}, inconclusive {unsure}")
             print(f"  {gate:26s} " + "; ".join(cells))
         for side, values in mdes.items():
             if values:
                 finite = [v for v in values if np.isfinite(v)]
-                print(f"  MDE {side} (unchanged runs): median {np.median(finite):.1%} of {len(finite)}" if finite else "")
+                print(
+                    f"  MDE {side} (unchanged runs): median {np.median(finite):.1%} of {len(finite)}" if finite else ""
+                )
         print(calibration_line(every))
 
 

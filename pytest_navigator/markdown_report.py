@@ -18,9 +18,7 @@ from pytest_navigator.selection import describe
 
 #: The order rows are listed in: what needs a reader's attention first, so a cut keeps it.
 SEVERITY = ("regressed", "inconclusive", "improved", "new", "pass")
-VERDICT_HEADERS = (
-    "model", "runtime", "batch", "verdict", "throughput old → new", "ratio", "p-value", "MDE", "reason"
-)
+VERDICT_HEADERS = ("model", "runtime", "batch", "verdict", "throughput old → new", "ratio", "p-value", "MDE", "reason")
 ELSEWHERE = "the full report is in the HTML and JSON reports"
 
 

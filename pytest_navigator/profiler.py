@@ -514,7 +514,8 @@ def _ab_windows(
 
 #: A/B windows last at least this long (ms).
 AB_MIN_WINDOW_MS = 300.0
-#: An A/B run measures this many window pairs in each of its processes (or max_trials, if larger).
+#: An A/B run measures this many window pairs in each of its processes (or max_trials, if larger:
+#: 10 by default).
 #: The verdict compares the processes' ratios (runs.py), so the pairs of one process only estimate
 #: its ratio: 8 pairs of 300 ms windows put it within about 2% on this project's 2-core machine,
 #: where the spread between processes is larger. (The rule before tested the 20 window pairs of one

@@ -286,10 +286,10 @@ def hardware_key(facts: dict[str, Any], device: str) -> str:
     generation = cpu.get("generation")
     if not generation:
         return key
-    numbers = " ".join(
-        f"{name} {generation[name]}" for name in ("family", "model") if generation.get(name) is not None
+    numbers = " ".join(f"{name} {generation[name]}" for name in ("family", "model") if generation.get(name) is not None)
+    isa = generation["isa"] + (
+        f", ATen {generation['aten_cpu_capability']}" if "aten_cpu_capability" in generation else ""
     )
-    isa = generation["isa"] + (f", ATen {generation['aten_cpu_capability']}" if "aten_cpu_capability" in generation else "")
     return f"{key} ({' '.join(p for p in (generation['vendor'], numbers) if p)}, {isa})"
 
 

@@ -417,7 +417,9 @@ def _judge_runs(
         if paired and before is not None and len(before) != len(now):
             shortest = min(len(before), len(now))  # a process that measured one side only: unpaired
             now, before = now[:shortest], before[:shortest]
-        found = runs.judge_metric(metric, now, before, limit.value, limit.relative, level, paired and before is not None)
+        found = runs.judge_metric(
+            metric, now, before, limit.value, limit.relative, level, paired and before is not None
+        )
         mde[metric] = found.mde
         counted = max(counted, (found.current_runs, found.baseline_runs))
         if found.p_worse < level:
@@ -433,36 +435,35 @@ def _judge_runs(
     judged = f"{counted[0]} run{'s' if counted[0] != 1 else ''}" + (
         f" against {counted[1]} recorded" if counted[1] else ""
     )
-    common = {"p_values": p_values, "version_changes": versions, "mde": mde, "runs": counted}
+    judged_runs = Comparison(runtime, batch_size, Verdict.PASS, figures, p_values, "", versions, mde=mde, runs=counted)
     if regressed:
         reason = (
             f"{', '.join(regressed)} significantly beyond the limit ({', '.join(str(limits[m]) for m in regressed)}) "
             f"over {judged} (p < {level:.2g}: {ALPHA} over {len(limits)} metrics)"
         )
-        return Comparison(runtime, batch_size, Verdict.REGRESSED, figures, reason=reason, **common)
+        return replace(judged_runs, verdict=Verdict.REGRESSED, reason=reason)
     if improved:
-        reason = f"throughput significantly higher over {judged}"
-        return Comparison(runtime, batch_size, Verdict.IMPROVED, figures, reason=reason, **common)
+        return replace(judged_runs, verdict=Verdict.IMPROVED, reason=f"throughput significantly higher over {judged}")
     if unresolved:
-        return Comparison(
-            runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason=_unresolved(unresolved, mde, limits, judged),
-            unresolved=True, **common,
-        )
-    return Comparison(runtime, batch_size, Verdict.PASS, figures, reason=f"within the limits over {judged}", **common)
+        reason = _unresolved(unresolved, mde, limits, judged)
+        return replace(judged_runs, verdict=Verdict.INCONCLUSIVE, reason=reason, unresolved=True)
+    return replace(judged_runs, reason=f"within the limits over {judged}")
 
 
 def _unresolved(metrics: list[str], mde: Mapping[str, float], limits: Mapping[str, Limit], judged: str) -> str:
     """Why a comparison could not resolve its limits, and what would."""
     if all(math.isinf(mde[m]) for m in metrics):
-        spread = (
-            f"one run on each side ({judged}): the run-to-run spread is unknown, so no change can be told from it"
-        )
+        spread = f"one run on each side ({judged}): the run-to-run spread is unknown, so no change can be told from it"
     else:
-        spread = "this machine's run-to-run spread resolves only " + ", ".join(
-            f"{m} changes beyond {runs.describe_mde(mde[m])} (the limit allows "
-            f"{runs.allowance(limits[m].value, limits[m].relative):.1%})"
-            for m in metrics
-        ) + f" over {judged}"
+        spread = (
+            "this machine's run-to-run spread resolves only "
+            + ", ".join(
+                f"{m} changes beyond {runs.describe_mde(mde[m])} (the limit allows "
+                f"{runs.allowance(limits[m].value, limits[m].relative):.1%})"
+                for m in metrics
+            )
+            + f" over {judged}"
+        )
     return (
         f"{spread}; to resolve it: measure in more processes ({options.PROCESSES}), record the baseline again to "
         f"pool more runs, use a quieter or dedicated runner, {options.MODE}=instructions on the CPU, or "

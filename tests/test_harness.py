@@ -36,14 +36,18 @@ def test_bench_detection_judges_each_run_with_every_gate(tiny_models: dict[str, 
     """Processes' measurements (here in this process, as each child would take them): a recording of
     two, then a group of three judged by every gate; 2 ms of busy work on a request of tens of
     microseconds is caught by each of them, and the calibration correlation is computed."""
-    from harness.bench_detection import GATES, calibration_line, judge_group, one_process, record, _entry
+    from harness.bench_detection import GATES, _entry, calibration_line, judge_group, one_process, record
     from pytest_navigator.config import ProfilerConfig
 
     # no luck needed when busy; short windows: the slowed condition's requests take 2 ms
-    lenient = ProfilerConfig(stability_percentage=60, max_trials=20, interference="report", measurement_request_count=10)
+    lenient = ProfilerConfig(
+        stability_percentage=60, max_trials=20, interference="report", measurement_request_count=10
+    )
     where = (tiny_models[".onnx"], tmp_path / "baselines", tmp_path / "cache", "onnxruntime-cpu")
     recorded = [one_process(*where, {"unchanged": 0.0}, config=lenient, pairs=False) for _ in range(2)]
-    stored, pooled = record(None, _entry(recorded, "unchanged"))
+    recording = _entry(recorded, "unchanged")
+    assert recording is not None
+    stored, pooled = record(None, recording)
     assert not pooled and len(stored["runs"]) == 2
     judged = [one_process(*where, {"+2ms": 0.002}, config=lenient) for _ in range(3)]
     mean = recorded[-1]["conditions"]["unchanged"]["mean_ms"]

@@ -246,7 +246,7 @@ def test_ab_windows_alternate_and_pair_by_index(monkeypatch: pytest.MonkeyPatch)
             return super().infer(sample)
 
     new, old = Named("new", 2.0), Named("old", 1.0)
-    config = ProfilerConfig(measurement_request_count=4)
+    config = ProfilerConfig(measurement_request_count=4, max_trials=3)  # fewer than AB_MIN_PAIRS
     first, second = profile_pair(new, old, _inputs(1), 1, config, clock)
     assert first.status == second.status == "stable"
     assert len(first.windows) == len(second.windows) == profiler.AB_MIN_PAIRS

@@ -194,12 +194,19 @@ def test_one_cpu_name_on_two_generations_gives_two_hardware_keys_and_old_files_s
     assert narrow["isa"] == "AVX2" and cpu_generation(_cpuinfo("avx512f amx_tile"))["isa"] == "AMX"
     facts = {"cpu": {"model": "AMD EPYC", "cores": 2, "usable_cores": 2}}
     keys = {hardware_key({"cpu": {**facts["cpu"], "generation": g}}, "cpu") for g in (wide, narrow)}
-    assert keys == {"AMD EPYC x2 (AuthenticAMD family 25 model 17, AVX512)", "AMD EPYC x2 (AuthenticAMD family 25 model 1, AVX2)"}
+    assert keys == {
+        "AMD EPYC x2 (AuthenticAMD family 25 model 17, AVX512)",
+        "AMD EPYC x2 (AuthenticAMD family 25 model 1, AVX2)",
+    }
     assert {coarse_key(k) for k in keys} == {"AMD EPYC x2"} and hardware_key(facts, "cpu") == "AMD EPYC x2"
     assert coarse_key("AMD EPYC x2") is None and coarse_key("NVIDIA H100 80GB HBM3 x2") is None
     # a baseline file from before: keyed "AMD EPYC x2", still judged against, said to be coarser
     old = {"throughput": 1000.0, "latency_ms": {"p50": 1.0, "p90": 1.0, "p95": 1.0, "p99": 1.0}}
-    stored = {"schema": 1, "model": {"name": "m.onnx", "sha256": "a" * 64}, "entries": {"AMD EPYC x2": {"r": {"1": old}}}}
+    stored = {
+        "schema": 1,
+        "model": {"name": "m.onnx", "sha256": "a" * 64},
+        "entries": {"AMD EPYC x2": {"r": {"1": old}}},
+    }
     (tmp_path / f"m-{'a' * 12}.json").write_text(json.dumps(stored))
     loaded = BaselineStore(tmp_path).load("m.onnx", "a" * 64)
     fine = sorted(keys)[0]
