@@ -201,9 +201,8 @@ def decide(
         if c.verdict == Verdict.INCONCLUSIVE and (c.calibration_drift is not None or c.unresolved)
     ]
     if drifted:
-        text = f"{runtime} on {model}: not judged against {judged_against}:\n" + "\n".join(
-            c.describe() for c in drifted
-        )
+        how = "not resolved" if all(c.unresolved for c in drifted) else "not judged"
+        text = f"{runtime} on {model}: {how} against {judged_against}:\n" + "\n".join(c.describe() for c in drifted)
         if require_baseline:
             return GateOutcome(Outcome.FAIL, f"{text}\n({options.REQUIRE_BASELINE} needs a judged baseline.)", warning)
         warning = "\n".join(w for w in (warning, f"INCONCLUSIVE: {text}") if w)

@@ -28,6 +28,7 @@ test still finds significant is REGRESSED (or IMPROVED) whatever the MDE.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ def judge_metric(
     relative: bool,
     level: float,
     paired: bool = False,
+    recordings: Sequence[int] | None = None,
 ) -> RunTest:
     """Judge `metric` between processes. `current`/`baseline`: per-process figures (paired: index i of
     both from process i). `limit_value`: the relative limit (0.95: throughput at least 95% of the
@@ -105,6 +107,12 @@ def judge_metric(
         squares = float(((now - now.mean()) ** 2).sum() + ((before - before.mean()) ** 2).sum())
         spread = math.sqrt(squares / df) if df > 0 else math.nan
         scale = math.sqrt(1 / len(now) + 1 / len(before))
+        drift = _between_recordings(before, recordings, spread)
+        if drift > 0 and not math.isnan(spread):
+            # a run group of today shares today's machine as each recording shared its day's: the
+            # recordings' own spread around each other is one more term of the difference's error
+            total = max(spread, SPREAD_FLOOR) ** 2 * scale**2 + drift * (1 + 1 / len(recordings or ()))
+            spread, scale = math.sqrt(total), 1.0
     else:
         shift, df = float(now.mean() - math.log(limit_value)), len(now) - 1
         spread = float(now.std(ddof=1)) if len(now) > 1 else math.nan
@@ -125,6 +133,21 @@ def judge_metric(
         p_worse, p_better = float(stats.t.cdf(worse_t, df)), float(stats.t.sf(better_t, df))
     margin = (float(stats.t.ppf(1 - level, df)) + float(stats.t.ppf(POWER, df))) * error
     return RunTest(ratio, p_worse, p_better, math.expm1(margin), len(current), runs_before, df)
+
+
+def _between_recordings(before: Any, recordings: Sequence[int] | None, within: float) -> float:
+    """The variance of the recordings' mean log figures beyond what the spread of runs within them
+    explains (0 with fewer than two recordings, or counts that do not add up to the runs)."""
+    import numpy as np
+
+    if not recordings or len(recordings) < 2 or sum(recordings) != len(before) or math.isnan(within):
+        return 0.0
+    edges = np.cumsum([0, *recordings])
+    means = [float(before[a:b].mean()) for a, b in itertools.pairwise(edges) if b > a]
+    if len(means) < 2:
+        return 0.0
+    typical = len(before) / len(means)
+    return max(0.0, float(np.var(means, ddof=1)) - within**2 / typical)
 
 
 def allowance(limit_value: float, relative: bool) -> float:

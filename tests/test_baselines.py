@@ -18,6 +18,8 @@ from pytest_navigator.profiler import BatchProfile, RuntimeProfile, WindowResult
 from pytest_navigator.verdicts import ALPHA, DEFAULT_THRESHOLDS, ThresholdError, Verdict, compare, parse_thresholds
 
 LIMITS = parse_thresholds(None)
+#: A runtime of a family whose speed the calibration workload predicts (verdicts.DRIFT_PREDICTS).
+ORT = "onnxruntime-cpu"
 
 
 def entry(
@@ -257,14 +259,14 @@ def test_normalization_takes_machine_drift_out_of_the_verdict() -> None:
     # The whole machine is 20% slower today: the runtime and the calibration workload alike.
     baseline = entry(1000, calibration=5000.0)
     today = entry(800, p95=12.5, seed=1, calibration=4000.0)
-    raw = compare("r", 1, today, baseline, LIMITS)
-    normalized = compare("r", 1, today, baseline, LIMITS, normalize=True)
+    raw = compare(ORT, 1, today, baseline, LIMITS)
+    normalized = compare(ORT, 1, today, baseline, LIMITS, normalize=True)
     assert raw.verdict is Verdict.INCONCLUSIVE and not raw.normalized and raw.calibration_drift == pytest.approx(0.8)
     assert normalized.verdict is Verdict.PASS and normalized.normalized and normalized.calibration_drift is None
     assert raw.raw_ratio == pytest.approx(0.8) and raw.normalized_ratio == pytest.approx(1.0)
     assert "throughput ratio vs baseline: raw 0.800, calibration-normalized 1.000" in raw.describe()
     # ... while a slowdown of the runtime alone still regresses after normalization.
-    slowed = compare("r", 1, entry(800, seed=1, calibration=5000.0), baseline, LIMITS, normalize=True)
+    slowed = compare(ORT, 1, entry(800, seed=1, calibration=5000.0), baseline, LIMITS, normalize=True)
     assert slowed.verdict is Verdict.REGRESSED
 
 
@@ -275,13 +277,13 @@ def test_a_machine_that_changed_speed_is_not_judged_against_a_stored_number() ->
     from pytest_navigator.gate import Outcome, decide
 
     baseline = entry(1000, calibration=5000.0)
-    slower_machine = compare("r", 1, entry(880, seed=1, calibration=4500.0), baseline, LIMITS)  # machine -10%
+    slower_machine = compare(ORT, 1, entry(880, seed=1, calibration=4500.0), baseline, LIMITS)  # machine -10%
     assert slower_machine.verdict is Verdict.INCONCLUSIVE and slower_machine.calibration_drift == pytest.approx(0.9)
     assert slower_machine.reason.startswith("beyond the limit, but this machine ran the calibration workload at 0.90x")
     assert "(throughput=77%, p95=136%, p99=136%)" in slower_machine.reason
     assert "--navigator-against" in slower_machine.reason
     # a slowdown the drift cannot explain still regresses, saying the limits were widened
-    gross = compare("r", 1, entry(330, seed=1, calibration=4500.0), baseline, LIMITS)
+    gross = compare(ORT, 1, entry(330, seed=1, calibration=4500.0), baseline, LIMITS)
     assert gross.verdict is Verdict.REGRESSED and gross.calibration_drift == pytest.approx(0.9)
     assert gross.reason.startswith(
         "throughput significantly beyond the limit (throughput=95%) over 3 runs against 3 recorded (p < 0.0033"
@@ -289,16 +291,20 @@ def test_a_machine_that_changed_speed_is_not_judged_against_a_stored_number() ->
     assert "beyond even the limits the drift of a machine that ran the calibration workload at 0.90x" in gross.reason
     assert "widens them to (throughput=77%, p95=136%, p99=136%)" in gross.reason
     # within the limits a drifted machine is simply judged (nothing to explain away)
-    assert compare("r", 1, entry(1000, seed=1, calibration=4500.0), baseline, LIMITS).verdict is Verdict.PASS
+    assert compare(ORT, 1, entry(1000, seed=1, calibration=4500.0), baseline, LIMITS).verdict is Verdict.PASS
     assert slower_machine.figures["throughput"][:2] == (1000.0, 880.0)  # the figures are still shown
+    # a family whose speed the calibration was not shown to predict is judged at the normal limits
+    assert (
+        compare("my-server", 1, entry(880, seed=1, calibration=4500.0), baseline, LIMITS).verdict is Verdict.REGRESSED
+    )
     # within the tolerance (the throughput limit's 5%), the same slowdown is judged
-    same_machine = compare("r", 1, entry(880, seed=1, calibration=4900.0), baseline, LIMITS)
+    same_machine = compare(ORT, 1, entry(880, seed=1, calibration=4900.0), baseline, LIMITS)
     assert same_machine.verdict is Verdict.REGRESSED and same_machine.calibration_drift is None
     # a looser throughput limit tolerates more drift; an absolute limit (an SLA) holds whatever the speed
     loose = parse_thresholds("throughput=85%")
-    assert compare("r", 1, entry(950, seed=1, calibration=4500.0), baseline, loose).verdict is Verdict.PASS
+    assert compare(ORT, 1, entry(950, seed=1, calibration=4500.0), baseline, loose).verdict is Verdict.PASS
     sla = parse_thresholds("throughput=950")
-    assert compare("r", 1, entry(880, seed=1, calibration=4000.0), baseline, sla).verdict is Verdict.REGRESSED
+    assert compare(ORT, 1, entry(880, seed=1, calibration=4000.0), baseline, sla).verdict is Verdict.REGRESSED
     # the gate: a warning naming the drift, a failure only when a judged baseline is required
     profile, _ = _profile(2.0)
     warned = decide("r", "m.pt2", profile, [slower_machine], judged_against="baselines/m.json")
@@ -508,3 +514,51 @@ def test_runs_in_a_stored_entry_are_checked() -> None:
     broken = entry(1000)
     broken["runs"][1]["throughput"] = -1.0
     assert entry_problem(broken) == "run 2 of field 'runs' has throughput -1.0; a throughput is a positive number"
+
+
+def test_an_unresolved_verdict_warns_and_fails_only_when_a_judged_baseline_is_required() -> None:
+    """INCONCLUSIVE because the runs cannot resolve the limit is not a failure of the runtime: the
+    gate passes with a warning that carries the MDE, unless --navigator-require-baseline asks for a
+    judged baseline."""
+    from pytest_navigator.gate import Outcome, decide
+
+    noisy = compare("r", 1, entry(950, seed=1, run_spread=0.15), entry(1000, run_spread=0.15), LIMITS)
+    assert noisy.verdict is Verdict.INCONCLUSIVE and noisy.unresolved
+    profile, _ = _profile(2.0)
+    warned = decide("r", "m.pt2", profile, [noisy], judged_against="baselines/m.json")
+    assert warned.outcome is Outcome.WARN and "not resolved against baselines/m.json" in warned.warning
+    assert "smallest change resolved (MDE, 3 runs against 3): throughput " in warned.warning
+    required = decide("r", "m.pt2", profile, [noisy], require_baseline=True)
+    assert required.outcome is Outcome.FAIL and "needs a judged baseline" in required.message
+
+
+def test_entries_keep_each_runs_figures_and_the_median_run_as_the_headline() -> None:
+    from dataclasses import replace
+
+    profile, batch = _profile(2.0)
+    runs = tuple(
+        {"throughput": t, "p50": 2.0, "p95": p, "p99": p} for t, p in ((900.0, 3.0), (1100.0, 2.0), (1000.0, 2.5))
+    )
+    stored = entry_for(replace(batch, runs=runs), profile, {}, "fp32")
+    assert [r["throughput"] for r in stored["runs"]] == [900.0, 1100.0, 1000.0]
+    assert stored["throughput"] == 1000.0 and stored["latency_ms"]["p95"] == 2.5
+    alone = entry_for(batch, profile, {}, "fp32")  # measured once: its own figures are its one run
+    assert alone["runs"] == [{"throughput": 1000.0, "p50": 2.0, "p95": 2.0, "p99": 2.0}]
+
+
+def test_recordings_that_disagree_widen_the_error_as_one_more_day_would() -> None:
+    """Runs of one recording share that day's machine: five recordings alternating 1000 and 1200
+    samples/s, each of three tight runs, say the machine moves 20% from day to day. A new group of
+    runs 28% above their mean is within that movement: INCONCLUSIVE. Judged as if the 15 runs were
+    independent (no recordings kept), the same figures were called IMPROVED."""
+    days = [entry(1000 if i % 2 else 1200, seed=i, run_spread=0.005) for i in range(5)]
+    stored = _pooled(*days)
+    assert [r["counts"]["runs"] for r in stored["recordings"]] == [3] * 5
+    today = entry(1400, seed=9, runs=5, run_spread=0.005)
+    judged = compare("r", 1, today, stored, LIMITS)
+    assert judged.verdict is Verdict.INCONCLUSIVE and judged.runs == (5, 15)
+    as_if_independent = compare("r", 1, today, {k: v for k, v in stored.items() if k != "recordings"}, LIMITS)
+    assert as_if_independent.verdict is Verdict.IMPROVED
+    assert judged.mde["throughput"] > 1.5 * as_if_independent.mde["throughput"]
+    # a 3x slowdown is still beyond any day's movement
+    assert compare("r", 1, entry(400, seed=9, runs=5, run_spread=0.005), stored, LIMITS).verdict is Verdict.REGRESSED
