@@ -239,16 +239,15 @@ def _pair_entries(processes: list[dict[str, Any]], condition: str) -> tuple[dict
 
 
 def record(stored: dict[str, Any] | None, recording: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """What --update-baselines stores after `recording`: pooled with `stored` when the recording
-    confirms it (no significant change: gate.accepted's rule), else `recording` alone."""
+    """What --update-baselines stores after `recording`: pooled with `stored` when it was measured the
+    same way (gate.accepted's rule: any judged recording joins the history), else `recording` alone."""
     from pytest_navigator.baselines import pool, poolable
     from pytest_navigator.verdicts import compare, parse_thresholds
 
     if stored is None:
         return recording, False
-    judged = compare("r", 1, recording, stored, parse_thresholds(None))
-    confirmed = judged.verdict.value == "pass" or judged.unresolved
-    return (pool(stored, recording), True) if confirmed and poolable(stored, recording) else (recording, False)
+    compare("r", 1, recording, stored, parse_thresholds(None))  # judged, as the update's run judges it
+    return (pool(stored, recording), True) if poolable(stored, recording) else (recording, False)
 
 
 def judge_group(

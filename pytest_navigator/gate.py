@@ -212,20 +212,21 @@ def decide(
 
 def accepted(results: Iterable[RuntimeResult]) -> tuple[dict[Key, dict[str, Any]], set[Key]]:
     """What --update-baselines writes for one model: the stable measurements of runtimes that passed
-    correctness in this run, and which of them confirmed the stored speed (they pool with it)."""
+    correctness in this run, and which of them were judged against a stored entry (they join its
+    history of recordings)."""
     entries: dict[Key, dict[str, Any]] = {}
     confirmed: set[Key] = set()
     for result in results:
         if result.status != Status.PASSED:
             continue
         entries.update(result.measured)
-        # confirmed: no significant change against the stored runs (PASS, or a limit finer than the
-        # spread resolves): the recording joins the pool, so an outlier within the spread cannot reset it
-        passed = {
-            c.batch_size
-            for c in result.comparisons
-            if c.against == "baseline" and (c.verdict == Verdict.PASS or c.unresolved)
-        }
+        # Every recording judged against a stored entry joins its history (baselines.poolable decides
+        # whether it measured the same way): with the model file, libraries, precision and profiler
+        # settings all unchanged, a changed speed is the machine's, and one recording taken on a fast
+        # or slow day must not reset the history (measured: MobileNetV3's second recording ran 1.8x
+        # its first, replaced it, and 2 of 10 unchanged reruns after it "regressed"). A real change
+        # then shows as recordings that disagree, which widens the error (runs.py): INCONCLUSIVE.
+        passed = {c.batch_size for c in result.comparisons if c.against == "baseline" and c.verdict != Verdict.NEW}
         confirmed |= {key for key in result.measured if key[2] in passed}
     return entries, confirmed
 
