@@ -32,17 +32,22 @@ def test_bench_overhead_compares_profiler_and_bare_loop(capsys: pytest.CaptureFi
     assert "~100 us request, profiler in a worker process (tanh over float32[" in out
 
 
-def test_bench_detection_judges_each_run_with_every_gate(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+def test_bench_detection_judges_each_run_with_every_gate(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Processes' measurements (here in this process, as each child would take them): a recording of
     two, then a group of three judged by every gate; 2 ms of busy work on a request of tens of
     microseconds is caught by each of them, and the calibration correlation is computed."""
     from harness.bench_detection import GATES, _entry, calibration_line, judge_group, one_process, record
+    from pytest_navigator import profiler
     from pytest_navigator.config import ProfilerConfig
 
+    # short A/B windows and pauses: the tiny model keeps no thread pool busy, and the 2 ms is far beyond noise
+    monkeypatch.setattr(profiler, "SETTLE_SECONDS", 0.02)
+    monkeypatch.setattr(profiler, "AB_MIN_WINDOW_MS", 50.0)
+
     # no luck needed when busy; short windows: the slowed condition's requests take 2 ms
-    lenient = ProfilerConfig(
-        stability_percentage=60, max_trials=20, interference="report", measurement_request_count=10
-    )
+    lenient = ProfilerConfig(stability_percentage=60, max_trials=8, interference="report", measurement_request_count=10)
     where = (tiny_models[".onnx"], tmp_path / "baselines", tmp_path / "cache", "onnxruntime-cpu")
     recorded = [one_process(*where, {"unchanged": 0.0}, config=lenient, pairs=False) for _ in range(2)]
     recording = _entry(recorded, "unchanged")

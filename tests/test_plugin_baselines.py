@@ -380,6 +380,7 @@ def test_against_an_old_model_measures_both_side_by_side(
     result = pytester.runpytest(
         f"--navigator-model={new}", "--navigator-against=mlp.pt2", "--navigator-runtimes=sleeper",
         "--navigator-examples=2", *QUICK, "--navigator-window=20", "--navigator-batch-sizes=1", "-k", "performance",
+        "--navigator-max-trials=8",  # A/B pairs per run: max(8, max-trials); QUICK's 30 would triple the runs' cost
         "--navigator-thresholds=throughput=80%,p95=200%,p99=200%",
     )  # fmt: skip
     result.stdout.fnmatch_lines([f"{new} *sleeper *1 *stable *% *", "mlp.pt2 (A/B old) *sleeper *1 *stable *"])
