@@ -242,11 +242,9 @@ def record(stored: dict[str, Any] | None, recording: dict[str, Any]) -> tuple[di
     """What --update-baselines stores after `recording`: pooled with `stored` when it was measured the
     same way (gate.accepted's rule: any judged recording joins the history), else `recording` alone."""
     from pytest_navigator.baselines import pool, poolable
-    from pytest_navigator.verdicts import compare, parse_thresholds
 
     if stored is None:
         return recording, False
-    compare("r", 1, recording, stored, parse_thresholds(None))  # judged, as the update's run judges it
     return (pool(stored, recording), True) if poolable(stored, recording) else (recording, False)
 
 
