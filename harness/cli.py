@@ -67,12 +67,13 @@ def _parser() -> argparse.ArgumentParser:
             continue
         # the plugin's own name works too, so a message naming --navigator-window is a valid option here
         flags = [option.flag.replace(PREFIX, "--"), option.flag] if option.flag.startswith(PREFIX) else [option.flag]
+        help = option.help.replace("%", "%%")  # argparse formats help with %: "95%," crashed `profile --help`
         if option.kind == "bool":
-            profile.add_argument(*flags, dest=option.dest, action="store_true", default=None, help=option.help)
+            profile.add_argument(*flags, dest=option.dest, action="store_true", default=None, help=help)
         elif option.kind in ("paths", "linelist"):
-            profile.add_argument(*flags, dest=option.dest, action="append", metavar=option.metavar, help=option.help)
+            profile.add_argument(*flags, dest=option.dest, action="append", metavar=option.metavar, help=help)
         else:
-            profile.add_argument(*flags, dest=option.dest, metavar=option.metavar, help=option.help)
+            profile.add_argument(*flags, dest=option.dest, metavar=option.metavar, help=help)
     profile.set_defaults(run=_profile)
 
     compare = commands.add_parser("compare", help="judge NEW against OLD with the plugin's statistics")

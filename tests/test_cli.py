@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from harness.cli import main
+from pytest_navigator import options
 
 DATA = Path(__file__).parent / "data" / "run-mlp.json"
 
@@ -406,3 +407,17 @@ def test_the_console_script_is_installed() -> None:
     (script,) = entry_points(group="console_scripts", name="navigator")
     assert script.value == "harness.cli:main"
     assert script.load() is main
+
+
+@pytest.mark.parametrize("command", ["profile", "compare", "report", "merge", "export"])
+def test_every_subcommand_prints_its_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse formats help texts with %: an option help with "95%," once made `profile --help` crash."""
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert f"navigator {command}" in shown
+    if command == "profile":
+        for option in options.OPTIONS:
+            if option.flag not in (options.MODEL, options.REPORT):
+                assert option.flag in shown, option.flag
