@@ -30,8 +30,8 @@ import numpy as np
 from pytest_navigator.config import ProfilerConfig, Sample
 from pytest_navigator.profiler import profile_batch
 from pytest_navigator.runtimes.base import CallableRunner
-from pytest_navigator.samples import random_samples
 from pytest_navigator.spec import parse_io_spec
+from pytest_navigator.strategies import random_samples
 
 if TYPE_CHECKING:
     from pytest_navigator.isolation import WorkerRunner

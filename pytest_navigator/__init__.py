@@ -18,7 +18,7 @@ from pytest_navigator.config import (
 from pytest_navigator.errors import NavigatorError
 
 if TYPE_CHECKING:
-    from pytest_navigator.samples import samples
+    from pytest_navigator.strategies import samples
     from pytest_navigator.verify import DEFAULT_TOLERANCES, Tolerance, allclose, cosine, topk_agreement
 
 __version__ = "0.1.0"
@@ -30,7 +30,7 @@ _LAZY = {
     "allclose": "pytest_navigator.verify",
     "cosine": "pytest_navigator.verify",
     "topk_agreement": "pytest_navigator.verify",
-    "samples": "pytest_navigator.samples",
+    "samples": "pytest_navigator.strategies",
 }
 
 

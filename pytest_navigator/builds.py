@@ -26,8 +26,8 @@ from pytest_navigator.results import RunResults, Status
 from pytest_navigator.runtime_options import RuntimeOptionError, single_thread, split_runtime_id, with_options
 from pytest_navigator.runtime_options import runtime_id as format_runtime_id
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
-from pytest_navigator.samples import describe, random_sample
 from pytest_navigator.settings import Settings
+from pytest_navigator.strategies import describe, random_sample
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ class Builds:
         configured sizes, and the profiler's (explicit, else its sweep). TensorRT's optimization
         profile covers them all; per-size plans are built for them."""
         from pytest_navigator.profiler import sweep_sizes
-        from pytest_navigator.samples import batch_bounds
+        from pytest_navigator.strategies import batch_bounds
 
         sizes = set(self.batch_sizes(model))
         bounds = batch_bounds(model.io_spec, sizes)
@@ -371,7 +371,7 @@ class Builds:
 
 def sample_bytes(model: Model) -> int:
     """The bytes of one sample's inputs (dynamic non-batch axes at their smallest): a lower bound."""
-    from pytest_navigator.samples import numpy_dtype
+    from pytest_navigator.strategies import numpy_dtype
 
     total = 0
     for spec in model.io_spec:

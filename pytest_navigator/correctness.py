@@ -29,7 +29,7 @@ from pytest_navigator.hypothesis_profiles import (  # noqa: F401 - importable fr
     hypothesis_settings,
     register_profiles,
 )
-from pytest_navigator.samples import describe, random_sample, samples, simplify
+from pytest_navigator.strategies import describe, random_sample, samples, simplify
 from pytest_navigator.user_samples import LabeledSample
 from pytest_navigator.verify import (
     Allclose,

@@ -11,7 +11,7 @@ import numpy as np
 
 from pytest_navigator import options
 from pytest_navigator.config import Sample
-from pytest_navigator.samples import digest
+from pytest_navigator.strategies import digest
 
 if TYPE_CHECKING:
     from pytest_navigator.model import Model

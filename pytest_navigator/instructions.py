@@ -48,7 +48,7 @@ def count_runner(
     runner: Runner, io_spec: Any, sizes: Sequence[int], progress: Callable[[str], None] | None = None
 ) -> dict[int, float | str]:
     """In a process under callgrind: instructions per request at each batch size, or the error's text."""
-    from pytest_navigator.samples import profiling_inputs
+    from pytest_navigator.strategies import profiling_inputs
     from pytest_navigator.valgrind import Callgrind
 
     callgrind = Callgrind()

@@ -396,7 +396,7 @@ def profile_measurement(
     batch profiles by size."""
     from pytest_navigator.interference import cpu_monitor
     from pytest_navigator.profiler import BatchProfile, profile_pair, profile_runner
-    from pytest_navigator.samples import profiling_inputs
+    from pytest_navigator.strategies import profiling_inputs
     from pytest_navigator.telemetry import gpu_monitor
 
     olds: dict[int, BatchProfile] = {}
@@ -496,13 +496,13 @@ def _answer(message: tuple[Any, ...], runners: dict[tuple[Path, str], tuple[Runn
 
         return count_runner(runner, model.io_spec, args[0], lambda text: conn.send(("progress", text)))
     if method == "trace_sizes":
-        from pytest_navigator.samples import profiling_inputs
+        from pytest_navigator.strategies import profiling_inputs
         from pytest_navigator.trace import trace_runner
 
         return trace_runner(runner, lambda size: profiling_inputs(model.io_spec, size), args[0], args[1])
     if method == "peak_memory":
         from pytest_navigator.memory import peak_memory
-        from pytest_navigator.samples import profiling_inputs
+        from pytest_navigator.strategies import profiling_inputs
 
         return peak_memory(runner, lambda size: profiling_inputs(model.io_spec, size), args[0])
     if method == "planned_batch_sizes":

@@ -13,7 +13,7 @@ from typing import TypeVar
 from pytest_navigator.config import Sample
 from pytest_navigator.errors import describe_error
 from pytest_navigator.runtimes.base import Runner
-from pytest_navigator.samples import digest
+from pytest_navigator.strategies import digest
 from pytest_navigator.truth import PLAIN, Truth, TruthSource
 
 #: Outputs and truths kept for this many distinct samples (a run's samples repeat across runtimes).

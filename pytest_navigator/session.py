@@ -227,7 +227,7 @@ class NavigatorSession:
     # -- performance -------------------------------------------------------------------------------
 
     def profiling_inputs(self, model: Model, batch_size: int) -> list[Sample]:
-        from pytest_navigator.samples import profiling_inputs
+        from pytest_navigator.strategies import profiling_inputs
 
         return profiling_inputs(model.io_spec, batch_size)
 

@@ -23,9 +23,9 @@ from pytest_navigator.config import Sample
 from pytest_navigator.correctness import CheckOptions, CorrectnessFailure
 from pytest_navigator.model import Model
 from pytest_navigator.runtimes import Registry, default_registry
-from pytest_navigator.samples import value_range
 from pytest_navigator.session import NavigatorSession
 from pytest_navigator.settings import Settings
+from pytest_navigator.strategies import value_range
 from pytest_navigator.truth import FLOAT64_SHADOW, PERTURBATION, Truth, to_double
 from pytest_navigator.verify import allclose
 

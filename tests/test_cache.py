@@ -13,9 +13,9 @@ import pytest
 
 from pytest_navigator.cache import ArtifactCache, Mode
 from pytest_navigator.runtimes import default_registry
-from pytest_navigator.samples import random_samples
 from pytest_navigator.session import NavigatorSession
 from pytest_navigator.settings import Settings
+from pytest_navigator.strategies import random_samples
 
 
 def _mode(calls: list[str], payload: bytes = b"engine") -> Mode[bytes]:

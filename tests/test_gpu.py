@@ -10,9 +10,9 @@ import pytest
 
 from pytest_navigator.config import ProfilerConfig
 from pytest_navigator.runtimes import default_registry
-from pytest_navigator.samples import random_samples
 from pytest_navigator.session import NavigatorSession
 from pytest_navigator.settings import Settings
+from pytest_navigator.strategies import random_samples
 
 
 def _missing(runtime: str, model: Path) -> str | None:

@@ -77,7 +77,7 @@ def test_onnx_counter_matches_hand_computed_gemm_matmul_conv_and_names_what_it_c
 
 def test_both_counters_agree_on_the_same_model_exported(tiny_models: dict[str, Path]) -> None:
     """The tiny MLP as .pt2 (FlopCounterMode) and as its ONNX export (graph counter): the same figures."""
-    from pytest_navigator.samples import profiling_inputs
+    from pytest_navigator.strategies import profiling_inputs
 
     pt2, onnx_model = load(tiny_models[".pt2"]), load(tiny_models[".onnx"])
     samples = {b: profiling_inputs(pt2.io_spec, b)[0] for b in (1, 4)}

@@ -19,9 +19,9 @@ from pytest_navigator.runtime_options import (
     with_options,
 )
 from pytest_navigator.runtimes import default_registry
-from pytest_navigator.samples import random_samples
 from pytest_navigator.session import NavigatorSession
 from pytest_navigator.settings import Settings
+from pytest_navigator.strategies import random_samples
 
 
 def test_configs_are_model_navigator_custom_configs_for_a_format() -> None:

@@ -12,10 +12,10 @@ from pytest_navigator.model import load
 from pytest_navigator.runtimes import BuildContext, CallableRunner, Registry, RuntimeDefinition, default_registry
 from pytest_navigator.runtimes.onnx_runtimes import OnnxRuntimeRunner
 from pytest_navigator.runtimes.torch_runtimes import name_outputs
-from pytest_navigator.samples import random_samples
 from pytest_navigator.session import NavigatorSession
 from pytest_navigator.settings import Settings
 from pytest_navigator.spec import parse_io_spec
+from pytest_navigator.strategies import random_samples
 
 
 def test_registry_lists_cpu_runtimes_first_and_every_gpu_runtime() -> None:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from pytest_navigator.config import Sample
 from pytest_navigator.errors import SampleError
-from pytest_navigator.samples import (
+from pytest_navigator.spec import IOSpec, parse_io_spec, parse_tensor_spec
+from pytest_navigator.strategies import (
     EDGE_FLOATS,
     MAX_EDITS,
     Recipe,
@@ -24,7 +25,6 @@ from pytest_navigator.samples import (
     samples,
     simplify,
 )
-from pytest_navigator.spec import IOSpec, parse_io_spec, parse_tensor_spec
 from pytest_navigator.user_samples import check_sample, load_sample_files, samples_from_dataloader
 
 MIXED = parse_io_spec(
@@ -144,7 +144,7 @@ def test_materialize_is_reproducible_and_fast_shaped() -> None:
 def test_materialized_arrays_are_reused_as_copies_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    module: Any = importlib.import_module("pytest_navigator.samples")  # the package exports a function of that name
+    module: Any = importlib.import_module("pytest_navigator.strategies")  # the package exports a function of that name
 
     monkeypatch.setattr(module, "_memo", type(module._memo)())
     monkeypatch.setattr(module, "_memo_bytes", 0)
@@ -287,3 +287,16 @@ def test_dataloader_items_become_samples() -> None:
         samples_from_dataloader([(np.zeros((1, 3)),)], SPEC)
     one_input = parse_io_spec(["x:float32[N,3]"], "test")
     assert samples_from_dataloader([np.zeros((1, 3), np.float32)], one_input)[0][1]["x"].shape == (1, 3)
+
+
+def test_the_public_samples_strategy_is_the_function_after_the_plugin_imported_its_module() -> None:
+    """`pytest_navigator.samples(spec)` is the public strategy. The module it lived in was named
+    `samples` too, and importing that module (every plugin session does) replaced the package's
+    attribute with the module: `pytest_navigator.samples(spec)` then said 'module is not callable'."""
+    import importlib
+
+    import pytest_navigator
+
+    importlib.import_module("pytest_navigator.strategies")
+    assert callable(pytest_navigator.samples)
+    assert pytest_navigator.samples is importlib.import_module("pytest_navigator.strategies").samples

@@ -20,7 +20,7 @@ from pytest_navigator.model import Model
 from pytest_navigator.runtime_options import OnnxRuntimeConfig
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.torch_runtimes import bind_tensors
-from pytest_navigator.samples import numpy_dtype
+from pytest_navigator.strategies import numpy_dtype
 
 OPSET = 18
 PROVIDERS = {
