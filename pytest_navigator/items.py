@@ -133,11 +133,11 @@ def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, 
     for marker in reversed(list(node.iter_markers("navigator"))):
         settings.update(marker.kwargs)
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(settings) - set(_CHECK_SETTINGS) - set(_PROFILE_SETTINGS))
+    unknown = sorted(set(settings) - set(options.MARKER_SETTINGS))
     if unknown:
         raise OptionError(
             f"{node.nodeid}: the navigator marker has no setting {', '.join(map(repr, unknown))}; "
-            f"it takes {', '.join(_CHECK_SETTINGS + _PROFILE_SETTINGS)}."
+            f"it takes {', '.join(options.MARKER_SETTINGS)}."
         )
     return settings
 

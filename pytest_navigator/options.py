@@ -333,3 +333,35 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_FLAG = {option.flag: option for option in OPTIONS}
+
+#: The `navigator` marker's settings, in the order help lists them: name -> what it sets. A setting
+#: that is a per-test value of an option names the option (its help applies); items.py accepts
+#: exactly these keys, and the documentation's reference is generated from this table.
+MARKER_SETTINGS: dict[str, str] = {
+    "verify": "a VerifyFunction, (reference samples, runtime samples) -> bool, that judges the runtime's outputs "
+    "instead of the error budget (pytest_navigator.allclose, topk_agreement, cosine, or your own)",
+    "examples": EXAMPLES,
+    "strict": STRICT,
+    "runtime_options": "runtime options by runtime name for the navigator_runner fixture, e.g. "
+    "{'onnxruntime-cpu': {'intra_op_num_threads': 1}} (as " + RUNTIME_OPTION + ")",
+    "timeout": TIMEOUT,
+    "mode": MODE,
+    "window": WINDOW,
+    "stability": STABILITY,
+    "max_trials": MAX_TRIALS,
+    "time_budget": TIME_BUDGET,
+    "interference": INTERFERENCE,
+    "profile": "False: no measurement for this test (as " + NO_PROFILE + ")",
+    "batch_sizes": BATCH_SIZES,
+    "thresholds": "regression limits by metric, e.g. {'throughput': '95%', 'p95': 12.5} (as " + THRESHOLDS + ")",
+    "constraints": "limits on the model profile and memory, e.g. {'params': '5M'} (as " + CONSTRAINTS + ")",
+}
+
+
+#: The marker's line in `pytest --markers`.
+MARKER_LINE = (
+    f"navigator({', '.join(f'{name}=None' for name in MARKER_SETTINGS)}): settings of pytest-navigator's checks for "
+    "this test (verify: a VerifyFunction; profile=False: no measurement; thresholds: e.g. {'throughput': '95%'}; "
+    "runtime_options: e.g. {'onnxruntime-cpu': {'intra_op_num_threads': 1}} for the navigator_runner fixture; "
+    "the others as the --navigator-* options of the same name)."
+)

@@ -42,15 +42,6 @@ LIBRARY_LOGGERS = (
     "transformers",
 )
 
-MARKER = (
-    "navigator(verify=None, examples=None, strict=None, mode=None, window=None, stability=None, max_trials=None, "
-    "profile=None, batch_sizes=None, thresholds=None, runtime_options=None): settings of pytest-navigator's checks "
-    "for this test (verify: a VerifyFunction; examples: generated samples; strict: fail when a check cannot fail; "
-    "mode/window/stability/max_trials: as the --navigator-* options; profile=False: no measurement; thresholds: "
-    "e.g. {'throughput': '95%'}; runtime_options: e.g. {'onnxruntime-cpu': {'intra_op_num_threads': 1}} for the "
-    "navigator_runner fixture)."
-)
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("navigator", "pytest-navigator: correctness and speed of ML inference runtimes")
@@ -77,7 +68,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", MARKER)
+    config.addinivalue_line("markers", options.MARKER_LINE)
     from pytest_navigator import devices
 
     devices.configure(config)  # an xdist worker's GPU, before the session below or any test touches CUDA
