@@ -28,6 +28,7 @@ class SizedIterable(Protocol):
     def __len__(self) -> int: ...
 
 
+#: Seed 000's dataloader: anything sized that yields samples (a list of Samples works).
 SizedDataLoader = Union[SizedIterable, Sequence[Any]]  # noqa: UP007 - keep Model Navigator's alias
 
 
@@ -80,7 +81,7 @@ class MeasurementMode(enum.Enum):
 
 #: Model Navigator's default: a batch size must raise throughput by 5% for the sweep to go on.
 DEFAULT_PROFILING_THROUGHPUT_CUTOFF_THRESHOLD = 0.05
-#: Seconds one runtime's measurement may take by default (README: "What the default run measures"):
+#: Seconds one runtime's measurement may take by default (docs/explanation/cost.md):
 #: on 2 cores a MobileNet-sized runtime measures batch 1 and about two more sizes in it, and the
 #: demo's default run stays near issue 18's 90 s (10 s cost every default run about 15 s more).
 DEFAULT_TIME_BUDGET = 5.0

@@ -14,7 +14,7 @@ unstable (nothing is judged); within that, a verdict needs every repeat on one s
 processes run at the same time: counts do not depend on timing.
 
 Instruction counts catch more compute, a changed graph, an extra copy, a slower kernel choice; they
-do not see memory bandwidth, cache misses or multi-threading (README: "Instruction counts").
+do not see memory bandwidth, cache misses or multi-threading (docs/how-to/shared-cpu-runner.md).
 """
 
 from __future__ import annotations

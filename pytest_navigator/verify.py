@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Tolerance:
-    """An element fails only when it exceeds both: |a - r| > atol and |a - r| / |r| > rtol."""
+    """An element fails only when it exceeds both: ``|a - r| > atol`` and ``|a - r| / |r| > rtol``."""
 
     atol: float
     rtol: float
