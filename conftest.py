@@ -47,6 +47,8 @@ _LIBRARIES = (
     "onnx",
     "onnxruntime",
     "onnxscript",
+    "openvino",
+    "openvino.frontend",
     "scipy.stats",
 )
 

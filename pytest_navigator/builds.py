@@ -123,6 +123,8 @@ class Builds:
         definition = self.registry.get(runtime)
         if getattr(configured, "fp16", False) or getattr(configured, "trt_fp16", False):
             return "fp16"
+        if getattr(configured, "inference_precision", "f32") == "bf16":
+            return "bf16"
         if (
             getattr(configured, "tf32", False)
             and definition.device.startswith("cuda")

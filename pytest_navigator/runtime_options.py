@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -132,6 +133,37 @@ class OnnxRuntimeConfig(_Options):
     #: TensorRT execution provider: fp16 kernels and the builder's workspace limit.
     trt_fp16: bool = False
     trt_workspace_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class OpenVINOConfig(_Options):
+    """OpenVINO on the CPU (openvino-cpu), compiled from the model's ONNX form."""
+
+    FORMAT: typing.ClassVar[Format] = Format.ONNX
+    NAME: typing.ClassVar[str] = "OpenVINO"
+    #: PERFORMANCE_HINT: LATENCY (one stream, one request at a time) or THROUGHPUT (several streams;
+    #: a request's batch is split over an AsyncInferQueue, as OpenVINO's throughput users run it).
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+    #: NUM_STREAMS (0: what the hint chooses).
+    num_streams: int = 0
+    #: INFERENCE_NUM_THREADS (0: OpenVINO's default, a thread per core).
+    inference_num_threads: int = 0
+    #: INFERENCE_PRECISION_HINT. OpenVINO's own default on a CPU with native bf16 is bf16; an fp32
+    #: runtime must not round to bf16 unasked, so f32 is this runtime's default.
+    inference_precision: Literal["f32", "bf16"] = "f32"
+    #: CACHE_DIR in the artifact cache: a rerun loads the compiled model instead of compiling again.
+    model_cache: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cores = os.cpu_count() or 1
+        for name in ("num_streams", "inference_num_threads"):
+            value = getattr(self, name)
+            if value > cores:
+                raise RuntimeOptionError(
+                    f"openvino: {name}={value} is out of range on this machine; expected 0 (OpenVINO's choice) to "
+                    f"{cores}, its CPU count."
+                )
 
 
 @dataclass(frozen=True)
@@ -262,6 +294,8 @@ SINGLE_THREAD: dict[str, Any] = {
     "intra_op_num_threads": 1,
     "inter_op_num_threads": 1,
     "allow_spinning": False,
+    "inference_num_threads": 1,
+    "num_streams": 1,
 }
 
 

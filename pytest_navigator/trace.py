@@ -149,11 +149,17 @@ def _top_table(total: dict[str, float], calls: dict[str, int], what: str) -> str
     return tabulate(rows, headers=[what, "calls", "total us", "mean us", "share"], tablefmt="simple")
 
 
-def layer_trace(requests: Sequence[Sequence[tuple[str, float]]], path: Path, runtime: str) -> str:
-    """TensorRT's IProfiler reports, (layer name, milliseconds) per layer for each request, written
-    to `path` as Chrome trace JSON: each request a `navigator/<runtime>/request N` event, its
-    layers laid end to end inside it (TensorRT gives durations, not start times). Returns the
-    table by layer."""
+def layer_trace(
+    requests: Sequence[Sequence[tuple[str, float]]],
+    path: Path,
+    runtime: str,
+    source: str = "TensorRT layers (IProfiler; laid end to end)",
+    category: str = "tensorrt layer",
+) -> str:
+    """A runtime's own per-layer reports, (layer name, milliseconds) per layer for each request
+    (TensorRT's IProfiler, OpenVINO's performance counters), written to `path` as Chrome trace JSON:
+    each request a `navigator/<runtime>/request N` event, its layers laid end to end inside it
+    (both give durations, not start times). Returns the table by layer."""
     events: list[dict[str, Any]] = []
     total: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
@@ -165,7 +171,7 @@ def layer_trace(requests: Sequence[Sequence[tuple[str, float]]], path: Path, run
             events.append(
                 {
                     "name": name,
-                    "cat": "tensorrt layer",
+                    "cat": category,
                     "ph": "X",
                     "ts": now,
                     "dur": us,
@@ -191,7 +197,7 @@ def layer_trace(requests: Sequence[Sequence[tuple[str, float]]], path: Path, run
         now += 1.0  # a visible gap between requests
     meta = [
         {"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}}
-        for tid, name in ((1, "requests"), (2, "TensorRT layers (IProfiler; laid end to end)"))
+        for tid, name in ((1, "requests"), (2, source))
     ]
     path.write_text(json.dumps({"traceEvents": meta + events, "displayTimeUnit": "ms"}), encoding="utf-8")
     return _top_table(total, calls, "layer")

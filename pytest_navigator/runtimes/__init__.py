@@ -100,7 +100,12 @@ class Registry:
 
 def default_registry() -> Registry:
     """A fresh registry holding the built-in runtimes (importing no ML library)."""
-    from pytest_navigator.runtimes import onnx_runtimes, tensorrt_runtimes, torch_runtimes
+    from pytest_navigator.runtimes import onnx_runtimes, openvino_runtimes, tensorrt_runtimes, torch_runtimes
 
-    found = [*torch_runtimes.definitions(), *onnx_runtimes.definitions(), *tensorrt_runtimes.definitions()]
+    found = [
+        *torch_runtimes.definitions(),
+        *onnx_runtimes.definitions(),
+        *openvino_runtimes.definitions(),
+        *tensorrt_runtimes.definitions(),
+    ]
     return Registry(sorted(found, key=lambda d: d.device != "cpu"))  # CPU runtimes first, stable
