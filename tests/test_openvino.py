@@ -163,3 +163,27 @@ def test_an_unsupported_operator_and_an_unreadable_file_are_named(tmp_path: Path
         RuntimeBuildError, match=r"cannot read junk.onnx \(.*junk.onnx\) as ONNX: Model can't be parsed"
     ):
         read_onnx(junk, "junk.onnx")
+
+
+@needs_openvino
+def test_instruction_counts_build_it_single_threaded_and_agree_across_processes(
+    pytester: pytest.Pytester, mlp: Path
+) -> None:
+    from pytest_navigator import instructions, valgrind
+
+    found = valgrind.find()
+    if isinstance(found, str):
+        pytest.skip(found)
+    result = pytester.runpytest_subprocess(
+        "--navigator-model=mlp.pt2",
+        "--navigator-runtimes=openvino-cpu",
+        "--navigator-mode=instructions",
+        "--navigator-report=run.json",
+    )
+    result.assert_outcomes(passed=2)
+    runtimes = json.loads((pytester.path / "run.json").read_text())["models"][0]["runtimes"]
+    (counted,) = [r for r in runtimes if r["name"].startswith("openvino-cpu")]
+    assert counted["name"] == "openvino-cpu:inference_num_threads=1,num_streams=1"  # one compute thread, one stream
+    counts = counted["profile"]["batches"][0]["instructions"]["repeats"]
+    assert len(counts) == instructions.REPEATS and min(counts) > 1e5
+    assert (max(counts) - min(counts)) / min(counts) < 0.02  # separate processes, the same work
