@@ -287,7 +287,8 @@ def summarize(outcomes: list[Outcome]) -> str:
             "",
         ]
     )
-    lines.append(f"False alarms: correct runtimes ({', '.join(CORRECT)}), one run per architecture x seed x runtime")
+    scored = ", ".join(dict.fromkeys(o.runtime for o in outcomes if o.kind == "correct"))
+    lines.append(f"False alarms: correct runtimes ({scored}), one run per architecture x seed x runtime")
     lines.append(
         tabulate(
             rows,
