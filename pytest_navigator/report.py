@@ -5,6 +5,7 @@ tabulate rather than hand-padded columns: it aligns numbers and handles wide cel
 
 from __future__ import annotations
 
+import statistics
 from typing import TYPE_CHECKING, Any
 
 from pytest_navigator import runs
@@ -66,6 +67,7 @@ def performance_summary(session: NavigatorSession) -> str:
         device += f"; GPU: {gpu['count']} x {gpu['names'][0]}, driver {gpu['driver']}, CUDA {gpu['cuda']}"
     libraries = ", ".join(f"{k} {v}" for k, v in facts["libraries"].items() if k != "pytest-navigator")
     rows, stops, best, counted = [], [], [], []
+    several = False
     results = session.results
     measured = [(r, r.profile, False) for r in results.runtimes.values() if r.profile is not None]
     measured += [(r, r.against_profile, True) for r in results.runtimes.values() if r.against_profile is not None]
@@ -83,25 +85,27 @@ def performance_summary(session: NavigatorSession) -> str:
             continue
         for batch in profile.batches:
             if batch.status == "error":
-                rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", "", ""])
+                rows.append([model, runtime, batch.batch_size, "error", "", "", "", "", "", "", "", "", "", ""])
                 continue
             comparison = verdicts.get(batch.batch_size)
             delta = comparison.delta() if comparison else None
-            latency = batch.latency_ms
+            shown = shown_figures(batch)
             used = len(batch.stable_windows) if batch.stable else len(batch.windows)
+            several = several or len(batch.runs) > 1
             rows.append(
                 [
                     model,
                     runtime,
                     batch.batch_size,
                     batch.status,
-                    f"{batch.throughput:.1f}",
-                    f"{latency['p50']:.3f}",
-                    f"{latency['p95']:.3f}",
-                    f"{latency['p99']:.3f}",
+                    f"{shown['throughput']:.1f}",
+                    f"{shown['p50']:.3f}",
+                    f"{shown['p95']:.3f}",
+                    f"{shown['p99']:.3f}",
                     f"{batch.cold_start_ms:.1f}" if batch.cold_start_ms is not None else "",
                     f"{batch.peak_rss / 2**20:.0f}" if batch.peak_rss is not None else "",
                     f"{used}/{len(batch.windows)}",
+                    max(1, len(batch.runs)),
                     "" if delta is None else f"{delta:+.1%}",
                     comparison.verdict.value if comparison else "",
                     runs.mde_text(comparison.mde if comparison else None),
@@ -135,6 +139,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "cold ms",
             "peak RSS MiB",
             "windows",
+            "runs",
             "vs baseline",
             "verdict",
             "MDE",
@@ -146,6 +151,7 @@ def performance_summary(session: NavigatorSession) -> str:
             "left",
             "right",
             "left",
+            "right",
             "right",
             "right",
             "right",
@@ -182,17 +188,32 @@ def performance_summary(session: NavigatorSession) -> str:
             ),
             "",
         ]
+    if several:
+        lines.append(
+            "samples/s and p50-p99 of a batch size measured in several runs (fresh processes): the median over the "
+            "runs, as its baseline entry stores it; windows: those of the first run"
+        )
     lines += stops
     lines += _model_profiles(session)
     if best:
-        fast = max(best, key=lambda entry: entry[2].throughput)
-        quick = min(best, key=lambda entry: entry[2].percentile(50))
+        fast = max(best, key=lambda entry: shown_figures(entry[2])["throughput"])
+        quick = min(best, key=lambda entry: shown_figures(entry[2])["p50"])
         lines.append(
-            f"max throughput: {fast[1]} at batch {fast[2].batch_size} ({fast[2].throughput:.1f} samples/s); "
-            f"min latency: {quick[1]} at batch {quick[2].batch_size} (p50 {quick[2].percentile(50):.3f} ms)"
+            f"max throughput: {fast[1]} at batch {fast[2].batch_size} ({shown_figures(fast[2])['throughput']:.1f} "
+            f"samples/s); min latency: {quick[1]} at batch {quick[2].batch_size} "
+            f"(p50 {shown_figures(quick[2])['p50']:.3f} ms)"
         )
         lines += _best(session)
     return "\n".join(lines)
+
+
+def shown_figures(batch: BatchProfile) -> dict[str, float]:
+    """What the summary shows for a batch size: the median over the runs (processes) it was measured
+    in, which is what its baseline entry stores and its verdict compares (runs.py); with one run,
+    that run's figures."""
+    if len(batch.runs) > 1:
+        return {name: statistics.median(run[name] for run in batch.runs) for name in runs.FIGURES}
+    return batch.figures()
 
 
 def _best(session: NavigatorSession) -> list[str]:

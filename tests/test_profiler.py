@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -10,7 +11,15 @@ import numpy as np
 import pytest
 
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
-from pytest_navigator.profiler import measure_window, profile_batch, profile_runner, stable_set, sweep_sizes
+from pytest_navigator.profiler import (
+    BatchProfile,
+    WindowResult,
+    measure_window,
+    profile_batch,
+    profile_runner,
+    stable_set,
+    sweep_sizes,
+)
 from pytest_navigator.runtimes.base import Runner
 from pytest_navigator.spec import parse_io_spec
 from pytest_navigator.telemetry import DeviceReading
@@ -347,3 +356,20 @@ def test_without_nvtx_no_range_and_with_the_real_package_the_calls_run(monkeypat
         assert len(window.latencies_ms) == ProfilerConfig().measurement_request_count  # no tool attached: no-ops
     finally:
         trace._nvtx_domain.cache_clear()
+
+
+def test_the_summary_shows_the_median_of_the_runs_a_batch_size_was_measured_in() -> None:
+    """A batch size measured in 3 processes: the summary shows the median run, as its baseline entry
+    stores it and its verdict compares it, not the first process's own figures."""
+    from pytest_navigator.report import shown_figures
+
+    window = WindowResult(2, (10.0,) * 10, 100.0)  # this process: 200 samples/s, p50 10 ms
+    first = BatchProfile(2, "stable", 5.0, (window,) * 3, (0, 1, 2))
+    assert shown_figures(first) == first.figures()
+    runs = (
+        first.figures(),
+        {"throughput": 300.0, "p50": 6.0, "p95": 7.0, "p99": 8.0},
+        {"throughput": 250.0, "p50": 8.0, "p95": 9.0, "p99": 12.0},
+    )
+    measured = dataclasses.replace(first, runs=runs)
+    assert shown_figures(measured) == {"throughput": 250.0, "p50": 8.0, "p95": 9.0, "p99": 10.0}  # each the median
