@@ -39,7 +39,14 @@ def test_onnx_models_get_no_torch_runtimes(pytester: pytest.Pytester, tiny_model
     _copy(pytester, tiny_models[".onnx"])
     result = pytester.runpytest("--navigator-model=mlp.onnx", "--collect-only", "-q")
     ids = [line.split("[")[1].rstrip("]") for line in result.outlines if "::" in line]
-    assert ids == ["onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt", "tensorrt-fp16"]
+    assert ids == [
+        "onnxruntime-cpu",
+        "openvino-cpu",
+        "onnxruntime-cuda",
+        "onnxruntime-tensorrt",
+        "tensorrt",
+        "tensorrt-fp16",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,8 @@ from pytest_navigator.strategies import random_samples
 
 def test_registry_lists_cpu_runtimes_first_and_every_gpu_runtime() -> None:
     names = default_registry().names
-    assert names[:4] == ("torch-cpu", "torchscript-cpu", "torch-compile-cpu", "onnxruntime-cpu")
-    assert set(names[4:]) == {
+    assert names[:5] == ("torch-cpu", "torchscript-cpu", "torch-compile-cpu", "onnxruntime-cpu", "openvino-cpu")
+    assert set(names[5:]) == {
         "torch-cuda",
         "torchscript-cuda",
         "torch-compile-cuda",
