@@ -34,13 +34,18 @@ register_profiles()
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or default_profile())
 
 
+#: The repo's harness/ (the demo zoo, the benchmarks) is not part of the installed package: the tests'
+#: subprocesses that run `python -m harness.zoo` from a test's own folder find it through PYTHONPATH.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")])
+)
+
 #: Loaded before any pytester session, besides the package itself: what runs inside one would import.
 _LIBRARIES = (
     "cloudpickle",
     "multiprocessing.forkserver",
     "multiprocessing.resource_tracker",
     "harness.zoo",
-    "harness.cli",
     "torch",
     "torch.export",
     "torch._dynamo",
@@ -65,7 +70,8 @@ def load_what_pytester_would_unload() -> None:
     import pytest_navigator
 
     for info in pkgutil.walk_packages(pytest_navigator.__path__, "pytest_navigator."):
-        importlib.import_module(info.name)
+        if not info.name.endswith(".__main__"):  # `python -m pytest_navigator`: importing it runs the CLI
+            importlib.import_module(info.name)
     for name in _LIBRARIES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)

@@ -1,4 +1,4 @@
-"""The navigator CLI (harness/cli.py): each subcommand's happy path, its bad inputs and exit codes.
+"""The navigator CLI (pytest_navigator/cli.py): each subcommand's happy path, its bad inputs and exit codes.
 
 Input: tests/data/run-mlp.json, a real report (the demo MLP on torch-cpu, onnxruntime-cpu and
 torchscript-cpu at batch sizes 1, 4, 16, plus torch-cuda skipped; written by
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from harness.cli import main
 from pytest_navigator import options
+from pytest_navigator.cli import main
 
 DATA = Path(__file__).parent / "data" / "run-mlp.json"
 
@@ -77,10 +77,10 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, st
 
 
 def test_help_starts_without_importing_ml_libraries() -> None:
-    code = "import sys, harness.cli as c; c._parser().format_help(); print(sorted(m for m in ('torch', 'numpy', 'onnxruntime') if m in sys.modules))"
+    code = "import sys, pytest_navigator.cli as c; c._parser().format_help(); print(sorted(m for m in ('torch', 'numpy', 'onnxruntime') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    shown = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True, check=True)
+    shown = subprocess.run([sys.executable, "-m", "pytest_navigator", "--help"], capture_output=True, text=True, check=True)
     for command in ("profile", "compare", "report", "merge", "export"):
         assert command in shown.stdout
 
@@ -405,7 +405,7 @@ def test_the_console_script_is_installed() -> None:
     from importlib.metadata import entry_points
 
     (script,) = entry_points(group="console_scripts", name="navigator")
-    assert script.value == "harness.cli:main"
+    assert script.value == "pytest_navigator.cli:main"
     assert script.load() is main
 
 
@@ -421,3 +421,15 @@ def test_every_subcommand_prints_its_help(command: str, capsys: pytest.CaptureFi
         for option in options.OPTIONS:
             if option.flag not in (options.MODEL, options.REPORT):
                 assert option.flag in shown, option.flag
+
+
+def test_the_old_python_m_harness_still_runs_the_cli_and_says_its_new_name() -> None:
+    old = subprocess.run(
+        [sys.executable, "-W", "always::DeprecationWarning", "-m", "harness", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,  # a clone's harness/ (not installed with the package)
+    )
+    assert "usage: navigator" in old.stdout
+    assert "run `navigator` or `python -m pytest_navigator`" in old.stderr

@@ -76,7 +76,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def cli_markdown(parser: argparse.ArgumentParser | None = None) -> str:
     """`navigator --help` and each subcommand's help, as the parser prints them."""
     if parser is None:
-        from harness.cli import _parser
+        from pytest_navigator.cli import _parser
 
         parser = _parser()
     before = os.environ.get("COLUMNS")

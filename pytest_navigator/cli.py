@@ -1,4 +1,5 @@
-"""The navigator CLI: profile a model, compare runs, report, merge shards and export, without pytest.
+"""The navigator CLI (`navigator`, or `python -m pytest_navigator`): profile a model, compare runs, report,
+merge shards and export, without pytest.
 
     navigator profile MODEL [--runtimes ...] [--batch-sizes ...] [--against OLD] [-o run.json]
     navigator compare OLD.json NEW.json [--format text|markdown|json] [--fail-on regressed|inconclusive|never]
