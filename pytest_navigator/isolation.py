@@ -441,7 +441,7 @@ def serve(conn: Any, stderr_path: str, environment: dict[str, str] | None = None
 
     faulthandler.enable(file=sys.stderr, all_threads=True)  # a crash's Python stack lands in the log
     faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)  # and a hang's, when asked
-    from pytest_navigator.plugin import quiet_library_loggers
+    from pytest_navigator.logs import quiet_library_loggers
 
     quiet_library_loggers()
     runners: dict[tuple[Path, str], tuple[Runner, Any]] = {}

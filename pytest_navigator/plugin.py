@@ -7,7 +7,6 @@ Nothing here imports an ML library at import time: `pytest --help` and runs with
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -26,21 +25,7 @@ from pytest_navigator.fixtures import (  # noqa: F401 - fixtures and their param
     pytest_generate_tests,
 )
 from pytest_navigator.items import SESSION_KEY, ModelFile
-
-#: Loggers of the libraries a run drives. Under pytest's --log-level=DEBUG (or a log_level ini) their
-#: debug records (inductor's compile steps, every file lock taken) would fill a failing test's
-#: "Captured log" section with hundreds of lines that say nothing about the failure.
-LIBRARY_LOGGERS = (
-    "torch",
-    "filelock",
-    "onnx",
-    "onnxscript",
-    "onnx_ir",
-    "onnxruntime",
-    "tensorrt",
-    "triton",
-    "transformers",
-)
+from pytest_navigator.logs import quiet_library_loggers
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,26 +59,6 @@ def pytest_configure(config: pytest.Config) -> None:
     devices.configure(config)  # an xdist worker's GPU, before the session below or any test touches CUDA
     if config.getoption("navigator_models") or config.getini("navigator_models"):
         config.pluginmanager.register(NavigatorPlugin(config), "navigator-session")
-
-
-def quiet_library_loggers() -> None:
-    """Library loggers log warnings and errors only, unless the user set their level explicitly
-    (TORCH_LOGS does): a library logger at NOTSET inherits pytest's root level, DEBUG included."""
-    for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level == logging.NOTSET:
-            logger.setLevel(logging.WARNING)
-    # torch's structured trace logger is always at DEBUG and never propagates; pytest >= 9.1 attaches its
-    # capture handler to non-propagating loggers too, so every compile would log into failure reports.
-    # Its records are meant for TORCH_TRACE's own files: drop them unless TORCH_TRACE asks for them.
-    trace = logging.getLogger("torch.__trace")
-    if not os.environ.get("TORCH_TRACE") and not any(isinstance(f, _DropAll) for f in trace.filters):
-        trace.addFilter(_DropAll())
-
-
-class _DropAll(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
 
 
 def unchecked_update(session: Any) -> str:

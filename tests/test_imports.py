@@ -33,3 +33,28 @@ def test_pytest_help_imports_no_ml_library() -> None:
 def test_the_check_would_see_an_import() -> None:
     # guards the two tests above against a check that cannot fail
     assert _imported_after("import onnx") == "HEAVY: onnx"
+
+
+def test_no_module_of_the_package_imports_the_pytest_plugin() -> None:
+    """The plugin is the top of the import graph: isolation.py, which every runtime worker process
+    runs, imported it for its log filtering and closed an import cycle through eight modules; log
+    filtering is logs.py now. Imports inside functions count too."""
+    import ast
+    from pathlib import Path
+
+    import pytest_navigator
+
+    package = Path(pytest_navigator.__file__).parent
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "plugin.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (
+                node.module == "pytest_navigator.plugin"
+                or (node.module == "pytest_navigator" and any(a.name == "plugin" for a in node.names))
+            ):
+                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+            if isinstance(node, ast.Import) and any(a.name == "pytest_navigator.plugin" for a in node.names):
+                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert offenders == []

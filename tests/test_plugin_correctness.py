@@ -151,7 +151,7 @@ def test_library_debug_logs_do_not_flood_a_failure_report(pytester: pytest.Pytes
     libraries' (the artifact cache's file locks, the exporter's and inductor's steps)."""
     import logging
 
-    from pytest_navigator.plugin import LIBRARY_LOGGERS
+    from pytest_navigator.logs import LIBRARY_LOGGERS
 
     for name in LIBRARY_LOGGERS:  # as in a fresh process: pytester runs in this one
         logging.getLogger(name).setLevel(logging.NOTSET)
