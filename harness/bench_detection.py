@@ -128,7 +128,8 @@ def count_verdict(session: Any, model: Any, runtime: str, count: int, record: bo
     from pytest_navigator.baselines import entry_for
     from pytest_navigator.config import MeasurementMode
     from pytest_navigator.telemetry import fingerprint
-    from pytest_navigator.verdicts import compare, parse_thresholds
+    from pytest_navigator.thresholds import parse_thresholds
+    from pytest_navigator.verdicts import compare
 
     definition = bench_detection.padded_definition(session.registry.get(runtime), count)
     session.registry.register(definition)
@@ -252,7 +253,8 @@ def judge_group(
     stored: dict[str, Any], last_mean_ms: float, group: list[dict[str, Any]], condition: str
 ) -> dict[str, Any]:
     """Every gate's verdicts on one group of processes for one condition."""
-    from pytest_navigator.verdicts import compare, parse_thresholds
+    from pytest_navigator.thresholds import parse_thresholds
+    from pytest_navigator.verdicts import compare
 
     limits = parse_thresholds(None)
     found: dict[str, Any] = {}

@@ -214,7 +214,7 @@ def _views(data: dict[str, Any], html: Path | None, markdown: Path | None, bench
 def _compare(args: argparse.Namespace) -> int:
     from pytest_navigator.json_report import load_report
     from pytest_navigator.run_compare import compare_reports, failed, render
-    from pytest_navigator.verdicts import parse_thresholds
+    from pytest_navigator.thresholds import parse_thresholds
 
     old, new = load_report(args.old), load_report(args.new)
     stored = new.get("settings", {}).get("thresholds") or {}

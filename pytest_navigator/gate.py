@@ -19,7 +19,8 @@ from pytest_navigator import options
 from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStore, Key, entry_for
 from pytest_navigator.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.results import BaselineUpdate, RuntimeResult, Status
-from pytest_navigator.verdicts import Comparison, Limit, Verdict, compare
+from pytest_navigator.thresholds import Limit
+from pytest_navigator.verdicts import Comparison, Verdict, compare
 
 
 def paired_entry(entry: dict[str, Any], batch: BatchProfile) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
     from pytest_navigator.model_profile import parse_constraints
     from pytest_navigator.profiler import PerformanceFailure
     from pytest_navigator.settings import profiler_config
-    from pytest_navigator.verdicts import parse_thresholds
+    from pytest_navigator.thresholds import parse_thresholds
 
     session = node.config.stash[SESSION_KEY]
     settings = _marker_settings(node, overrides)

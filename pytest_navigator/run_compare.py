@@ -16,7 +16,8 @@ from typing import Any
 
 from pytest_navigator.errors import NavigatorError
 from pytest_navigator.runs import mde_text
-from pytest_navigator.verdicts import Limit, Verdict, compare
+from pytest_navigator.thresholds import Limit
+from pytest_navigator.verdicts import Verdict, compare
 
 #: What --fail-on accepts, and the verdicts each fails on.
 FAIL_ON = {

@@ -31,14 +31,12 @@ from pytest_navigator.results import ModelInfo, RunResults, RuntimeResult, Statu
 from pytest_navigator.runtimes import Registry, Runner
 from pytest_navigator.settings import Settings
 from pytest_navigator.spec import parse_io_spec, read_sidecar
+from pytest_navigator.thresholds import Limit
 from pytest_navigator.truth import Truth, TruthSource
 from pytest_navigator.user_samples import LabeledSample, check_samples, load_sample_files
-from pytest_navigator.verdicts import Comparison, Limit
+from pytest_navigator.verdicts import Comparison
 
-__all__ = ["NavigatorSession", "RuntimePlan", "paired_entry"]
-
-#: Kept importable from here (harness scripts and tests used it before gate.py existed).
-paired_entry = gate.paired_entry
+__all__ = ["NavigatorSession", "RuntimePlan"]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pytest_navigator.config import MeasurementMode, ProfilerConfig, ProfilerCon
 from pytest_navigator.errors import NavigatorError
 
 if TYPE_CHECKING:
-    from pytest_navigator.verdicts import Limit
+    from pytest_navigator.thresholds import Limit
 
 DEFAULT_BATCH_SIZES = (1, 4)
 #: Processes a timed measurement is taken in where a verdict depends on it (--navigator-processes).
@@ -62,7 +62,7 @@ class Settings:
     #: How performance is measured (--navigator-mode/-window/-stability/-max-trials/-no-profile);
     #: batch_sizes holds --navigator-batch-sizes when given, else None (sweep powers of two).
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
-    #: Regression thresholds (--navigator-thresholds): metric -> verdicts.Limit; None: the defaults.
+    #: Regression thresholds (--navigator-thresholds): metric -> thresholds.Limit; None: the defaults.
     thresholds: Mapping[str, Any] | str | None = None
     #: Limits on the model profile (--navigator-constraints): model_profile.parse_constraints' input.
     constraints: Mapping[str, Any] | str | None = None
@@ -95,8 +95,8 @@ class Settings:
 
     @functools.cached_property
     def limits(self) -> dict[str, Limit]:
-        """The thresholds, parsed once (verdicts.parse_thresholds; a bad value names the option)."""
-        from pytest_navigator.verdicts import parse_thresholds
+        """The thresholds, parsed once (thresholds.parse_thresholds; a bad value names the option)."""
+        from pytest_navigator.thresholds import parse_thresholds
 
         return parse_thresholds(self.thresholds)
 

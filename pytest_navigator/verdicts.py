@@ -25,13 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_navigator import options, runs
-from pytest_navigator.thresholds import (  # noqa: F401 - re-exported: callers import them from here
-    DEFAULT_THRESHOLDS,
-    METRICS,
-    Limit,
-    ThresholdError,
-    parse_thresholds,
-)
+from pytest_navigator.thresholds import Limit
 
 #: A slowdown must be this unlikely under "no change" to count.
 ALPHA = 0.01

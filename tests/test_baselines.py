@@ -15,7 +15,8 @@ import pytest
 from pytest_navigator.baselines import SCHEMA_VERSION, BaselineError, BaselineStore, blocks, entry_for
 from pytest_navigator.config import ProfilerConfig
 from pytest_navigator.profiler import BatchProfile, RuntimeProfile, WindowResult
-from pytest_navigator.verdicts import ALPHA, DEFAULT_THRESHOLDS, ThresholdError, Verdict, compare, parse_thresholds
+from pytest_navigator.thresholds import DEFAULT_THRESHOLDS, ThresholdError, parse_thresholds
+from pytest_navigator.verdicts import ALPHA, Verdict, compare
 
 LIMITS = parse_thresholds(None)
 #: A runtime of a family whose speed the calibration workload predicts (verdicts.DRIFT_PREDICTS).

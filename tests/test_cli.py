@@ -80,7 +80,9 @@ def test_help_starts_without_importing_ml_libraries() -> None:
     code = "import sys, pytest_navigator.cli as c; c._parser().format_help(); print(sorted(m for m in ('torch', 'numpy', 'onnxruntime') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    shown = subprocess.run([sys.executable, "-m", "pytest_navigator", "--help"], capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "pytest_navigator", "--help"], capture_output=True, text=True, check=True
+    )
     for command in ("profile", "compare", "report", "merge", "export"):
         assert command in shown.stdout
 

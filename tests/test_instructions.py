@@ -17,7 +17,8 @@ from pytest_navigator import instructions, valgrind
 from pytest_navigator.baselines import BaselineStore, entry_for, entry_problem
 from pytest_navigator.config import MeasurementMode, ProfilerConfig
 from pytest_navigator.profiler import RuntimeProfile
-from pytest_navigator.verdicts import Comparison, Verdict, compare, parse_thresholds
+from pytest_navigator.thresholds import parse_thresholds
+from pytest_navigator.verdicts import Comparison, Verdict, compare
 
 COUNTED = ProfilerConfig(measurement_mode=MeasurementMode.INSTRUCTIONS)
 FACTS = {"libraries": {"torch": "2.13.0", "valgrind": "3.24.0"}}

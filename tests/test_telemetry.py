@@ -220,7 +220,7 @@ def test_a_baseline_under_the_coarser_key_is_judged_and_said_to_be_coarser() -> 
     from pytest_navigator.config import ProfilerConfig
     from pytest_navigator.gate import judge
     from pytest_navigator.profiler import BatchProfile, RuntimeProfile, WindowResult
-    from pytest_navigator.verdicts import parse_thresholds
+    from pytest_navigator.thresholds import parse_thresholds
 
     windows = tuple(WindowResult(1, (1.0,) * 30, 30.0) for _ in range(3))
     batch = BatchProfile(1, "stable", 1.0, windows, (0, 1, 2))
