@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pytest_navigator import options
+from pytest_navigator.budget import default_verify
 from pytest_navigator.config import Sample, VerifyFunction
 from pytest_navigator.errors import NavigatorError, RuntimeCrashError, describe_error
 from pytest_navigator.failures import replay_command, save_failure, shown
@@ -36,7 +37,6 @@ from pytest_navigator.verify import (
     ExplainingVerify,
     Tolerance,
     compare_array,
-    default_verify,
     explain,
     tolerance_for,
 )

@@ -369,13 +369,6 @@ def tolerance_for(precision: str) -> Allclose:
     return Allclose(DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"]))
 
 
-def default_verify(precision: str) -> ExplainingVerify:
-    """The default judge: the error budget of a runtime's precision (budget.py; fp32 when unknown)."""
-    from pytest_navigator.budget import ErrorBudget
-
-    return ErrorBudget(precision)
-
-
 def explain(
     verify: VerifyFunction, expected: Sample, actual: Sample, fallback: Allclose, truth: Truth | None = None
 ) -> list[str]:

@@ -58,3 +58,41 @@ def test_no_module_of_the_package_imports_the_pytest_plugin() -> None:
             if isinstance(node, ast.Import) and any(a.name == "pytest_navigator.plugin" for a in node.names):
                 offenders.append(f"{path.relative_to(package)}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    """Dependencies point one way, counting imports inside functions and under TYPE_CHECKING (a
+    module importing its own parent package is Python's package machinery, not a cycle)."""
+    import ast
+    from pathlib import Path
+
+    import pytest_navigator
+
+    package = Path(pytest_navigator.__file__).parent
+    modules = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(("pytest_navigator", *path.relative_to(package).with_suffix("").parts))
+        modules[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            found: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pytest_navigator"):
+                found += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                found += [alias.name for alias in node.names]
+            graph[name] |= {t for t in found if t in modules and t != name and not name.startswith(t + ".")}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> list[str] | None:
+        for step in sorted(graph[start]):
+            if step == goal:
+                return [start, step]
+            if step not in seen:
+                seen.add(step)
+                onward = reaches(step, goal, seen)
+                if onward:
+                    return [start, *onward]
+        return None
+
+    cycles = [" -> ".join(cycle) for name in sorted(graph) if (cycle := reaches(name, name, set()))]
+    assert cycles == []

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_navigator.budget import ErrorBudget
+from pytest_navigator.budget import ErrorBudget, default_verify
 from pytest_navigator.verify import (
     DEFAULT_TOLERANCES,
     Tolerance,
@@ -16,7 +16,6 @@ from pytest_navigator.verify import (
     compare_array,
     compare_outputs,
     cosine,
-    default_verify,
     explain,
     tolerance_for,
     topk_agreement,
