@@ -623,22 +623,6 @@ class NavigatorSession:
         """Every runtime's record by (model path, runtime id) (results.RunResults.runtimes)."""
         return self.results.runtimes
 
-    @property
-    def correctness(self) -> dict[tuple[Path, str], CorrectnessReport]:
-        return {k: r.correctness for k, r in self.results.runtimes.items() if r.correctness is not None}
-
-    @property
-    def profiles(self) -> dict[tuple[Path, str], RuntimeProfile]:
-        return {k: r.profile for k, r in self.results.runtimes.items() if r.profile is not None}
-
-    @property
-    def against_profiles(self) -> dict[tuple[Path, str], RuntimeProfile]:
-        return {k: r.against_profile for k, r in self.results.runtimes.items() if r.against_profile is not None}
-
-    @property
-    def comparisons(self) -> dict[tuple[Path, str], list[Comparison]]:
-        return {k: r.comparisons for k, r in self.results.runtimes.items() if r.comparisons}
-
     def close(self) -> None:
         """Remove the run's temporary artifacts."""
         shutil.rmtree(self.workdir, ignore_errors=True)
