@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
             continue
         # the plugin's own name works too, so a message naming --navigator-window is a valid option here
         flags = [option.flag.replace(PREFIX, "--"), option.flag] if option.flag.startswith(PREFIX) else [option.flag]
-        help = option.help.replace("%", "%%")  # argparse formats help with %: "95%," crashed `profile --help`
+        help = option.argparse_help
         if option.kind == "bool":
             profile.add_argument(*flags, dest=option.dest, action="store_true", default=None, help=help)
         elif option.kind in ("paths", "linelist"):

@@ -66,6 +66,12 @@ class Option:
     def metavar(self) -> str:
         return self.flag.split("-")[-1].upper()
 
+    @property
+    def argparse_help(self) -> str:
+        """The help as argparse takes it: argparse %-formats help texts, and a help saying "95%," broke
+        `--help` (the ini's help is printed as is)."""
+        return self.help.replace("%", "%%")
+
 
 def _option(flag: str, name: str, kind: str, help: str) -> Option:
     return Option(flag, name, name, kind, help)

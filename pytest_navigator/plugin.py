@@ -31,7 +31,7 @@ from pytest_navigator.logs import quiet_library_loggers
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("navigator", "pytest-navigator: correctness and speed of ML inference runtimes")
     for option in options.OPTIONS:
-        help_text = option.help.replace("%", "%%")  # argparse %-formats option help; ini help is printed as is
+        help_text = option.argparse_help
         if option.kind == "bool":
             default = False if option.ini is None else None
             group.addoption(option.flag, action="store_true", default=default, dest=option.dest, help=help_text)
