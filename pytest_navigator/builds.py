@@ -115,16 +115,16 @@ class Builds:
         return with_options(definition.options, split_runtime_id(runtime)[1], runtime, definition.name)
 
     def precision(self, runtime: str) -> str:
-        """fp32/tf32/fp16/...: the definition's, or what an option turns on (fp16; TF32 on a CUDA
-        device, where matmuls and convolutions then round their inputs to 10 mantissa bits)."""
+        """fp32/tf32/fp16/...: the definition's, or what its options turn on (their `precision`: fp16,
+        bf16; TF32 on a CUDA device, where matmuls and convolutions then round their inputs to 10
+        mantissa bits)."""
         if runtime not in self.registry:
             return "fp32"
         configured = self.options(runtime)
         definition = self.registry.get(runtime)
-        if getattr(configured, "fp16", False) or getattr(configured, "trt_fp16", False):
-            return "fp16"
-        if getattr(configured, "inference_precision", "f32") == "bf16":
-            return "bf16"
+        chosen = getattr(configured, "precision", None)  # a user's own options class may have none
+        if chosen is not None:
+            return str(chosen)
         if (
             getattr(configured, "tf32", False)
             and definition.device.startswith("cuda")

@@ -55,6 +55,12 @@ class _Options(CustomConfigForFormat):
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    @property
+    def precision(self) -> str | None:
+        """The precision these options make the runtime compute in (fp16, bf16), where an option
+        decides it; None: the runtime's own. It sets the error budget and the fixed tolerance."""
+        return None
+
     @classmethod
     def describe_fields(cls) -> str:
         hints = _hints(cls)
@@ -134,6 +140,10 @@ class OnnxRuntimeConfig(_Options):
     trt_fp16: bool = False
     trt_workspace_bytes: int = 1 << 30
 
+    @property
+    def precision(self) -> str | None:
+        return "fp16" if self.trt_fp16 else None
+
 
 @dataclass(frozen=True)
 class OpenVINOConfig(_Options):
@@ -153,6 +163,10 @@ class OpenVINOConfig(_Options):
     inference_precision: Literal["f32", "bf16"] = "f32"
     #: CACHE_DIR in the artifact cache: a rerun loads the compiled model instead of compiling again.
     model_cache: bool = True
+
+    @property
+    def precision(self) -> str | None:
+        return "bf16" if self.inference_precision == "bf16" else None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,6 +194,10 @@ class TensorRTConfig(_Options):
     builder_optimization_level: int = 3
     #: One optimization profile per batch size (seed 003's per-batch plans) or one for all sizes.
     profile_per_batch_size: bool = False
+
+    @property
+    def precision(self) -> str | None:
+        return "fp16" if self.fp16 else None
 
     def __post_init__(self) -> None:
         super().__post_init__()
