@@ -107,8 +107,8 @@ class PerformanceItem(NavigatorItem):
     body = staticmethod(_test_performance)
 
 
-#: Settings the navigator marker takes: the check's, then the profiler's (as settings.PROFILER_SETTINGS).
-_CHECK_SETTINGS = ("verify", "examples", "strict", "runtime_options", "timeout")
+#: The navigator marker's settings (options.MARKER_SETTINGS) the profiler takes (as
+#: settings.PROFILER_SETTINGS); the others are the correctness check's.
 _PROFILE_SETTINGS = (
     "mode",
     "window",
@@ -123,6 +123,7 @@ _PROFILE_SETTINGS = (
 )
 #: Marker settings the gate reads, not the profiler.
 _GATE_SETTINGS = ("thresholds", "constraints")
+_CHECK_SETTINGS = tuple(name for name in options.MARKER_SETTINGS if name not in _PROFILE_SETTINGS)
 
 
 def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, Any]:

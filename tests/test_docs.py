@@ -13,13 +13,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from browser import chromium, needs_chromium
 
 from pytest_navigator import items, options
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 NO_SPHINX = "the docs extra is not installed (pip install -e '.[docs]')"
-NO_CHROMIUM = "chromium is not installed (apt-get install chromium)"
 HAS_SPHINX = all(importlib.util.find_spec(name) for name in ("sphinx", "myst_parser", "furo"))
 
 
@@ -175,34 +175,19 @@ def test_every_snippet_is_shown_on_a_page() -> None:
 # A real browser looks at it
 
 
-def _chromium(profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        "chromium",
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        f"--user-data-dir={profile}",
-        "--disable-component-update",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-sync",
-    ]
-    return subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=120, check=True)
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+@needs_chromium
 def test_chromium_renders_the_index_with_its_navigation_and_the_option_table(site: Path, tmp_path: Path) -> None:
     index, reference = site / "index.html", site / "reference" / "options.html"
     shot = tmp_path / "index.png"
-    _chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,1000", index.as_uri())
+    chromium(tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,1000", index.as_uri())
     assert shot.stat().st_size > 20_000
-    dom = _chromium(tmp_path / "profile", "--dump-dom", index.as_uri()).stdout
+    dom = chromium(tmp_path / "profile", "--dump-dom", index.as_uri()).stdout
     navigation = dom[dom.index('class="sidebar-tree"') :]
     for caption in ("Tutorial", "How-to guides", "Reference", "Explanations"):
         assert caption in navigation, caption
     for page in ("tutorial/first-run.html", "how-to/gpu-runner.html", "reference/options.html"):
         assert f'href="{page}"' in navigation, page
-    dom = _chromium(tmp_path / "profile", "--dump-dom", reference.as_uri()).stdout
+    dom = chromium(tmp_path / "profile", "--dump-dom", reference.as_uri()).stdout
     table = dom[dom.index("<table") : dom.index("</table>")]
     rows = re.findall(r"<tr\b", table)
     assert len(rows) == len(options.OPTIONS) + 1  # a header and one row per option

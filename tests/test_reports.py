@@ -6,30 +6,18 @@ import copy
 import html
 import json
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import chromium, needs_chromium
 
 from pytest_navigator import html_report, markdown_report
 from pytest_navigator.json_report import load_report
 
 RUN = Path(__file__).with_name("data") / "run-mlp.json"
 PLOTS = ("plot-throughput", "plot-latency", "plot-baseline", "plot-correctness")
-NO_CHROMIUM = "chromium is not installed (apt-get install chromium)"
-#: Chromium's own traffic (component updates, sync, metrics) is not the page's: turned off where it can be.
-QUIET = (
-    "--disable-component-update",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-default-apps",
-    "--disable-sync",
-    "--metrics-recording-only",
-    "--no-default-browser-check",
-)
 
 
 @pytest.fixture(scope="module")
@@ -218,11 +206,6 @@ def test_html_without_matplotlib_still_has_every_table(report: dict[str, Any], m
 # A real browser: the page renders, fetches nothing, and its plots are in the DOM
 
 
-def _chromium(profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    command = ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", *QUIET]
-    return subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=120, check=True)
-
-
 def _page_requests(net_log: Path, source: str) -> set[str]:
     """http/https/ws URLs the page asked for: those in its source, and any requested on behalf of a file://
     page (Chromium's own background requests, which the flags above cannot all stop, are neither)."""
@@ -237,23 +220,23 @@ def _page_requests(net_log: Path, source: str) -> set[str]:
     return {url for url in urls if remote.match(url) and (url in source or url in by_page)}
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+@needs_chromium
 def test_chromium_renders_the_page_offline(page: str, tmp_path: Path) -> None:
     html = tmp_path / "report.html"
     html.write_text(page, encoding="utf-8")
     shot, net_log = tmp_path / "report.png", tmp_path / "netlog.json"
     size = "--window-size=1400,3000"
     log = (f"--log-net-log={net_log}", "--net-log-capture-mode=Everything")
-    _chromium(tmp_path / "profile", f"--screenshot={shot}", size, *log, html.as_uri())
+    chromium(tmp_path / "profile", f"--screenshot={shot}", size, *log, html.as_uri())
     assert shot.stat().st_size > 20_000
     assert _page_requests(net_log, page) == set()
-    dom = _chromium(tmp_path / "profile", "--dump-dom", html.as_uri()).stdout
+    dom = chromium(tmp_path / "profile", "--dump-dom", html.as_uri()).stdout
     assert len(re.findall(r"<svg\b", dom)) == 4
     for kind in PLOTS:
         assert f'id="{kind}-1"' in dom
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason=NO_CHROMIUM)
+@needs_chromium
 def test_chromium_net_log_check_catches_a_page_that_fetches(tmp_path: Path) -> None:
     # The offline check above passes trivially if the net log misses page requests; a page that fetches proves it does not.
     html = tmp_path / "fetches.html"
@@ -262,7 +245,7 @@ def test_chromium_net_log_check_catches_a_page_that_fetches(tmp_path: Path) -> N
     )
     net_log = tmp_path / "netlog.json"
     log = (f"--log-net-log={net_log}", "--net-log-capture-mode=Everything")
-    _chromium(
+    chromium(
         tmp_path / "profile", f"--screenshot={tmp_path / 'fetches.png'}", "--window-size=200,200", *log, html.as_uri()
     )
     assert _page_requests(net_log, "") == {"http://127.0.0.1:9/probe.png", "http://127.0.0.1:9/bg.png"}
