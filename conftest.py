@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from pytest_navigator.hypothesis_profiles import default_profile, register_profiles
+from pytest_navigator.check.hypothesis_profiles import default_profile, register_profiles
 
 sys.path.insert(0, str(Path(__file__).parent / "tests"))
 

@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 
 from harness import architectures, faults
-from pytest_navigator.budget import UNIT_ROUNDOFF, ErrorBudget, multiple
+from pytest_navigator.check.budget import UNIT_ROUNDOFF, ErrorBudget, multiple
+from pytest_navigator.check.correctness import CheckOptions
+from pytest_navigator.check.truth import Truth
+from pytest_navigator.check.verify import ExplainingVerify, tolerance_for
 from pytest_navigator.config import Sample
-from pytest_navigator.correctness import CheckOptions
-from pytest_navigator.model import Model
+from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes import (
     BuildContext,
     CallableRunner,
@@ -54,8 +56,6 @@ from pytest_navigator.runtimes import (
 )
 from pytest_navigator.session import NavigatorSession
 from pytest_navigator.settings import Settings
-from pytest_navigator.truth import Truth
-from pytest_navigator.verify import ExplainingVerify, tolerance_for
 
 CORRECT = ("torch-cpu", "torchscript-cpu", "torch-compile-cpu", "onnxruntime-cpu")
 
@@ -232,7 +232,7 @@ def measure_cost(architecture: architectures.Architecture, folder: Path, cache: 
     """Wall time of a correctness-only run of every CPU runtime (builds restored from a warm
     artifact cache, as on a developer's machine), judged by the fixed tolerance and by the budget,
     in alternating order."""
-    from pytest_navigator.verify import allclose
+    from pytest_navigator.check.verify import allclose
 
     path = architectures.write(architecture, 0, folder / f"{architecture.name}-cost.pt2")
     timings: dict[str, list[float]] = defaultdict(list)

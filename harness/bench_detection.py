@@ -125,11 +125,11 @@ def count_verdict(session: Any, model: Any, runtime: str, count: int, record: bo
     """The instruction gate: count `runtime` plus `count` matmuls per request under callgrind; record
     the first count as the baseline, or judge against it."""
     from harness import bench_detection  # by its import name, not __main__: the worker imports it
-    from pytest_navigator.baselines import entry_for
     from pytest_navigator.config import MeasurementMode
-    from pytest_navigator.telemetry import fingerprint
-    from pytest_navigator.thresholds import parse_thresholds
-    from pytest_navigator.verdicts import compare
+    from pytest_navigator.gate.baselines import entry_for
+    from pytest_navigator.gate.thresholds import parse_thresholds
+    from pytest_navigator.gate.verdicts import compare
+    from pytest_navigator.measure.telemetry import fingerprint
 
     definition = bench_detection.padded_definition(session.registry.get(runtime), count)
     session.registry.register(definition)
@@ -162,10 +162,10 @@ def one_process(
     """One process's measurements: for each condition (name -> extra seconds, or matmuls per request),
     the runtime's figures and its timed entry alone, and (with `pairs`) its figures beside a second,
     unchanged instance; plus the calibration workload's score."""
-    from pytest_navigator.baselines import entry_for
-    from pytest_navigator.calibration import calibration_score
-    from pytest_navigator.profiler import RuntimeProfile, profile_batch, profile_pair
-    from pytest_navigator.telemetry import fingerprint
+    from pytest_navigator.gate.baselines import entry_for
+    from pytest_navigator.measure.calibration import calibration_score
+    from pytest_navigator.measure.profiler import RuntimeProfile, profile_batch, profile_pair
+    from pytest_navigator.measure.telemetry import fingerprint
 
     session = _session(model_path, baselines, cache)
     try:
@@ -242,7 +242,7 @@ def _pair_entries(processes: list[dict[str, Any]], condition: str) -> tuple[dict
 def record(stored: dict[str, Any] | None, recording: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """What --update-baselines stores after `recording`: pooled with `stored` when it was measured the
     same way (gate.accepted's rule: any judged recording joins the history), else `recording` alone."""
-    from pytest_navigator.baselines import pool, poolable
+    from pytest_navigator.gate.baselines import pool, poolable
 
     if stored is None:
         return recording, False
@@ -253,8 +253,8 @@ def judge_group(
     stored: dict[str, Any], last_mean_ms: float, group: list[dict[str, Any]], condition: str
 ) -> dict[str, Any]:
     """Every gate's verdicts on one group of processes for one condition."""
-    from pytest_navigator.thresholds import parse_thresholds
-    from pytest_navigator.verdicts import compare
+    from pytest_navigator.gate.thresholds import parse_thresholds
+    from pytest_navigator.gate.verdicts import compare
 
     limits = parse_thresholds(None)
     found: dict[str, Any] = {}

@@ -11,7 +11,7 @@ throughput over bare-loop throughput; the median over rounds is printed next to 
 >= 0.97 for 100 us). Interleaving makes the two see the same machine state, so the ratio is
 meaningful on a noisy machine where either throughput alone is not.
 
-With process isolation (the plugin's default, pytest_navigator/isolation.py) the profiler runs in
+With process isolation (the plugin's default, pytest_navigator/workers/isolation.py) the profiler runs in
 the runtime's worker process and reports progress over a pipe between windows; `--isolated`
 measures that path too: the same rounds, with the profiler's side run through a WorkerRunner.
 """
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pytest_navigator.check.strategies import random_samples
 from pytest_navigator.config import ProfilerConfig, Sample
-from pytest_navigator.profiler import profile_batch
+from pytest_navigator.measure.profiler import profile_batch
+from pytest_navigator.model.spec import parse_io_spec
 from pytest_navigator.runtimes.base import CallableRunner
-from pytest_navigator.spec import parse_io_spec
-from pytest_navigator.strategies import random_samples
 
 if TYPE_CHECKING:
-    from pytest_navigator.isolation import WorkerRunner
+    from pytest_navigator.workers.isolation import WorkerRunner
 
 #: Targets the issue sets for the ratio, by target request time in microseconds.
 TARGETS = {1000: 0.99, 100: 0.97}
@@ -71,14 +71,14 @@ def isolated_tanh(batch: int) -> WorkerRunner:
     import functools
     from types import SimpleNamespace
 
-    from pytest_navigator.isolation import Timeouts, Worker
     from pytest_navigator.runtimes.base import BuildContext, RuntimeDefinition
+    from pytest_navigator.workers.isolation import Timeouts, Worker
 
     spec = tanh_runner(batch).input_spec
     model = SimpleNamespace(path=Path(f"tanh-{batch}"), name="tanh", io_spec=spec)
     definition = RuntimeDefinition("tanh", functools.partial(_build_tanh, batch=batch))
     context = BuildContext(Path(tempfile.gettempdir()), {})
-    from pytest_navigator.isolation import WorkerRunner
+    from pytest_navigator.workers.isolation import WorkerRunner
 
     return WorkerRunner.build(Worker("tanh", Timeouts()), definition, model, context, "tanh")
 

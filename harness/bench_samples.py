@@ -16,8 +16,8 @@ import time
 import numpy as np
 from hypothesis import Phase, given, seed, settings
 
-from pytest_navigator.spec import parse_io_spec
-from pytest_navigator.strategies import samples
+from pytest_navigator.check.strategies import samples
+from pytest_navigator.model.spec import parse_io_spec
 
 
 def time_generation(shape: tuple[int, ...], examples: int, run_seed: int) -> tuple[float, int]:

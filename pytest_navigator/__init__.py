@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pytest_navigator import _moved
 from pytest_navigator.config import (
     CustomConfig,
     CustomConfigForFormat,
@@ -17,20 +18,22 @@ from pytest_navigator.config import (
 )
 from pytest_navigator.errors import NavigatorError
 
+_moved.install()  # old flat import paths (pytest_navigator.telemetry, ...) keep working, with a warning
+
 if TYPE_CHECKING:
-    from pytest_navigator.strategies import samples
-    from pytest_navigator.verify import DEFAULT_TOLERANCES, Tolerance, allclose, cosine, topk_agreement
+    from pytest_navigator.check.strategies import samples
+    from pytest_navigator.check.verify import DEFAULT_TOLERANCES, Tolerance, allclose, cosine, topk_agreement
 
 __version__ = "0.1.0"
 
 # Imported on first use, so that `import pytest_navigator` (and `pytest --help`) loads no numpy.
 _LAZY = {
-    "DEFAULT_TOLERANCES": "pytest_navigator.verify",
-    "Tolerance": "pytest_navigator.verify",
-    "allclose": "pytest_navigator.verify",
-    "cosine": "pytest_navigator.verify",
-    "topk_agreement": "pytest_navigator.verify",
-    "samples": "pytest_navigator.strategies",
+    "DEFAULT_TOLERANCES": "pytest_navigator.check.verify",
+    "Tolerance": "pytest_navigator.check.verify",
+    "allclose": "pytest_navigator.check.verify",
+    "cosine": "pytest_navigator.check.verify",
+    "topk_agreement": "pytest_navigator.check.verify",
+    "samples": "pytest_navigator.check.strategies",
 }
 
 

@@ -126,13 +126,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from pytest_navigator.correctness import CorrectnessFailure
+    from pytest_navigator.check.correctness import CorrectnessFailure
     from pytest_navigator.errors import NavigatorError
-    from pytest_navigator.gate import Outcome
-    from pytest_navigator.instructions import CannotCount
-    from pytest_navigator.json_report import build_report, write_report
-    from pytest_navigator.profiler import PerformanceFailure
-    from pytest_navigator.report import baseline_summary, performance_summary, runtime_table
+    from pytest_navigator.gate.policy import Outcome
+    from pytest_navigator.measure.instructions import CannotCount
+    from pytest_navigator.measure.profiler import PerformanceFailure
+    from pytest_navigator.report.json_report import build_report, write_report
+    from pytest_navigator.report.terminal import baseline_summary, performance_summary, runtime_table
     from pytest_navigator.runtimes import default_registry
     from pytest_navigator.session import NavigatorSession
     from pytest_navigator.settings import check_locations, settings_from
@@ -205,16 +205,16 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _views(data: dict[str, Any], html: Path | None, markdown: Path | None, benchmark: Path | None) -> None:
-    from pytest_navigator.views import write_views
+    from pytest_navigator.report.views import write_views
 
     for problem in write_views(data, html, markdown, benchmark):
         print(problem, file=sys.stderr)
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from pytest_navigator.json_report import load_report
-    from pytest_navigator.run_compare import compare_reports, failed, render
-    from pytest_navigator.thresholds import parse_thresholds
+    from pytest_navigator.gate.thresholds import parse_thresholds
+    from pytest_navigator.report.compare import compare_reports, failed, render
+    from pytest_navigator.report.json_report import load_report
 
     old, new = load_report(args.old), load_report(args.new)
     stored = new.get("settings", {}).get("thresholds") or {}
@@ -230,11 +230,11 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pytest_navigator.json_report import load_report
+    from pytest_navigator.report.json_report import load_report
 
     data = load_report(args.run_json)
     if args.html is None and args.markdown is None:  # the Markdown reads well in a terminal too
-        from pytest_navigator.markdown_report import render
+        from pytest_navigator.report.markdown import render
 
         print(render(data))
         return OK
@@ -248,8 +248,8 @@ def _report(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     import json
 
-    from pytest_navigator.json_report import load_report
-    from pytest_navigator.run_merge import MergeError, merge_reports
+    from pytest_navigator.report.json_report import load_report
+    from pytest_navigator.report.merge import MergeError, merge_reports
 
     if len(args.shards) < 2:
         raise MergeError(f"give two or more run reports to merge (got {len(args.shards)}).")
@@ -264,8 +264,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pytest_navigator.benchmark_export import write_storage
-    from pytest_navigator.json_report import load_report
+    from pytest_navigator.report.benchmark_export import write_storage
+    from pytest_navigator.report.json_report import load_report
 
     data = load_report(args.run_json)
     if args.output.exists() and not args.output.is_dir():

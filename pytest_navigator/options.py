@@ -274,7 +274,7 @@ OPTIONS: tuple[Option, ...] = (
         REPORT,
         "navigator_report",
         "string",
-        "Write a JSON report of the run to this path (schema: pytest_navigator/report.schema.json).",
+        "Write a JSON report of the run to this path (schema: pytest_navigator/report/report.schema.json).",
     ),
     _option(
         HTML,

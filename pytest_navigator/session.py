@@ -18,23 +18,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_navigator import gate, options
-from pytest_navigator.baselines import BaselineError, BaselineFile, BaselineStore, Key
-from pytest_navigator.builds import Builds, RuntimePlan
+from pytest_navigator import options
+from pytest_navigator.check.correctness import CheckContext, CheckOptions, CorrectnessReport
+from pytest_navigator.check.references import ReferenceOutputs
+from pytest_navigator.check.truth import Truth, TruthSource
+from pytest_navigator.check.user_samples import LabeledSample, check_samples, load_sample_files
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
-from pytest_navigator.correctness import CheckContext, CheckOptions, CorrectnessReport
 from pytest_navigator.errors import NavigatorError, describe_error
-from pytest_navigator.model import Model, load
-from pytest_navigator.profiler import BatchProfile, RuntimeProfile
-from pytest_navigator.references import ReferenceOutputs
-from pytest_navigator.results import ModelInfo, RunResults, RuntimeResult, Status
+from pytest_navigator.gate import policy as gate
+from pytest_navigator.gate.baselines import BaselineError, BaselineFile, BaselineStore, Key
+from pytest_navigator.gate.thresholds import Limit
+from pytest_navigator.gate.verdicts import Comparison
+from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
+from pytest_navigator.model.loader import Model, load
+from pytest_navigator.model.spec import parse_io_spec, read_sidecar
+from pytest_navigator.report.results import ModelInfo, RunResults, RuntimeResult, Status
 from pytest_navigator.runtimes import Registry, Runner
+from pytest_navigator.runtimes.builds import Builds, RuntimePlan
 from pytest_navigator.settings import Settings
-from pytest_navigator.spec import parse_io_spec, read_sidecar
-from pytest_navigator.thresholds import Limit
-from pytest_navigator.truth import Truth, TruthSource
-from pytest_navigator.user_samples import LabeledSample, check_samples, load_sample_files
-from pytest_navigator.verdicts import Comparison
 
 __all__ = ["NavigatorSession", "RuntimePlan"]
 
@@ -152,7 +153,7 @@ class NavigatorSession:
 
     @property
     def _derandomized(self) -> bool:
-        from pytest_navigator.hypothesis_profiles import derandomized
+        from pytest_navigator.check.hypothesis_profiles import derandomized
 
         return derandomized(self.settings.hypothesis_profile)
 
@@ -173,7 +174,7 @@ class NavigatorSession:
     def references(self, model: Model) -> ReferenceOutputs:
         """The model's reference outputs and truth per sample, shared by every runtime's check."""
         if model.path not in self._references:
-            from pytest_navigator.truth import truth_source
+            from pytest_navigator.check.truth import truth_source
 
             reference = self.reference(model)
             self._references[model.path] = ReferenceOutputs(
@@ -192,7 +193,7 @@ class NavigatorSession:
 
     def check_correctness(self, model: Model, runtime: str, options: CheckOptions | None = None) -> CorrectnessReport:
         """Check a runtime against the reference (users' samples, then generated ones); raise on disagreement."""
-        from pytest_navigator.correctness import check_runtime
+        from pytest_navigator.check.correctness import check_runtime
 
         report = None
         result = self.results.result(model.path, runtime)
@@ -225,7 +226,7 @@ class NavigatorSession:
     # -- performance -------------------------------------------------------------------------------
 
     def profiling_inputs(self, model: Model, batch_size: int) -> list[Sample]:
-        from pytest_navigator.strategies import profiling_inputs
+        from pytest_navigator.check.strategies import profiling_inputs
 
         return profiling_inputs(model.io_spec, batch_size)
 
@@ -234,8 +235,8 @@ class NavigatorSession:
         two; with --navigator-against, the old model beside it, window by window. In instruction mode,
         count instead (count_instructions)."""
 
-        from pytest_navigator.calibration import calibration_score
-        from pytest_navigator.isolation import WorkerRunner, profile_measurement
+        from pytest_navigator.measure.calibration import calibration_score
+        from pytest_navigator.workers.isolation import WorkerRunner, profile_measurement
 
         config = config or self.settings.profiler
         if config.measurement_mode is MeasurementMode.INSTRUCTIONS:
@@ -305,7 +306,7 @@ class NavigatorSession:
         measured again in fresh worker processes, up to --navigator-processes runs. A run that fails
         leaves the others standing, said in the stop reason. Under --navigator-isolation=none the runs
         repeat in this process, which the stop reason says: the spread between processes is not seen."""
-        from pytest_navigator.isolation import WorkerRunner, profile_measurement
+        from pytest_navigator.workers.isolation import WorkerRunner, profile_measurement
 
         new_runs = {b.batch_size: [b.figures()] if b.stable else [] for b in profile.batches}
         old_runs = {size: [b.figures()] if b.stable else [] for size, b in olds.items()}
@@ -387,8 +388,8 @@ class NavigatorSession:
 
     def _traces(self, model: Model, runner: Runner, profile: RuntimeProfile) -> list[str]:
         """--navigator-trace: each measured batch size traced by the runtime's own profiler (trace.py)."""
-        from pytest_navigator.isolation import WorkerRunner
-        from pytest_navigator.trace import folder_for, trace_runner
+        from pytest_navigator.measure.trace import folder_for, trace_runner
+        from pytest_navigator.workers.isolation import WorkerRunner
 
         assert self.settings.trace_dir is not None
         folder = folder_for(self.settings.trace_dir, model.name, profile.runtime)
@@ -400,8 +401,8 @@ class NavigatorSession:
     def _with_peak_memory(self, model: Model, runner: Runner, profile: RuntimeProfile) -> RuntimeProfile:
         """`profile` with each measured batch size's peak memory, from an untimed pass after all the
         timed windows (memory.py), in the runtime's own process."""
-        from pytest_navigator.isolation import WorkerRunner
-        from pytest_navigator.memory import peak_memory
+        from pytest_navigator.measure.memory import peak_memory
+        from pytest_navigator.workers.isolation import WorkerRunner
 
         sizes = [b.batch_size for b in profile.batches if b.status != "error"]
         if not sizes:
@@ -432,8 +433,8 @@ class NavigatorSession:
         """Instructions per request of a CPU runtime, built with one thread and no spinning, in
         separate processes under callgrind (instructions.py). CannotCount says why a runtime cannot
         be counted here (no valgrind, a GPU runtime)."""
-        from pytest_navigator import instructions, valgrind
-        from pytest_navigator.runtime_options import split_runtime_id
+        from pytest_navigator.measure import instructions, valgrind
+        from pytest_navigator.runtimes.options import split_runtime_id
 
         definition = self.registry.get(runtime)
         if definition.device != "cpu":
@@ -466,7 +467,7 @@ class NavigatorSession:
         """The model's parameters and FLOPs per request at `batch_sizes` (model_profile.py), computed
         once per model and batch size and kept in results.models; None, with the reason kept as
         profile_error, when it cannot be computed."""
-        from pytest_navigator.model_profile import ModelProfile, profile_model
+        from pytest_navigator.model.profile import ModelProfile, profile_model
 
         info = self.results.models[model.path]
         known = info.profile or {}
@@ -492,7 +493,7 @@ class NavigatorSession:
     def hardware(self, runtime: str, counted: bool = False) -> str:
         """The hardware a runtime's baselines are keyed by: its GPU, or the CPU; instruction counts
         (`counted`) by the CPU model alone, as "instructions on MODEL" (they use one core)."""
-        from pytest_navigator.telemetry import fingerprint, hardware_key
+        from pytest_navigator.measure.telemetry import fingerprint, hardware_key
 
         if counted:
             return f"instructions on {fingerprint()['cpu']['model']}"
@@ -511,7 +512,7 @@ class NavigatorSession:
         """Compare each measured batch size with the stored baseline for this hardware (or the A/B
         model); keep the stable ones as entries for --update-baselines. An unreadable baseline file
         raises BaselineError after the measurement is kept."""
-        from pytest_navigator.telemetry import fingerprint
+        from pytest_navigator.measure.telemetry import fingerprint
 
         unreadable: BaselineError | None = None
         try:
@@ -559,7 +560,7 @@ class NavigatorSession:
         """A performance test's work without pytest: profile, the model profile, judge, the gate's
         policy (gate.decide), and the model constraints. Returns the profile, the gate's outcome and the
         broken constraints' message ("" when none). The plugin's test and `navigator profile` both call it."""
-        from pytest_navigator.model_profile import constraint_failure
+        from pytest_navigator.model.profile import constraint_failure
 
         config = config or self.settings.profiler
         profile = self.profile(model, runtime, config)

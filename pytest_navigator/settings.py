@@ -14,7 +14,7 @@ from pytest_navigator.config import MeasurementMode, ProfilerConfig, ProfilerCon
 from pytest_navigator.errors import NavigatorError
 
 if TYPE_CHECKING:
-    from pytest_navigator.thresholds import Limit
+    from pytest_navigator.gate.thresholds import Limit
 
 DEFAULT_BATCH_SIZES = (1, 4)
 #: Processes a timed measurement is taken in where a verdict depends on it (--navigator-processes).
@@ -96,14 +96,14 @@ class Settings:
     @functools.cached_property
     def limits(self) -> dict[str, Limit]:
         """The thresholds, parsed once (thresholds.parse_thresholds; a bad value names the option)."""
-        from pytest_navigator.thresholds import parse_thresholds
+        from pytest_navigator.gate.thresholds import parse_thresholds
 
         return parse_thresholds(self.thresholds)
 
     @functools.cached_property
     def model_constraints(self) -> list[Any]:
         """The constraints, parsed once (model_profile.parse_constraints; a bad value names the option)."""
-        from pytest_navigator.model_profile import parse_constraints
+        from pytest_navigator.model.profile import parse_constraints
 
         return parse_constraints(self.constraints)
 
@@ -120,7 +120,7 @@ def settings_from(
     `ini(name)` the ini file's. The command line wins; repeatable options (inputs, runtime options)
     keep both, the command line's last. Paths on the command line are relative to where the run was
     invoked; the artifact cache, baselines and state default to folders under the rootdir."""
-    from pytest_navigator.runtime_options import parse_option_specs
+    from pytest_navigator.runtimes.options import parse_option_specs
 
     def value(flag: str) -> Any:
         option = options.BY_FLAG[flag]

@@ -211,7 +211,7 @@ def _shard(data: dict[str, Any], keep: set[str]) -> dict[str, Any]:
 
 def test_merge_joins_shards_and_names_conflicts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    from pytest_navigator.json_report import SCHEMA_PATH
+    from pytest_navigator.report.json_report import SCHEMA_PATH
 
     data = _run()
     a = _write(tmp_path / "a.json", _shard(data, {"torch-cpu"}))
@@ -312,7 +312,7 @@ def test_profile_checks_measures_and_writes_what_compare_reads(mlp: Path, capsys
     jsonschema = pytest.importorskip("jsonschema")
     import torch
 
-    from pytest_navigator.json_report import SCHEMA_PATH
+    from pytest_navigator.report.json_report import SCHEMA_PATH
 
     runtimes = "--runtimes=torch-cpu,torch-cuda"
     code, out, err = _cli(capsys, "profile", mlp, runtimes, *QUICK, "-o", "run.json", "--update-baselines")

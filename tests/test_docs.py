@@ -15,7 +15,8 @@ from types import ModuleType
 import pytest
 from browser import chromium, needs_chromium
 
-from pytest_navigator import items, options
+from pytest_navigator import options
+from pytest_navigator.plugin import items
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

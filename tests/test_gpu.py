@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_navigator.check.strategies import random_samples
 from pytest_navigator.config import ProfilerConfig
 from pytest_navigator.runtimes import default_registry
 from pytest_navigator.session import NavigatorSession
 from pytest_navigator.settings import Settings
-from pytest_navigator.strategies import random_samples
 
 
 def _missing(runtime: str, model: Path) -> str | None:
-    from pytest_navigator.model import load
+    from pytest_navigator.model.loader import load
 
     return default_registry().get(runtime).unavailable_reason(load(model))
 
@@ -92,7 +92,7 @@ def test_tensorrt_engines_are_restored_from_the_cache(tiny_models: dict[str, Pat
 
 
 def test_gpu_telemetry_reads_clocks_around_windows() -> None:
-    from pytest_navigator.telemetry import gpu_monitor
+    from pytest_navigator.measure.telemetry import gpu_monitor
 
     monitor = gpu_monitor("cuda:0")
     if monitor is None:
@@ -111,8 +111,8 @@ def test_gpu_memory_figures_and_a_trace_with_kernel_events(
     CUDA kernels from torch.profiler, layers from TensorRT's IProfiler."""
     import json
 
-    from pytest_navigator.memory import peak_memory
-    from pytest_navigator.trace import trace_runner
+    from pytest_navigator.measure.memory import peak_memory
+    from pytest_navigator.measure.trace import trace_runner
 
     reason = _missing(runtime, tiny_models[".pt2"])
     if reason:

@@ -39,8 +39,8 @@ def test_bench_detection_judges_each_run_with_every_gate(
     two, then a group of three judged by every gate; 2 ms of busy work on a request of tens of
     microseconds is caught by each of them, and the calibration correlation is computed."""
     from harness.bench_detection import GATES, _entry, calibration_line, judge_group, one_process, record
-    from pytest_navigator import profiler
     from pytest_navigator.config import ProfilerConfig
+    from pytest_navigator.measure import profiler
 
     # short A/B windows and pauses: the tiny model keeps no thread pool busy, and the 2 ms is far beyond noise
     monkeypatch.setattr(profiler, "SETTLE_SECONDS", 0.02)

@@ -36,8 +36,8 @@ def test_the_wheel_installs_only_the_pytest_navigator_namespace(tmp_path: Path) 
         entry_points = archive.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     top = {name.split("/")[0] for name in names}
     assert {t for t in top if not t.endswith(".dist-info")} == {"pytest_navigator"}
-    assert "pytest_navigator/report.schema.json" in names and "pytest_navigator/cli.py" in names
+    assert "pytest_navigator/report/report.schema.json" in names and "pytest_navigator/cli.py" in names
     points = configparser.ConfigParser()
     points.read_string(entry_points)
     assert points["console_scripts"]["navigator"] == "pytest_navigator.cli:main"
-    assert points["pytest11"]["navigator"] == "pytest_navigator.plugin"
+    assert points["pytest11"]["navigator"] == "pytest_navigator.plugin.hooks"

@@ -21,7 +21,7 @@ from pytest_navigator.runtimes.base import (
 )
 
 if TYPE_CHECKING:
-    from pytest_navigator.model import Model
+    from pytest_navigator.model.loader import Model
 
 __all__ = [
     "ALL_FORMATS",

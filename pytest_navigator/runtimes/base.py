@@ -12,8 +12,8 @@ from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import SampleError
 
 if TYPE_CHECKING:
-    from pytest_navigator.model import Model
-    from pytest_navigator.spec import IOSpec
+    from pytest_navigator.model.loader import Model
+    from pytest_navigator.model.spec import IOSpec
 
 TORCH_FORMATS = frozenset({Format.TORCH, Format.TORCHSCRIPT, Format.TORCH_EXPORTEDPROGRAM})
 ALL_FORMATS = TORCH_FORMATS | {Format.ONNX}
@@ -140,7 +140,7 @@ class BuildContext:
         """The cache to fetch artifacts from: `cache`, else one under workdir (kept for this run only)."""
         if self.cache is not None:
             return self.cache
-        from pytest_navigator.cache import ArtifactCache
+        from pytest_navigator.runtimes.cache import ArtifactCache
 
         return ArtifactCache(self.workdir / "artifacts")
 

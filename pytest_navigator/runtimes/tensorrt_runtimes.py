@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from pytest_navigator.cache import Mode
 from pytest_navigator.config import Sample
 from pytest_navigator.errors import RuntimeBuildError
-from pytest_navigator.model import Model
-from pytest_navigator.runtime_options import TensorRTConfig
+from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
+from pytest_navigator.runtimes.cache import Mode
 from pytest_navigator.runtimes.onnx_runtimes import export_onnx, exporter_unavailable
+from pytest_navigator.runtimes.options import TensorRTConfig
 
 
 def tensorrt_unavailable() -> str | None:
@@ -135,7 +135,7 @@ class TensorRTRunner(Runner):
         carry one), its layer times read after the stream is done; written by trace.layer_trace."""
         import tensorrt as trt
 
-        from pytest_navigator.trace import layer_trace
+        from pytest_navigator.measure.trace import layer_trace
 
         class LayerTimes(trt.IProfiler):
             def __init__(self) -> None:
@@ -257,7 +257,7 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
     built and stored on a miss."""
     import time
 
-    from pytest_navigator.telemetry import gpu_facts
+    from pytest_navigator.measure.telemetry import gpu_facts
 
     options: TensorRTConfig = ctx.options or TensorRTConfig(fp16=fp16)
     sizes = ctx.batch_sizes or (1,)

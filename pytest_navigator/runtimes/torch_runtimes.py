@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from pytest_navigator.cache import Mode
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import ModelOutputError, RuntimeBuildError
-from pytest_navigator.model import Model
-from pytest_navigator.runtime_options import TorchCompileConfig, TorchConfig, TorchScriptConfig
+from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import TORCH_FORMATS, BuildContext, Runner, RuntimeDefinition
+from pytest_navigator.runtimes.cache import Mode
+from pytest_navigator.runtimes.options import TorchCompileConfig, TorchConfig, TorchScriptConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +408,7 @@ def build_compiled(model: Model, ctx: BuildContext, device: str = "cpu") -> Runn
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     cache = getattr(ctx, "cache", None)
     if cache is not None:
-        from pytest_navigator.cache import torch_compile_cache
+        from pytest_navigator.runtimes.cache import torch_compile_cache
 
         torch_compile_cache(cache.root)
     with _quiet_jit_deprecations(), torch_settings(options.threads, options.tf32):

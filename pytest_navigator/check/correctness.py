@@ -1,0 +1,462 @@
+"""The correctness check of one runtime: users' samples first, then Hypothesis-generated ones, shrunk on failure.
+
+Each sample runs through the runtime and the reference (references.ReferenceOutputs computes the
+reference's outputs and truth once per sample, for all runtimes) and is judged by a verify function. A failure is shrunk by
+Hypothesis to the simplest failing sample, saved as an .npz under .navigator/failures, and
+reported with every figure needed to see why and a one-line command that replays it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pytest_navigator import options
+from pytest_navigator.check.budget import default_verify
+from pytest_navigator.check.failures import replay_command, save_failure, shown
+from pytest_navigator.check.hypothesis_profiles import (  # noqa: F401 - importable from here, as before the split
+    CI_PROFILE,
+    DEV_PROFILE,
+    default_profile,
+    derandomized,
+    hypothesis_settings,
+    register_profiles,
+)
+from pytest_navigator.check.strategies import describe, random_sample, samples, simplify
+from pytest_navigator.check.user_samples import LabeledSample
+from pytest_navigator.check.verify import (
+    Allclose,
+    ExplainingVerify,
+    Tolerance,
+    compare_array,
+    explain,
+    tolerance_for,
+)
+from pytest_navigator.config import Sample, VerifyFunction
+from pytest_navigator.errors import NavigatorError, RuntimeCrashError, describe_error
+
+if TYPE_CHECKING:
+    from pytest_navigator.check.references import ReferenceOutputs
+    from pytest_navigator.check.truth import Truth
+    from pytest_navigator.model.loader import Model
+    from pytest_navigator.runtimes import Runner
+
+#: Generated samples per runtime unless --navigator-examples says otherwise: enough to find
+#: shape- and value-dependent bugs, few enough for CI.
+DEFAULT_EXAMPLES = 25
+
+
+class CorrectnessFailure(AssertionError):
+    """A runtime's outputs disagree with the reference; the message has every figure."""
+
+
+class VacuousCheckWarning(UserWarning):
+    """The reference outputs are so small or constant that the check would accept almost anything."""
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How one runtime is checked: the verify function, how many generated samples, users' samples first."""
+
+    verify: VerifyFunction | None = None
+    examples: int = DEFAULT_EXAMPLES
+    explicit: Sequence[LabeledSample] = ()
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class OutputSummary:
+    """What the check saw of one output over every sample it ran."""
+
+    name: str
+    max_abs_error: float
+    max_rel_error: float
+    max_abs_reference: float
+    constant: bool
+    #: The largest error against the truth in units of the reference's own rounding (error budget
+    #: only; None where the fixed tolerance judged), and the truths it was measured against.
+    budget_ratio: float | None = None
+    truth: str | None = None
+    #: Every reference value of this output was NaN or Inf: the check cannot fail (NaN equals NaN).
+    nonfinite: bool = False
+
+
+@dataclass(frozen=True)
+class CorrectnessReport:
+    """A passed check: how many samples, judged how, and the worst error seen per output."""
+
+    model: str
+    runtime: str
+    verify: str
+    explicit: int
+    generated: int
+    outputs: tuple[OutputSummary, ...]
+    batch_sizes: tuple[int, ...] = ()
+    warnings: tuple[str, ...] = ()
+    #: The error budget's multiple of the reference's own rounding (None: another verify function).
+    budget_multiple: float | None = None
+    #: Why the truth was not the float64 shadow, when it was not.
+    truth_note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return True  # a failing check raises CorrectnessFailure instead of returning
+
+    @property
+    def samples(self) -> int:
+        return self.explicit + self.generated
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (results.RunResults.to_json)."""
+        data = dataclasses.asdict(self)
+        data["outputs"] = [dataclasses.asdict(o) for o in self.outputs]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CorrectnessReport:
+        values = dict(data)
+        values["outputs"] = tuple(OutputSummary(**o) for o in data["outputs"])
+        values["batch_sizes"] = tuple(data["batch_sizes"])
+        values["warnings"] = tuple(data["warnings"])
+        return cls(**values)
+
+
+class _SampleFailed(Exception):
+    """One sample failed; raised inside the property so Hypothesis can shrink it."""
+
+    def __init__(self, sample: Sample, label: str, problems: list[str], kind: str = "mismatch") -> None:
+        super().__init__("\n".join(problems))
+        self.sample, self.label, self.problems, self.kind = sample, label, problems, kind
+
+
+class _ShownSample(dict[str, Any]):
+    """A Sample that Hypothesis prints as its shapes, not as megabytes of numbers."""
+
+    def __repr__(self) -> str:
+        return f"<sample {describe(self)}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+@dataclass
+class _Observed:
+    """Running maxima per output, across every sample the check ran."""
+
+    abs_error: dict[str, float] = field(default_factory=dict)
+    rel_error: dict[str, float] = field(default_factory=dict)
+    abs_reference: dict[str, float] = field(default_factory=dict)
+    values: dict[str, tuple[float, float]] = field(default_factory=dict)
+    elements: dict[str, int] = field(default_factory=dict)
+    budget_ratio: dict[str, float] = field(default_factory=dict)
+    truths: dict[str, set[str]] = field(default_factory=dict)
+    truth_notes: set[str] = field(default_factory=set)
+    failures: int = 0
+    first_failure: str = ""
+    generated: int = 0
+    batch_sizes: set[int] = field(default_factory=set)
+
+    def add(self, expected: Sample, actual: Sample, truth: Truth | None = None, verify: object = None) -> None:
+        from pytest_navigator.check.budget import ErrorBudget
+
+        if truth is not None:
+            if truth.note:
+                self.truth_notes.add(truth.note)
+            judged = verify.compare(expected, actual, truth) if isinstance(verify, ErrorBudget) and truth.noise else {}
+            for name, comparison in judged.items():
+                self.budget_ratio[name] = max(self.budget_ratio.get(name, 0.0), comparison.ratio)
+                self.truths.setdefault(name, set()).add(comparison.truth_kind)
+        for name, ref in expected.items():
+            ref = np.asarray(ref)
+            if ref.dtype.kind in "biu" or ref.size == 0 or name not in actual:
+                continue
+            figures = compare_array(name, ref, actual[name], Tolerance(0.0, 0.0))
+            self.abs_error[name] = max(self.abs_error.get(name, 0.0), figures.max_abs_error)
+            self.rel_error[name] = max(self.rel_error.get(name, 0.0), figures.max_rel_error)
+            finite = ref[np.isfinite(ref.astype(np.float64))].astype(np.float64)
+            if finite.size:
+                self.abs_reference[name] = max(self.abs_reference.get(name, 0.0), float(np.abs(finite).max()))
+                lo, hi = self.values.get(name, (np.inf, -np.inf))
+                self.values[name] = (min(lo, float(finite.min())), max(hi, float(finite.max())))
+            self.elements[name] = self.elements.get(name, 0) + ref.size
+
+    def summary(self) -> tuple[OutputSummary, ...]:
+        summaries = []
+        for name in self.abs_error:
+            lo, hi = self.values.get(name, (0.0, 1.0))
+            summaries.append(
+                OutputSummary(
+                    name,
+                    self.abs_error[name],
+                    self.rel_error[name],
+                    self.abs_reference.get(name, 0.0),
+                    lo == hi,
+                    self.budget_ratio.get(name),
+                    " and ".join(sorted(self.truths[name])) if name in self.truths else None,
+                    name not in self.abs_reference,
+                )
+            )
+        return tuple(summaries)
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """What one runtime's check needs from its run: values, not the session."""
+
+    model: Model
+    runner: Runner
+    reference: ReferenceOutputs
+    #: The runtime's precision (fp32, tf32, fp16, bf16): the error budget's multiple and the fixed tolerance.
+    precision: str = "fp32"
+    #: The configured batch sizes (--navigator-batch-sizes): one random sample at each runs after the generated ones.
+    batch_sizes: tuple[int, ...] = (1, 4)
+    #: The run's seed: every runtime of the run sees the same samples.
+    seed: int = 0
+    #: Whether the seed was drawn for this run (not given, not derandomized): a failure then prints it.
+    seed_drawn: bool = False
+    #: Failing samples and the Hypothesis example database live here.
+    state_dir: Path = Path(".navigator")
+    hypothesis_profile: str | None = None
+    #: Paths in messages are shown relative to where the run was invoked.
+    invocation_dir: Path | None = None
+    #: The replay command needs --navigator-trust-model for pickled models.
+    trust_model: bool = False
+
+
+def check_runtime(context: CheckContext, options: CheckOptions) -> CorrectnessReport:
+    """Check one runtime of one model; raise CorrectnessFailure (shrunk, saved, explained) on disagreement."""
+    return _RuntimeCheck(context, options).run()
+
+
+class _RuntimeCheck:
+    """The state of one runtime's check: what judges it, what it has seen, how to report a failure."""
+
+    def __init__(self, context: CheckContext, options: CheckOptions) -> None:
+        self.context, self.options = context, options
+        self.model, self.runner, self.reference = context.model, context.runner, context.reference
+        precision = context.precision
+        #: The precision's fixed tolerance: explains plain verify functions' failures, and the vacuous check's atol.
+        self.fixed = tolerance_for(precision)
+        self.verify = options.verify or default_verify(precision)
+        self.observed = _Observed()
+        #: The sample a crash or a hang of the runtime's worker happened on (isolation.py), and why.
+        self.crash: tuple[Sample, str, RuntimeCrashError] | None = None
+
+    def run(self) -> CorrectnessReport:
+        # Users' samples first; then generated ones (shrunk on failure); then one random sample at
+        # each configured batch size, so those sizes are covered whatever Hypothesis drew.
+        configured = self._configured_batch_samples()
+        try:
+            for label, sample in self.options.explicit:
+                self._check_given(label, sample)
+            if self.options.examples > 0:
+                self._run_hypothesis()
+            for label, sample in configured:
+                self.observed.generated += 1
+                self._check_given(label, sample)
+        except BaseException:
+            if self.crash is not None:  # the runtime died: report the sample that killed it, not a shrink
+                raise CorrectnessFailure(self._crash_message(*self.crash)) from None
+            raise
+        report = CorrectnessReport(
+            self.model.name,
+            self.runner.runtime,
+            _verify_name(self.verify),
+            len(self.options.explicit),
+            self.observed.generated,
+            self.observed.summary(),
+            tuple(sorted(self.observed.batch_sizes)),
+            budget_multiple=getattr(self.verify, "multiple", None)
+            if getattr(self.verify, "uses_truth", False)
+            else None,
+            truth_note="; ".join(sorted(self.observed.truth_notes)),
+        )
+        vacuous = _vacuous_outputs(report, self.verify, self.fixed)
+        if vacuous and self.options.strict:
+            raise CorrectnessFailure("\n".join([*vacuous, f"({options.STRICT} turns this warning into a failure)"]))
+        for text in vacuous:
+            warnings.warn(VacuousCheckWarning(text), stacklevel=3)
+        return dataclasses.replace(report, warnings=tuple(vacuous))
+
+    def check(self, sample: Sample, label: str) -> None:
+        """Raise _SampleFailed when the runtime (or the reference) raises or the verify function rejects it."""
+        try:
+            expected = self.reference.outputs(sample)
+        except NavigatorError:
+            raise
+        except Exception as exc:
+            reference = self.reference.runtime
+            problem = f"the reference ({reference}) itself raised {describe_error(exc)}"
+            raise _SampleFailed(sample, label, [problem], "reference raised") from exc
+        try:
+            actual = self.runner.infer(sample)
+        except RuntimeCrashError as crash:
+            self.crash = self.crash or (sample, label, crash)
+            raise
+        except NavigatorError:
+            raise
+        except Exception as exc:
+            raise _SampleFailed(
+                sample, label, [f"{self.runner.runtime} raised {describe_error(exc)}"], "raised"
+            ) from exc
+        truth = self.reference.truth(sample) if getattr(self.verify, "uses_truth", False) else None
+        problems = explain(self.verify, expected, actual, self.fixed, truth)
+        self.observed.add(expected, actual, truth, self.verify)
+        self.observed.batch_sizes.update(
+            sample[t.name].shape[0] for t in self.model.io_spec if t.batch_axis is not None
+        )
+        if problems:
+            raise _SampleFailed(sample, label, problems)
+
+    def _check_given(self, label: str, sample: Sample) -> None:
+        try:
+            self.check(sample, label)
+        except _SampleFailed as failure:
+            raise CorrectnessFailure(self._message(failure)) from None
+
+    def _run_hypothesis(self) -> None:
+        from hypothesis import given, seed
+        from hypothesis.errors import Flaky
+
+        context, observed = self.context, self.observed
+        strategy = samples(self.model.io_spec, context.batch_sizes, self.runner.max_batch_size)
+
+        def generated_sample_agrees(sample: Sample) -> None:
+            observed.generated += 1
+            try:
+                self.check(sample, "generated")
+            except _SampleFailed:
+                observed.failures += 1
+                observed.first_failure = observed.first_failure or describe(sample)
+                raise
+
+        # Failures are remembered (example database) per model content and runtime.
+        key = f"{self.model.fingerprint}:{self.runner.runtime}".encode()
+        generated_sample_agrees._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
+        test = given(sample=strategy.map(_ShownSample))(generated_sample_agrees)
+        # One seed for every runtime of the run: they see the same samples, so reference outputs are
+        # shared. @seed turns the example database off; the settings applied after it turn it back on.
+        test = seed(context.seed)(test)
+        test = hypothesis_settings(context.hypothesis_profile, self.options.examples, context.state_dir)(test)
+        try:
+            test()
+        except _SampleFailed as failure:
+            raise CorrectnessFailure(self._message(self._simplified(failure))) from None
+        except Flaky as exc:
+            raise CorrectnessFailure(
+                f"{self.runner.runtime} on {self.model.name}: a sample failed once and passed when Hypothesis replayed it; the runtime (or the reference) is not deterministic.\n{exc}"
+            ) from None
+
+    def _configured_batch_samples(self) -> list[LabeledSample]:
+        """One random sample at each configured batch size (--navigator-batch-sizes) the runner takes."""
+        rng = np.random.default_rng(self.context.seed)
+        return [
+            (f"random sample at batch size {size}", random_sample(self.model.io_spec, size, rng))
+            for size in self.context.batch_sizes
+            if self.runner.accepts_batch_size(size)
+        ]
+
+    def _simplified(self, failure: _SampleFailed) -> _SampleFailed:
+        """Hypothesis shrank the recipe; now set every element the failure does not need to the simplest value."""
+        found = [failure]
+
+        def fails(candidate: Sample) -> bool:
+            try:
+                self.check(candidate, failure.label)
+            except _SampleFailed as again:
+                if again.kind == failure.kind:
+                    found.append(again)
+                    return True
+            return False
+
+        simplify(failure.sample, self.model.io_spec, fails)
+        return found[-1]
+
+    def _crash_message(self, sample: Sample, label: str, crash: RuntimeCrashError) -> str:
+        context, runtime = self.context, self.runner.runtime
+        saved = save_failure(context.state_dir, self.model, runtime, sample)
+        where = label if not label.endswith(".npz") else shown(Path(label), context.invocation_dir)
+        return "\n".join(
+            [
+                f"{runtime} on {self.model.name}, on a sample of {describe(sample)} ({where}):",
+                f"  {crash}",
+                f"  saved: {shown(saved, context.invocation_dir)}",
+                f"  replay: {replay_command(self.model, runtime, saved, context.invocation_dir, context.trust_model)}",
+            ]
+        )
+
+    def _message(self, failure: _SampleFailed) -> str:
+        context, model, runtime = self.context, self.model, self.runner.runtime
+        here = context.invocation_dir
+        reference = self.reference.runtime
+        lines = [
+            f"{runtime} disagrees with the reference ({reference}) on {model.name}, judged by {_verify_name(self.verify)}:"
+        ]
+        shape = describe(failure.sample)
+        if failure.label == "generated":
+            first = self.observed.first_failure
+            shrunk = f", first failing as {first}" if first != shape else ""
+            lines.append(
+                f"  sample: {shape} (generated; shrunk over {self.observed.failures} failing tries{shrunk}, then unneeded elements set to the simplest value)"
+            )
+        else:
+            label = shown(Path(failure.label), here) if failure.label.endswith(".npz") else failure.label
+            lines.append(f"  sample: {label}: {shape}")
+        lines += [f"  {problem}" for problem in failure.problems]
+        if getattr(self.verify, "uses_truth", False) and failure.kind == "mismatch":
+            lines.append(f"  truth: {describe_truth(self.reference.truth(failure.sample))}")
+        if failure.label.endswith(".npz") and Path(failure.label).is_file():
+            saved = Path(failure.label)
+        else:
+            saved = save_failure(context.state_dir, model, runtime, failure.sample)
+        lines.append(f"  saved: {shown(saved, here)}")
+        lines.append(f"  replay: {replay_command(model, runtime, saved, here, context.trust_model)}")
+        if failure.label == "generated" and context.seed_drawn:
+            lines.append(f"  run seed: {context.seed} (rerun every check alike with {options.SEED}={context.seed})")
+        return "\n".join(lines)
+
+
+def describe_truth(truth: Truth) -> str:
+    """What a budget was measured against, and why when it is not the float64 shadow."""
+    from pytest_navigator.check.truth import FLOAT64_SHADOW, PERTURBATION
+
+    what = {
+        FLOAT64_SHADOW: "the float64 shadow (the reference model in double precision)",
+        PERTURBATION: "the reference itself; its own rounding is a perturbation estimate (inputs and weights moved one ulp)",
+    }.get(truth.kind, "the reference itself, with no estimate of its rounding: the precision's fixed tolerance judged")
+    return what + (f" ({truth.note})" if truth.note else "")
+
+
+def _verify_name(verify: VerifyFunction) -> str:
+    return repr(verify) if isinstance(verify, ExplainingVerify) else getattr(verify, "__qualname__", repr(verify))
+
+
+def _vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback: Allclose) -> list[str]:
+    """Outputs whose check could not fail: every reference value within atol of 0, or one value everywhere."""
+    found = []
+    checked = f"{report.samples} sample(s)"
+    for output in report.outputs:
+        atol = verify.atol(output.name) if isinstance(verify, ExplainingVerify) else None
+        atol = fallback.tolerance.atol if atol is None else atol
+        where = f"{report.runtime} on {report.model}: output {output.name!r}"
+        if output.nonfinite:
+            found.append(
+                f"{where}: every reference value is NaN or Inf over {checked}, and NaN or Inf in a runtime "
+                "agrees with it, so the check cannot fail; the reference computes nothing finite (an overflow, "
+                "a division by zero, or uninitialised weights)."
+            )
+        elif output.max_abs_reference <= atol:
+            found.append(
+                f"{where}: every reference value is within atol={atol:g} of 0 (max |value| {output.max_abs_reference:.3g} over {checked}), so the check accepts almost any output; calibrate the model (a randomly initialised network can emit values near 1e-9) or lower atol."
+            )
+        elif output.constant:
+            found.append(
+                f"{where}: the reference output is one constant value over {checked}; the check cannot tell whether the runtime reacts to its inputs."
+            )
+    return found

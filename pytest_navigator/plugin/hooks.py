@@ -1,0 +1,248 @@
+"""The pytest plugin: hooks only. Options come from options.py, settings from settings.py, the
+generated tests from items.py, the fixtures from fixtures.py; the work is the library's.
+
+Nothing here imports an ML library at import time: `pytest --help` and runs without
+`--navigator-model` stay as fast as without the plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_navigator import options
+from pytest_navigator.logs import quiet_library_loggers
+from pytest_navigator.plugin.fixtures import (  # noqa: F401 - fixtures and their parametrization, registered with the plugin
+    navigator_check,
+    navigator_dataloader,
+    navigator_model,
+    navigator_profile,
+    navigator_runner,
+    navigator_session,
+    navigator_verify,
+    pytest_generate_tests,
+)
+from pytest_navigator.plugin.items import SESSION_KEY, ModelFile
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("navigator", "pytest-navigator: correctness and speed of ML inference runtimes")
+    for option in options.OPTIONS:
+        help_text = option.argparse_help
+        if option.kind == "bool":
+            default = False if option.ini is None else None
+            group.addoption(option.flag, action="store_true", default=default, dest=option.dest, help=help_text)
+        elif option.kind in ("paths", "linelist"):
+            group.addoption(
+                option.flag, action="append", default=None, dest=option.dest, metavar=option.metavar, help=help_text
+            )
+        else:
+            group.addoption(option.flag, action="store", default=None, dest=option.dest, help=help_text)
+        if option.ini is not None:
+            default = False if option.kind == "bool" else None
+            parser.addini(option.ini, help=option.help, type=option.kind, default=default)  # type: ignore[arg-type]
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_navigator.plugin import hookspecs as hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", options.MARKER_LINE)
+    from pytest_navigator.plugin import devices
+
+    devices.configure(config)  # an xdist worker's GPU, before the session below or any test touches CUDA
+    if config.getoption("navigator_models") or config.getini("navigator_models"):
+        config.pluginmanager.register(NavigatorPlugin(config), "navigator-session")
+
+
+def unchecked_update(session: Any) -> str:
+    """Why --update-baselines wrote nothing for runtimes measured without their correctness check in
+    this run (its test deselected, e.g. by -k test_performance), and the command that works; ""
+    when there are none. A baseline is only written for a runtime that passed its check."""
+    from pytest_navigator.report.results import Status
+
+    unchecked = [r for r in session.results.runtimes.values() if r.profile is not None and r.status == Status.BUILT]
+    if not unchecked:
+        return ""
+    models = dict.fromkeys(os.path.relpath(r.model) for r in unchecked)
+    runtimes = ",".join(dict.fromkeys(r.runtime for r in unchecked))
+    command = " ".join(
+        [
+            "pytest",
+            *(f"{options.MODEL}={m}" for m in models),
+            f"{options.RUNTIMES}={runtimes}",
+            "--update-baselines",
+        ]
+    )
+    return (
+        f"--update-baselines wrote nothing for {runtimes}: their correctness was not checked in this run (its tests"
+        f" were deselected), and a baseline is only written for a runtime that passed its check. Run both: {command}"
+    )
+
+
+class NavigatorPlugin:
+    """Registered only with --navigator-model (or the ini twin): loads models and generates tests."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        from pytest_navigator.config import MeasurementMode
+        from pytest_navigator.errors import NavigatorError
+        from pytest_navigator.runtimes import default_registry
+        from pytest_navigator.session import NavigatorSession
+        from pytest_navigator.settings import check_locations, settings_from
+
+        quiet_library_loggers()
+        try:
+            registry = default_registry()
+            config.hook.pytest_navigator_register_runtimes(registry=registry, config=config)
+            settings = settings_from(
+                config.getoption,
+                config.getini,
+                invocation_dir=config.invocation_params.dir,
+                rootdir=config.rootpath,
+                hypothesis_profile=config.getoption("hypothesis_profile", None),
+            )
+            check_locations(settings)
+            session = NavigatorSession(settings, registry)
+            registry.select(settings.runtimes)  # unknown names fail now, listing the known ones
+            for name in settings.runtime_options:
+                session.runtime_id(name)  # unknown runtimes, options or values fail now too
+            xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+            starts_workers = not config.option.collectonly and not xdist_controller
+            if settings.isolation == "process" and starts_workers:
+                from pytest_navigator.workers.fork_servers import start_server
+
+                start_server()  # its imports overlap the models' loading below
+            if (
+                settings.profiler.run_profiling
+                and settings.profiler.measurement_mode is MeasurementMode.INSTRUCTIONS
+                and starts_workers
+            ):
+                from pytest_navigator.workers.fork_servers import start_counting_server
+
+                start_counting_server()  # its imports under valgrind overlap the correctness tests
+            for model in session.load_models():
+                session.builds.check_batch_sizes(model)
+            session.load_user_samples()
+        except NavigatorError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.stash[SESSION_KEY] = session
+        self.session = session
+        self.report_error = ""
+        self._model_files = {p.resolve(): p for p in settings.models}
+        # `pytest --navigator-model=m.pt2` collects the model's tests only; explicit paths add to them.
+        models = [str(p) for p in settings.models]
+        config.args = [*config.args, *models] if config.args_source == pytest.Config.ArgsSource.ARGS else models
+
+    def pytest_report_header(self, config: pytest.Config) -> str:
+        """The settings that decide the run's outcome, before it starts (as Hypothesis prints its profile)."""
+        from pytest_navigator.check.hypothesis_profiles import default_profile, derandomized
+
+        settings = self.session.settings
+        profile = settings.hypothesis_profile or default_profile()
+        seed = self.session.run_seed
+        how = (
+            "given" if settings.seed is not None else "derandomized" if derandomized(profile) else "drawn for this run"
+        )
+        cache = settings.cache_dir if settings.cache_dir is not None else "none"
+        return (
+            f"navigator: hypothesis profile {profile!r}, run seed {seed} ({how}), cache {cache}, "
+            f"baselines {settings.baselines_dir}"
+        )
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        from pytest_navigator.plugin.progress import ProgressLine
+
+        self.progress = ProgressLine(session.config)  # the terminal reporter exists by now
+        if self.progress.enabled:
+            self.session.watch(self.progress)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Any:
+        """Builds (setup) and measurements (call) end with the progress line erased."""
+        try:
+            return (yield)
+        finally:
+            progress = getattr(self, "progress", None)
+            if progress is not None:
+                progress.clear()
+
+    pytest_runtest_call = pytest_runtest_setup
+
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        if file_path.resolve() in self._model_files:
+            return ModelFile.from_parent(parent, path=file_path)
+        return None
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        try:
+            self._finish(session)
+        finally:
+            # the runtimes' worker processes are not needed past this point (the summary reads results):
+            # closed here, not at unconfigure, so a session's end leaves no process of ours behind
+            self.session.close()
+
+    def _finish(self, session: pytest.Session) -> None:
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller merges and writes
+            workeroutput["navigator"] = self.session.worker_results()
+            return
+        settings = self.session.settings
+        report = settings.report_path
+        views = (settings.html_path, settings.markdown_path, settings.benchmark_json_path)
+        summary = bool(os.environ.get("GITHUB_STEP_SUMMARY")) and bool(self.session.results.runtimes)
+        if report is not None or any(views) or summary:
+            from pytest_navigator.report.json_report import build_report, write_report
+            from pytest_navigator.report.views import write_views
+
+            data = build_report(self.session)  # computed once: every view reads the same figures
+            problems = []
+            if report is not None:
+                try:
+                    write_report(data, report)
+                except OSError as exc:  # checked at the start; a disk can still fill up since
+                    problems.append(f"{options.REPORT}={report}: not written ({exc.strerror or exc}).")
+            problems += write_views(data, *views)
+            if problems:
+                self.report_error = "\n".join(problems)
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.session.settings.update_baselines:
+            self.session.update_baselines()
+            if any(u.error is not None for u in self.session.results.baseline_updates.values()):
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            self.update_error = unchecked_update(self.session)
+            if self.update_error:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: take in a worker's results."""
+        results = getattr(node, "workeroutput", {}).get("navigator")
+        if results:
+            self.session.merge_worker_results(results)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from pytest_navigator.report.terminal import baseline_summary, performance_summary, runtime_table
+
+        if self.report_error:
+            terminalreporter.line(self.report_error, red=True)
+        if getattr(self, "update_error", ""):
+            terminalreporter.line(self.update_error, red=True)
+        if self.session.results.runtimes:
+            terminalreporter.section("navigator runtimes")
+            terminalreporter.line(runtime_table(self.session))
+        if any(r.profile is not None for r in self.session.results.runtimes.values()):
+            terminalreporter.section("navigator performance")
+            terminalreporter.line(performance_summary(self.session))
+            text = baseline_summary(self.session)
+            if text:
+                terminalreporter.section("navigator baselines")
+                terminalreporter.line(text)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.session.close()

@@ -1,0 +1,3 @@
+"""Process plumbing: where worker processes come from (fork servers) and runtimes run in them
+(isolation).
+"""

@@ -1,0 +1,213 @@
+"""Where worker processes come from: multiprocessing's fork server for workers that run runtimes,
+and a second fork server running under callgrind for workers that count instructions.
+
+Workers are never forked from pytest's process: a forked child inherits the parent's OpenMP
+thread pool in a state that deadlocks at its first parallel region (seen here with torch's CPU
+build), and a CUDA context cannot survive a fork. Where the platform has it, they are forked from
+a fork server instead: a clean process, started with the run (start_server), that imports torch and
+its export machinery once (PRELOAD) and never computes, so it holds no thread pool and no CUDA
+context. A worker then starts with those imports done, instead of paying 4 s of them on 2 cores for
+every runtime.
+
+Counting workers run under valgrind, where those imports cost 15-25 s a process (valgrind translates
+every instruction of them) and the instruction-count gate starts three processes per runtime: 36
+for the demo zoo, most of the gate's time (py-spy: 400 of 600 s of the suite's valgrind processes
+were imports and torch.export.load). So they fork from a fork server of their own, started once by
+the valgrind wrapper with instrumentation off: valgrind follows the fork, each child writes its
+dumps under its own pid, and a child forked from a server that only imported is as new a process as
+a spawned one (measured: three forked children's counts of one request agree within 0.2%, and with
+spawned processes' within 0.3%; one OpenMP thread, as the wrapper sets). A counting worker has the
+environment of the server's start (the wrapper's settings over the run's), not of the moment it
+starts. NAVIGATOR_WORKER_START=spawn spawns every worker, counting ones included, as before the fork
+servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+#: What the fork servers import once for every worker (those installed): torch and what loading an
+#: exported program pulls in (torch.export.load imports dynamo and its deserializer: most of a
+#: worker's start).
+PRELOAD = (
+    "numpy",
+    "torch",
+    "torch.export",
+    "torch._dynamo",
+    "torch._export.serde.serialize",
+    "pytest_navigator.workers.isolation",
+)
+#: The counting server also imports ONNX Runtime: under valgrind its import is seconds, paid by every
+#: counted onnxruntime-cpu process otherwise.
+COUNTING_PRELOAD = (*PRELOAD, "onnxruntime")
+#: NAVIGATOR_WORKER_START=spawn: spawn every worker, as before the fork servers (a way out, should a
+#: library misbehave in a forked worker).
+START_METHOD_VARIABLE = "NAVIGATOR_WORKER_START"
+
+# Process starts that route through multiprocessing's forkserver module-level functions take turns:
+# a counting worker's start points them at the counting server for its duration.
+_STARTING = threading.RLock()
+
+
+def spawn_only() -> bool:
+    return os.environ.get(START_METHOD_VARIABLE, "").strip().lower() == "spawn" or (
+        "forkserver" not in multiprocessing.get_all_start_methods()
+    )
+
+
+def _installed(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m.split(".")[0]) is not None]
+
+
+def context(forkable: bool = True) -> Any:
+    """The fork server's context (with PRELOAD set), or spawn's where there is none, where
+    NAVIGATOR_WORKER_START=spawn says so, or for a process that must start another executable."""
+    if not forkable or spawn_only():
+        return multiprocessing.get_context("spawn")
+    forking = multiprocessing.get_context("forkserver")
+    forking.set_forkserver_preload(_installed(PRELOAD))
+    return forking
+
+
+def start_server() -> None:
+    """Start the fork server now, so that its imports overlap the run's own start (loading models)
+    rather than delaying the first runtime's build. Does nothing where workers are spawned."""
+    forking = context(True)
+    if forking.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        with _STARTING, no_main_reimport():
+            forkserver.ensure_running()
+
+
+def start(process: Any, executable: str | None = None) -> None:
+    """Start a multiprocessing Process (spawned ones with `executable` instead of this Python)."""
+    with _STARTING, no_main_reimport(), _executable(executable):
+        process.start()
+
+
+class CountingServer:
+    """A fork server whose process runs under callgrind (instrumentation off), for counting workers.
+
+    `wrapper(folder, log)` writes the executable that starts a Python under callgrind
+    (valgrind.Valgrind.wrapper); its environment (one OpenMP thread, fixed hash seed, the dump folder)
+    is the server's and every child's."""
+
+    def __init__(self, valgrind: Any, preload: tuple[str, ...] = COUNTING_PRELOAD) -> None:
+        from multiprocessing import forkserver
+
+        self.valgrind = valgrind
+        self.folder = Path(tempfile.mkdtemp(prefix="navigator-counting-"))
+        self._server = forkserver.ForkServer()
+        self._server.set_forkserver_preload(_installed(preload))
+        self._wrapper = str(valgrind.wrapper(self.folder, self.folder / "valgrind.%p.log"))
+
+    def ensure_running(self) -> None:
+        """Start the server's process (it imports COUNTING_PRELOAD before it forks anything; the
+        first start waits for that, not this call)."""
+        with _STARTING, no_main_reimport(), _executable(self._wrapper):
+            self._server.ensure_running()
+
+    def start(self, process: Any) -> None:
+        """Start `process` (a forkserver-context Process) as a child of this server."""
+        from multiprocessing import forkserver
+
+        self.ensure_running()
+        with _STARTING, no_main_reimport():
+            saved = forkserver.connect_to_new_process
+            forkserver.connect_to_new_process = self._server.connect_to_new_process
+            try:
+                process.start()
+            finally:
+                forkserver.connect_to_new_process = saved
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's pid, once started."""
+        return getattr(self._server, "_forkserver_pid", None)
+
+    def stop(self) -> None:
+        stop = getattr(self._server, "_stop", None)  # multiprocessing's own (tests use it); private
+        if stop is not None:
+            with contextlib.suppress(Exception):
+                stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_COUNTING: dict[tuple[str, str | None], CountingServer] = {}
+
+
+def counting_server(valgrind: Any) -> CountingServer | None:
+    """The counting fork server for this valgrind (started on first use), or None where workers are
+    spawned (NAVIGATOR_WORKER_START=spawn, no fork server on the platform)."""
+    if spawn_only():
+        return None
+    key = (valgrind.path, valgrind.lib)
+    with _STARTING:
+        if key not in _COUNTING:
+            _COUNTING[key] = CountingServer(valgrind)
+        return _COUNTING[key]
+
+
+def start_counting_server() -> None:
+    """Start the counting server now, where valgrind is found: under valgrind its imports take 15-25 s,
+    which then overlap the correctness tests that run before any count."""
+    from pytest_navigator.measure.valgrind import find
+
+    found = find()
+    server = counting_server(found) if not isinstance(found, str) else None
+    if server is not None:
+        server.ensure_running()
+
+
+def stop_counting_servers() -> None:
+    """Stop every counting server (the session's end): each holds a Python with torch under valgrind."""
+    with _STARTING:
+        servers = list(_COUNTING.values())
+        _COUNTING.clear()
+    for server in servers:
+        server.stop()
+
+
+@contextlib.contextmanager
+def _executable(path: str | None) -> Any:
+    """Spawn children with `path` instead of this Python (multiprocessing keeps one, module-wide)."""
+    if path is None:
+        yield
+        return
+    from multiprocessing import resource_tracker, spawn
+
+    resource_tracker.ensure_running()  # started now, with this Python: it would inherit `path` otherwise
+    saved = spawn.get_executable()
+    spawn.set_executable(path)
+    try:
+        yield
+    finally:
+        spawn.set_executable(saved)
+
+
+@contextlib.contextmanager
+def no_main_reimport() -> Any:
+    """Spawn imports the parent's __main__ again in the child (by its module name or its file) to
+    find the target; the target here is in this package, and running a user's unguarded script
+    again would be wrong. Hide __main__'s name and file while the child is started."""
+    main = sys.modules.get("__main__")
+    hidden = {
+        name: main.__dict__[name] for name in ("__spec__", "__file__") if main is not None and name in main.__dict__
+    }
+    for name in hidden:
+        main.__dict__[name] = None
+    try:
+        yield
+    finally:
+        for name, value in hidden.items():
+            main.__dict__[name] = value
