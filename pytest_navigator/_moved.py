@@ -28,7 +28,7 @@ MOVED = {
     "spec": "model.spec",
     "model_profile": "model.profile",
     "builds": "runtimes.builds",
-    "runtime_options": "runtimes.options",
+    "runtime_options": "runtimes.runtime_options",
     "cache": "runtimes.cache",
     "fork_servers": "workers.fork_servers",
     "isolation": "workers.isolation",
@@ -115,6 +115,9 @@ def install() -> None:
 def moved_attribute(folder: str, name: str) -> Any:
     """A name of the old flat module `folder` (now a folder): found in the module that holds it now."""
     target = FOLDED[folder]
+    if name.startswith("__") or importlib.util.find_spec(f"pytest_navigator.{folder}.{name}") is not None:
+        # a module of the folder (`from pytest_navigator.gate import runs`): the import system loads it
+        raise AttributeError(f"module 'pytest_navigator.{folder}' has no attribute {name!r}")
     module = importlib.import_module(f"pytest_navigator.{target}")
     if name.startswith("__") or not hasattr(module, name):
         raise AttributeError(f"module 'pytest_navigator.{folder}' has no attribute {name!r}")

@@ -22,9 +22,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pytest_navigator import options
+
+if TYPE_CHECKING:
+    from pytest_navigator.report.results import RunReport
 
 #: Exit statuses.
 OK, FAILED, BAD_INPUT = 0, 1, 2
@@ -126,12 +129,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from pytest_navigator.check.correctness import CorrectnessFailure
-    from pytest_navigator.errors import NavigatorError
-    from pytest_navigator.gate.policy import Outcome
-    from pytest_navigator.measure.instructions import CannotCount
-    from pytest_navigator.measure.profiler import PerformanceFailure
-    from pytest_navigator.report.json_report import build_report, write_report
     from pytest_navigator.report.terminal import baseline_summary, performance_summary, runtime_table
     from pytest_navigator.runtimes import default_registry
     from pytest_navigator.session import NavigatorSession
@@ -145,56 +142,18 @@ def _profile(args: argparse.Namespace) -> int:
     check_locations(settings)
     session = NavigatorSession(settings, default_registry())
     session.watch(lambda text: print(f"  {text}", file=sys.stderr, flush=True) if text else None)
-    failures: list[str] = []
     try:
-        session.registry.select(settings.runtimes)
-        for name in settings.runtime_options:
-            session.runtime_id(name)
-        models = session.load_models()
-        for model in models:
-            session.builds.check_batch_sizes(model)
-        session.load_user_samples()
-        for model in models:
-            plans = [p for p in session.plan(model) if not p.skip_reason]
-            for plan in plans:  # every check first, as the plugin orders its tests: they build the runtimes
-                print(f"{model.name} {plan.name}: checking correctness", file=sys.stderr, flush=True)
-                try:
-                    session.check_correctness(model, plan.name)
-                except (CorrectnessFailure, NavigatorError) as failure:
-                    failures.append(f"{model.name} {plan.name}: correctness failed: {failure}")
-            if not settings.profiler.run_profiling:
-                continue
-            for plan in plans:
-                if session.results.result(model.path, plan.name).status != "passed":
-                    continue  # a wrong runtime's speed is not worth measuring
-                print(f"{model.name} {plan.name}: measuring", file=sys.stderr, flush=True)
-                try:
-                    _, outcome, broken = session.check_performance(model, plan.name)
-                except CannotCount as reason:
-                    print(f"{model.name} {plan.name}: skipped: instruction counts: {reason}", file=sys.stderr)
-                    continue
-                except (PerformanceFailure, NavigatorError) as failure:
-                    failures.append(f"{model.name} {plan.name}: performance failed: {failure}")
-                    continue
-                if outcome.warning:
-                    print(f"warning: {outcome.warning}", file=sys.stderr)
-                if outcome.outcome == Outcome.FAIL:
-                    failures.append(outcome.message + (f"\n{broken}" if broken else ""))
-                elif broken:
-                    failures.append(broken)
-                elif outcome.outcome == Outcome.SKIP:
-                    print(f"{model.name} {plan.name}: skipped: {outcome.message}", file=sys.stderr)
-        print(runtime_table(session))
+        failures = session.run(lambda text: print(text, file=sys.stderr, flush=True))
+        session.finish()  # the baseline update, then the report and the views: their problems are said below
+        report = session.report()
+        print(runtime_table(report))
         if any(r.profile is not None for r in session.results.runtimes.values()):
-            print(performance_summary(session))
-        data = build_report(session)
-        if args.output is not None:
-            write_report(data, args.output)
-        _views(data, settings.html_path, settings.markdown_path, settings.benchmark_json_path)
+            print(performance_summary(report))
         if settings.update_baselines:
-            session.update_baselines()
-            print(baseline_summary(session))
+            print(baseline_summary(report))
             failures += [f"{path}: {u.error}" for path, u in session.results.baseline_updates.items() if u.error]
+        for problem in session.problems:
+            print(problem, file=sys.stderr)
     finally:
         session.close()
     for line in failures:
@@ -204,10 +163,10 @@ def _profile(args: argparse.Namespace) -> int:
     return FAILED if failures else OK
 
 
-def _views(data: dict[str, Any], html: Path | None, markdown: Path | None, benchmark: Path | None) -> None:
+def _views(report: RunReport, html: Path | None, markdown: Path | None, benchmark: Path | None) -> None:
     from pytest_navigator.report.views import write_views
 
-    for problem in write_views(data, html, markdown, benchmark):
+    for problem in write_views(report, html, markdown, benchmark):
         print(problem, file=sys.stderr)
 
 
@@ -217,7 +176,7 @@ def _compare(args: argparse.Namespace) -> int:
     from pytest_navigator.report.json_report import load_report
 
     old, new = load_report(args.old), load_report(args.new)
-    stored = new.get("settings", {}).get("thresholds") or {}
+    stored = new.settings.get("thresholds") or {}
     given = args.thresholds or ",".join(v for k, v in stored.items() if k != "instructions") or None
     limits = parse_thresholds(given, "--thresholds")
     if "instructions" in stored and not args.thresholds:
@@ -246,20 +205,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    import json
-
-    from pytest_navigator.report.json_report import load_report
+    from pytest_navigator.report.json_report import load_report, write_report
     from pytest_navigator.report.merge import MergeError, merge_reports
 
     if len(args.shards) < 2:
         raise MergeError(f"give two or more run reports to merge (got {len(args.shards)}).")
     merged = merge_reports([(str(path), load_report(path)) for path in args.shards])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    runtimes = sum(len(m["runtimes"]) for m in merged["models"])
-    print(
-        f"wrote {args.output}: {len(merged['models'])} model(s), {runtimes} runtime record(s) from {len(args.shards)} reports"
-    )
+    write_report(merged, args.output)
+    models, runtimes = len(merged.results.models), len(merged.results.runtimes)
+    print(f"wrote {args.output}: {models} model(s), {runtimes} runtime record(s) from {len(args.shards)} reports")
     return OK
 
 

@@ -10,6 +10,7 @@ and judging and writing baselines gate.py. Every expensive thing is built once p
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
 import tempfile
@@ -30,9 +31,10 @@ from pytest_navigator.gate.baselines import BaselineError, BaselineFile, Baselin
 from pytest_navigator.gate.thresholds import Limit
 from pytest_navigator.gate.verdicts import Comparison
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
+from pytest_navigator.measure.summary import ProfileSummary
 from pytest_navigator.model.loader import Model, load
 from pytest_navigator.model.spec import parse_io_spec, read_sidecar
-from pytest_navigator.report.results import ModelInfo, RunResults, RuntimeResult, Status
+from pytest_navigator.report.results import ModelInfo, RunReport, RunResults, RuntimeResult, Status
 from pytest_navigator.runtimes import Registry, Runner
 from pytest_navigator.runtimes.builds import Builds, RuntimePlan
 from pytest_navigator.settings import Settings
@@ -53,6 +55,11 @@ class NavigatorSession:
     _references: dict[Path, ReferenceOutputs] = field(default_factory=dict)
     _user_samples: dict[Path, list[LabeledSample]] = field(default_factory=dict)
     _run_seed: int | None = None
+    #: --navigator-against: the old model's raw profile per (model, runtime), for judge()'s windows
+    _against_profiles: dict[tuple[Path, str], RuntimeProfile] = field(default_factory=dict)
+    _report: RunReport | None = None
+    #: What finish() could not do, one message each (shown in red by the plugin, printed by the CLI).
+    problems: list[str] = field(default_factory=list)
     #: Hears what a long step is doing (builds, measurement windows): the plugin's progress line.
     progress: Callable[[str], None] | None = None
 
@@ -275,7 +282,9 @@ class NavigatorSession:
         profile, olds = self._runs(model, runtime, runner, old_runner, config, profile, olds, stored)
         result = self.results.result(model.path, runtime)
         if self.against_model is not None:
-            result.against_profile = replace(profile, batches=tuple(olds[b.batch_size] for b in profile.batches))
+            old = replace(profile, batches=tuple(olds[b.batch_size] for b in profile.batches))
+            self._against_profiles[(model.path, runtime)] = old  # judge() compares the windows
+            result.against_profile = ProfileSummary.of(old)
         scores = [s for s in (before, calibration_score(runner.device) if calibrate else None) if s is not None]
         profile = replace(profile, calibration=sum(scores) / len(scores) if scores else None)
         profile = self._with_peak_memory(model, runner, profile)
@@ -287,7 +296,7 @@ class NavigatorSession:
             )
         if self.settings.trace_dir is not None:  # after every timed window: tracing never runs inside one
             result.traces = self._traces(model, runner, profile)
-        result.profile = profile
+        result.profile = ProfileSummary.of(profile)
         return profile
 
     def _runs(
@@ -434,7 +443,7 @@ class NavigatorSession:
         separate processes under callgrind (instructions.py). CannotCount says why a runtime cannot
         be counted here (no valgrind, a GPU runtime)."""
         from pytest_navigator.measure import instructions, valgrind
-        from pytest_navigator.runtimes.options import split_runtime_id
+        from pytest_navigator.runtimes.runtime_options import split_runtime_id
 
         definition = self.registry.get(runtime)
         if definition.device != "cpu":
@@ -460,7 +469,7 @@ class NavigatorSession:
             profile = instructions.measure(runners, sizes, config, found.version_text, self.progress, found.slow_fma)
         finally:
             self.builds.close_counting([r.worker for r in runners])
-        self.results.result(model.path, runtime).profile = profile
+        self.results.result(model.path, runtime).profile = ProfileSummary.of(profile)
         return profile
 
     def model_profile(self, model: Model, batch_sizes: list[int]) -> Any:
@@ -521,8 +530,9 @@ class NavigatorSession:
             unreadable, stored = exc, BaselineFile(Path(), {}, {})
         result = self.results.result(model.path, runtime)
         against = None
-        if self.against_model is not None and result.against_profile is not None:
-            against = (self.against_model.name, result.against_profile)
+        old = self._against_profiles.get((model.path, runtime))
+        if self.against_model is not None and old is not None:
+            against = (self.against_model.name, old)
         counted = profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
         facts = fingerprint()
         if counted and profile.tool:  # a new valgrind may count differently: "versions changed", said
@@ -601,13 +611,120 @@ class NavigatorSession:
             return []
         used = set()
         for record in self.results.of_model(model.path):
-            counted = (
-                record.profile is not None and record.profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
-            )
-            runtime = record.profile.runtime if counted and record.profile is not None else record.runtime
+            counted = record.profile is not None and record.profile.counted
+            runtime = (record.profile.runtime or record.runtime) if counted and record.profile else record.runtime
             used |= {(self.hardware(record.runtime, counted), runtime, c.batch_size) for c in record.comparisons}
         hardware = {key[0] for key in used} or {self.hardware(r) for r in self.registry.names}
         return gate.unused(stored, used, hardware)
+
+    # -- a whole run without pytest ----------------------------------------------------------------
+
+    def run(self, say: Callable[[str], None]) -> list[str]:
+        """Every model's runtimes checked, then the ones that passed measured and judged, in the order the
+        plugin's tests run (`navigator profile`). `say` hears the steps; returns one line per failure."""
+        from pytest_navigator.check.correctness import CorrectnessFailure
+        from pytest_navigator.gate.policy import Outcome
+        from pytest_navigator.measure.instructions import CannotCount
+        from pytest_navigator.measure.profiler import PerformanceFailure
+
+        self.registry.select(self.settings.runtimes)
+        for name in self.settings.runtime_options:
+            self.runtime_id(name)
+        models = self.load_models()
+        for model in models:
+            self.builds.check_batch_sizes(model)
+        self.load_user_samples()
+        failures: list[str] = []
+        for model in models:
+            plans = [p for p in self.plan(model) if not p.skip_reason]
+            for plan in plans:  # every check first, as the plugin orders its tests: they build the runtimes
+                say(f"{model.name} {plan.name}: checking correctness")
+                try:
+                    self.check_correctness(model, plan.name)
+                except (CorrectnessFailure, NavigatorError) as failure:
+                    failures.append(f"{model.name} {plan.name}: correctness failed: {failure}")
+            if not self.settings.profiler.run_profiling:
+                continue
+            for plan in plans:
+                if self.results.result(model.path, plan.name).status != "passed":
+                    continue  # a wrong runtime's speed is not worth measuring
+                say(f"{model.name} {plan.name}: measuring")
+                try:
+                    _, outcome, broken = self.check_performance(model, plan.name)
+                except CannotCount as reason:
+                    say(f"{model.name} {plan.name}: skipped: instruction counts: {reason}")
+                    continue
+                except (PerformanceFailure, NavigatorError) as failure:
+                    failures.append(f"{model.name} {plan.name}: performance failed: {failure}")
+                    continue
+                if outcome.warning:
+                    say(f"warning: {outcome.warning}")
+                if outcome.outcome == Outcome.FAIL:
+                    failures.append(outcome.message + (f"\n{broken}" if broken else ""))
+                elif broken:
+                    failures.append(broken)
+                elif outcome.outcome == Outcome.SKIP:
+                    say(f"{model.name} {plan.name}: skipped: {outcome.message}")
+        return failures
+
+    # -- the end of a run -------------------------------------------------------------------------
+
+    def report(self) -> RunReport:
+        """The run's report, built once (after the baseline update, so it carries it): every view reads it."""
+        if self._report is None:
+            from datetime import UTC, datetime
+
+            from pytest_navigator.gate.selection import best_runtime
+            from pytest_navigator.measure.telemetry import fingerprint
+            from pytest_navigator.report.json_report import settings_snapshot
+
+            for record in self.results.runtimes.values():  # a skipped runtime still names its device
+                if record.device is None and record.runtime in self.registry:
+                    record.device = self.registry.get(record.runtime).device
+            for path, info in self.results.models.items():
+                info.baseline_file = str(self.baseline_store.path_for(info.name, info.fingerprint))
+                info.best = best_runtime(self.results.of_model(path), self.settings.latency_budget_ms)
+                if path in self.models:
+                    self.results.unused[path] = self.unused_baselines(self.models[path])
+            self._report = RunReport(
+                self.results,
+                fingerprint(),
+                settings_snapshot(self.settings, self.against_model),
+                datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+        return self._report
+
+    def finish(self) -> int:
+        """End the run: the baseline update (--update-baselines), then the report and every file asked
+        for. Returns 1 when something the user asked for could not be done (a file not written, an
+        update refused), else 0; `problems` says what."""
+        failed = 0
+        if self.settings.update_baselines:
+            self.update_baselines()
+            failed |= any(u.error is not None for u in self.results.baseline_updates.values())
+            unchecked = gate.unchecked_update(self.results.runtimes.values())
+            if unchecked:
+                self.problems.append(unchecked)
+                failed = 1
+        settings = self.settings
+        views = (settings.html_path, settings.markdown_path, settings.benchmark_json_path)
+        summary = bool(os.environ.get("GITHUB_STEP_SUMMARY")) and bool(self.results.runtimes)
+        if settings.report_path is not None or any(views) or summary:
+            from pytest_navigator.report.json_report import write_report
+            from pytest_navigator.report.views import write_views
+
+            report = self.report()
+            problems = []
+            if settings.report_path is not None:
+                try:
+                    write_report(report, settings.report_path)
+                except OSError as exc:  # checked at the start; a disk can still fill up since
+                    problems.append(f"{options.REPORT}={settings.report_path}: not written ({exc.strerror or exc}).")
+            problems += write_views(report, *views)
+            if problems:
+                self.problems.insert(0, "\n".join(problems))
+                failed = 1
+        return int(failed)
 
     # -- results -----------------------------------------------------------------------------------
 

@@ -120,7 +120,7 @@ def settings_from(
     `ini(name)` the ini file's. The command line wins; repeatable options (inputs, runtime options)
     keep both, the command line's last. Paths on the command line are relative to where the run was
     invoked; the artifact cache, baselines and state default to folders under the rootdir."""
-    from pytest_navigator.runtimes.options import parse_option_specs
+    from pytest_navigator.runtimes.runtime_options import parse_option_specs
 
     def value(flag: str) -> Any:
         option = options.BY_FLAG[flag]

@@ -164,7 +164,7 @@ def test_thresholds_are_the_plugins(tmp_path: Path, capsys: pytest.CaptureFixtur
         ('{"models": []}', "not a pytest-navigator run report"),
         (
             '{"schema_version": 99, "models": []}',
-            "schema_version 99 is newer than this pytest-navigator reads (1 to 4)",
+            "schema_version 99 is newer than this pytest-navigator reads (1 to 5)",
         ),
     ],
 )

@@ -6,7 +6,7 @@ which the reference pages `{include}`:
 - options.md: every option of `pytest_navigator.options.OPTIONS` (flag, ini key, kind, help) and
   every setting of the `navigator` marker (`options.MARKER_SETTINGS`);
 - cli.md: the `navigator` CLI, each subcommand's help as its argparse parser prints it;
-- schema.md: the JSON report's fields, from `pytest_navigator/report.schema.json`.
+- schema.md: the JSON report's fields, from `pytest_navigator/report/report.schema.json`.
 
 The functions are plain (no Sphinx) so that tests can call them on a changed table.
 """
@@ -134,7 +134,7 @@ def _fields(schema: Mapping[str, Any], prefix: str, rows: list[str]) -> None:
 def schema_markdown(schema: Mapping[str, Any] | None = None) -> str:
     """Every field of the report schema: its path, type, whether it is required, and its description."""
     if schema is None:
-        schema = json.loads(Path(option_table.__file__).with_name("report.schema.json").read_text())
+        schema = json.loads((Path(option_table.__file__).parent / "report" / "report.schema.json").read_text())
     parts = [f"{_cell(schema.get('description', ''))}\n"]
 
     def table(title: str, anchor: str, node: Mapping[str, Any]) -> None:

@@ -250,3 +250,28 @@ def update(
 def unused(stored: BaselineFile, used: set[Key], hardware: set[str]) -> list[Key]:
     """Entries for this machine's hardware that no test of this run compared against (kept, listed)."""
     return sorted(key for key in stored.keys() if key[0] in hardware and key not in used)
+
+
+def unchecked_update(records: Iterable[Any]) -> str:
+    """Why --update-baselines wrote nothing for runtimes measured without their correctness check in
+    this run (its test deselected, e.g. by -k test_performance), and the command that works; ""
+    when there are none. A baseline is only written for a runtime that passed its check."""
+    import os
+
+    unchecked = [r for r in records if r.profile is not None and r.status == "built"]
+    if not unchecked:
+        return ""
+    models = dict.fromkeys(os.path.relpath(r.model) for r in unchecked)
+    runtimes = ",".join(dict.fromkeys(r.runtime for r in unchecked))
+    command = " ".join(
+        [
+            "pytest",
+            *(f"{options.MODEL}={m}" for m in models),
+            f"{options.RUNTIMES}={runtimes}",
+            "--update-baselines",
+        ]
+    )
+    return (
+        f"--update-baselines wrote nothing for {runtimes}: their correctness was not checked in this run (its tests"
+        f" were deselected), and a baseline is only written for a runtime that passed its check. Run both: {command}"
+    )

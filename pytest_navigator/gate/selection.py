@@ -4,29 +4,29 @@ Model Navigator's `select` picks the runtime with the highest throughput among t
 checks; serving teams also have a latency budget, so `--navigator-latency-budget=MS` narrows the
 choice to runtime and batch-size pairs whose p99 stays within it. Only stable measurements of
 runtimes that passed every test count: an unstable figure or a wrong answer is never "best".
-Reads the JSON report's model object, so the plugin, the reports and `navigator report` agree.
+Reads the run report's records, so the plugin, the reports and `navigator report` agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
-def best_runtime(model: Mapping[str, Any], budget_ms: float | None) -> dict[str, Any] | None:
-    """The report's `best` object for one model (json_report's model dict): runtime, batch size, its
-    throughput and p99, whether it kept the budget, and why it was chosen; runtime None when nothing
-    qualifies (the reason says what came closest); None when no runtime measured throughput."""
+def best_runtime(runtimes: Iterable[Any], budget_ms: float | None) -> dict[str, Any] | None:
+    """The report's `best` object for one model, from its runtimes' records (report.results.RuntimeResult):
+    runtime, batch size, its throughput and p99, whether it kept the budget, and why it was chosen;
+    runtime None when nothing qualifies (the reason says what came closest); None when no runtime
+    measured throughput."""
     measured, rejected = [], []
-    for runtime in model["runtimes"]:
-        profile = runtime.get("profile")
-        if not profile:
+    for runtime in runtimes:
+        if runtime.profile is None:
             continue
-        for batch in profile["batches"]:
-            if batch["throughput"] is None or not batch.get("latency_ms"):
+        for batch in runtime.profile.batches:
+            if batch.throughput is None or not batch.latency_ms:
                 continue
-            row = (runtime["name"], batch["batch_size"], batch["throughput"], batch["latency_ms"]["p99"])
-            if runtime["status"] == "passed" and batch["status"] == "stable":
+            row = (runtime.runtime, batch.batch_size, batch.throughput, batch.latency_ms["p99"])
+            if runtime.status == "passed" and batch.status == "stable":
                 measured.append(row)
             else:
                 rejected.append(row)

@@ -243,7 +243,7 @@ DRIFT_PREDICTS = {
 def drift_predicts(runtime: str) -> bool:
     """Whether `runtime` (with or without its options, "onnxruntime-cpu:intra_op_num_threads=1") is one
     whose speed the calibration workload's drift was measured to predict (DRIFT_PREDICTS)."""
-    from pytest_navigator.runtimes.options import split_runtime_id
+    from pytest_navigator.runtimes.runtime_options import split_runtime_id
 
     return split_runtime_id(runtime)[0] in DRIFT_PREDICTS
 

@@ -7,7 +7,6 @@ Nothing here imports an ML library at import time: `pytest --help` and runs with
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -59,31 +58,6 @@ def pytest_configure(config: pytest.Config) -> None:
     devices.configure(config)  # an xdist worker's GPU, before the session below or any test touches CUDA
     if config.getoption("navigator_models") or config.getini("navigator_models"):
         config.pluginmanager.register(NavigatorPlugin(config), "navigator-session")
-
-
-def unchecked_update(session: Any) -> str:
-    """Why --update-baselines wrote nothing for runtimes measured without their correctness check in
-    this run (its test deselected, e.g. by -k test_performance), and the command that works; ""
-    when there are none. A baseline is only written for a runtime that passed its check."""
-    from pytest_navigator.report.results import Status
-
-    unchecked = [r for r in session.results.runtimes.values() if r.profile is not None and r.status == Status.BUILT]
-    if not unchecked:
-        return ""
-    models = dict.fromkeys(os.path.relpath(r.model) for r in unchecked)
-    runtimes = ",".join(dict.fromkeys(r.runtime for r in unchecked))
-    command = " ".join(
-        [
-            "pytest",
-            *(f"{options.MODEL}={m}" for m in models),
-            f"{options.RUNTIMES}={runtimes}",
-            "--update-baselines",
-        ]
-    )
-    return (
-        f"--update-baselines wrote nothing for {runtimes}: their correctness was not checked in this run (its tests"
-        f" were deselected), and a baseline is only written for a runtime that passed its check. Run both: {command}"
-    )
 
 
 class NavigatorPlugin:
@@ -192,32 +166,8 @@ class NavigatorPlugin:
         if workeroutput is not None:  # an xdist worker: the controller merges and writes
             workeroutput["navigator"] = self.session.worker_results()
             return
-        settings = self.session.settings
-        report = settings.report_path
-        views = (settings.html_path, settings.markdown_path, settings.benchmark_json_path)
-        summary = bool(os.environ.get("GITHUB_STEP_SUMMARY")) and bool(self.session.results.runtimes)
-        if report is not None or any(views) or summary:
-            from pytest_navigator.report.json_report import build_report, write_report
-            from pytest_navigator.report.views import write_views
-
-            data = build_report(self.session)  # computed once: every view reads the same figures
-            problems = []
-            if report is not None:
-                try:
-                    write_report(data, report)
-                except OSError as exc:  # checked at the start; a disk can still fill up since
-                    problems.append(f"{options.REPORT}={report}: not written ({exc.strerror or exc}).")
-            problems += write_views(data, *views)
-            if problems:
-                self.report_error = "\n".join(problems)
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.session.settings.update_baselines:
-            self.session.update_baselines()
-            if any(u.error is not None for u in self.session.results.baseline_updates.values()):
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            self.update_error = unchecked_update(self.session)
-            if self.update_error:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.session.finish():  # the session owns the exit status: a file not written, an update refused
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -229,17 +179,17 @@ class NavigatorPlugin:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_navigator.report.terminal import baseline_summary, performance_summary, runtime_table
 
-        if self.report_error:
-            terminalreporter.line(self.report_error, red=True)
-        if getattr(self, "update_error", ""):
-            terminalreporter.line(self.update_error, red=True)
-        if self.session.results.runtimes:
-            terminalreporter.section("navigator runtimes")
-            terminalreporter.line(runtime_table(self.session))
-        if any(r.profile is not None for r in self.session.results.runtimes.values()):
+        for problem in self.session.problems:
+            terminalreporter.line(problem, red=True)
+        if not self.session.results.runtimes:
+            return
+        report = self.session.report()
+        terminalreporter.section("navigator runtimes")
+        terminalreporter.line(runtime_table(report))
+        if any(r.profile is not None for r in report.results.runtimes.values()):
             terminalreporter.section("navigator performance")
-            terminalreporter.line(performance_summary(self.session))
-            text = baseline_summary(self.session)
+            terminalreporter.line(performance_summary(report))
+            text = baseline_summary(report)
             if text:
                 terminalreporter.section("navigator baselines")
                 terminalreporter.line(text)

@@ -3,7 +3,7 @@
 `pytest-benchmark compare` (tables, `--csv`, `--histogram`) and github-action-benchmark's
 `tool: 'pytest'` read this format. One benchmark per model, runtime and batch size, named
 `<model>::<runtime>[bs<N>]`; its stats are seconds per request (one request: one batch), from the
-batch size's pooled latencies (json_report.latency_distribution); `extra_info` keeps what the
+batch size's pooled latencies (measure.summary.latency_distribution); `extra_info` keeps what the
 format has no field for: samples/s, the tail percentiles and the verdict.
 """
 
@@ -12,24 +12,29 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pytest_navigator.report.results import cell, shown_columns
+
+if TYPE_CHECKING:
+    from pytest_navigator.report.results import RunReport
 
 #: The pytest-benchmark JSON layout written (its `version` field; readers check only the keys).
 FORMAT_VERSION = "5.1.0"
 
 
-def machine_id(report: Mapping[str, Any]) -> str:
+def machine_id(report: RunReport) -> str:
     """The storage folder name pytest-benchmark files of this machine go under ('Linux-CPython-3.11-64bit'
     style: the OS, then the CPU, so runs of two machines land in two folders)."""
-    device = report["device"]
+    device = report.device
     system = str(device.get("os", "unknown")).split()[0] or "unknown"
     cpu = re.sub(r"[^A-Za-z0-9]+", "_", str(device["cpu"]["model"])).strip("_") or "cpu"
     return f"{system}-{cpu}"
 
 
-def to_pytest_benchmark(report: Mapping[str, Any]) -> dict[str, Any]:
+def to_pytest_benchmark(report: RunReport) -> dict[str, Any]:
     """The whole report as one pytest-benchmark JSON document."""
-    device = report["device"]
+    device = report.device
     libraries = device.get("libraries", {})
     return {
         "machine_info": {
@@ -46,12 +51,12 @@ def to_pytest_benchmark(report: Mapping[str, Any]) -> dict[str, Any]:
         },
         "commit_info": {},
         "benchmarks": list(_benchmarks(report)),
-        "datetime": report["created"],
+        "datetime": report.created,
         "version": FORMAT_VERSION,
     }
 
 
-def write_storage(report: Mapping[str, Any], folder: Path, name: str = "navigator") -> Path:
+def write_storage(report: RunReport, folder: Path, name: str = "navigator") -> Path:
     """Write the report into a pytest-benchmark storage folder (`--storage file://FOLDER`): under the
     machine's folder, numbered after the runs already there (0001_navigator.json, 0002_...), as
     pytest-benchmark's own `--benchmark-autosave` numbers them."""
@@ -65,42 +70,45 @@ def write_storage(report: Mapping[str, Any], folder: Path, name: str = "navigato
     return path
 
 
-def _benchmarks(report: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    for model in report["models"]:
-        for runtime in model["runtimes"]:
-            profile = runtime.get("profile")
+def _benchmarks(report: RunReport) -> Iterator[dict[str, Any]]:
+    for model, runtimes in report.models():
+        for runtime in runtimes:
+            profile = runtime.profile
             if not profile:
                 continue
-            verdicts = {v["batch_size"]: v for v in runtime.get("verdicts", ())}
-            for batch in profile["batches"]:
-                pooled = batch.get("latency_distribution")
+            verdicts = {v.batch_size: v for v in runtime.comparisons}
+            shown = {header: cell(runtime, name) for name, header in shown_columns([runtime])}
+            for batch in profile.batches:
+                pooled = batch.latency_distribution
                 if not pooled:
                     continue  # an error, or instruction counts: no times to export
-                size = batch["batch_size"]
+                size = batch.batch_size
                 verdict = verdicts.get(size)
+                latency = batch.latency_ms or {}
                 yield {
-                    "group": f"{model['name']} batch {size}",
-                    "name": f"{runtime['name']}[bs{size}]",
-                    "fullname": f"{model['name']}::{runtime['name']}[bs{size}]",
+                    "group": f"{model.name} batch {size}",
+                    "name": f"{runtime.runtime}[bs{size}]",
+                    "fullname": f"{model.name}::{runtime.runtime}[bs{size}]",
                     "params": {"batch_size": size},
                     "param": f"bs{size}",
                     "extra_info": {
-                        "model": model["name"],
-                        "model_sha256": model["sha256"],
-                        "runtime": runtime["name"],
-                        "device": runtime.get("device"),
-                        "hardware": runtime.get("hardware"),
+                        "model": model.name,
+                        "model_sha256": model.fingerprint,
+                        "runtime": runtime.runtime,
+                        "device": runtime.device,
+                        "hardware": runtime.hardware,
                         "batch_size": size,
-                        "samples_per_s": batch["throughput"],
-                        "p50_ms": (batch.get("latency_ms") or {}).get("p50"),
-                        "p90_ms": (batch.get("latency_ms") or {}).get("p90"),
-                        "p95_ms": (batch.get("latency_ms") or {}).get("p95"),
-                        "p99_ms": (batch.get("latency_ms") or {}).get("p99"),
-                        "stable": batch["status"] == "stable",
-                        "verdict": None if verdict is None else verdict["verdict"],
-                        "verdict_reason": None if verdict is None else verdict["reason"],
+                        "samples_per_s": batch.throughput,
+                        "p50_ms": latency.get("p50"),
+                        "p90_ms": latency.get("p90"),
+                        "p95_ms": latency.get("p95"),
+                        "p99_ms": latency.get("p99"),
+                        "stable": batch.status == "stable",
+                        "verdict": None if verdict is None else verdict.verdict.value,
+                        "verdict_reason": None if verdict is None else verdict.reason,
+                        **shown,
                     },
-                    "options": {"timer": "perf_counter", "measurement": profile.get("mode")},
+                    "options": {"timer": "perf_counter", "measurement": profile.mode or None},
                     "stats": _stats(pooled),
                 }
 

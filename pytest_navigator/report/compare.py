@@ -12,12 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_navigator.errors import NavigatorError
 from pytest_navigator.gate.runs import mde_text
 from pytest_navigator.gate.thresholds import Limit
 from pytest_navigator.gate.verdicts import Verdict, compare
+
+if TYPE_CHECKING:
+    from pytest_navigator.measure.summary import BatchSummary
+    from pytest_navigator.report.results import RunReport
 
 #: What --fail-on accepts, and the verdicts each fails on.
 FAIL_ON = {
@@ -63,8 +67,8 @@ class Row:
 
 
 def compare_reports(
-    old: Mapping[str, Any],
-    new: Mapping[str, Any],
+    old: RunReport,
+    new: RunReport,
     limits: Mapping[str, Limit],
     *,
     allow_hardware_mismatch: bool = False,
@@ -77,33 +81,32 @@ def compare_reports(
     rows: list[Row] = []
     mismatched: list[str] = []
     coarse: set[str] = set()
-    for model in new["models"]:
-        for runtime in model["runtimes"]:
-            profile = runtime.get("profile")
+    for model, runtimes in new.models():
+        for runtime in runtimes:
+            profile = runtime.profile
             if not profile:
                 continue
-            measured = {m["batch_size"]: m for m in runtime.get("measured", ())}
-            for batch in profile["batches"]:
-                size = batch["batch_size"]
-                if batch["status"] == "error":
+            measured = {size: (hardware, entry) for (hardware, _, size), entry in runtime.measured.items()}
+            for batch in profile.batches:
+                size = batch.batch_size
+                if batch.status == "error":
                     continue
                 current = measured.get(size)
-                candidates = olds.get((model["name"], runtime["name"], size), [])
-                same = [c for c in candidates if current is not None and _same(c["hardware"], current["hardware"])]
+                candidates = olds.get((model.name, runtime.runtime, size), [])
+                same = [c for c in candidates if current is not None and _same(c[0], current[0])]
                 before = (same or candidates)[0] if candidates else None
-                hardware = current["hardware"] if current else runtime.get("hardware") or ""
-                if before is not None and current is not None and not _same(before["hardware"], current["hardware"]):
+                hardware = current[0] if current else runtime.hardware or ""
+                if before is not None and current is not None and not _same(before[0], current[0]):
                     mismatched.append(
-                        f"{model['name']} {runtime['name']} batch {size}: OLD on {before['hardware']!r}, "
-                        f"NEW on {current['hardware']!r}"
+                        f"{model.name} {runtime.runtime} batch {size}: OLD on {before[0]!r}, NEW on {current[0]!r}"
                     )
                     if not allow_hardware_mismatch:
                         continue
-                row = _row(model["name"], runtime["name"], size, hardware, batch, current, before, limits, normalize)
-                if before is not None and before["hardware"] != hardware:
-                    row = replace(row, old_hardware=before["hardware"])
-                    if _same(before["hardware"], hardware):
-                        coarse.add(f"{before['hardware']!r} / {hardware!r}")
+                row = _row(model.name, runtime.runtime, size, hardware, batch, current, before, limits, normalize)
+                if before is not None and before[0] != hardware:
+                    row = replace(row, old_hardware=before[0])
+                    if _same(before[0], hardware):
+                        coarse.add(f"{before[0]!r} / {hardware!r}")
                 rows.append(row)
     if mismatched and not allow_hardware_mismatch:
         shown = "; ".join(mismatched[:3]) + (f"; and {len(mismatched) - 3} more" if len(mismatched) > 3 else "")
@@ -111,8 +114,8 @@ def compare_reports(
             f"the reports were measured on different hardware ({shown}); speed on one machine says nothing "
             f"about another. Compare runs of one machine, or pass --allow-hardware-mismatch to compare anyway."
         )
-    if not rows and any(m.get("runtimes") for m in new["models"]):
-        if not any(r.get("measured") or r.get("profile") for m in new["models"] for r in m["runtimes"]):
+    if not rows and new.results.runtimes:
+        if not any(r.measured or r.profile for r in new.results.runtimes.values()):
             raise CompareError("NEW has no measurements: was it a correctness-only run (--navigator-no-profile)?")
     seen = {(r.model, r.runtime, r.batch_size) for r in rows}
     notes = [f"in OLD only: {m} {r} batch {s}" for (m, r, s) in olds if (m, r, s) not in seen]
@@ -131,13 +134,14 @@ def _same(old: str, new: str) -> bool:
     return old == new or coarse_key(new) == old or coarse_key(old) == new
 
 
-def _entries(report: Mapping[str, Any]) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
-    """OLD's entries by model name, runtime and batch size; a merged report can hold several hardware keys."""
-    found: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
-    for model in report["models"]:
-        for runtime in model["runtimes"]:
-            for measured in runtime.get("measured", ()):
-                found.setdefault((model["name"], runtime["name"], measured["batch_size"]), []).append(measured)
+def _entries(report: RunReport) -> dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]]:
+    """OLD's (hardware, entry) by model name, runtime and batch size; a merged report can hold several
+    hardware keys."""
+    found: dict[tuple[str, str, int], list[tuple[str, dict[str, Any]]]] = {}
+    for model, runtimes in report.models():
+        for runtime in runtimes:
+            for (hardware, _, size), entry in runtime.measured.items():
+                found.setdefault((model.name, runtime.runtime, size), []).append((hardware, entry))
     return found
 
 
@@ -146,24 +150,22 @@ def _row(
     runtime: str,
     size: int,
     hardware: str,
-    batch: Mapping[str, Any],
-    current: Mapping[str, Any] | None,
-    before: Mapping[str, Any] | None,
+    batch: BatchSummary,
+    current: tuple[str, dict[str, Any]] | None,
+    before: tuple[str, dict[str, Any]] | None,
     limits: Mapping[str, Limit],
     normalize: bool,
 ) -> Row:
-    counted = batch.get("instructions") is not None
+    counted = batch.instructions is not None
     metric = "instructions" if counted else "throughput"
-    old = _headline(before["entry"], metric) if before else None
+    old = _headline(before[1], metric) if before else None
     if current is None:  # measured, never stable: the plugin's INCONCLUSIVE
-        now = (batch.get("instructions") or {}).get("per_request") if counted else batch.get("throughput")
+        now = (batch.instructions or {}).get("per_request") if counted else batch.throughput
         p_value, verdict = None, Verdict.INCONCLUSIVE.value
-        reason = f"the measurement is unstable ({batch.get('reason') or 'the measurement is unstable'})"
+        reason = f"the measurement is unstable ({batch.reason or 'the measurement is unstable'})"
     else:
-        judged = compare(
-            runtime, size, current["entry"], before["entry"] if before else None, limits, normalize=normalize
-        )
-        now = _headline(current["entry"], metric)
+        judged = compare(runtime, size, current[1], before[1] if before else None, limits, normalize=normalize)
+        now = _headline(current[1], metric)
         p_value = judged.p_values.get(metric, min(judged.p_values.values(), default=None))
         verdict, reason = judged.verdict.value, judged.reason
     mde = "" if current is None or counted else mde_text(judged.mde)

@@ -12,10 +12,15 @@ import re
 import sys
 from collections.abc import Collection, Mapping, Sequence
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_navigator.gate.selection import describe
 from pytest_navigator.report.markdown import VERDICT_HEADERS, VerdictRow, number, ratio_text, verdict_rows
+from pytest_navigator.report.results import cell, shown_columns
+
+if TYPE_CHECKING:
+    from pytest_navigator.measure.summary import BatchSummary
+    from pytest_navigator.report.results import ModelInfo, RunReport, RuntimeResult
 
 HINT = "plots need matplotlib: pip install 'pytest-navigator[report]'"
 #: Verdict colours, shared by the table and the baseline plot so a red bar means what a red row means.
@@ -48,21 +53,21 @@ figcaption{font-weight:600;margin-bottom:4px}figure svg{width:100%;height:auto;d
 )
 
 
-def render(report: Mapping[str, Any]) -> str:
-    """The HTML page of a run report (json_report's dict)."""
+def render(report: RunReport) -> str:
+    """The HTML page of a run report."""
     matplotlib = _matplotlib()
     verdicts = verdict_rows(report)
     body = [_header(report), _verdict_table(verdicts)]
-    for index, model in enumerate(report["models"], 1):
+    for index, (model, runtimes) in enumerate(report.models(), 1):
         if matplotlib is None:
-            body.append(_model_section(index, model, None))
+            body.append(_model_section(index, model, runtimes, None))
             continue
         with matplotlib.rc_context(_STYLE):
-            body.append(_model_section(index, model, matplotlib))
+            body.append(_model_section(index, model, runtimes, matplotlib))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>pytest-navigator report {escape(report['created'])}</title><style>{CSS}</style></head>\n"
+        f"<title>pytest-navigator report {escape(report.created)}</title><style>{CSS}</style></head>\n"
         f"<body><main>\n{''.join(body)}</main></body></html>\n"
     )
 
@@ -84,15 +89,15 @@ def _matplotlib() -> Any | None:
     return matplotlib
 
 
-def _header(report: Mapping[str, Any]) -> str:
-    device, settings = report["device"], report["settings"]
+def _header(report: RunReport) -> str:
+    device, settings = report.device, report.settings
     profiler = settings.get("profiler") or {}
     gpu = device.get("gpu")
     chosen = profiler.get("batch_sizes")
     sizes = ", ".join(map(str, chosen)) if chosen else "swept (powers of 2 while throughput grows)"
     budget = settings.get("latency_budget_ms")
     rows = [
-        ("created", report["created"]),
+        ("created", report.created),
         ("CPU", f"{device['cpu']['model']} ({device['cpu']['cores']} cores, {device['cpu']['usable_cores']} usable)"),
         ("GPU", f"{', '.join(gpu['names'])} (driver {gpu['driver']}, CUDA {gpu['cuda']})" if gpu else "none"),
         ("system", f"{device.get('os', '?')}, {device.get('machine', '?')}"),
@@ -146,20 +151,19 @@ def _table(headers: Sequence[str], rows: Sequence[str], css_class: str) -> str:
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _model_section(index: int, model: Mapping[str, Any], mpl: Any | None) -> str:
-    runtimes = model["runtimes"]
-    colours = {r["name"]: f"C{i % 10}" for i, r in enumerate(runtimes)}  # one colour per runtime in every plot
-    measured = [r for r in runtimes if r["status"] not in UNMEASURED and r.get("profile")]
-    timed = [r for r in measured if r["profile"].get("mode") != "instructions" and _points(r)]
-    counted = [r for r in measured if r["profile"].get("mode") == "instructions"]
-    checked = [r for r in runtimes if r["status"] not in UNMEASURED and r.get("correctness")]
-    info = model.get("profile") or {}
-    meta = f"{model['format']}, inputs {model['inputs']}, sha256 {model['sha256'][:12]}" + (
+def _model_section(index: int, model: ModelInfo, runtimes: list[RuntimeResult], mpl: Any | None) -> str:
+    colours = {r.runtime: f"C{i % 10}" for i, r in enumerate(runtimes)}  # one colour per runtime in every plot
+    measured = [r for r in runtimes if r.status not in UNMEASURED and r.profile is not None]
+    timed = [r for r in measured if r.profile is not None and not r.profile.counted and _points(r)]
+    counted = [r for r in measured if r.profile is not None and r.profile.counted]
+    checked = [r for r in runtimes if r.status not in UNMEASURED and r.correctness is not None]
+    info = model.profile or {}
+    meta = f"{model.format}, inputs {model.inputs}, sha256 {model.fingerprint[:12]}" + (
         f", {info['parameters']:,} parameters" if info.get("parameters") is not None else ""
     )
     parts = [
-        f'<section class="model" id="model-{index}"><h2>{escape(model["name"])}</h2>',
-        f'<p>{escape(model["path"])}: {escape(meta)}</p><p class="best">{escape(describe(model.get("best")))}</p>',
+        f'<section class="model" id="model-{index}"><h2>{escape(model.name)}</h2>',
+        f'<p>{escape(str(model.path))}: {escape(meta)}</p><p class="best">{escape(describe(model.best))}</p>',
         "<h3>Runtimes</h3>",
         _status_table(runtimes),
         '<div class="plots">',
@@ -189,48 +193,52 @@ def _model_section(index: int, model: Mapping[str, Any], mpl: Any | None) -> str
     return "".join(parts) + "</section>\n"
 
 
-def _status_table(runtimes: Sequence[Mapping[str, Any]]) -> str:
+def _status_table(runtimes: Sequence[RuntimeResult]) -> str:
     rows = []
+    extra = shown_columns(runtimes)
     for r in runtimes:
-        build = "—" if r.get("build_seconds") is None else f"{r['build_seconds']:.3g}"
-        cells = (r["name"], r["status"], r.get("detail") or "", r.get("device") or "—", r.get("precision") or "—")
-        rows.append(_tr((*cells, build), numeric={5}, nowrap={0}, css=f"status-{r['status']}"))
-    return _table(("runtime", "status", "detail", "device", "precision", "build s"), rows, "runtimes")
+        build = "—" if r.build_seconds is None else f"{r.build_seconds:.3g}"
+        cells = (r.runtime, r.status.value, r.detail or "", r.device or "—", r.precision or "—")
+        cells += (build, *(cell(r, name) for name, _ in extra))
+        rows.append(_tr(cells, numeric={5}, nowrap={0}, css=f"status-{r.status.value}"))
+    headers = ("runtime", "status", "detail", "device", "precision", "build s", *(h for _, h in extra))
+    return _table(headers, rows, "runtimes")
 
 
-def _correctness_table(runtimes: Sequence[Mapping[str, Any]]) -> str:
+def _correctness_table(runtimes: Sequence[RuntimeResult]) -> str:
     rows = []
     for r in runtimes:
-        check = r["correctness"]
-        multiple = check.get("budget_multiple")
-        for o in check["outputs"]:
-            ratio = o.get("budget_ratio")
+        check = r.correctness
+        assert check is not None
+        multiple = check.budget_multiple
+        for o in check.outputs:
+            ratio = o.budget_ratio
             rounding = "—" if ratio is None else f"{ratio:.3g}"
             fraction = "—" if ratio is None or not multiple else f"{ratio / multiple:.3g}"
-            errors = (f"{o['max_abs_error']:.3g}", f"{o['max_rel_error']:.3g}", rounding, fraction)
-            result = "passed" if check["passed"] else "FAILED"
-            cells = (r["name"], o["name"], result, *errors, o.get("truth") or "—", check["verify"])
+            errors = (f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", rounding, fraction)
+            result = "passed" if check.passed else "FAILED"
+            cells = (r.runtime, o.name, result, *errors, o.truth or "—", check.verify)
             rows.append(_tr(cells, numeric={3, 4, 5, 6}, nowrap={0}))
     headers = ("runtime", "output", "result", "max abs error", "max rel error", "× rounding", "of budget")
     return _table((*headers, "truth", "verify"), rows, "correctness")
 
 
-def _instructions_table(runtimes: Sequence[Mapping[str, Any]]) -> str:
+def _instructions_table(runtimes: Sequence[RuntimeResult]) -> str:
     rows = []
     for r in runtimes:
-        for b in r["profile"]["batches"]:
-            counted = b.get("instructions") or {}
+        for b in r.profile.batches if r.profile is not None else ():
+            counted = b.instructions or {}
             repeats = counted.get("repeats") or []
             spread = f"{min(repeats):,.0f}..{max(repeats):,.0f}" if repeats else "—"
             figures = (number(counted.get("per_request")), number(counted.get("per_sample")), spread)
-            cells = (r["name"], b["batch_size"], b["status"], *figures, b.get("error") or b.get("reason") or "")
+            cells = (r.runtime, b.batch_size, b.status, *figures, b.error or b.reason or "")
             rows.append(_tr(cells, numeric={1, 3, 4, 5}, nowrap={0}))
     headers = ("runtime", "batch", "status", "instructions/request", "instructions/sample", "repeats", "reason")
     return _table(headers, rows, "instructions")
 
 
 def _drawn(
-    mpl: Any, draw: Any, runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, str], kind: str, index: int
+    mpl: Any, draw: Any, runtimes: Sequence[RuntimeResult], colours: Mapping[str, str], kind: str, index: int
 ) -> str:
     figure = draw(runtimes, colours)  # a str says why there is nothing to draw
     return f'<p class="note">{escape(figure)}</p>' if isinstance(figure, str) else _svg(mpl, figure, f"{kind}-{index}")
@@ -253,11 +261,11 @@ def _label(text: str) -> str:
     return text.replace("$", r"\$")  # matplotlib reads $...$ as mathtext
 
 
-def _points(runtime: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [b for b in runtime["profile"]["batches"] if b.get("throughput") is not None]
+def _points(runtime: RuntimeResult) -> list[BatchSummary]:
+    return [b for b in runtime.profile.batches if b.throughput is not None] if runtime.profile is not None else []
 
 
-def _plot_throughput(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, str]) -> Any:
+def _plot_throughput(runtimes: Sequence[RuntimeResult], colours: Mapping[str, str]) -> Any:
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter, FixedLocator, NullLocator
 
@@ -266,13 +274,13 @@ def _plot_throughput(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str
     sizes: set[int] = set()
     for r in runtimes:
         points = _points(r)
-        xs = [b["batch_size"] for b in points]
-        ys = [b["throughput"] for b in points]
-        spread = [[w["throughput"] for w in b["windows"]] or [b["throughput"]] for b in points]
+        xs = [b.batch_size for b in points]
+        ys = [b.throughput for b in points]
+        spread = [[w.throughput for w in b.windows] or [b.throughput] for b in points]
         low = [max(y - min(s), 0) for y, s in zip(ys, spread, strict=True)]
         high = [max(max(s) - y, 0) for y, s in zip(ys, spread, strict=True)]
         axes.errorbar(
-            xs, ys, yerr=[low, high], color=colours[r["name"]], marker="o", ms=4, capsize=3, label=_label(r["name"])
+            xs, ys, yerr=[low, high], color=colours[r.runtime], marker="o", ms=4, capsize=3, label=_label(r.runtime)
         )
         sizes.update(xs)
     axes.set_xscale("log", base=2)
@@ -286,16 +294,14 @@ def _plot_throughput(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str
     return figure
 
 
-def _plot_latency(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, str]) -> Any:
+def _plot_latency(runtimes: Sequence[RuntimeResult], colours: Mapping[str, str]) -> Any:
     # Two panels, each runtime's smallest and largest batch size: the smallest is what a latency-bound
     # server sees (batch 1), the largest the throughput setting; a panel per batch size would be up to
     # eleven near-identical panels for a 1..1024 sweep.
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogLocator, NullFormatter
 
-    shaped = {
-        r["name"]: [b for b in _points(r) if (b.get("latency_distribution") or {}).get("percentiles")] for r in runtimes
-    }
+    shaped = {r.runtime: [b for b in _points(r) if (b.latency_distribution or {}).get("percentiles")] for r in runtimes}
     if not any(shaped.values()):
         return "No latency distributions in this report (report schema versions 1 and 2 kept none)."
     panels = {"smallest batch": min, "largest batch": max}
@@ -305,13 +311,14 @@ def _plot_latency(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, s
     axeses = figure.subplots(1, len(panels), squeeze=False)[0]  # own y ranges: batch 1 and 1024 differ 10x
     for axes, (title, pick) in zip(axeses, panels.items(), strict=True):
         top = 1.0
-        for r in (r for r in runtimes if shaped[r["name"]]):
-            batch = pick(shaped[r["name"]], key=lambda b: b["batch_size"])
-            shape = batch["latency_distribution"]
+        for r in (r for r in runtimes if shaped[r.runtime]):
+            batch = pick(shaped[r.runtime], key=lambda b: b.batch_size)
+            shape = batch.latency_distribution
+            assert shape is not None
             pairs = [(1 / (1 - p / 100), ms) for p, ms in shape["percentiles"] if p < 100]
             top = max(top, pairs[-1][0])
-            label = _label(f"{r['name']} (batch {batch['batch_size']}, {shape['requests']:,} requests)")
-            axes.plot(*zip(*pairs, strict=True), color=colours[r["name"]], marker=".", label=label)
+            label = _label(f"{r.runtime} (batch {batch.batch_size}, {shape['requests']:,} requests)")
+            axes.plot(*zip(*pairs, strict=True), color=colours[r.runtime], marker=".", label=label)
         ticks = [(x, name) for x, name in TAIL_TICKS if x <= top * 1.01]
         axes.set_xscale("log")
         axes.set_xticks([x for x, _ in ticks], [name for _, name in ticks])
@@ -326,15 +333,13 @@ def _plot_latency(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, s
     return figure
 
 
-def _plot_baseline(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, str]) -> Any:
+def _plot_baseline(runtimes: Sequence[RuntimeResult], colours: Mapping[str, str]) -> Any:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
     from matplotlib.ticker import EngFormatter
 
-    compared = {
-        (r["name"], v["batch_size"]): v for r in runtimes for v in r["verdicts"] if "throughput" in v["figures"]
-    }
-    with_baseline = sorted({size for (_, size), v in compared.items() if v["figures"]["throughput"]["baseline"]})
+    compared = {(r.runtime, v.batch_size): v for r in runtimes for v in r.comparisons if "throughput" in v.figures}
+    with_baseline = sorted({size for (_, size), v in compared.items() if v.figures["throughput"][0]})
     if not with_baseline:
         return "No throughput baseline to compare with: every verdict is new."
     # The smallest and largest batch size with a baseline, for the same reason as the latency panels.
@@ -342,17 +347,16 @@ def _plot_baseline(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, 
     figure = Figure(figsize=(6.4, 4.0), layout="constrained")
     axeses = figure.subplots(1, len(sizes), squeeze=False)[0]
     for axes, size in zip(axeses, sizes, strict=True):
-        names = [r["name"] for r in runtimes if (r["name"], size) in compared]
+        names = [r.runtime for r in runtimes if (r.runtime, size) in compared]
         for x, name in enumerate(names):
             verdict = compared[(name, size)]
-            figure_ = verdict["figures"]["throughput"]
-            old, new, limit = figure_["baseline"], figure_["current"], figure_["limit"]
+            old, new, limit = verdict.figures["throughput"]
             if old:
                 axes.bar(x - 0.2, old, 0.4, color="#d5d8dc", edgecolor="#808b96")
-            axes.bar(x + 0.2, new, 0.4, color=COLOURS.get(verdict["verdict"], "#5d6d7e"))
+            axes.bar(x + 0.2, new, 0.4, color=COLOURS.get(verdict.verdict.value, "#5d6d7e"))
             if limit:
                 axes.hlines(limit, x - 0.4, x + 0.4, colors="#1c2833", linestyles="dashed", lw=1)
-            text = ratio_text(old, new).replace(" (same)", "") if old else verdict["verdict"]
+            text = ratio_text(old, new).replace(" (same)", "") if old else verdict.verdict.value
             axes.annotate(
                 text, (x + 0.2, new), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7
             )
@@ -362,24 +366,25 @@ def _plot_baseline(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, 
         axes.grid(axis="x", visible=False)
         axes.set_title(f"batch {size}")
     axeses[0].set_ylabel("samples/s")
-    shown = {v["verdict"] for (_, size), v in compared.items() if size in sizes}
+    shown = {v.verdict.value for (_, size), v in compared.items() if size in sizes}
     legend = [Patch(color="#d5d8dc", label="baseline")]
     legend += [Patch(color=c, label=f"now: {w}") for w, c in COLOURS.items() if w in shown]
     figure.legend(handles=legend, loc="outside lower center", ncols=len(legend), fontsize=7)
     return figure
 
 
-def _plot_correctness(runtimes: Sequence[Mapping[str, Any]], colours: Mapping[str, str]) -> Any:
+def _plot_correctness(runtimes: Sequence[RuntimeResult], colours: Mapping[str, str]) -> Any:
     from matplotlib.figure import Figure
 
     bars = []
     for r in runtimes:
-        check = r["correctness"]
-        multiple = check.get("budget_multiple")
-        several = len(check["outputs"]) > 1
-        for o in check["outputs"]:
-            if o.get("budget_ratio") is not None and multiple:
-                bars.append((f"{r['name']}: {o['name']}" if several else r["name"], o["budget_ratio"] / multiple))
+        check = r.correctness
+        assert check is not None
+        multiple = check.budget_multiple
+        several = len(check.outputs) > 1
+        for o in check.outputs:
+            if o.budget_ratio is not None and multiple:
+                bars.append((f"{r.runtime}: {o.name}" if several else r.runtime, o.budget_ratio / multiple))
     if not bars:
         return "No error budget judged these outputs (a fixed tolerance or a verify function did): see the table."
     figure = Figure(figsize=(12.4, 0.9 + 0.32 * len(bars)), layout="constrained")

@@ -9,12 +9,19 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
 from pytest_navigator.gate.runs import mde_text
 from pytest_navigator.gate.selection import describe
+from pytest_navigator.report.results import cell, shown_columns
+
+if TYPE_CHECKING:
+    from pytest_navigator.check.correctness import CorrectnessReport
+    from pytest_navigator.gate.verdicts import Comparison
+    from pytest_navigator.measure.summary import ProfileSummary
+    from pytest_navigator.report.results import ModelInfo, RunReport, RuntimeResult
 
 #: The order rows are listed in: what needs a reader's attention first, so a cut keeps it.
 SEVERITY = ("regressed", "inconclusive", "improved", "new", "pass")
@@ -51,13 +58,13 @@ class VerdictRow:
         )
 
 
-def verdict_rows(report: Mapping[str, Any]) -> list[VerdictRow]:
+def verdict_rows(report: RunReport) -> list[VerdictRow]:
     """Every runtime's verdicts, most severe first (then in the report's order)."""
     rows = []
-    for model in report["models"]:
-        for runtime in model["runtimes"]:
-            for verdict in runtime["verdicts"]:
-                rows.append(_verdict_row(model["name"], runtime["name"], verdict))
+    for model, runtimes in report.models():
+        for runtime in runtimes:
+            for verdict in runtime.comparisons:
+                rows.append(_verdict_row(model.name, runtime.runtime, verdict))
     return sorted(rows, key=lambda row: SEVERITY.index(row.verdict) if row.verdict in SEVERITY else len(SEVERITY))
 
 
@@ -80,27 +87,27 @@ def number(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
-def settings_line(report: Mapping[str, Any]) -> str:
+def settings_line(report: RunReport) -> str:
     """The device and the settings that decide a verdict, in one line (both views' headers)."""
-    cpu = report["device"].get("cpu", {})
-    gpu = report["device"].get("gpu")
+    cpu = report.device.get("cpu", {})
+    gpu = report.device.get("gpu")
     gpus = ", ".join(gpu["names"]) if gpu and gpu.get("names") else "none"
-    settings = report["settings"]
+    settings = report.settings
     thresholds = ", ".join(settings.get("thresholds", {}).values()) or "defaults"
     budget = settings.get("latency_budget_ms")
     return (
-        f"Created {report['created']}; CPU {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, "
+        f"Created {report.created}; CPU {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, "
         f"{cpu.get('usable_cores', '?')} usable); GPU {gpus}; thresholds {thresholds}; "
         f"latency budget {'none' if budget is None else f'{budget:g} ms p99'}"
     )
 
 
-def render(report: Mapping[str, Any], limit: int | None = None) -> str:
+def render(report: RunReport, limit: int | None = None) -> str:
     """The Markdown report; with `limit` (UTF-8 bytes) it is cut to fit: details blocks go first, from
     the end, then verdict rows, so the header and the most severe verdicts are what stays."""
     header = _header(report)
     rows = [[_cell(c) for c in row.cells()] for row in verdict_rows(report)]
-    blocks = [_details(model, runtime) for model in report["models"] for runtime in model["runtimes"]]
+    blocks = [_details(model, runtime) for model, runtimes in report.models() for runtime in runtimes]
     full = _join(header, _table(rows), blocks)
     if limit is None or _size(full) <= limit:
         return full
@@ -123,12 +130,11 @@ def render(report: Mapping[str, Any], limit: int | None = None) -> str:
     return text if _size(text) <= limit else text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
-def _verdict_row(model: str, runtime: str, verdict: Mapping[str, Any]) -> VerdictRow:
-    figures = verdict["figures"]
+def _verdict_row(model: str, runtime: str, verdict: Comparison) -> VerdictRow:
+    figures = verdict.figures
     # Instruction-count verdicts have no throughput: more instructions per request is the slower side.
     metric = "throughput" if "throughput" in figures else "instructions" if "instructions" in figures else None
-    figure = figures.get(metric, {}) if metric else {}
-    baseline, current = figure.get("baseline"), figure.get("current")
+    baseline, current, _ = figures[metric] if metric else (None, None, None)
     unit = "/s" if metric == "throughput" else " instr/request" if metric else ""
     if current is None:
         shown = "—"
@@ -136,68 +142,68 @@ def _verdict_row(model: str, runtime: str, verdict: Mapping[str, Any]) -> Verdic
         shown = (
             f"{number(baseline)} → {number(current)}{unit}" if baseline is not None else f"new: {number(current)}{unit}"
         )
-    p_values = verdict.get("p_values") or {}
     return VerdictRow(
         model=model,
         runtime=runtime,
-        batch_size=verdict["batch_size"],
-        verdict=verdict["verdict"],
+        batch_size=verdict.batch_size,
+        verdict=verdict.verdict.value,
         figures=shown,
         ratio=ratio_text(baseline, current, higher_is_faster=metric == "throughput"),
-        p_value=", ".join(f"{m} {p:.2g}" for m, p in sorted(p_values.items())) or "—",
-        reason=verdict.get("reason", ""),
-        mde=mde_text(verdict.get("mde")),
+        p_value=", ".join(f"{m} {p:.2g}" for m, p in sorted(verdict.p_values.items())) or "—",
+        reason=verdict.reason,
+        mde=mde_text(verdict.mde or None),
     )
 
 
-def _header(report: Mapping[str, Any]) -> str:
+def _header(report: RunReport) -> str:
     counts = {word: 0 for word in SEVERITY}
-    for model in report["models"]:
-        for runtime in model["runtimes"]:
-            for verdict in runtime["verdicts"]:
-                counts[verdict["verdict"]] = counts.get(verdict["verdict"], 0) + 1
+    for _, runtimes in report.models():
+        for runtime in runtimes:
+            for verdict in runtime.comparisons:
+                counts[verdict.verdict.value] = counts.get(verdict.verdict.value, 0) + 1
     total = sum(counts.values())
     summary = ", ".join(f"**{n} {word}**" if word == "regressed" else f"{n} {word}" for word, n in counts.items() if n)
     lines = ["# pytest-navigator report", "", _cell(settings_line(report)), ""]
-    lines += [f"- **{_cell(m['name'])}**: {_cell(describe(m.get('best')))}" for m in report["models"]]
+    lines += [f"- **{_cell(m.name)}**: {_cell(describe(m.best))}" for m, _ in report.models()]
     lines += ["", f"{total} verdicts: {summary}." if total else "No verdicts: nothing was compared with a baseline."]
     return "\n".join(lines)
 
 
-def _details(model: Mapping[str, Any], runtime: Mapping[str, Any]) -> str:
+def _details(model: ModelInfo, runtime: RuntimeResult) -> str:
     # A blank line after </summary> lets GitHub render the Markdown (tables) inside the block.
-    name, status = _cell(runtime["name"]), _cell(runtime["status"])
-    lines = [f"<details><summary>runtime {name} ({_cell(model['name'])}): {status}</summary>", ""]
-    build = runtime.get("build_seconds")
+    name, status = _cell(runtime.runtime), _cell(runtime.status.value)
+    lines = [f"<details><summary>runtime {name} ({_cell(model.name)}): {status}</summary>", ""]
+    build = runtime.build_seconds
     lines.append(
-        f"- status: {status}, device {_cell(runtime.get('device') or '—')}, precision "
-        f"{_cell(runtime.get('precision') or '—')}, build {'—' if build is None else f'{build:.3g} s'}"
+        f"- status: {status}, device {_cell(runtime.device or '—')}, precision "
+        f"{_cell(runtime.precision or '—')}, build {'—' if build is None else f'{build:.3g} s'}"
     )
-    if runtime.get("detail"):
-        lines.append(f"- detail: {_cell(runtime['detail'])}")
-    lines += _correctness_lines(runtime.get("correctness"))
-    lines += _profile_lines(runtime.get("profile"))
-    lines += ["", f"{_cell(describe(model.get('best')))}", "", "</details>"]
+    if runtime.detail:
+        lines.append(f"- detail: {_cell(runtime.detail)}")
+    lines += [f"- {_cell(header)}: {_cell(cell(runtime, name))}" for name, header in shown_columns([runtime])]
+    lines += _correctness_lines(runtime.correctness)
+    lines += _profile_lines(runtime.profile)
+    lines += ["", f"{_cell(describe(model.best))}", "", "</details>"]
     return "\n".join(lines)
 
 
-def _correctness_lines(correctness: Mapping[str, Any] | None) -> list[str]:
+def _correctness_lines(correctness: CorrectnessReport | None) -> list[str]:
     if correctness is None:
         return ["- correctness: not checked"]
-    verdict = "passed" if correctness["passed"] else "**failed**"
-    lines = [f"- correctness: {verdict} ({_cell(correctness['verify'])}; {correctness['samples']} samples)"]
-    lines += [f"- warning: {_cell(w)}" for w in correctness.get("warnings", ())]
-    multiple = correctness.get("budget_multiple")
+    verdict = "passed" if correctness.passed else "**failed**"
+    lines = [f"- correctness: {verdict} ({_cell(correctness.verify)}; {correctness.samples} samples)"]
+    lines += [f"- warning: {_cell(w)}" for w in correctness.warnings]
+    multiple = correctness.budget_multiple
     rows = [
         [
-            _cell(o["name"]),
-            f"{o['max_abs_error']:.3g}",
-            f"{o['max_rel_error']:.3g}",
-            "—" if o.get("budget_ratio") is None else f"{o['budget_ratio']:.3g}",
-            "—" if o.get("budget_ratio") is None or not multiple else f"{o['budget_ratio'] / multiple:.3g}",
-            _cell(o.get("truth") or "—"),
+            _cell(o.name),
+            f"{o.max_abs_error:.3g}",
+            f"{o.max_rel_error:.3g}",
+            "—" if o.budget_ratio is None else f"{o.budget_ratio:.3g}",
+            "—" if o.budget_ratio is None or not multiple else f"{o.budget_ratio / multiple:.3g}",
+            _cell(o.truth or "—"),
         ]
-        for o in correctness["outputs"]
+        for o in correctness.outputs
     ]
     if rows:
         headers = ("output", "max abs error", "max rel error", "× rounding", f"of budget ({multiple or '—'}×)", "truth")
@@ -205,29 +211,29 @@ def _correctness_lines(correctness: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def _profile_lines(profile: Mapping[str, Any] | None) -> list[str]:
+def _profile_lines(profile: ProfileSummary | None) -> list[str]:
     if profile is None:
         return ["- profile: not measured"]
-    lines = [f"- profile: {_cell(profile.get('mode') or 'timed')}; stop reason: {_cell(profile['stop_reason'])}"]
-    if profile.get("mode") == "instructions":
+    lines = [f"- profile: {_cell(profile.mode or 'timed')}; stop reason: {_cell(profile.stop_reason)}"]
+    if profile.counted:
         headers: Sequence[str] = ("batch", "status", "instructions/request", "instructions/sample", "reason")
         rows = [
-            [b["batch_size"], b["status"], *_instructions(b.get("instructions")), _cell(b.get("error") or b["reason"])]
-            for b in profile["batches"]
+            [b.batch_size, b.status, *_instructions(b.instructions), _cell(b.error or b.reason)]
+            for b in profile.batches
         ]
     else:
         headers = ("batch", "status", "throughput /s", "p50 ms", "p99 ms", "windows", "reason")
         rows = [
             [
-                b["batch_size"],
-                b["status"],
-                number(b["throughput"]),
-                number((b.get("latency_ms") or {}).get("p50")),
-                number((b.get("latency_ms") or {}).get("p99")),
-                f"{len(b['stable_windows'])} stable of {len(b['windows'])}",
-                _cell(b.get("error") or b["reason"]),
+                b.batch_size,
+                b.status,
+                number(b.throughput),
+                number((b.latency_ms or {}).get("p50")),
+                number((b.latency_ms or {}).get("p99")),
+                f"{len(b.stable_windows)} stable of {len(b.windows)}",
+                _cell(b.error or b.reason),
             ]
-            for b in profile["batches"]
+            for b in profile.batches
         ]
     if rows:
         lines += ["", tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)]

@@ -1,16 +1,22 @@
-"""What a run found: one typed record per model and runtime, the single source every report reads.
+"""What a run found: one typed record per model and runtime, and the run's report built from them.
 
-The terminal summary, the JSON report, the xdist worker -> controller payload and the baseline
-update all read a `RunResults`, so a field added here shows up everywhere. `to_json()` and
-`from_json()` are lossless (every window's raw latencies, every verdict's figures), and `merge()`
-joins shards: xdist workers on one machine, or runs of a CI matrix.
+`RunResults` collects the records while the run goes (each runtime's `RuntimeResult`, each model's
+`ModelInfo`); `RunReport` is the run's record once it is over: the results with the device, the
+settings, the baseline updates, the unused entries and the best runtime. Every view reads a
+`RunReport`: the terminal summary, the JSON report (`to_dict`, report.schema.json), HTML, Markdown,
+the pytest-benchmark export, `navigator compare` and `navigator merge`; the xdist payload is the
+same records' serialization. A field added to a record is serialized, merged and shown everywhere:
+each type has one `to_dict`, one `from_dict` and one `merge`, and fields a type does not name
+travel by their own names (a field that declares `metadata={"column": "header"}` also gets a column
+in every runtime table: `shown_columns`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +24,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pytest_navigator.check.correctness import CorrectnessReport
     from pytest_navigator.gate.verdicts import Comparison
-    from pytest_navigator.measure.profiler import RuntimeProfile
+    from pytest_navigator.measure.summary import ProfileSummary
 
 #: (hardware, runtime, batch size): a baseline entry's key (baselines.Key).
 Key = tuple[str, str, int]
 
-FORMAT_VERSION = 1
+#: The xdist payload's format (RunResults.to_json).
+FORMAT_VERSION = 2
+#: The JSON report's schema (report.schema.json). 5: each model's baseline update, unused entries
+#: and profile error; each batch size's per-process figures and interference; a profile's runtime.
+SCHEMA_VERSION = 5
 
 
 class Status(enum.StrEnum):
@@ -39,7 +49,7 @@ class Status(enum.StrEnum):
 
 #: When two records of one runtime meet (xdist workers, shards), the higher rank wins: a failure
 #: anywhere is a failure, a pass beats a runtime that was only built or skipped.
-_RANK = {
+RANK = {
     Status.PLANNED: 0,
     Status.SKIPPED: 1,
     Status.BUILT: 2,
@@ -47,6 +57,51 @@ _RANK = {
     Status.FAILED: 4,
     Status.FAILED_BUILD: 4,
 }
+
+
+def _plain(value: Any) -> Any:
+    """A value of a field no serializer names, JSON-ready."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _others(cls: type, named: set[str]) -> list[dataclasses.Field[Any]]:
+    """The fields of a record type its serializer does not name: they travel by their own names."""
+    return [f for f in dataclasses.fields(cls) if f.name not in named]
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, list | tuple | dict) and not value)
+
+
+def shown_columns(records: Iterable[Any]) -> list[tuple[str, str]]:
+    """(field, header) of every field of the records' types that asks for a column in the views (a
+    subclass that adds a field brings its column)."""
+    found: dict[str, str] = {}
+    for cls in dict.fromkeys(type(r) for r in records):
+        found |= {f.name: f.metadata["column"] for f in dataclasses.fields(cls) if "column" in f.metadata}
+    return list(found.items())
+
+
+def cell(record: Any, name: str) -> str:
+    """A shown field's value as a table cell."""
+    value = getattr(record, name)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 @dataclass
@@ -62,9 +117,15 @@ class ModelInfo:
     profile: dict[str, Any] | None = None
     #: Why the profile could not be computed.
     profile_error: str = ""
+    #: The baseline file its runtimes are judged against (and written to).
+    baseline_file: str | None = None
+    #: The best runtime (gate.selection.best_runtime), chosen when the report is built.
+    best: dict[str, Any] | None = None
+
+    _NAMED = frozenset({"path", "name", "fingerprint", "format", "inputs", "profile", "profile_error"})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "path": str(self.path),
             "name": self.name,
             "sha256": self.fingerprint,
@@ -73,9 +134,11 @@ class ModelInfo:
             "profile": self.profile,
             "profile_error": self.profile_error,
         }
+        return data | {f.name: _plain(getattr(self, f.name)) for f in _others(type(self), set(self._NAMED))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        others = {f.name: data[f.name] for f in _others(cls, set(cls._NAMED)) if f.name in data}
         return cls(
             Path(data["path"]),
             data["name"],
@@ -83,18 +146,21 @@ class ModelInfo:
             data["format"],
             data["inputs"],
             data.get("profile"),
-            data.get("profile_error", ""),
+            data.get("profile_error") or "",
+            **others,
         )
 
     def merge(self, other: ModelInfo) -> None:
-        """Another shard's record of the same model: FLOPs of the batch sizes either measured."""
-        self.profile_error = self.profile_error or other.profile_error
-        if other.profile is None:
-            return
-        if self.profile is None:
-            self.profile = other.profile
-        else:
-            self.profile = {**self.profile, "flops": {**other.profile["flops"], **self.profile["flops"]}}
+        """Another shard's record of the same model: FLOPs of the batch sizes either measured, and every
+        field this one lacks."""
+        if other.profile is not None:
+            if self.profile is None:
+                self.profile = other.profile
+            else:
+                self.profile = {**self.profile, "flops": {**other.profile["flops"], **self.profile["flops"]}}
+        for f in _others(type(self), {"path", "name", "fingerprint", "format", "inputs", "profile"}):
+            if _empty(getattr(self, f.name)):
+                setattr(self, f.name, getattr(other, f.name))
 
 
 @dataclass
@@ -111,81 +177,118 @@ class RuntimeResult:
     #: What the build did with cached artifacts: "restored onnx-export 0.02 s", "built tensorrt-engine 41 s".
     artifacts: list[str] = field(default_factory=list)
     correctness: CorrectnessReport | None = None
-    profile: RuntimeProfile | None = None
+    profile: ProfileSummary | None = None
     #: --navigator-against: the old model's profile, measured window by window beside this one.
-    against_profile: RuntimeProfile | None = None
+    against_profile: ProfileSummary | None = None
     comparisons: list[Comparison] = field(default_factory=list)
     #: Stable measurements as baseline entries, waiting for --update-baselines.
     measured: dict[Key, dict[str, Any]] = field(default_factory=dict)
     #: --navigator-trace: the trace files written for this runtime
     traces: list[str] = field(default_factory=list)
 
+    _NAMED = frozenset(
+        {"model", "runtime", "status", "correctness", "profile", "against_profile", "comparisons", "measured"}
+    )
+
     @property
     def cache_summary(self) -> str:
         return "; ".join(self.artifacts)
 
-    def to_dict(self) -> dict[str, Any]:
-        from pytest_navigator.measure.profile_json import profile_to_dict
+    @property
+    def hardware(self) -> str | None:
+        """The hardware key its stable measurements were recorded under (None when none was stable)."""
+        return next(iter({key[0] for key in self.measured}), None)
 
-        return {
-            "model": str(self.model),
-            "runtime": self.runtime,
+    def to_dict(self) -> dict[str, Any]:
+        """The report's runtime object (report.schema.json), also the xdist payload's."""
+        data = {
+            "name": self.runtime,
             "status": self.status.value,
-            "detail": self.detail,
-            "device": self.device,
-            "precision": self.precision,
-            "build_seconds": self.build_seconds,
-            "artifacts": list(self.artifacts),
-            "correctness": None if self.correctness is None else self.correctness.to_dict(),
-            "profile": None if self.profile is None else profile_to_dict(self.profile),
-            "against_profile": None if self.against_profile is None else profile_to_dict(self.against_profile),
-            "comparisons": [c.to_dict() for c in self.comparisons],
-            "measured": [[list(key), entry] for key, entry in self.measured.items()],
-            "traces": list(self.traces),
+            "correctness": None if self.correctness is None else correctness_to_dict(self.correctness),
+            "profile": None if self.profile is None else self.profile.to_dict(),
+            "against_profile": None if self.against_profile is None else self.against_profile.to_dict(),
+            "verdicts": [c.to_dict() for c in self.comparisons],
+            "hardware": self.hardware,
+            "measured": [
+                {"hardware": key[0], "batch_size": key[2], "entry": entry}
+                for key, entry in sorted(self.measured.items(), key=lambda item: item[0][2])
+            ],
         }
+        return data | {f.name: _plain(getattr(self, f.name)) for f in _others(type(self), set(self._NAMED))}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RuntimeResult:
-        from pytest_navigator.check.correctness import CorrectnessReport
+    def from_dict(cls, model: Path, data: dict[str, Any]) -> RuntimeResult:
         from pytest_navigator.gate.verdicts import Comparison
-        from pytest_navigator.measure.profile_json import profile_from_dict
+        from pytest_navigator.measure.summary import ProfileSummary
 
-        runtime = data["runtime"]
+        runtime = data["name"]
+        others = {f.name: data[f.name] for f in _others(cls, set(cls._NAMED)) if f.name in data}
+        correctness = data.get("correctness")
         return cls(
-            Path(data["model"]),
+            model,
             runtime,
             Status(data["status"]),
-            data["detail"],
-            data["device"],
-            data["precision"],
-            data["build_seconds"],
-            list(data["artifacts"]),
-            None if data["correctness"] is None else CorrectnessReport.from_dict(data["correctness"]),
-            None if data["profile"] is None else profile_from_dict(data["profile"]),
-            None if data["against_profile"] is None else profile_from_dict(data["against_profile"]),
-            [Comparison.from_dict(runtime, c) for c in data["comparisons"]],
-            {(key[0], key[1], int(key[2])): entry for key, entry in data["measured"]},
-            list(data.get("traces", [])),
+            correctness=None if correctness is None else correctness_from_dict(model, runtime, correctness),
+            profile=None if data.get("profile") is None else ProfileSummary.from_dict(data["profile"]),
+            against_profile=(
+                None if data.get("against_profile") is None else ProfileSummary.from_dict(data["against_profile"])
+            ),
+            comparisons=[Comparison.from_dict(runtime, c) for c in data.get("verdicts") or ()],
+            measured={(m["hardware"], runtime, int(m["batch_size"])): m["entry"] for m in data.get("measured") or ()},
+            **others,
         )
 
     def merge(self, other: RuntimeResult) -> None:
         """Take in another record of the same runtime: the worse status wins (a failure anywhere is
-        a failure), and every figure the other has and this one lacks is kept."""
-        if _RANK[other.status] > _RANK[self.status]:
+        a failure), and every field the other has and this one lacks is kept."""
+        if RANK[other.status] > RANK[self.status]:
             self.status = other.status
             self.detail = other.detail or self.detail
-        elif not self.detail:
-            self.detail = other.detail
-        self.device = self.device or other.device
-        self.precision = self.precision or other.precision
-        self.build_seconds = self.build_seconds if self.build_seconds is not None else other.build_seconds
-        self.artifacts = self.artifacts or other.artifacts
-        self.correctness = self.correctness or other.correctness
-        self.profile = self.profile or other.profile
-        self.against_profile = self.against_profile or other.against_profile
-        self.comparisons = self.comparisons or other.comparisons
         self.measured = {**other.measured, **self.measured}
-        self.traces = self.traces or other.traces
+        for f in _others(type(self), {"model", "runtime", "status", "measured"}):
+            if _empty(getattr(self, f.name)):
+                setattr(self, f.name, getattr(other, f.name))
+
+
+def correctness_to_dict(report: CorrectnessReport) -> dict[str, Any]:
+    """A passed check as the report keeps it: every field, plus the sample count."""
+    data = {f.name: _plain(getattr(report, f.name)) for f in dataclasses.fields(report)}
+    del data["model"], data["runtime"]
+    for output in data["outputs"]:  # unknown in a report read from before schema 5: null, not NaN
+        if output["max_abs_reference"] != output["max_abs_reference"]:
+            output["max_abs_reference"] = None
+    return data | {"passed": report.passed, "samples": report.samples}
+
+
+def correctness_from_dict(model: Path, runtime: str, data: dict[str, Any]) -> CorrectnessReport:
+    """correctness_to_dict's object read back; reports before schema 5 lack some output fields."""
+    from pytest_navigator.check.correctness import CorrectnessReport, OutputSummary
+
+    outputs = tuple(
+        OutputSummary(
+            o["name"],
+            o["max_abs_error"],
+            o.get("max_rel_error", float("nan")),
+            o.get("max_abs_reference") if o.get("max_abs_reference") is not None else float("nan"),
+            bool(o.get("constant", False)),
+            o.get("budget_ratio"),
+            o.get("truth"),
+            bool(o.get("nonfinite", False)),
+        )
+        for o in data.get("outputs") or ()
+    )
+    return CorrectnessReport(
+        model=model.name,
+        runtime=runtime,
+        verify=data.get("verify", ""),
+        explicit=int(data.get("explicit", 0)),
+        generated=int(data.get("generated", data.get("samples", 0) - data.get("explicit", 0))),
+        outputs=outputs,
+        batch_sizes=tuple(data.get("batch_sizes") or ()),
+        warnings=tuple(data.get("warnings") or ()),
+        budget_multiple=data.get("budget_multiple"),
+        truth_note=data.get("truth_note") or "",
+    )
 
 
 @dataclass
@@ -218,6 +321,8 @@ class RunResults:
     runtimes: dict[tuple[Path, str], RuntimeResult] = field(default_factory=dict)
     #: model path -> what --update-baselines did (controller only)
     baseline_updates: dict[Path, BaselineUpdate] = field(default_factory=dict)
+    #: model path -> its baseline entries for this machine that no test of the run compared against
+    unused: dict[Path, list[Key]] = field(default_factory=dict)
 
     def result(self, model: Path, runtime: str) -> RuntimeResult:
         """The record of a runtime of a model, made on first use."""
@@ -229,30 +334,51 @@ class RunResults:
     def of_model(self, model: Path) -> Iterator[RuntimeResult]:
         return (r for (path, _), r in self.runtimes.items() if path == model)
 
+    def model_dicts(self) -> list[dict[str, Any]]:
+        """Each model's report object with its runtimes', its baseline update and unused entries."""
+        models = []
+        for path, info in self.models.items():
+            update = self.baseline_updates.get(path)
+            models.append(
+                info.to_dict()
+                | {
+                    "baseline_update": None if update is None else update.to_dict(),
+                    "unused": [list(key) for key in self.unused.get(path, [])],
+                    "runtimes": [r.to_dict() for r in self.of_model(path)],
+                }
+            )
+        return models
+
+    @classmethod
+    def from_model_dicts(cls, models: list[dict[str, Any]]) -> RunResults:
+        results = cls()
+        for data in models:
+            info = ModelInfo.from_dict(data)
+            results.models[info.path] = info
+            for runtime in data.get("runtimes") or ():
+                record = RuntimeResult.from_dict(info.path, runtime)
+                results.runtimes[(info.path, record.runtime)] = record
+            if data.get("baseline_update") is not None:
+                results.baseline_updates[info.path] = BaselineUpdate.from_dict(data["baseline_update"])
+            if data.get("unused"):
+                results.unused[info.path] = [(k[0], k[1], int(k[2])) for k in data["unused"]]
+        return results
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "format": FORMAT_VERSION,
-                "models": [m.to_dict() for m in self.models.values()],
-                "runtimes": [r.to_dict() for r in self.runtimes.values()],
-                "baseline_updates": [[str(p), u.to_dict()] for p, u in self.baseline_updates.items()],
-            }
-        )
+        """What an xdist worker hands the controller: the report's model objects, and the records of
+        runtimes whose model this worker did not load (each with its model's path)."""
+        orphans = [{"model": str(r.model), **r.to_dict()} for r in self.runtimes.values() if r.model not in self.models]
+        return json.dumps({"format": FORMAT_VERSION, "models": self.model_dicts(), "runtimes": orphans})
 
     @classmethod
     def from_json(cls, text: str) -> RunResults:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise ValueError(f"not pytest-navigator run results of format {FORMAT_VERSION}")
-        results = cls()
-        for model in data["models"]:
-            info = ModelInfo.from_dict(model)
-            results.models[info.path] = info
-        for record in data["runtimes"]:
-            result = RuntimeResult.from_dict(record)
-            results.runtimes[(result.model, result.runtime)] = result
-        for path, update in data["baseline_updates"]:
-            results.baseline_updates[Path(path)] = BaselineUpdate.from_dict(update)
+        results = cls.from_model_dicts(data["models"])
+        for orphan in data.get("runtimes", ()):
+            record = RuntimeResult.from_dict(Path(orphan.pop("model")), orphan)
+            results.runtimes[(record.model, record.runtime)] = record
         return results
 
     def merge(self, other: RunResults) -> None:
@@ -270,3 +396,51 @@ class RunResults:
                 self.runtimes[key] = result
         for path, update in other.baseline_updates.items():
             self.baseline_updates.setdefault(path, update)
+        for path, keys in other.unused.items():
+            self.unused.setdefault(path, keys)
+
+
+@dataclass
+class RunReport:
+    """A finished run: its results, the device and settings it ran under, built once after the
+    baseline update. Every view reads it; `to_dict` is the JSON report."""
+
+    results: RunResults
+    #: telemetry.fingerprint(): CPU, GPU, OS, library versions
+    device: dict[str, Any]
+    #: The settings a reader needs to judge the figures (profiler config, thresholds, ...).
+    settings: dict[str, Any]
+    created: str
+    #: `navigator merge`: the source, creation time, device and settings of each shard.
+    shards: list[dict[str, Any]] = field(default_factory=list)
+
+    def models(self) -> list[tuple[ModelInfo, list[RuntimeResult]]]:
+        """Each model with its runtimes' records, in the order the run met them."""
+        return [(info, list(self.results.of_model(path))) for path, info in self.results.models.items()]
+
+    @property
+    def latency_budget_ms(self) -> float | None:
+        return self.settings.get("latency_budget_ms")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "device": self.device,
+            "settings": self.settings,
+            "models": self.results.model_dicts(),
+        }
+        if self.shards:
+            data["shards"] = self.shards
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunReport:
+        """A report's JSON read back (json_report.load_report checks the file and its version first)."""
+        return cls(
+            RunResults.from_model_dicts(data["models"]),
+            dict(data.get("device") or {}),
+            dict(data.get("settings") or {}),
+            data.get("created") or "",
+            list(data.get("shards") or ()),
+        )

@@ -1,65 +1,62 @@
-"""Terminal summaries of a navigator run, as tables (tabulate), read from its RunResults.
+"""Terminal summaries of a navigator run, as tables (tabulate), read from its RunReport.
 
 tabulate rather than hand-padded columns: it aligns numbers and handles wide cells.
 """
 
 from __future__ import annotations
 
-import statistics
 from typing import TYPE_CHECKING, Any
 
 from pytest_navigator.gate import runs
+from pytest_navigator.report.results import cell, shown_columns
 
 if TYPE_CHECKING:
-    from pytest_navigator.measure.profiler import BatchProfile
-    from pytest_navigator.session import NavigatorSession
+    from pytest_navigator.measure.summary import BatchSummary
+    from pytest_navigator.report.results import RunReport
 
 
-def runtime_table(session: NavigatorSession) -> str:
+def runtime_table(report: RunReport) -> str:
     """One row per model and runtime: what happened, the build time and the reason for a skip."""
     from tabulate import tabulate
 
     rows = []
-    results = session.results
-    for (path, runtime), record in results.runtimes.items():
-        model = results.models.get(path)
-        device = record.device or (session.registry.get(runtime).device if runtime in session.registry else "?")
-        build = "" if record.build_seconds is None else f"{record.build_seconds:.1f}"
-        rows.append(
-            [
-                model.name if model else path.name,
-                runtime,
-                device,
-                record.status.value,
-                build,
-                record.cache_summary,
-                record.detail,
-            ]
-        )
-    return tabulate(
-        rows, headers=["model", "runtime", "device", "status", "build s", "artifacts", "detail"], tablefmt="simple"
-    )
+    extra = shown_columns(report.results.runtimes.values())
+    for info, records in report.models():
+        for record in records:
+            build = "" if record.build_seconds is None else f"{record.build_seconds:.1f}"
+            rows.append(
+                [
+                    info.name,
+                    record.runtime,
+                    record.device or "?",
+                    record.status.value,
+                    build,
+                    record.cache_summary,
+                    record.detail,
+                    *(cell(record, name) for name, _ in extra),
+                ]
+            )
+    headers = ["model", "runtime", "device", "status", "build s", "artifacts", "detail", *(h for _, h in extra)]
+    return tabulate(rows, headers=headers, tablefmt="simple")
 
 
-def gpu_memory_line(batch: BatchProfile) -> str:
+def gpu_memory_line(batch: BatchSummary) -> str:
     """The GPU figures of a batch size's untimed memory pass, '' when none was measured."""
     from pytest_navigator.measure.memory import mib
 
     figures = [
-        (batch.peak_cuda, "torch allocator peak"),
-        (batch.gpu_process, "process holds (NVML)"),
-        (batch.engine_memory, "engine device memory"),
+        (batch.memory("cuda_bytes"), "torch allocator peak"),
+        (batch.memory("gpu_process_bytes"), "process holds (NVML)"),
+        (batch.memory("engine_bytes"), "engine device memory"),
     ]
     return ", ".join(f"{label} {mib(value)}" for value, label in figures if value is not None)
 
 
-def performance_summary(session: NavigatorSession) -> str:
+def performance_summary(report: RunReport) -> str:
     """The device, one row per runtime and batch size, why each sweep stopped, and the best runtimes."""
     from tabulate import tabulate
 
-    from pytest_navigator.measure.telemetry import fingerprint
-
-    facts = fingerprint()
+    facts = report.device
     cpu = facts["cpu"]
     device = f"CPU: {cpu['model']} ({cpu['usable_cores']} of {cpu['cores']} cores usable)"
     gpu = facts.get("gpu")
@@ -68,20 +65,19 @@ def performance_summary(session: NavigatorSession) -> str:
     libraries = ", ".join(f"{k} {v}" for k, v in facts["libraries"].items() if k != "pytest-navigator")
     rows, stops, best, counted = [], [], [], []
     several = False
-    results = session.results
+    results = report.results
     measured = [(r, r.profile, False) for r in results.runtimes.values() if r.profile is not None]
     measured += [(r, r.against_profile, True) for r in results.runtimes.values() if r.against_profile is not None]
     for record, profile, is_old in measured:
         path, runtime = record.model, record.runtime
         model = results.models[path].name if path in results.models else path.name
-        if is_old and session.against_model is not None:
-            model = f"{session.against_model.name} (A/B old)"
+        if is_old and report.settings.get("against_name"):
+            model = f"{report.settings['against_name']} (A/B old)"
         verdicts = {} if is_old else {c.batch_size: c for c in record.comparisons}
         if profile.tool is not None:  # instruction counts
-            counted += [
-                _count_row(model, profile.runtime, batch, verdicts.get(batch.batch_size)) for batch in profile.batches
-            ]
-            stops.append(f"{model} {profile.runtime}: {profile.stop_reason}")
+            name = profile.runtime or runtime
+            counted += [_count_row(model, name, batch, verdicts.get(batch.batch_size)) for batch in profile.batches]
+            stops.append(f"{model} {name}: {profile.stop_reason}")
             continue
         for batch in profile.batches:
             if batch.status == "error":
@@ -89,7 +85,7 @@ def performance_summary(session: NavigatorSession) -> str:
                 continue
             comparison = verdicts.get(batch.batch_size)
             delta = comparison.delta() if comparison else None
-            shown = shown_figures(batch)
+            shown = batch.shown_figures()
             used = len(batch.stable_windows) if batch.stable else len(batch.windows)
             several = several or len(batch.runs) > 1
             rows.append(
@@ -103,7 +99,7 @@ def performance_summary(session: NavigatorSession) -> str:
                     f"{shown['p95']:.3f}",
                     f"{shown['p99']:.3f}",
                     f"{batch.cold_start_ms:.1f}" if batch.cold_start_ms is not None else "",
-                    f"{batch.peak_rss / 2**20:.0f}" if batch.peak_rss is not None else "",
+                    f"{batch.memory('rss_bytes') / 2**20:.0f}" if batch.memory("rss_bytes") is not None else "",
                     f"{used}/{len(batch.windows)}",
                     max(1, len(batch.runs)),
                     "" if delta is None else f"{delta:+.1%}",
@@ -117,9 +113,7 @@ def performance_summary(session: NavigatorSession) -> str:
                 stops.append(f"{model} {runtime} batch {batch.batch_size}: GPU memory: {gpu_memory}")
             if batch.interference:
                 kept = (
-                    "left out"
-                    if profile.config.interference == "exclude"
-                    else "counted: --navigator-interference=report"
+                    "left out" if profile.interference_mode == "exclude" else "counted: --navigator-interference=report"
                 )
                 stops.append(f"{model} {runtime} batch {batch.batch_size}: {batch.interference} ({kept})")
         stops.append(f"{model} {runtime}: sweep stopped: {profile.stop_reason}")
@@ -194,43 +188,33 @@ def performance_summary(session: NavigatorSession) -> str:
             "runs, as its baseline entry stores it; windows: those of the first run"
         )
     lines += stops
-    lines += _model_profiles(session)
+    lines += _model_profiles(report)
     if best:
-        fast = max(best, key=lambda entry: shown_figures(entry[2])["throughput"])
-        quick = min(best, key=lambda entry: shown_figures(entry[2])["p50"])
+        fast = max(best, key=lambda entry: entry[2].shown_figures()["throughput"])
+        quick = min(best, key=lambda entry: entry[2].shown_figures()["p50"])
         lines.append(
-            f"max throughput: {fast[1]} at batch {fast[2].batch_size} ({shown_figures(fast[2])['throughput']:.1f} "
+            f"max throughput: {fast[1]} at batch {fast[2].batch_size} ({fast[2].shown_figures()['throughput']:.1f} "
             f"samples/s); min latency: {quick[1]} at batch {quick[2].batch_size} "
-            f"(p50 {shown_figures(quick[2])['p50']:.3f} ms)"
+            f"(p50 {quick[2].shown_figures()['p50']:.3f} ms)"
         )
-        lines += _best(session)
+        lines += _best(report)
     return "\n".join(lines)
 
 
-def shown_figures(batch: BatchProfile) -> dict[str, float]:
-    """What the summary shows for a batch size: the median over the runs (processes) it was measured
-    in, which is what its baseline entry stores and its verdict compares (runs.py); with one run,
-    that run's figures."""
-    if len(batch.runs) > 1:
-        return {name: statistics.median(run[name] for run in batch.runs) for name in runs.FIGURES}
-    return batch.figures()
-
-
-def _best(session: NavigatorSession) -> list[str]:
+def _best(report: RunReport) -> list[str]:
     """Per model, the best runtime as the JSON report and the HTML report name it (selection.best_runtime:
     runtimes that passed, stable measurements, p99 within --navigator-latency-budget when given)."""
     from pytest_navigator.gate.selection import describe
-    from pytest_navigator.report.json_report import build_report
 
-    return [f"{model['name']} {describe(model['best'])}" for model in build_report(session)["models"]]
+    return [f"{info.name} {describe(info.best)}" for info, _ in report.models()]
 
 
-def _model_profiles(session: NavigatorSession) -> list[str]:
+def _model_profiles(report: RunReport) -> list[str]:
     """One line per model: its parameters and FLOPs per sample (model_profile.py), or why they are missing."""
     from pytest_navigator.model.profile import ModelProfile
 
     lines = []
-    for info in session.results.models.values():
+    for info in report.results.models.values():
         if info.profile is not None:
             lines.append(f"{info.name} model profile: {ModelProfile.from_json(info.profile).describe()}")
         elif info.profile_error:
@@ -250,7 +234,7 @@ def _count_row(model: str, runtime: str, batch: Any, comparison: Any) -> list[An
         batch.status,
         f"{median:,.0f}",
         f"{median / batch.batch_size:,.0f}",
-        f"{min(batch.instructions):,.0f}..{max(batch.instructions):,.0f}",
+        f"{min(batch.instruction_repeats):,.0f}..{max(batch.instruction_repeats):,.0f}",
         "" if delta is None else f"{delta:+.2%}",
         comparison.verdict.value if comparison else "",
     ]
@@ -271,13 +255,15 @@ def _number(value: float | None, entry: dict[str, Any]) -> str:
     return f"{value:,.0f} instr" if "instructions" in entry else f"{value:.1f}"
 
 
-def baseline_summary(session: NavigatorSession) -> str:
+def baseline_summary(report: RunReport) -> str:
     """After --update-baselines: old -> new per entry written, and why measured runtimes were not
     written. Always: stored entries for this machine that no test of the run used (kept)."""
+    from pathlib import Path
+
     from tabulate import tabulate
 
     lines = []
-    results = session.results
+    results = report.results
     for outcome in results.baseline_updates.values():
         if outcome.error is not None:
             lines.append(f"not updated: {outcome.error}")
@@ -298,7 +284,7 @@ def baseline_summary(session: NavigatorSession) -> str:
                 disable_numparse=True,
             )
         )
-    if session.settings.update_baselines:
+    if report.settings.get("update_baselines"):
         for record in results.runtimes.values():
             path, runtime, profile = record.model, record.runtime, record.profile
             if profile is None:
@@ -313,12 +299,12 @@ def baseline_summary(session: NavigatorSession) -> str:
             for batch in profile.batches:
                 if batch.status == "unstable":
                     lines.append(f"not written: {path.name} {runtime} batch {batch.batch_size}: unstable")
-    for model in session.models.values():
-        unused = session.unused_baselines(model)
+    for path, info in results.models.items():
+        unused = results.unused.get(path)
         if unused:
             listed = ", ".join(f"{name} batch {size}" for _, name, size in unused)
             lines.append(
-                f"{len(unused)} unused in {session.baseline_store.path_for(model.name, model.fingerprint).name} "
+                f"{len(unused)} unused in {Path(info.baseline_file or '').name} "
                 f"(kept; no test of this run measured them): {listed}"
             )
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """The run's views beside the JSON report: HTML, Markdown (and GitHub's job summary), pytest-benchmark JSON.
 
-Each reads the one report dict (json_report.build_report or load_report), so the plugin and the
+Each reads the one RunReport (NavigatorSession.report, or json_report.load_report), so the plugin and the
 harness CLI (`navigator report`, `navigator export`) write the same files from the same data.
 """
 
@@ -9,27 +9,30 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pytest_navigator import options
+
+if TYPE_CHECKING:
+    from pytest_navigator.report.results import RunReport
 
 #: GitHub refuses a job summary step over 1 MiB; the appended text stays under this.
 STEP_SUMMARY_LIMIT = 1024 * 1024 - 1024
 
 
-def write_html(report: Mapping[str, Any], path: Path) -> None:
+def write_html(report: RunReport, path: Path) -> None:
     from pytest_navigator.report.html import render
 
     _write(path, render(report))
 
 
-def write_markdown(report: Mapping[str, Any], path: Path) -> None:
+def write_markdown(report: RunReport, path: Path) -> None:
     from pytest_navigator.report.markdown import render
 
     _write(path, render(report))
 
 
-def write_benchmark_json(report: Mapping[str, Any], path: Path) -> None:
+def write_benchmark_json(report: RunReport, path: Path) -> None:
     import json
 
     from pytest_navigator.report.benchmark_export import to_pytest_benchmark
@@ -37,7 +40,7 @@ def write_benchmark_json(report: Mapping[str, Any], path: Path) -> None:
     _write(path, json.dumps(to_pytest_benchmark(report), indent=2) + "\n")
 
 
-def append_step_summary(report: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Path | None:
+def append_step_summary(report: RunReport, environ: Mapping[str, str] = os.environ) -> Path | None:
     """Under GitHub Actions ($GITHUB_STEP_SUMMARY set), append the Markdown report, cut to fit GitHub's
     1 MiB limit (the verdict table first, so a cut drops details, never verdicts). Returns the file."""
     target = environ.get("GITHUB_STEP_SUMMARY")
@@ -51,9 +54,7 @@ def append_step_summary(report: Mapping[str, Any], environ: Mapping[str, str] = 
     return Path(target)
 
 
-def write_views(
-    report: Mapping[str, Any], html: Path | None, markdown: Path | None, benchmark: Path | None
-) -> list[str]:
+def write_views(report: RunReport, html: Path | None, markdown: Path | None, benchmark: Path | None) -> list[str]:
     """Every view asked for; returns one line per view that could not be written (the run goes on)."""
     problems = []
     for option, path, write in (

@@ -25,8 +25,8 @@ from pytest_navigator.model.loader import Model
 from pytest_navigator.report.results import RunResults, Status
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import ArtifactCache
-from pytest_navigator.runtimes.options import RuntimeOptionError, single_thread, split_runtime_id, with_options
-from pytest_navigator.runtimes.options import runtime_id as format_runtime_id
+from pytest_navigator.runtimes.runtime_options import RuntimeOptionError, single_thread, split_runtime_id, with_options
+from pytest_navigator.runtimes.runtime_options import runtime_id as format_runtime_id
 from pytest_navigator.settings import Settings
 
 

@@ -19,7 +19,7 @@ from pytest_navigator.errors import RuntimeBuildError, first_line
 from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode
-from pytest_navigator.runtimes.options import OnnxRuntimeConfig
+from pytest_navigator.runtimes.runtime_options import OnnxRuntimeConfig
 from pytest_navigator.runtimes.torch_runtimes import bind_tensors
 
 OPSET = 18

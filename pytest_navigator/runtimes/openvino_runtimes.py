@@ -25,7 +25,7 @@ from pytest_navigator.errors import RuntimeBuildError
 from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.onnx_runtimes import export_onnx, exporter_unavailable
-from pytest_navigator.runtimes.options import OpenVINOConfig
+from pytest_navigator.runtimes.runtime_options import OpenVINOConfig
 
 RUNTIME = "openvino-cpu"
 INSTALL = "pip install 'pytest-navigator[openvino]'"

@@ -16,7 +16,7 @@ from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode
 from pytest_navigator.runtimes.onnx_runtimes import export_onnx, exporter_unavailable
-from pytest_navigator.runtimes.options import TensorRTConfig
+from pytest_navigator.runtimes.runtime_options import TensorRTConfig
 
 
 def tensorrt_unavailable() -> str | None:

@@ -19,7 +19,7 @@ from pytest_navigator.errors import ModelOutputError, RuntimeBuildError
 from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import TORCH_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode
-from pytest_navigator.runtimes.options import TorchCompileConfig, TorchConfig, TorchScriptConfig
+from pytest_navigator.runtimes.runtime_options import TorchCompileConfig, TorchConfig, TorchScriptConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_navigator.gate.baselines import BaselineStore, _parse, entry_problem
-from pytest_navigator.runtimes import options as runtime_options
+from pytest_navigator.runtimes import runtime_options
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINES = ROOT / "baselines"

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pytest_navigator.gate.selection import best_runtime, describe
+from pytest_navigator.gate.selection import best_runtime as best_of
+from pytest_navigator.gate.selection import describe
+from pytest_navigator.report.results import RunResults
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "run-mlp.json"
 
@@ -15,6 +17,11 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "run-mlp.json"
 def _model() -> dict[str, Any]:
     model: dict[str, Any] = json.loads(DATA.read_text())["models"][0]
     return model
+
+
+def best_runtime(model: dict[str, Any], budget: float | None) -> dict[str, Any] | None:
+    """The best of a report's model object, read as the run's typed records."""
+    return best_of(RunResults.from_model_dicts([model]).runtimes.values(), budget)
 
 
 def _measurements(model: dict[str, Any]) -> list[tuple[str, int, float, float]]:

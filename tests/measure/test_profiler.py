@@ -361,7 +361,10 @@ def test_without_nvtx_no_range_and_with_the_real_package_the_calls_run(monkeypat
 def test_the_summary_shows_the_median_of_the_runs_a_batch_size_was_measured_in() -> None:
     """A batch size measured in 3 processes: the summary shows the median run, as its baseline entry
     stores it and its verdict compares it, not the first process's own figures."""
-    from pytest_navigator.report.terminal import shown_figures
+    from pytest_navigator.measure.summary import BatchSummary
+
+    def shown_figures(batch: BatchProfile) -> dict[str, float]:
+        return BatchSummary.of(batch).shown_figures()
 
     window = WindowResult(2, (10.0,) * 10, 100.0)  # this process: 200 samples/s, p50 10 ms
     first = BatchProfile(2, "stable", 5.0, (window,) * 3, (0, 1, 2))

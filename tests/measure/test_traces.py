@@ -62,7 +62,7 @@ def test_torch_and_onnxruntime_traces_name_real_operators(pytester: pytest.Pytes
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines_random(["*mlp.pt2 torch-cpu: traces: *bs1.trace.json, *bs2.trace.json"])
     report = json.loads((pytester.path / "run.json").read_text())
-    assert report["schema_version"] == 4
+    assert report["schema_version"] == 5
     traces = {r["name"]: r["traces"] for r in report["models"][0]["runtimes"] if r["traces"]}
     assert sorted(traces) == ["onnxruntime-cpu", "torch-cpu"]
     for name, operators, top_word in (

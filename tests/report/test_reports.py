@@ -16,6 +16,7 @@ from browser import chromium, needs_chromium
 from pytest_navigator.report import html as html_report
 from pytest_navigator.report import markdown as markdown_report
 from pytest_navigator.report.json_report import load_report
+from pytest_navigator.report.results import RunReport
 
 RUN = Path(__file__).resolve().parents[1] / "data" / "run-mlp.json"
 PLOTS = ("plot-throughput", "plot-latency", "plot-baseline", "plot-correctness")
@@ -23,12 +24,21 @@ PLOTS = ("plot-throughput", "plot-latency", "plot-baseline", "plot-correctness")
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    return load_report(RUN)
+    """The fixture run as the report's JSON (read, typed, and written back: the tests edit it)."""
+    return load_report(RUN).to_dict()
+
+
+def _html(data: dict[str, Any]) -> str:
+    return html_report.render(RunReport.from_dict(data))
+
+
+def _markdown(data: dict[str, Any], limit: int | None = None) -> str:
+    return markdown_report.render(RunReport.from_dict(data), limit=limit)
 
 
 @pytest.fixture(scope="module")
 def page(report: dict[str, Any]) -> str:
-    return html_report.render(report)
+    return _html(report)
 
 
 def _figure(page: str, kind: str) -> str:
@@ -65,7 +75,7 @@ def _instruction_run(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_markdown_lists_every_verdict_with_its_ratio_regressions_first(report: dict[str, Any]) -> None:
-    text = markdown_report.render(report)
+    text = _markdown(report)
     rows = [line for line in text.splitlines() if line.startswith("| mlp.pt2 ")]
     assert len(rows) == sum(len(r["verdicts"]) for r in report["models"][0]["runtimes"]) == 9
     assert all(" regressed " in row for row in rows[:3]) and all(" pass " in row for row in rows[3:])
@@ -77,7 +87,7 @@ def test_markdown_lists_every_verdict_with_its_ratio_regressions_first(report: d
 
 
 def test_markdown_has_a_details_block_per_runtime_and_no_images(report: dict[str, Any]) -> None:
-    text = markdown_report.render(report)
+    text = _markdown(report)
     runtimes = report["models"][0]["runtimes"]
     assert text.count("<details>") == text.count("</details>") == len(runtimes) == 4
     for runtime in runtimes:
@@ -91,8 +101,8 @@ def test_markdown_has_a_details_block_per_runtime_and_no_images(report: dict[str
 
 @pytest.mark.parametrize("limit", [100, 700, 1500, 3000, 5000, 7000])
 def test_markdown_fits_its_limit_dropping_details_before_verdicts(report: dict[str, Any], limit: int) -> None:
-    full = markdown_report.render(report)
-    text = markdown_report.render(report, limit=limit)
+    full = _markdown(report)
+    text = _markdown(report, limit=limit)
     assert len(full.encode()) > 7000, "the limits below no longer cut anything"
     assert len(text.encode("utf-8")) <= limit
     assert text.startswith("# pytest-navigator report")
@@ -114,13 +124,13 @@ def test_markdown_escapes_what_would_break_a_table(report: dict[str, Any]) -> No
     changed = copy.deepcopy(report)
     changed["models"][0]["runtimes"][3]["detail"] = "a | b\n<script>alert(1)</script>"
     changed["models"][0]["runtimes"][0]["verdicts"][0]["reason"] = "p | q"
-    text = markdown_report.render(changed)
+    text = _markdown(changed)
     assert "detail: a \\| b &lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>" not in text
     assert "p \\| q" in text
 
 
 def test_markdown_of_an_instruction_run_shows_counts(report: dict[str, Any]) -> None:
-    text = markdown_report.render(_instruction_run(report))
+    text = _markdown(_instruction_run(report))
     assert "1,000,000 → 1,030,000 instr/request" in text and "1.03x slower" in text
     assert re.search(r"\| batch +\| status +\| instructions/request +\| instructions/sample", text)
     assert re.search(r"\| 16 +\| stable +\| 16,000,000 +\| 1,000,000 ", text)
@@ -173,18 +183,18 @@ def test_html_escapes_report_strings_in_tables_and_plots(report: dict[str, Any])
     runtimes = changed["models"][0]["runtimes"]
     runtimes[3]["detail"] = "<script>alert('detail')</script>"
     runtimes[1]["name"] = "onnx<script>$x$"  # also a plot label: SVG text, and $ is matplotlib's mathtext
-    page = html_report.render(changed)
+    page = _html(changed)
     assert "<script" not in page
     assert "&lt;script&gt;alert(&#x27;detail&#x27;)&lt;/script&gt;" in page
     assert "onnx&lt;script&gt;$x$" in _figure(page, "plot-throughput")
 
 
 def test_html_is_deterministic(report: dict[str, Any], page: str) -> None:
-    assert html_report.render(report) == page
+    assert _html(report) == page
 
 
 def test_html_of_an_instruction_run_has_a_count_table_instead_of_timing_plots(report: dict[str, Any]) -> None:
-    page = html_report.render(_instruction_run(report))
+    page = _html(_instruction_run(report))
     assert '<table class="instructions">' in page and "16,000,000" in page and "15,999,800..16,000,300" in page
     assert "<h3>Instructions per request</h3>" in page
     for kind in ("plot-throughput", "plot-latency", "plot-baseline"):
@@ -195,7 +205,7 @@ def test_html_of_an_instruction_run_has_a_count_table_instead_of_timing_plots(re
 
 def test_html_without_matplotlib_still_has_every_table(report: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
-    page = html_report.render(report)
+    page = _html(report)
     for kind in PLOTS:
         assert html.escape(html_report.HINT) in _figure(page, kind)
     assert "pip install &#x27;pytest-navigator[report]&#x27;" in page

@@ -17,6 +17,7 @@ from pytest_navigator.config import ProfilerConfig
 from pytest_navigator.gate.policy import GateOutcome, Outcome, accepted, decide
 from pytest_navigator.gate.verdicts import Comparison, Verdict
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile, WindowResult
+from pytest_navigator.measure.summary import ProfileSummary
 from pytest_navigator.report.results import BaselineUpdate, ModelInfo, RunResults, RuntimeResult, Status
 
 MODEL = Path("/models/resnet.pt2")
@@ -60,7 +61,7 @@ def _results(runtime: str, status: Status) -> RunResults:
         16.0,
         "",
     )
-    result.profile = _profile(runtime)
+    result.profile = ProfileSummary.of(_profile(runtime))
     result.comparisons = [_comparison(runtime, Verdict.PASS)]
     result.measured = {("AMD EPYC x2", runtime, 2): {"throughput": 1000.0, "block_throughputs": [1.0, 2.0]}}
     return results
@@ -73,12 +74,13 @@ def test_run_results_round_trip_through_json_losslessly() -> None:
     )
     text = results.to_json()
     again = RunResults.from_json(text)
-    assert again == results  # every dataclass compares field by field, raw latencies included
+    assert again == results  # every dataclass compares field by field: the figures every view shows
     assert again.to_json() == text
     record = again.runtimes[(MODEL, "onnxruntime-cpu")]
     assert record.status is Status.PASSED and record.correctness is not None
     assert record.correctness.outputs[0].budget_ratio == 2.5
-    assert record.profile is not None and record.profile.batches[0].windows[0].latencies_ms == (2.0, 2.2, 1.8)
+    window = record.profile.batches[0].windows[0] if record.profile is not None else None
+    assert window is not None and (window.requests, window.p50_ms) == (3, 2.0)
     assert record.comparisons[0].version_changes == {"torch": ("2.12.0", "2.13.0")}
     with pytest.raises(ValueError, match="not pytest-navigator run results"):
         RunResults.from_json(json.dumps({"format": 99}))
@@ -88,14 +90,14 @@ def test_shards_merge_failures_win_and_figures_are_kept() -> None:
     checked = _results("onnxruntime-cpu", Status.PASSED)  # worker 1 ran the correctness test
     profiled = RunResults()  # worker 2 built the runtime again and profiled it
     other = profiled.result(MODEL, "onnxruntime-cpu")
-    other.status, other.profile = Status.BUILT, _profile("onnxruntime-cpu", latency=5.0)
+    other.status, other.profile = Status.BUILT, ProfileSummary.of(_profile("onnxruntime-cpu", latency=5.0))
     failing = _results("torchscript-cpu", Status.FAILED)
     merged = RunResults()
     for shard in (profiled, checked, failing, _results("torchscript-cpu", Status.PASSED)):
         merged.merge(RunResults.from_json(shard.to_json()))
     onnx = merged.runtimes[(MODEL, "onnxruntime-cpu")]
     assert onnx.status is Status.PASSED and onnx.correctness is not None  # passed beats built
-    assert onnx.profile is not None and onnx.profile.batches[0].windows[0].latencies_ms[0] == 5.0  # first kept
+    assert onnx.profile is not None and onnx.profile.batches[0].windows[0].p50_ms == 5.0  # first kept
     assert merged.runtimes[(MODEL, "torchscript-cpu")].status is Status.FAILED  # a failure anywhere is a failure
     assert list(merged.models) == [MODEL]
 
@@ -117,7 +119,7 @@ def test_model_profiles_peaks_and_traces_survive_json_and_shards_merge_their_bat
             gpu_process=5 * 2**20,
             engine_memory=2**10,
         )
-        record.profile = replace(_profile("torch-cpu"), batches=(peaked,))
+        record.profile = ProfileSummary.of(replace(_profile("torch-cpu"), batches=(peaked,)))
         record.traces = [f"traces/bs{batch}.trace.json"]
         shards.append(shard)
     merged = RunResults()
@@ -131,9 +133,9 @@ def test_model_profiles_peaks_and_traces_survive_json_and_shards_merge_their_bat
     }
     record = merged.runtimes[(MODEL, "torch-cpu")]
     assert record.traces == ["traces/bs1.trace.json"]  # the first shard's, as other figures
-    assert record.profile is not None and record.profile.batches[0].peak_rss == 3 * 2**20
-    assert record.profile.batches[0].rss_scope == "since reset"
-    assert record.profile.batches[0].memory == {
+    assert record.profile is not None and record.profile.batches[0].memory("rss_bytes") == 3 * 2**20
+    assert record.profile.batches[0].peak_memory == {
+        "rss_scope": "since reset",
         "rss_bytes": 3 * 2**20,
         "cuda_bytes": 2**20,
         "gpu_process_bytes": 5 * 2**20,
@@ -144,7 +146,7 @@ def test_model_profiles_peaks_and_traces_survive_json_and_shards_merge_their_bat
     assert gpu_memory_line(record.profile.batches[0]) == (
         "torch allocator peak 1.0 MiB, process holds (NVML) 5.0 MiB, engine device memory 0.0 MiB"
     )
-    assert gpu_memory_line(_profile("torch-cpu").batches[0]) == ""  # a CPU runtime: no line
+    assert gpu_memory_line(ProfileSummary.of(_profile("torch-cpu")).batches[0]) == ""  # a CPU runtime: no line
 
 
 # -- the gate's policy, without pytest ---------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from pytest_navigator.errors import RuntimeBuildError
 from pytest_navigator.runtimes import default_registry
-from pytest_navigator.runtimes.options import OpenVINOConfig, RuntimeOptionError
+from pytest_navigator.runtimes.runtime_options import OpenVINOConfig, RuntimeOptionError
 
 NO_OPENVINO = "openvino is not installed (pip install 'pytest-navigator[openvino]')"
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason=NO_OPENVINO)

@@ -10,7 +10,7 @@ import pytest
 from pytest_navigator.check.strategies import random_samples
 from pytest_navigator.config import CustomConfigForFormat, Format
 from pytest_navigator.runtimes import default_registry
-from pytest_navigator.runtimes.options import (
+from pytest_navigator.runtimes.runtime_options import (
     OnnxRuntimeConfig,
     RuntimeOptionError,
     TensorRTConfig,
