@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from pytest_navigator import options
 
 if TYPE_CHECKING:
-    from pytest_navigator.report.results import RunReport
+    from pytest_navigator.report.run_report import RunReport
 
 #: Exit statuses.
 OK, FAILED, BAD_INPUT = 0, 1, 2

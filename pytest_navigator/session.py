@@ -34,7 +34,8 @@ from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.measure.summary import ProfileSummary
 from pytest_navigator.model.loader import Model, load
 from pytest_navigator.model.spec import parse_io_spec, read_sidecar
-from pytest_navigator.report.results import ModelInfo, RunReport, RunResults, RuntimeResult, Status
+from pytest_navigator.report.results import ModelInfo, RunResults, RuntimeResult, Status
+from pytest_navigator.report.run_report import RunReport
 from pytest_navigator.runtimes import Registry, Runner
 from pytest_navigator.runtimes.builds import Builds, RuntimePlan
 from pytest_navigator.settings import Settings

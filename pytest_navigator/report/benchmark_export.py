@@ -14,10 +14,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_navigator.report.results import cell, shown_columns
+from pytest_navigator.report.fields import cell, shown_columns
 
 if TYPE_CHECKING:
-    from pytest_navigator.report.results import RunReport
+    from pytest_navigator.report.run_report import RunReport
 
 #: The pytest-benchmark JSON layout written (its `version` field; readers check only the keys).
 FORMAT_VERSION = "5.1.0"

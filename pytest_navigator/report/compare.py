@@ -21,7 +21,7 @@ from pytest_navigator.gate.verdicts import Verdict, compare
 
 if TYPE_CHECKING:
     from pytest_navigator.measure.summary import BatchSummary
-    from pytest_navigator.report.results import RunReport
+    from pytest_navigator.report.run_report import RunReport
 
 #: What --fail-on accepts, and the verdicts each fails on.
 FAIL_ON = {

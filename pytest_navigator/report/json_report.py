@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_navigator.errors import NavigatorError
-from pytest_navigator.report.results import SCHEMA_VERSION, RunReport
+from pytest_navigator.report.results import SCHEMA_VERSION
+from pytest_navigator.report.run_report import RunReport
 
 if TYPE_CHECKING:
     from pytest_navigator.settings import Settings

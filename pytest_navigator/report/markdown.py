@@ -15,13 +15,14 @@ from tabulate import tabulate
 
 from pytest_navigator.gate.runs import mde_text
 from pytest_navigator.gate.selection import describe
-from pytest_navigator.report.results import cell, shown_columns
+from pytest_navigator.report.fields import cell, shown_columns
 
 if TYPE_CHECKING:
     from pytest_navigator.check.correctness import CorrectnessReport
     from pytest_navigator.gate.verdicts import Comparison
     from pytest_navigator.measure.summary import ProfileSummary
-    from pytest_navigator.report.results import ModelInfo, RunReport, RuntimeResult
+    from pytest_navigator.report.results import ModelInfo, RuntimeResult
+    from pytest_navigator.report.run_report import RunReport
 
 #: The order rows are listed in: what needs a reader's attention first, so a cut keeps it.
 SEVERITY = ("regressed", "inconclusive", "improved", "new", "pass")

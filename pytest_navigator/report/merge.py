@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pytest_navigator.errors import NavigatorError
-from pytest_navigator.report.results import RANK, ModelInfo, RunReport, RunResults, RuntimeResult
+from pytest_navigator.report.results import RANK, ModelInfo, RunResults, RuntimeResult
+from pytest_navigator.report.run_report import RunReport
 
 
 class MergeError(NavigatorError):

@@ -1,14 +1,14 @@
 """What a run found: one typed record per model and runtime, and the run's report built from them.
 
 `RunResults` collects the records while the run goes (each runtime's `RuntimeResult`, each model's
-`ModelInfo`); `RunReport` is the run's record once it is over: the results with the device, the
+`ModelInfo`); `RunReport` (run_report.py) is the run's record once it is over: the results with the device, the
 settings, the baseline updates, the unused entries and the best runtime. Every view reads a
 `RunReport`: the terminal summary, the JSON report (`to_dict`, report.schema.json), HTML, Markdown,
 the pytest-benchmark export, `navigator compare` and `navigator merge`; the xdist payload is the
 same records' serialization. A field added to a record is serialized, merged and shown everywhere:
 each type has one `to_dict`, one `from_dict` and one `merge`, and fields a type does not name
 travel by their own names (a field that declares `metadata={"column": "header"}` also gets a column
-in every runtime table: `shown_columns`).
+in every runtime table: fields.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_navigator.report.fields import empty, others, plain
 
 if TYPE_CHECKING:
     from pytest_navigator.check.correctness import CorrectnessReport
@@ -59,51 +61,6 @@ RANK = {
 }
 
 
-def _plain(value: Any) -> Any:
-    """A value of a field no serializer names, JSON-ready."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _others(cls: type, named: set[str]) -> list[dataclasses.Field[Any]]:
-    """The fields of a record type its serializer does not name: they travel by their own names."""
-    return [f for f in dataclasses.fields(cls) if f.name not in named]
-
-
-def _empty(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, list | tuple | dict) and not value)
-
-
-def shown_columns(records: Iterable[Any]) -> list[tuple[str, str]]:
-    """(field, header) of every field of the records' types that asks for a column in the views (a
-    subclass that adds a field brings its column)."""
-    found: dict[str, str] = {}
-    for cls in dict.fromkeys(type(r) for r in records):
-        found |= {f.name: f.metadata["column"] for f in dataclasses.fields(cls) if "column" in f.metadata}
-    return list(found.items())
-
-
-def cell(record: Any, name: str) -> str:
-    """A shown field's value as a table cell."""
-    value = getattr(record, name)
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 @dataclass
 class ModelInfo:
     """A tested model as reports name it."""
@@ -134,11 +91,11 @@ class ModelInfo:
             "profile": self.profile,
             "profile_error": self.profile_error,
         }
-        return data | {f.name: _plain(getattr(self, f.name)) for f in _others(type(self), set(self._NAMED))}
+        return data | {f.name: plain(getattr(self, f.name)) for f in others(type(self), set(self._NAMED))}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        others = {f.name: data[f.name] for f in _others(cls, set(cls._NAMED)) if f.name in data}
+        extra = {f.name: data[f.name] for f in others(cls, set(cls._NAMED)) if f.name in data}
         return cls(
             Path(data["path"]),
             data["name"],
@@ -147,7 +104,7 @@ class ModelInfo:
             data["inputs"],
             data.get("profile"),
             data.get("profile_error") or "",
-            **others,
+            **extra,
         )
 
     def merge(self, other: ModelInfo) -> None:
@@ -158,8 +115,8 @@ class ModelInfo:
                 self.profile = other.profile
             else:
                 self.profile = {**self.profile, "flops": {**other.profile["flops"], **self.profile["flops"]}}
-        for f in _others(type(self), {"path", "name", "fingerprint", "format", "inputs", "profile"}):
-            if _empty(getattr(self, f.name)):
+        for f in others(type(self), {"path", "name", "fingerprint", "format", "inputs", "profile"}):
+            if empty(getattr(self, f.name)):
                 setattr(self, f.name, getattr(other, f.name))
 
 
@@ -214,7 +171,7 @@ class RuntimeResult:
                 for key, entry in sorted(self.measured.items(), key=lambda item: item[0][2])
             ],
         }
-        return data | {f.name: _plain(getattr(self, f.name)) for f in _others(type(self), set(self._NAMED))}
+        return data | {f.name: plain(getattr(self, f.name)) for f in others(type(self), set(self._NAMED))}
 
     @classmethod
     def from_dict(cls, model: Path, data: dict[str, Any]) -> RuntimeResult:
@@ -222,7 +179,7 @@ class RuntimeResult:
         from pytest_navigator.measure.summary import ProfileSummary
 
         runtime = data["name"]
-        others = {f.name: data[f.name] for f in _others(cls, set(cls._NAMED)) if f.name in data}
+        extra = {f.name: data[f.name] for f in others(cls, set(cls._NAMED)) if f.name in data}
         correctness = data.get("correctness")
         return cls(
             model,
@@ -235,7 +192,7 @@ class RuntimeResult:
             ),
             comparisons=[Comparison.from_dict(runtime, c) for c in data.get("verdicts") or ()],
             measured={(m["hardware"], runtime, int(m["batch_size"])): m["entry"] for m in data.get("measured") or ()},
-            **others,
+            **extra,
         )
 
     def merge(self, other: RuntimeResult) -> None:
@@ -245,14 +202,14 @@ class RuntimeResult:
             self.status = other.status
             self.detail = other.detail or self.detail
         self.measured = {**other.measured, **self.measured}
-        for f in _others(type(self), {"model", "runtime", "status", "measured"}):
-            if _empty(getattr(self, f.name)):
+        for f in others(type(self), {"model", "runtime", "status", "measured"}):
+            if empty(getattr(self, f.name)):
                 setattr(self, f.name, getattr(other, f.name))
 
 
 def correctness_to_dict(report: CorrectnessReport) -> dict[str, Any]:
     """A passed check as the report keeps it: every field, plus the sample count."""
-    data = {f.name: _plain(getattr(report, f.name)) for f in dataclasses.fields(report)}
+    data = {f.name: plain(getattr(report, f.name)) for f in dataclasses.fields(report)}
     del data["model"], data["runtime"]
     for output in data["outputs"]:  # unknown in a report read from before schema 5: null, not NaN
         if output["max_abs_reference"] != output["max_abs_reference"]:
@@ -398,49 +355,3 @@ class RunResults:
             self.baseline_updates.setdefault(path, update)
         for path, keys in other.unused.items():
             self.unused.setdefault(path, keys)
-
-
-@dataclass
-class RunReport:
-    """A finished run: its results, the device and settings it ran under, built once after the
-    baseline update. Every view reads it; `to_dict` is the JSON report."""
-
-    results: RunResults
-    #: telemetry.fingerprint(): CPU, GPU, OS, library versions
-    device: dict[str, Any]
-    #: The settings a reader needs to judge the figures (profiler config, thresholds, ...).
-    settings: dict[str, Any]
-    created: str
-    #: `navigator merge`: the source, creation time, device and settings of each shard.
-    shards: list[dict[str, Any]] = field(default_factory=list)
-
-    def models(self) -> list[tuple[ModelInfo, list[RuntimeResult]]]:
-        """Each model with its runtimes' records, in the order the run met them."""
-        return [(info, list(self.results.of_model(path))) for path, info in self.results.models.items()]
-
-    @property
-    def latency_budget_ms(self) -> float | None:
-        return self.settings.get("latency_budget_ms")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {
-            "schema_version": SCHEMA_VERSION,
-            "created": self.created,
-            "device": self.device,
-            "settings": self.settings,
-            "models": self.results.model_dicts(),
-        }
-        if self.shards:
-            data["shards"] = self.shards
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunReport:
-        """A report's JSON read back (json_report.load_report checks the file and its version first)."""
-        return cls(
-            RunResults.from_model_dicts(data["models"]),
-            dict(data.get("device") or {}),
-            dict(data.get("settings") or {}),
-            data.get("created") or "",
-            list(data.get("shards") or ()),
-        )

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pytest_navigator.gate import runs
-from pytest_navigator.report.results import cell, shown_columns
+from pytest_navigator.report.fields import cell, shown_columns
 
 if TYPE_CHECKING:
     from pytest_navigator.measure.summary import BatchSummary
-    from pytest_navigator.report.results import RunReport
+    from pytest_navigator.report.run_report import RunReport
 
 
 def runtime_table(report: RunReport) -> str:

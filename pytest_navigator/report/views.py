@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pytest_navigator import options
 
 if TYPE_CHECKING:
-    from pytest_navigator.report.results import RunReport
+    from pytest_navigator.report.run_report import RunReport
 
 #: GitHub refuses a job summary step over 1 MiB; the appended text stays under this.
 STEP_SUMMARY_LIMIT = 1024 * 1024 - 1024

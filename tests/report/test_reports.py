@@ -16,7 +16,7 @@ from browser import chromium, needs_chromium
 from pytest_navigator.report import html as html_report
 from pytest_navigator.report import markdown as markdown_report
 from pytest_navigator.report.json_report import load_report
-from pytest_navigator.report.results import RunReport
+from pytest_navigator.report.run_report import RunReport
 
 RUN = Path(__file__).resolve().parents[1] / "data" / "run-mlp.json"
 PLOTS = ("plot-throughput", "plot-latency", "plot-baseline", "plot-correctness")

@@ -15,7 +15,8 @@ from pytest_navigator.report.benchmark_export import to_pytest_benchmark
 from pytest_navigator.report.compare import compare_reports
 from pytest_navigator.report.json_report import SCHEMA_PATH, load_report
 from pytest_navigator.report.merge import merge_reports
-from pytest_navigator.report.results import RunReport, RunResults
+from pytest_navigator.report.results import RunResults
+from pytest_navigator.report.run_report import RunReport
 from pytest_navigator.report.terminal import baseline_summary, performance_summary, runtime_table
 
 DATA = Path(__file__).resolve().parents[1] / "data"
