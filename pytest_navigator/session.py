@@ -455,7 +455,7 @@ class NavigatorSession:
         limit = model.io_spec.max_batch_size
         wanted = [b for b in (config.batch_sizes or instructions.DEFAULT_BATCH_SIZES) if b is not None]
         sizes = [b for b in wanted if limit is None or b <= limit] or [1]
-        runners = self.builds.counting_runners(model, counted, found)
+        runners = self.builds.counting_runners(model, counted, found.wrapper())
         try:
             profile = instructions.measure(runners, sizes, config, found.version_text, self.progress, found.slow_fma)
         finally:

@@ -123,7 +123,7 @@ class NavigatorPlugin:
                 and settings.profiler.measurement_mode is MeasurementMode.INSTRUCTIONS
                 and starts_workers
             ):
-                from pytest_navigator.workers.fork_servers import start_counting_server
+                from pytest_navigator.measure.valgrind import start_counting_server
 
                 start_counting_server()  # its imports under valgrind overlap the correctness tests
             for model in session.load_models():

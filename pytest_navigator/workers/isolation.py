@@ -90,9 +90,11 @@ class Worker:
     """One worker process and the pipe to it. Requests are answered in order; a worker that died or
     timed out stays dead, and every later request raises the same RuntimeCrashError."""
 
-    def __init__(self, name: str, timeouts: Timeouts, logs: Path | None = None, valgrind: Any = None) -> None:
-        """`valgrind` (a valgrind.Valgrind): the worker's Python runs under callgrind, instrumentation
-        off until the worker turns it on (instructions.count_runner)."""
+    def __init__(
+        self, name: str, timeouts: Timeouts, logs: Path | None = None, valgrind: fork_servers.Wrapper | None = None
+    ) -> None:
+        """`valgrind` (valgrind.Valgrind.wrapper()): the worker's Python runs under callgrind,
+        instrumentation off until the worker turns it on (instructions.count_runner)."""
         self.name, self.timeouts = name, timeouts
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,7 @@ class Worker:
             server.start(self._process)
         elif valgrind is not None:
             self._folder = Path(tempfile.mkdtemp(prefix=f"{_safe(name)}-callgrind-", dir=logs))
-            wrapper = valgrind.wrapper(self._folder, self._stderr.with_suffix(".valgrind.log"))
+            wrapper = valgrind.script(self._folder, self._stderr.with_suffix(".valgrind.log"))
             fork_servers.start(self._process, str(wrapper))
         else:
             fork_servers.start(self._process)
