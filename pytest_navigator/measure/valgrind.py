@@ -33,7 +33,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_navigator.workers import fork_servers
 from pytest_navigator.workers.fork_servers import Wrapper
 
 #: Environment variable naming the valgrind executable (else `valgrind` on PATH).
@@ -122,9 +121,11 @@ class Valgrind:
 def start_counting_server() -> None:
     """Start the counting fork server now, where valgrind is found (fork_servers.start_counting_server);
     where it is not, the counts skip later with the reason."""
+    from pytest_navigator.runtimes.remote import start_counting_server as start  # its workers build runtimes
+
     found = find()
     if not isinstance(found, str):
-        fork_servers.start_counting_server(found.wrapper())
+        start(found.wrapper())
 
 
 def find() -> Valgrind | str:

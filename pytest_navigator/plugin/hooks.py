@@ -115,9 +115,9 @@ class NavigatorPlugin:
             xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
             starts_workers = not config.option.collectonly and not xdist_controller
             if settings.isolation == "process" and starts_workers:
-                from pytest_navigator.workers.fork_servers import start_server
+                from pytest_navigator.runtimes.remote import start_fork_server
 
-                start_server()  # its imports overlap the models' loading below
+                start_fork_server()  # its imports overlap the models' loading below
             if (
                 settings.profiler.run_profiling
                 and settings.profiler.measurement_mode is MeasurementMode.INSTRUCTIONS

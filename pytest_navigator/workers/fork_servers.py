@@ -51,6 +51,8 @@ PRELOAD = (
 #: The counting server also imports ONNX Runtime: under valgrind its import is seconds, paid by every
 #: counted onnxruntime-cpu process otherwise.
 COUNTING_PRELOAD = (*PRELOAD, "onnxruntime")
+#: What layers above asked the fork servers to import too (preload): the code their workers run.
+_ALSO_PRELOAD: list[str] = []
 #: NAVIGATOR_WORKER_START=spawn: spawn every worker, as before the fork servers (a way out, should a
 #: library misbehave in a forked worker).
 START_METHOD_VARIABLE = "NAVIGATOR_WORKER_START"
@@ -91,6 +93,12 @@ class Wrapper:
         return script
 
 
+def preload(*modules: str) -> None:
+    """Have fork servers started from now on import `modules` too: code a layer above runs in every
+    worker (runtimes/remote.py), imported once rather than by each worker."""
+    _ALSO_PRELOAD.extend(m for m in modules if m not in _ALSO_PRELOAD)
+
+
 def spawn_only() -> bool:
     return os.environ.get(START_METHOD_VARIABLE, "").strip().lower() == "spawn" or (
         "forkserver" not in multiprocessing.get_all_start_methods()
@@ -107,7 +115,7 @@ def context(forkable: bool = True) -> Any:
     if not forkable or spawn_only():
         return multiprocessing.get_context("spawn")
     forking = multiprocessing.get_context("forkserver")
-    forking.set_forkserver_preload(_installed(PRELOAD))
+    forking.set_forkserver_preload(_installed((*PRELOAD, *_ALSO_PRELOAD)))
     return forking
 
 
@@ -134,13 +142,16 @@ class CountingServer:
     `valgrind` (valgrind.Valgrind.wrapper()) says how to start a Python under callgrind; its
     environment (one OpenMP thread, fixed hash seed, the dump folder) is the server's and every child's."""
 
-    def __init__(self, valgrind: Wrapper, preload: tuple[str, ...] = COUNTING_PRELOAD) -> None:
+    def __init__(self, valgrind: Wrapper, preload: tuple[str, ...] | None = None) -> None:
+        """`preload`: what the server imports (COUNTING_PRELOAD and what layers above asked for)."""
         from multiprocessing import forkserver
 
         self.valgrind = valgrind
         self.folder = Path(tempfile.mkdtemp(prefix="navigator-counting-"))
         self._server = forkserver.ForkServer()
-        self._server.set_forkserver_preload(_installed(preload))
+        self._server.set_forkserver_preload(
+            _installed((*COUNTING_PRELOAD, *_ALSO_PRELOAD) if preload is None else preload)
+        )
         self._wrapper = str(valgrind.script(self.folder, self.folder / "valgrind.%p.log"))
 
     def ensure_running(self) -> None:
