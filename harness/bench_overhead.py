@@ -13,7 +13,8 @@ meaningful on a noisy machine where either throughput alone is not.
 
 With process isolation (the plugin's default, pytest_navigator/workers/isolation.py) the profiler runs in
 the runtime's worker process and reports progress over a pipe between windows; `--isolated`
-measures that path too: the same rounds, with the profiler's side run through a WorkerRunner.
+measures that path too: the same rounds, with the profiler's side run by the executor of a
+WorkerRunner (measure/executor.py).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ import numpy as np
 
 from pytest_navigator.check.strategies import random_samples
 from pytest_navigator.config import ProfilerConfig, Sample
+from pytest_navigator.measure.executor import executor_for
 from pytest_navigator.measure.profiler import profile_batch
 from pytest_navigator.model.spec import parse_io_spec
 from pytest_navigator.runtimes.base import CallableRunner
 
 if TYPE_CHECKING:
-    from pytest_navigator.workers.isolation import WorkerRunner
+    from pytest_navigator.runtimes.remote import WorkerRunner
 
 #: Targets the issue sets for the ratio, by target request time in microseconds.
 TARGETS = {1000: 0.99, 100: 0.97}
@@ -72,14 +74,13 @@ def isolated_tanh(batch: int) -> WorkerRunner:
     from types import SimpleNamespace
 
     from pytest_navigator.runtimes.base import BuildContext, RuntimeDefinition
+    from pytest_navigator.runtimes.remote import WorkerRunner
     from pytest_navigator.workers.isolation import Timeouts, Worker
 
     spec = tanh_runner(batch).input_spec
     model = SimpleNamespace(path=Path(f"tanh-{batch}"), name="tanh", io_spec=spec)
     definition = RuntimeDefinition("tanh", functools.partial(_build_tanh, batch=batch))
     context = BuildContext(Path(tempfile.gettempdir()), {})
-    from pytest_navigator.workers.isolation import WorkerRunner
-
     return WorkerRunner.build(Worker("tanh", Timeouts()), definition, model, context, "tanh")
 
 
@@ -104,7 +105,7 @@ def compare(target_us: float, rounds: int, config: ProfilerConfig, isolated: boo
     def profiled_batch() -> Any:
         if worker is None:
             return profile_batch(runner, inputs, batch, config)
-        profile, _ = worker.measure(config, [batch])
+        profile, _ = executor_for(worker, runner.input_spec).measure(config, [batch])
         return profile.batches[0]
 
     profiled, bare, ratios, latencies = [], [], [], []

@@ -244,7 +244,7 @@ class NavigatorSession:
         count instead (count_instructions)."""
 
         from pytest_navigator.measure.calibration import calibration_score
-        from pytest_navigator.workers.isolation import WorkerRunner, profile_measurement
+        from pytest_navigator.measure.executor import executor_for
 
         config = config or self.settings.profiler
         if config.measurement_mode is MeasurementMode.INSTRUCTIONS:
@@ -274,12 +274,8 @@ class NavigatorSession:
         calibrate = self._calibrates(stored)
         before = calibration_score(runner.device) if calibrate else None
         old_runner = self.runner(self.against_model, runtime) if self.against_model is not None else None
-        olds: dict[int, BatchProfile]
-        if isinstance(runner, WorkerRunner):  # the timing loop runs in the runtime's own process
-            old = old_runner if isinstance(old_runner, WorkerRunner) else None
-            profile, olds = runner.measure(config, sizes, old, progress=self.progress)
-        else:
-            profile, olds = profile_measurement(runner, model.io_spec, config, sizes, old_runner, self.progress)
+        # the timing loop runs where the runtime runs: in its own worker process, or here
+        profile, olds = executor_for(runner, model.io_spec).measure(config, sizes, old_runner, self.progress)
         profile, olds = self._runs(model, runtime, runner, old_runner, config, profile, olds, stored)
         result = self.results.result(model.path, runtime)
         if self.against_model is not None:
@@ -316,14 +312,14 @@ class NavigatorSession:
         measured again in fresh worker processes, up to --navigator-processes runs. A run that fails
         leaves the others standing, said in the stop reason. Under --navigator-isolation=none the runs
         repeat in this process, which the stop reason says: the spread between processes is not seen."""
-        from pytest_navigator.workers.isolation import WorkerRunner, profile_measurement
+        from pytest_navigator.measure.executor import executor_for
 
         new_runs = {b.batch_size: [b.figures()] if b.stable else [] for b in profile.batches}
         old_runs = {size: [b.figures()] if b.stable else [] for size, b in olds.items()}
         count = self.settings.processes if self._judged_or_kept(stored) else 1
         sizes = [b.batch_size for b in profile.batches if b.status != "error"]
         notes = []
-        isolated = isinstance(runner, WorkerRunner)
+        isolated = executor_for(runner, model.io_spec).isolated
         for number in range(2, count + 1 if sizes else 0):
             if self.progress is not None:
                 where = "a fresh process" if isolated else "this process"
@@ -334,11 +330,12 @@ class NavigatorSession:
                     models = [model] + ([self.against_model] if self.against_model is not None else [])
                     built, worker = self.builds.fresh_runners(models, runtime, f"run {number}")
                     try:
-                        more, more_olds = built[0].measure(again, sizes, built[1] if len(built) > 1 else None)
+                        fresh = executor_for(built[0], model.io_spec)
+                        more, more_olds = fresh.measure(again, sizes, built[1] if len(built) > 1 else None)
                     finally:
                         self.builds.close_counting([worker])
                 else:
-                    more, more_olds = profile_measurement(runner, model.io_spec, again, sizes, old_runner)
+                    more, more_olds = executor_for(runner, model.io_spec).measure(again, sizes, old_runner)
             except NavigatorError as failed:
                 notes.append(f"run {number} of {count} failed ({describe_error(failed).splitlines()[0]})")
                 continue
@@ -398,30 +395,24 @@ class NavigatorSession:
 
     def _traces(self, model: Model, runner: Runner, profile: RuntimeProfile) -> list[str]:
         """--navigator-trace: each measured batch size traced by the runtime's own profiler (trace.py)."""
-        from pytest_navigator.measure.trace import folder_for, trace_runner
-        from pytest_navigator.workers.isolation import WorkerRunner
+        from pytest_navigator.measure.executor import executor_for
+        from pytest_navigator.measure.trace import folder_for
 
         assert self.settings.trace_dir is not None
         folder = folder_for(self.settings.trace_dir, model.name, profile.runtime)
         sizes = [b.batch_size for b in profile.batches if b.status != "error"]
-        if isinstance(runner, WorkerRunner):
-            return runner.trace_sizes(sizes, folder)
-        return trace_runner(runner, lambda size: self.profiling_inputs(model, size), sizes, folder)
+        return executor_for(runner, model.io_spec).trace(sizes, folder)
 
     def _with_peak_memory(self, model: Model, runner: Runner, profile: RuntimeProfile) -> RuntimeProfile:
         """`profile` with each measured batch size's peak memory, from an untimed pass after all the
         timed windows (memory.py), in the runtime's own process."""
-        from pytest_navigator.measure.memory import peak_memory
-        from pytest_navigator.workers.isolation import WorkerRunner
+        from pytest_navigator.measure.executor import executor_for
 
         sizes = [b.batch_size for b in profile.batches if b.status != "error"]
         if not sizes:
             return profile
         try:
-            if isinstance(runner, WorkerRunner):
-                peaks = runner.peak_memory(sizes)
-            else:
-                peaks = peak_memory(runner, lambda size: self.profiling_inputs(model, size), sizes)
+            peaks = executor_for(runner, model.io_spec).peak_memory(sizes)
         except NavigatorError:  # a worker that died here: its measurement stands, without peaks
             return profile
         batches = tuple(
@@ -444,6 +435,7 @@ class NavigatorSession:
         separate processes under callgrind (instructions.py). CannotCount says why a runtime cannot
         be counted here (no valgrind, a GPU runtime)."""
         from pytest_navigator.measure import instructions, valgrind
+        from pytest_navigator.measure.executor import executor_for
         from pytest_navigator.runtimes.runtime_options import split_runtime_id
 
         definition = self.registry.get(runtime)
@@ -465,9 +457,10 @@ class NavigatorSession:
         limit = model.io_spec.max_batch_size
         wanted = [b for b in (config.batch_sizes or instructions.DEFAULT_BATCH_SIZES) if b is not None]
         sizes = [b for b in wanted if limit is None or b <= limit] or [1]
-        runners = self.builds.counting_runners(model, counted, found)
+        runners = self.builds.counting_runners(model, counted, found.wrapper())
         try:
-            profile = instructions.measure(runners, sizes, config, found.version_text, self.progress, found.slow_fma)
+            executors = [executor_for(r, model.io_spec) for r in runners]
+            profile = instructions.measure(executors, sizes, config, found.version_text, self.progress, found.slow_fma)
         finally:
             self.builds.close_counting([r.worker for r in runners])
         self.results.result(model.path, runtime).profile = ProfileSummary.of(profile)

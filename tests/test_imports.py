@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("torch", "onnxruntime", "tensorrt", "onnx")
 
@@ -96,3 +98,83 @@ def test_the_package_has_no_import_cycle() -> None:
 
     cycles = [" -> ".join(cycle) for name in sorted(graph) if (cycle := reaches(name, name, set()))]
     assert cycles == []
+
+
+def _package() -> Path:
+    import pytest_navigator
+
+    return Path(pytest_navigator.__file__).parent
+
+
+def _imported(path: Path) -> list[tuple[str, int]]:
+    """Every module a file imports (names from a module count as submodules too), at any depth:
+    inside functions and under TYPE_CHECKING as well."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found += [(node.module, node.lineno), *((f"{node.module}.{a.name}", node.lineno) for a in node.names)]
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+    return found
+
+
+def test_workers_are_plumbing_that_imports_nothing_above_them() -> None:
+    """workers/ starts processes, sends requests with timeouts and reports crashes and hangs; what runs
+    in a worker (a runtime's build: runtimes/remote.py; a measurement: measure/executor.py) imports
+    workers/, never the other way round."""
+    package = _package()
+    above = ("runtimes", "check", "measure", "gate", "report", "plugin", "session", "cli")
+    offenders = [
+        f"{path.relative_to(package)}:{line} imports {name}"
+        for path in sorted((package / "workers").rglob("*.py"))
+        for name, line in _imported(path)
+        if name.split(".")[:2] in (["pytest_navigator", folder] for folder in above)
+    ]
+    assert offenders == []
+
+
+def _names_worker_runner(source: str) -> list[int]:
+    """The lines that name WorkerRunner: an isinstance on it, an import of it, any use."""
+    return [
+        getattr(node, "lineno", 0)
+        for node in ast.walk(ast.parse(source))
+        if (isinstance(node, ast.Name) and node.id == "WorkerRunner")
+        or (isinstance(node, ast.Attribute) and node.attr == "WorkerRunner")
+        or (isinstance(node, ast.alias) and node.name == "WorkerRunner")
+    ]
+
+
+def test_only_measure_and_runtimes_know_that_a_runner_may_run_in_a_worker() -> None:
+    """Where a runtime runs is not the caller's business: the session and everything else outside
+    measure/ (the executors) and runtimes/ (builds, the worker-backed Runner) go through an Executor,
+    and never name WorkerRunner: no isinstance on it, no import of it."""
+    package = _package()
+    offenders = [
+        f"{path.relative_to(package)}:{line}"
+        for path in sorted(package.rglob("*.py"))
+        if path.parent.name not in ("measure", "runtimes")
+        for line in _names_worker_runner(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_the_check_of_worker_runners_would_see_them() -> None:
+    # guards the test above against a walk that cannot find what it looks for
+    source = (
+        "from pytest_navigator.runtimes.remote import WorkerRunner\n"
+        "if isinstance(runner, remote.WorkerRunner) or isinstance(old, WorkerRunner):\n    pass\n"
+    )
+    assert _names_worker_runner(source) == [1, 2, 2]
+
+
+def test_the_measuring_and_worker_modules_hold_one_idea_each() -> None:
+    """DESIGN.md: a module past ~400 lines holds two ideas. measure/ and workers/ were split by idea
+    (profiler: profiles, stability; isolation: remote, executor, pickling); they stay split."""
+    package = _package()
+    long = [
+        f"{path.relative_to(package)}: {count} lines"
+        for folder in ("measure", "workers")
+        for path in sorted((package / folder).glob("*.py"))
+        if (count := len(path.read_text().splitlines())) > 400
+    ]
+    assert long == []

@@ -85,25 +85,25 @@ def count_runner(
 
 
 def measure(
-    runners: Sequence[Any],
+    executors: Sequence[Any],
     sizes: Sequence[int],
     config: ProfilerConfig,
     tool: str,
     progress: Callable[[str], None] | None = None,
     slow_fma: bool = False,
 ) -> RuntimeProfile:
-    """Count with each built runner (isolation.WorkerRunner in its own process under callgrind) at
-    once, and combine the repeats per batch size."""
-    runtime = runners[0].runtime
+    """Count with each executor (executor.Executor: a runtime in its own worker process under
+    callgrind) at once, and combine the repeats per batch size."""
+    runtime = executors[0].runtime
 
     def one(index: int) -> dict[int, float | str]:
-        found: dict[int, float | str] = runners[index].count(list(sizes), progress if index == 0 else None)
+        found: dict[int, float | str] = executors[index].count(list(sizes), progress if index == 0 else None)
         return found
 
-    with ThreadPoolExecutor(max_workers=len(runners)) as pool:
-        repeats = list(pool.map(one, range(len(runners))))
+    with ThreadPoolExecutor(max_workers=len(executors)) as pool:
+        repeats = list(pool.map(one, range(len(executors))))
     batches = tuple(combine(size, [r[size] for r in repeats]) for size in sizes)
-    how = f"{len(runners)} processes under callgrind ({tool}), {REQUESTS} requests each"
+    how = f"{len(executors)} processes under callgrind ({tool}), {REQUESTS} requests each"
     stop = f"instructions counted at batch size {', '.join(map(str, sizes))} ({how})"
     if slow_fma:
         stop += f"; {tool} emulates FMA instructions in software (about 1000x slower in AVX2 kernels): 3.22 or newer counts faster"

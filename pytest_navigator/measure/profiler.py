@@ -15,6 +15,9 @@ max_trials windows gets more, up to EXTRA_TRIALS_FACTOR times as many, while the
 (the first size: until twice the budget); the sweep stops before a batch size the rest of the
 budget cannot pay for. Every batch size says why its measurement ended, and the profile why the
 sweep did.
+
+What a measurement found (WindowResult, BatchProfile, RuntimeProfile) is in profiles.py, and when it
+is stable (the rule, check_profile) in stability.py; their names still import from here.
 """
 
 from __future__ import annotations
@@ -22,14 +25,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from pytest_navigator import options
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
-from pytest_navigator.measure.interference import CpuMonitor, CpuReading, free_cores, summarize
+from pytest_navigator.measure.interference import CpuMonitor
+from pytest_navigator.measure.profiles import BatchProfile, RuntimeProfile, WindowResult
+from pytest_navigator.measure.stability import (  # noqa: F401 (PerformanceFailure, check_profile, thread_hint: re-exported)
+    PerformanceFailure,
+    check_profile,
+    converging,
+    stable_set,
+    thread_hint,
+)
 from pytest_navigator.measure.telemetry import DeviceReading
 from pytest_navigator.measure.trace import RequestRange, request_range
 from pytest_navigator.runtimes.base import Runner
@@ -60,152 +71,6 @@ SWEEP_LIMIT = 1024
 MIN_WINDOW_MS = 100.0
 #: A batch size still converging after max_trials windows may get up to this many times as many.
 EXTRA_TRIALS_FACTOR = 3
-#: "Still converging": the last stabilization windows lie within this multiple of stability_percentage.
-CONVERGING_FACTOR = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class WindowResult:
-    """One measurement window: its requests' latencies and the wall time they took together."""
-
-    batch_size: int
-    latencies_ms: tuple[float, ...]
-    wall_ms: float
-    device: DeviceReading | None = None
-    cpu: CpuReading | None = None
-
-    @property
-    def throttled(self) -> bool:
-        return self.device is not None and self.device.throttled
-
-    @property
-    def interfered(self) -> bool:
-        """Other processes took the runtime's cores during this window (interference.py)."""
-        return self.cpu is not None and self.cpu.interfered
-
-    def excluded(self, config: ProfilerConfig) -> bool:
-        """Left out of the stable set: the GPU throttled, or the CPUs were busy with other work (unless
-        config.interference is "report": busy windows are then named but count)."""
-        return self.throttled or (self.interfered and config.interference == "exclude")
-
-    @property
-    def throughput(self) -> float:
-        """Samples (rows) per second."""
-        return len(self.latencies_ms) * self.batch_size / (self.wall_ms / 1000) if self.wall_ms > 0 else 0.0
-
-    @property
-    def p50_ms(self) -> float:
-        return float(np.percentile(self.latencies_ms, 50))
-
-
-@dataclass(frozen=True)
-class BatchProfile:
-    """Every window measured at one batch size and, when stable, the figures from the stable ones."""
-
-    batch_size: int
-    status: str  # "stable", "unstable" or "error"
-    cold_start_ms: float | None
-    windows: tuple[WindowResult, ...] = ()
-    stable_windows: tuple[int, ...] = ()
-    error: str | None = None
-    #: Why the measurement of this batch size ended.
-    reason: str = ""
-    #: --navigator-mode=instructions: instructions per request counted by each process (instructions.py).
-    instructions: tuple[float, ...] = ()
-    #: Peak memory in an untimed pass after the measurement (memory.py): host RSS and the torch CUDA
-    #: allocator's, in bytes; rss_scope "since reset" (this batch size's own) or "since start".
-    peak_rss: int | None = None
-    peak_cuda: int | None = None
-    rss_scope: str = ""
-    #: CUDA runtimes: what NVML says the runtime's process holds on the GPU after that pass; TensorRT:
-    #: the engine's device memory at this batch size (bytes)
-    gpu_process: int | None = None
-    engine_memory: int | None = None
-    #: The figures of each process this batch size was measured in (runs.FIGURES: throughput and
-    #: p50/p95/p99 ms), this one first: a timed verdict compares processes, not windows (runs.py).
-    runs: tuple[dict[str, float], ...] = ()
-
-    def figures(self) -> dict[str, float]:
-        """This measurement's own per-process figures (runs.FIGURES)."""
-        latency = self.latency_ms
-        return {"throughput": self.throughput, "p50": latency["p50"], "p95": latency["p95"], "p99": latency["p99"]}
-
-    @property
-    def memory(self) -> dict[str, int | None]:
-        """The peak-memory figures in bytes, named as the report and baseline entries store them."""
-        return {
-            "rss_bytes": self.peak_rss,
-            "cuda_bytes": self.peak_cuda,
-            "gpu_process_bytes": self.gpu_process,
-            "engine_bytes": self.engine_memory,
-        }
-
-    @property
-    def stable(self) -> bool:
-        return self.status == "stable"
-
-    @property
-    def instructions_per_request(self) -> float:
-        """The median of the processes' counts (nan when not counted)."""
-        return float(np.median(self.instructions)) if self.instructions else float("nan")
-
-    @property
-    def interference(self) -> str:
-        """The evidence of other work on the CPUs, when some window was interfered with; else ""."""
-        return summarize([w.cpu for w in self.windows if w.cpu is not None])
-
-    def _pooled(self) -> np.ndarray:
-        chosen = [self.windows[i] for i in self.stable_windows] if self.stable else list(self.windows)
-        return np.array([ms for w in chosen for ms in w.latencies_ms])
-
-    @property
-    def throughput(self) -> float:
-        """Samples per second over the stable windows: all their samples over all their wall time."""
-        chosen = [self.windows[i] for i in self.stable_windows] if self.stable else list(self.windows)
-        wall = sum(w.wall_ms for w in chosen)
-        return sum(len(w.latencies_ms) for w in chosen) * self.batch_size / (wall / 1000) if wall > 0 else 0.0
-
-    def percentile(self, q: float) -> float:
-        pooled = self._pooled()
-        return float(np.percentile(pooled, q)) if pooled.size else float("nan")
-
-    @property
-    def latency_ms(self) -> dict[str, float]:
-        return {f"p{q}": self.percentile(q) for q in (50, 90, 95, 99)}
-
-    def describe_windows(self) -> str:
-        """Every window's throughput and p50, for an unstable result's message."""
-        return "; ".join(
-            f"#{i + 1}: {w.throughput:.1f}/s p50 {w.p50_ms:.3f} ms"
-            + (f" (throttled: {w.device.describe()})" if w.device is not None and w.throttled else "")
-            + (f" (busy: {w.cpu.describe()})" if w.cpu is not None and w.interfered else "")
-            for i, w in enumerate(self.windows)
-        )
-
-
-@dataclass(frozen=True)
-class RuntimeProfile:
-    """One runner's profile over the batch sizes it was measured at, and why the sweep stopped."""
-
-    runtime: str
-    batches: tuple[BatchProfile, ...]
-    stop_reason: str
-    config: ProfilerConfig = field(default_factory=ProfilerConfig)
-    #: Throughput of the device's fixed calibration workload around this profile (calibration.py).
-    calibration: float | None = None
-    #: The runtime option that sets its CPU threads ("threads", "intra_op_num_threads"), for hints.
-    thread_option: str | None = None
-    #: Instruction mode: the valgrind that counted ("valgrind-3.24.0").
-    tool: str | None = None
-
-    @property
-    def stable(self) -> bool:
-        return all(b.stable for b in self.batches if b.status != "error")
-
-    def best(self) -> BatchProfile | None:
-        """The stable batch size with the highest throughput."""
-        stable = [b for b in self.batches if b.stable]
-        return max(stable, key=lambda b: b.throughput) if stable else None
 
 
 def warm_up(runner: Runner, prepared: Sequence[Any], clock: Clock) -> float:
@@ -266,33 +131,6 @@ def _timed(runner: Runner, prepared: Any, clock: Clock, mark: RequestRange | Non
     if mark is not None:
         mark.pop()
     return elapsed / 1e6
-
-
-def stable_set(windows: Sequence[WindowResult], config: ProfilerConfig) -> tuple[int, ...] | None:
-    """Indices of the last `stabilization_windows` windows not excluded (throttled, interfered with)
-    when their throughput and their p50 latency each lie within stability_percentage of their mean;
-    None when they do not (yet). Seed 000's rule, unchanged: only the windows it looks at are chosen."""
-    return _within(windows, config, config.stability_percentage)
-
-
-def _within(windows: Sequence[WindowResult], config: ProfilerConfig, percentage: float) -> tuple[int, ...] | None:
-    usable = [i for i, w in enumerate(windows) if not w.excluded(config)][-config.stabilization_windows :]
-    if len(windows) < config.min_trials or len(usable) < config.stabilization_windows:
-        return None
-    for values in ([windows[i].throughput for i in usable], [windows[i].p50_ms for i in usable]):
-        mean = float(np.mean(values))
-        if mean <= 0 or any(abs(v - mean) > percentage / 100 * mean for v in values):
-            return None
-    return tuple(usable)
-
-
-def converging(windows: Sequence[WindowResult], config: ProfilerConfig) -> bool:
-    """Worth another window after max_trials: the last windows are close to the rule (within
-    CONVERGING_FACTOR times stability_percentage), or the latest was excluded (the machine or the
-    GPU may settle)."""
-    if windows and windows[-1].excluded(config):
-        return True
-    return _within(windows, config, CONVERGING_FACTOR * config.stability_percentage) is not None
 
 
 def profile_batch(
@@ -530,66 +368,3 @@ SETTLE_SECONDS = 0.2
 
 def _settle() -> None:
     time.sleep(SETTLE_SECONDS)
-
-
-class PerformanceFailure(AssertionError):
-    """A measurement that cannot be trusted or did not happen; the message carries every window."""
-
-
-#: What to try when a measurement will not settle.
-UNSTABLE_HINT = (
-    f"hint: measure longer windows ({options.WINDOW}=200 in count mode, or {options.MODE}=time "
-    f"{options.WINDOW}=5000), allow more windows ({options.MAX_TRIALS}=20) or a looser "
-    f"{options.STABILITY}, or run on a quieter machine (no other jobs, fixed CPU frequency, a GPU not shared)."
-)
-
-
-def check_profile(profile: RuntimeProfile, model_name: str) -> None:
-    """Raise PerformanceFailure when a batch size's measurement is unstable, or nothing could be measured."""
-    config = profile.config
-    unstable = [b for b in profile.batches if b.status == "unstable"]
-    if unstable and config.measurement_mode is MeasurementMode.INSTRUCTIONS:
-        lines = [f"{profile.runtime} on {model_name}: the instruction counts are unstable ({profile.stop_reason}):"]
-        lines += [
-            f"  batch {b.batch_size}: {b.reason}: {', '.join(f'{c:,.0f}' for c in b.instructions)} per request"
-            for b in unstable
-        ]
-        lines.append(
-            "  counts that differ between processes come from work that depends on scheduling or memory addresses:"
-            " threads the runtime starts, allocator caches, autotuning; nothing was judged."
-        )
-        raise PerformanceFailure("\n".join(lines))
-    if unstable:
-        lines = [
-            f"{profile.runtime} on {model_name}: the measurement is unstable at batch size"
-            f" {', '.join(str(b.batch_size) for b in unstable)}: no"
-            f" {config.stabilization_windows} consecutive windows (throttled and busy ones left out) had throughput"
-            f" and p50 latency within {config.stability_percentage:g}% of their mean."
-        ]
-        busy: list[CpuReading] = []
-        for batch in unstable:
-            lines.append(f"  batch {batch.batch_size} ({batch.reason}): {batch.describe_windows()}")
-            if sum(w.throttled for w in batch.windows) > len(batch.windows) - config.stabilization_windows:
-                lines.append("  the GPU throttled (clock or thermal limits) in too many windows; let it cool down.")
-            if batch.interference:
-                lines.append(f"  {batch.interference}.")
-                busy.extend(w.cpu for w in batch.windows if w.cpu is not None)
-        if busy:
-            lines.append(thread_hint(profile, busy))
-        lines.append(UNSTABLE_HINT)
-        raise PerformanceFailure("\n".join(lines))
-    if not any(b.status != "error" for b in profile.batches):
-        raise PerformanceFailure(f"{profile.runtime} on {model_name}: nothing could be measured: {profile.stop_reason}")
-
-
-def thread_hint(profile: RuntimeProfile, readings: Sequence[CpuReading]) -> str:
-    """What to try when other processes took the runtime's cores: fewer threads, or a quiet machine."""
-    threads, free = readings[0].threads, free_cores(readings)
-    if profile.thread_option is not None and threads > free:
-        return (
-            f"hint: the runtime's {threads} threads wait for each other when fewer cores are free; give it the"
-            f" {free} free core{'s' if free != 1 else ''} with the runtime option {profile.thread_option}={free}"
-            f" ({options.RUNTIME_OPTION}={profile.runtime.split(':')[0]}:{profile.thread_option}={free}),"
-            " or stop the other jobs."
-        )
-    return "hint: other processes took the runtime's cores; stop the other jobs or run on a dedicated machine."

@@ -28,12 +28,12 @@ import mmap
 import os
 import platform
 import re
-import shlex
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from pytest_navigator.workers.fork_servers import Wrapper
 
 #: Environment variable naming the valgrind executable (else `valgrind` on PATH).
 ENV_VALGRIND = "NAVIGATOR_VALGRIND"
@@ -108,20 +108,24 @@ class Valgrind:
             "-q",
         ]
 
-    def wrapper(self, folder: Path, log: Path) -> Path:
-        """An executable script that runs Python under callgrind (multiprocessing starts workers with
-        one executable path, not a command line); dumps go to folder/callgrind."""
-        out = folder / "callgrind"
-        out.mkdir(parents=True, exist_ok=True)
-        env = {**DETERMINISTIC_ENV, ENV_OUT: str(out)}
+    def wrapper(self) -> Wrapper:
+        """How a counted Python starts under callgrind, as values for the fork servers and workers
+        (fork_servers.Wrapper): its dumps go to the process's folder/callgrind."""
+        env = {**DETERMINISTIC_ENV, ENV_OUT: Wrapper.OUT}
         if self.lib:
             env["VALGRIND_LIB"] = self.lib
-        script = folder / "python-under-callgrind"
-        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        command = " ".join(shlex.quote(part) for part in [*self.command(out, log), sys.executable])
-        script.write_text(f'#!/bin/sh\nexec env {assignments} {command} "$@"\n')
-        script.chmod(0o755)
-        return script
+        command = self.command(Path(Wrapper.OUT), Path(Wrapper.LOG))
+        return Wrapper("callgrind", tuple(command), tuple(env.items()))
+
+
+def start_counting_server() -> None:
+    """Start the counting fork server now, where valgrind is found (fork_servers.start_counting_server);
+    where it is not, the counts skip later with the reason."""
+    from pytest_navigator.runtimes.remote import start_counting_server as start  # its workers build runtimes
+
+    found = find()
+    if not isinstance(found, str):
+        start(found.wrapper())
 
 
 def find() -> Valgrind | str:

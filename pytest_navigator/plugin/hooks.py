@@ -89,15 +89,15 @@ class NavigatorPlugin:
             xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
             starts_workers = not config.option.collectonly and not xdist_controller
             if settings.isolation == "process" and starts_workers:
-                from pytest_navigator.workers.fork_servers import start_server
+                from pytest_navigator.runtimes.remote import start_fork_server
 
-                start_server()  # its imports overlap the models' loading below
+                start_fork_server()  # its imports overlap the models' loading below
             if (
                 settings.profiler.run_profiling
                 and settings.profiler.measurement_mode is MeasurementMode.INSTRUCTIONS
                 and starts_workers
             ):
-                from pytest_navigator.workers.fork_servers import start_counting_server
+                from pytest_navigator.measure.valgrind import start_counting_server
 
                 start_counting_server()  # its imports under valgrind overlap the correctness tests
             for model in session.load_models():

@@ -200,7 +200,7 @@ class Builds:
             reference = self.reference(model)
             context = replace(self.context(model, reference.output_names), options=self.options(runtime))
             if isolated:
-                from pytest_navigator.workers.isolation import WorkerRunner
+                from pytest_navigator.runtimes.remote import WorkerRunner
 
                 return WorkerRunner.build(self.worker(runtime), self.registry.get(runtime), model, context, runtime)
             built = self.registry.get(runtime).build(model, context)
@@ -297,7 +297,8 @@ class Builds:
         from concurrent.futures import ThreadPoolExecutor
 
         from pytest_navigator.measure.instructions import REPEATS
-        from pytest_navigator.workers.isolation import BUILD_TIMEOUT, Timeouts, Worker, WorkerRunner
+        from pytest_navigator.runtimes.remote import WorkerRunner
+        from pytest_navigator.workers.isolation import BUILD_TIMEOUT, Timeouts, Worker
 
         self.progress(f"building {runtime} for {model.name} in {REPEATS} processes under callgrind")
         reference = self.reference(model)
@@ -332,7 +333,8 @@ class Builds:
         """`runtime` of each of `models` built in one new worker process (a run of a timed measurement:
         runs.py), restored from the artifact cache where it can be; returns the runners and the worker,
         which the caller closes (close_counting)."""
-        from pytest_navigator.workers.isolation import Timeouts, Worker, WorkerRunner
+        from pytest_navigator.runtimes.remote import WorkerRunner
+        from pytest_navigator.workers.isolation import Timeouts, Worker
 
         worker = Worker(f"{runtime} {label}", Timeouts(self.settings.timeout), self.settings.state_dir / "workers")
         self._counting.append(worker)

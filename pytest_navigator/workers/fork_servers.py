@@ -28,10 +28,12 @@ import contextlib
 import importlib.util
 import multiprocessing
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,8 @@ PRELOAD = (
 #: The counting server also imports ONNX Runtime: under valgrind its import is seconds, paid by every
 #: counted onnxruntime-cpu process otherwise.
 COUNTING_PRELOAD = (*PRELOAD, "onnxruntime")
+#: What layers above asked the fork servers to import too (preload): the code their workers run.
+_ALSO_PRELOAD: list[str] = []
 #: NAVIGATOR_WORKER_START=spawn: spawn every worker, as before the fork servers (a way out, should a
 #: library misbehave in a forked worker).
 START_METHOD_VARIABLE = "NAVIGATOR_WORKER_START"
@@ -56,6 +60,43 @@ START_METHOD_VARIABLE = "NAVIGATOR_WORKER_START"
 # Process starts that route through multiprocessing's forkserver module-level functions take turns:
 # a counting worker's start points them at the counting server for its duration.
 _STARTING = threading.RLock()
+
+
+@dataclass(frozen=True)
+class Wrapper:
+    """A program that a worker's Python runs under, as values (measure/valgrind.py gives callgrind's):
+    the command line before `python`, and the environment it sets. In both, OUT stands for the folder
+    the process's output goes to (folder/`name`, for each fork server or spawned worker its own) and
+    LOG for its log file."""
+
+    name: str
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+    OUT = "{out}"
+    LOG = "{log}"
+
+    def script(self, folder: Path, log: Path) -> Path:
+        """An executable script that runs this Python under the program (multiprocessing starts workers
+        with one executable path, not a command line); the output goes to folder/name."""
+        out = folder / self.name
+        out.mkdir(parents=True, exist_ok=True)
+
+        def filled(text: str) -> str:
+            return text.replace(self.OUT, str(out)).replace(self.LOG, str(log))
+
+        assignments = " ".join(f"{k}={shlex.quote(filled(v))}" for k, v in self.env)
+        command = " ".join(shlex.quote(part) for part in [*map(filled, self.command), sys.executable])
+        script = folder / f"python-under-{self.name}"
+        script.write_text(f'#!/bin/sh\nexec env {assignments} {command} "$@"\n')
+        script.chmod(0o755)
+        return script
+
+
+def preload(*modules: str) -> None:
+    """Have fork servers started from now on import `modules` too: code a layer above runs in every
+    worker (runtimes/remote.py), imported once rather than by each worker."""
+    _ALSO_PRELOAD.extend(m for m in modules if m not in _ALSO_PRELOAD)
 
 
 def spawn_only() -> bool:
@@ -74,7 +115,7 @@ def context(forkable: bool = True) -> Any:
     if not forkable or spawn_only():
         return multiprocessing.get_context("spawn")
     forking = multiprocessing.get_context("forkserver")
-    forking.set_forkserver_preload(_installed(PRELOAD))
+    forking.set_forkserver_preload(_installed((*PRELOAD, *_ALSO_PRELOAD)))
     return forking
 
 
@@ -98,18 +139,20 @@ def start(process: Any, executable: str | None = None) -> None:
 class CountingServer:
     """A fork server whose process runs under callgrind (instrumentation off), for counting workers.
 
-    `wrapper(folder, log)` writes the executable that starts a Python under callgrind
-    (valgrind.Valgrind.wrapper); its environment (one OpenMP thread, fixed hash seed, the dump folder)
-    is the server's and every child's."""
+    `valgrind` (valgrind.Valgrind.wrapper()) says how to start a Python under callgrind; its
+    environment (one OpenMP thread, fixed hash seed, the dump folder) is the server's and every child's."""
 
-    def __init__(self, valgrind: Any, preload: tuple[str, ...] = COUNTING_PRELOAD) -> None:
+    def __init__(self, valgrind: Wrapper, preload: tuple[str, ...] | None = None) -> None:
+        """`preload`: what the server imports (COUNTING_PRELOAD and what layers above asked for)."""
         from multiprocessing import forkserver
 
         self.valgrind = valgrind
         self.folder = Path(tempfile.mkdtemp(prefix="navigator-counting-"))
         self._server = forkserver.ForkServer()
-        self._server.set_forkserver_preload(_installed(preload))
-        self._wrapper = str(valgrind.wrapper(self.folder, self.folder / "valgrind.%p.log"))
+        self._server.set_forkserver_preload(
+            _installed((*COUNTING_PRELOAD, *_ALSO_PRELOAD) if preload is None else preload)
+        )
+        self._wrapper = str(valgrind.script(self.folder, self.folder / "valgrind.%p.log"))
 
     def ensure_running(self) -> None:
         """Start the server's process (it imports COUNTING_PRELOAD before it forks anything; the
@@ -143,28 +186,24 @@ class CountingServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-_COUNTING: dict[tuple[str, str | None], CountingServer] = {}
+_COUNTING: dict[Any, CountingServer] = {}
 
 
-def counting_server(valgrind: Any) -> CountingServer | None:
+def counting_server(valgrind: Wrapper) -> CountingServer | None:
     """The counting fork server for this valgrind (started on first use), or None where workers are
     spawned (NAVIGATOR_WORKER_START=spawn, no fork server on the platform)."""
     if spawn_only():
         return None
-    key = (valgrind.path, valgrind.lib)
     with _STARTING:
-        if key not in _COUNTING:
-            _COUNTING[key] = CountingServer(valgrind)
-        return _COUNTING[key]
+        if valgrind not in _COUNTING:
+            _COUNTING[valgrind] = CountingServer(valgrind)
+        return _COUNTING[valgrind]
 
 
-def start_counting_server() -> None:
-    """Start the counting server now, where valgrind is found: under valgrind its imports take 15-25 s,
-    which then overlap the correctness tests that run before any count."""
-    from pytest_navigator.measure.valgrind import find
-
-    found = find()
-    server = counting_server(found) if not isinstance(found, str) else None
+def start_counting_server(valgrind: Wrapper) -> None:
+    """Start the counting server now (valgrind.start_counting_server, where valgrind is found): under
+    valgrind its imports take 15-25 s, which then overlap the correctness tests that run before any count."""
+    server = counting_server(valgrind)
     if server is not None:
         server.ensure_running()
 

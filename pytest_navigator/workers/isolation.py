@@ -1,9 +1,10 @@
-"""Runtimes in worker processes: a runtime that hangs or crashes fails its own tests, and the rest go on.
+"""Worker processes: a runtime that hangs or crashes fails its own tests, and the rest go on.
 
 A test tool for native inference runtimes meets segfaults, aborts and deadlocks: they are the bugs
 it exists to catch. Each runtime of a run (`--navigator-isolation=process`, the plugin's default)
-is built and run in its own worker process. The parent keeps the reference, the truth and every
-verdict; it sends the worker requests (build, infer, profile) and waits with a timeout:
+is built and run in its own worker process (runtimes/remote.py). The parent keeps the reference, the
+truth and every verdict; it asks the worker to call a function (Worker.call: build, infer, measure)
+and waits with a timeout:
 
 - a worker that dies (a signal, an abort, an exit) is reported with the signal or exit code and
   the last lines of its stderr (the worker's file descriptors 1 and 2 go to a file, so native
@@ -16,37 +17,30 @@ verdict; it sends the worker requests (build, infer, profile) and waits with a t
 Workers are never forked from pytest's process (a forked child inherits its OpenMP thread pool and
 CUDA context): they fork from a fork server that imported torch once, or, under valgrind, from one
 of their own (fork_servers.py), and take the parent's environment as it is when they start, as a
-spawned one would. The runtime's definition travels with cloudpickle, so runtimes registered in a
-conftest.py (closures, lambdas) run in workers too.
+spawned one would.
 
-The profiler's timing loop runs inside the worker, unchanged: timed requests cross no process
-boundary. A worker reports progress between windows; that is its heartbeat.
+This module is plumbing: it knows processes, pipes and timeouts, not runtimes or measurements. A
+request names a function by its module and name; the worker imports it and calls it with its
+WorkerState (the objects it keeps between requests, and the heartbeat: progress messages restart
+the parent's clock) and the request's arguments.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import io
-import marshal
-import math
+import importlib
 import os
-import pickle
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
-import types
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_navigator.config import ProfilerConfig, Sample
-from pytest_navigator.errors import NavigatorError, RuntimeBuildError, RuntimeCrashError, describe_error
-from pytest_navigator.runtimes.base import BuildContext, Runner, RuntimeDefinition
+from pytest_navigator.errors import NavigatorError, RuntimeCrashError, describe_error
 from pytest_navigator.workers import fork_servers
 
 #: Without --navigator-timeout: a build (torch.compile, a TensorRT engine) may take this long ...
@@ -90,9 +84,11 @@ class Worker:
     """One worker process and the pipe to it. Requests are answered in order; a worker that died or
     timed out stays dead, and every later request raises the same RuntimeCrashError."""
 
-    def __init__(self, name: str, timeouts: Timeouts, logs: Path | None = None, valgrind: Any = None) -> None:
-        """`valgrind` (a valgrind.Valgrind): the worker's Python runs under callgrind, instrumentation
-        off until the worker turns it on (instructions.count_runner)."""
+    def __init__(
+        self, name: str, timeouts: Timeouts, logs: Path | None = None, valgrind: fork_servers.Wrapper | None = None
+    ) -> None:
+        """`valgrind` (valgrind.Valgrind.wrapper()): the worker's Python runs under callgrind,
+        instrumentation off until the worker turns it on (instructions.count_runner)."""
         self.name, self.timeouts = name, timeouts
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
@@ -115,7 +111,7 @@ class Worker:
             server.start(self._process)
         elif valgrind is not None:
             self._folder = Path(tempfile.mkdtemp(prefix=f"{_safe(name)}-callgrind-", dir=logs))
-            wrapper = valgrind.wrapper(self._folder, self._stderr.with_suffix(".valgrind.log"))
+            wrapper = valgrind.script(self._folder, self._stderr.with_suffix(".valgrind.log"))
             fork_servers.start(self._process, str(wrapper))
         else:
             fork_servers.start(self._process)
@@ -123,15 +119,30 @@ class Worker:
         self._asked_to_close = False
         self.dead: RuntimeCrashError | None = None
         self.slowest = 0.0
+        #: The files of the functions this worker was asked to call: like this module's, their frames
+        #: are the worker's machinery, left out of the stderr shown when it dies.
+        self._machinery: set[str] = set()
 
-    def request(self, message: tuple[Any, ...], timeout: float, progress: Callable[[str], None] | None = None) -> Any:
-        """Send `message`, wait for the answer (progress messages restart the clock); raise
+    def call(
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        what: str,
+        timeout: float,
+        progress: Callable[[str], None] | None = None,
+    ) -> Any:
+        """`function(state, *args)` in the worker (a module-level function, found there by its module and
+        name; `state`: the worker's WorkerState), and its answer. `what` names the request in a hang's
+        report ("a build request"). Waits for the answer (the worker's progress messages, passed to
+        `progress`, restart the clock); raises RemoteError for an exception raised by the call, and
         RuntimeCrashError when the worker dies or is silent for `timeout` seconds."""
         if self.dead is not None:
             raise self.dead
+        module = function.__module__
+        self._machinery.add(os.path.join(*module.split(".")) + ".py")
         started = time.perf_counter()
         try:
-            self._conn.send(message)
+            self._conn.send(("call", f"{module}:{function.__qualname__}", args, what))
             deadline = time.monotonic() + timeout
             while True:
                 if self._conn.poll(min(0.2, max(0.0, deadline - time.monotonic()))):
@@ -150,7 +161,6 @@ class Worker:
                 if time.monotonic() >= deadline:
                     self._dump_stacks()
                     self._kill()
-                    what = message[3] if message[0] == "call" else message[0]
                     article = "an" if what[0] in "aeiou" else "a"
                     raise self._dies(f"gave no answer within {timeout:g} s to {article} {what} request, and was killed")
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
@@ -172,7 +182,13 @@ class Worker:
             lines = self._stderr.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             return []
-        machinery = ("multiprocessing" + os.sep, "isolation.py", 'File "<string>"', "Extension modules:")
+        machinery = (
+            "multiprocessing" + os.sep,
+            "isolation.py",
+            'File "<string>"',
+            "Extension modules:",
+            *self._machinery,
+        )
         kept = [line for line in lines if line.strip() and not any(m in line for m in machinery)]
         return kept[-STDERR_LINES:]
 
@@ -227,208 +243,23 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
 
-def _definition_bytes(definition: RuntimeDefinition) -> bytes:
-    """The definition, pickled by cloudpickle; user code (a conftest.py, a test module) by value, so
-    the worker needs neither its path nor its import name."""
-    import cloudpickle
-
-    build = definition.build
-    while hasattr(build, "func"):  # functools.partial
-        build = build.func
-    module = sys.modules.get(getattr(build, "__module__", "") or "")
-    user_code = module is not None and not _installed(module)
-    # cloudpickle's by-value registry is global: the counting workers are built from threads at once,
-    # and one thread's unregister must not land in another's dump (it raised "not registered")
-    with _PICKLING:
-        if user_code:
-            cloudpickle.register_pickle_by_value(module)
-        try:
-            buffer = io.BytesIO()
-            _keep_file_names_pickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(definition)
-            return buffer.getvalue()
-        finally:
-            if user_code:
-                cloudpickle.unregister_pickle_by_value(module)
-
-
-_PICKLING = threading.Lock()
-
-
-def _keep_file_names_pickler() -> type:
-    import cloudpickle
-
-    # Cached per cloudpickle module: a class made from a module that has since left sys.modules
-    # (pytester's inline runs restore sys.modules, and a later import makes a new module) pickles
-    # cloudpickle's own helpers by value, recursing until "excessively deep recursion" (CI, twice).
-    return _pickler_from(cloudpickle.Pickler)
-
-
-@functools.cache
-def _pickler_from(base: type) -> type:
-    class KeepFileNames(base):
-        """cloudpickle, but code objects travel as marshal does them (as in a .pyc): cloudpickle 3 renames
-        their file "<dynamic-code>", and a hung or crashed worker's stack would no longer name the
-        user's conftest.py. The worker is the same Python, so marshal's format is the same."""
-
-        def reducer_override(self, obj: Any) -> Any:
-            if isinstance(obj, types.CodeType):
-                return marshal.loads, (marshal.dumps(obj),)
-            return super().reducer_override(obj)
-
-    return KeepFileNames
-
-
-def _installed(module: Any) -> bool:
-    """Whether a module comes from an installed package (imported by name in a worker too)."""
-    name = module.__name__.split(".")[0]
-    if name in ("pytest_navigator", "harness") or name in sys.stdlib_module_names:
-        return True
-    path = getattr(module, "__file__", None) or ""
-    return "site-packages" in path or "dist-packages" in path
-
-
-class WorkerRunner(Runner):
-    """A runtime built and run in its own worker process (see the module docstring)."""
-
-    def __init__(self, worker: Worker, runtime: str, model: Any, info: dict[str, Any]) -> None:
-        super().__init__(runtime, model.io_spec, info["output_names"], info["device"])
-        self.worker, self.model = worker, model
-        self._max_batch_size = info["max_batch_size"]
-        self.cache_events: list[Any] = info["cache_events"]
-
-    @classmethod
-    def build(
-        cls,
-        worker: Worker,
-        definition: RuntimeDefinition,
-        model: Any,
-        context: BuildContext,
-        runtime: str,
-    ) -> WorkerRunner:
-        """Build `runtime` in `worker` (which may already hold another model's build of it)."""
-        try:
-            payload = _definition_bytes(definition)
-        except Exception as exc:
-            raise RuntimeBuildError(
-                f"{runtime} cannot be sent to a worker process ({describe_error(exc)}); run it in-process with "
-                "--navigator-isolation=none, or register a build function that pickles"
-            ) from exc
-        try:
-            info = worker.request(("build", payload, model, context, runtime), worker.timeouts.build())
-        except RemoteError as exc:
-            raise RuntimeBuildError(exc.description) from None
-        except RuntimeCrashError as exc:
-            raise RuntimeBuildError(f"building {runtime} for {model.name}: {exc}") from None
-        return cls(worker, runtime, model, info)
-
-    @property
-    def max_batch_size(self) -> int | None:
-        return self._max_batch_size
-
-    def _call(self, method: str, *args: Any, progress: Callable[[str], None] | None = None) -> Any:
-        timeout = self.worker.timeouts.call(self.worker.slowest)
-        try:
-            return self.worker.request(("call", self.model.path, self.runtime, method, args), timeout, progress)
-        except RemoteError as exc:
-            if exc.navigator:
-                raise NavigatorError(exc.description) from None
-            raise
-
-    def infer(self, sample: Sample) -> Sample:
-        result: Sample = self._call("infer", sample)
-        return result
-
-    def preload(self, samples: Iterable[Sample]) -> None:
-        self._call("preload", list(samples))
-
-    def plan_seconds(self, batch_size: int) -> float | None:
-        found: float | None = self._call("plan_seconds", batch_size)
-        return found
-
-    @property
-    def planned_batch_sizes(self) -> tuple[int, ...]:
-        return tuple(self._call("planned_batch_sizes"))
-
-    def measure(
-        self,
-        config: ProfilerConfig,
-        sizes: list[int] | None,
-        against: WorkerRunner | None = None,
-        progress: Callable[[str], None] | None = None,
-    ) -> tuple[Any, dict[int, Any]]:
-        """profile_measurement in the worker: the timing loop never crosses the process boundary."""
-        old = against.model.path if against is not None else None
-        found: tuple[Any, dict[int, Any]] = self._call("measure", config, sizes, old, progress=progress)
-        return found
-
-    def count(self, sizes: list[int], progress: Callable[[str], None] | None = None) -> dict[int, float | str]:
-        """instructions.count_runner in the worker (which runs under callgrind)."""
-        found: dict[int, float | str] = self._call("count", sizes, progress=progress)
-        return found
-
-    def trace_sizes(self, sizes: list[int], folder: Path) -> list[str]:
-        """trace.trace_runner in the worker: the runtime's own profiler, in its own process."""
-        found: list[str] = self._call("trace_sizes", sizes, folder)
-        return found
-
-    def peak_memory(self, sizes: list[int]) -> dict[int, Any]:
-        """memory.peak_memory in the worker: the peak of the runtime's own process."""
-        found: dict[int, Any] = self._call("peak_memory", sizes)
-        return found
-
-    def prepare(self, sample: Sample) -> Any:
-        raise NavigatorError(f"{self.runtime} runs in a worker process: measure it with measure(), not run()")
-
-    def run(self, prepared: Any) -> Any:
-        raise NavigatorError(f"{self.runtime} runs in a worker process: measure it with measure(), not run()")
-
-
-def profile_measurement(
-    runner: Runner,
-    io_spec: Any,
-    config: ProfilerConfig,
-    sizes: list[int] | None,
-    old: Runner | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> tuple[Any, dict[int, Any]]:
-    """The measurement of one runtime, wherever it runs: profile_runner over `sizes` (None: a sweep),
-    with `old` measured window by window beside it (A/B); returns the profile and the old side's
-    batch profiles by size."""
-    from pytest_navigator.check.strategies import profiling_inputs
-    from pytest_navigator.measure.interference import cpu_monitor
-    from pytest_navigator.measure.profiler import BatchProfile, profile_pair, profile_runner
-    from pytest_navigator.measure.telemetry import gpu_monitor
-
-    olds: dict[int, BatchProfile] = {}
-    measure = None
-    if old is not None:
-
-        def measure(size: int) -> BatchProfile:
-            new, olds[size] = profile_pair(
-                runner, old, profiling_inputs(io_spec, size), size, config, progress=progress
-            )
-            return new
-
-    profile = profile_runner(
-        runner,
-        lambda size: profiling_inputs(io_spec, size),
-        config,
-        sizes,
-        monitor=gpu_monitor(runner.device),
-        measure=measure,
-        progress=progress,
-        cpu=cpu_monitor(runner.compute_threads()),
-    )
-    return profile, olds
-
-
 # -- the worker side ---------------------------------------------------------------------------------
 
 
+@dataclass
+class WorkerState:
+    """What a function called in a worker (Worker.call) gets first: the objects the worker keeps between
+    requests (a built runtime, by a key its caller chooses), and the heartbeat: `progress(text)` reaches
+    the parent's progress line and restarts its clock."""
+
+    progress: Callable[[str], None]
+    kept: dict[Any, Any] = field(default_factory=dict)
+
+
 def serve(conn: Any, stderr_path: str, environment: dict[str, str] | None = None) -> None:
-    """A worker's main loop: build runners, answer calls, until "close" or the pipe closes.
-    `environment`: the parent's, when the worker was started (a forked worker would otherwise have
-    the fork server's, from when the run began)."""
+    """A worker's main loop: answer calls, until "close" or the pipe closes. `environment`: the
+    parent's, when the worker was started (a forked worker would otherwise have the fork server's,
+    from when the run began)."""
     if environment is not None:
         os.environ.clear()
         os.environ.update(environment)
@@ -444,7 +275,7 @@ def serve(conn: Any, stderr_path: str, environment: dict[str, str] | None = None
     from pytest_navigator.logs import quiet_library_loggers
 
     quiet_library_loggers()
-    runners: dict[tuple[Path, str], tuple[Runner, Any]] = {}
+    state = WorkerState(lambda text: conn.send(("progress", text)))
     while True:
         try:
             message = conn.recv()
@@ -453,59 +284,18 @@ def serve(conn: Any, stderr_path: str, environment: dict[str, str] | None = None
         if message[0] == "close":
             return
         try:
-            answer = _answer(message, runners, conn)
+            _, name, args, _ = message
+            answer = _function(name)(state, *args)
         except BaseException as exc:
             conn.send(("error", (describe_error(exc), isinstance(exc, NavigatorError))))
             continue
         conn.send(("ok", answer))
 
 
-def _answer(message: tuple[Any, ...], runners: dict[tuple[Path, str], tuple[Runner, Any]], conn: Any) -> Any:
-    kind = message[0]
-    if kind == "build":
-        _, payload, model, context, runtime = message
-        definition: RuntimeDefinition = pickle.loads(payload)
-        seen = len(context.cache.events) if context.cache is not None else 0
-        try:
-            runner = definition.build(model, context)
-        except RuntimeBuildError:
-            raise
-        except Exception as exc:
-            raise RuntimeBuildError(f"building {runtime} for {model.name} failed: {describe_error(exc)}") from exc
-        if not isinstance(runner, Runner):
-            raise RuntimeBuildError(f"{runtime}: build returned {runner!r}, not a pytest_navigator.runtimes.Runner")
-        runner.runtime = runtime
-        runners[model.path, runtime] = (runner, model)
-        events = list(context.cache.events[seen:]) if context.cache is not None else []
-        return {
-            "output_names": runner.output_names,
-            "device": runner.device,
-            "max_batch_size": runner.max_batch_size,
-            "cache_events": events,
-        }
-    _, path, runtime, method, args = message
-    runner, model = runners[path, runtime]
-    if method == "measure":
-        config, sizes, old_path = args
-        old = runners[old_path, runtime][0] if old_path is not None else None
-        return profile_measurement(
-            runner, model.io_spec, config, sizes, old, lambda text: conn.send(("progress", text))
-        )
-    if method == "count":
-        from pytest_navigator.measure.instructions import count_runner
-
-        return count_runner(runner, model.io_spec, args[0], lambda text: conn.send(("progress", text)))
-    if method == "trace_sizes":
-        from pytest_navigator.check.strategies import profiling_inputs
-        from pytest_navigator.measure.trace import trace_runner
-
-        return trace_runner(runner, lambda size: profiling_inputs(model.io_spec, size), args[0], args[1])
-    if method == "peak_memory":
-        from pytest_navigator.check.strategies import profiling_inputs
-        from pytest_navigator.measure.memory import peak_memory
-
-        return peak_memory(runner, lambda size: profiling_inputs(model.io_spec, size), args[0])
-    if method == "planned_batch_sizes":
-        return runner.planned_batch_sizes
-    found = getattr(runner, method)(*args)
-    return found if not (isinstance(found, float) and math.isnan(found)) else None
+def _function(name: str) -> Callable[..., Any]:
+    """The function named "package.module:qualified.name" (Worker.call), imported in this process."""
+    module, _, qualified = name.partition(":")
+    found: Any = importlib.import_module(module)
+    for part in qualified.split("."):
+        found = getattr(found, part)
+    return found

@@ -139,17 +139,17 @@ def test_definitions_pickle_from_many_threads_at_once(tmp_path: Path, monkeypatc
     import time
 
     from pytest_navigator.runtimes import RuntimeDefinition
-    from pytest_navigator.workers import isolation
-    from pytest_navigator.workers.isolation import _definition_bytes
+    from pytest_navigator.runtimes.remote import _definition_bytes
+    from pytest_navigator.workers import pickling
 
-    pickler = isolation._keep_file_names_pickler()
+    pickler = pickling._keep_file_names_pickler()
 
     class Slow(pickler):  # type: ignore[misc, valid-type]
         def dump(self, obj: object) -> None:
             time.sleep(0.005)  # every thread inside its dump at once, as builds of real runtimes are
             super().dump(obj)
 
-    monkeypatch.setattr(isolation, "_keep_file_names_pickler", lambda: Slow)
+    monkeypatch.setattr(pickling, "_keep_file_names_pickler", lambda: Slow)
 
     source = tmp_path / "user_runtimes.py"
     source.write_text("def build(model, ctx):\n    return ('built', model)\n")
@@ -190,7 +190,8 @@ def test_definitions_pickle_after_cloudpickle_was_imported_again(monkeypatch: py
     import importlib
 
     from pytest_navigator.runtimes import RuntimeDefinition
-    from pytest_navigator.workers.isolation import _definition_bytes, _keep_file_names_pickler
+    from pytest_navigator.runtimes.remote import _definition_bytes
+    from pytest_navigator.workers.pickling import _keep_file_names_pickler
 
     _keep_file_names_pickler()  # cached from the cloudpickle imported now
     for name in [m for m in sys.modules if m == "cloudpickle" or m.startswith("cloudpickle.")]:

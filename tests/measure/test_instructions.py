@@ -167,7 +167,7 @@ def test_a_dump_is_read_by_its_label(tmp_path: Path) -> None:
 
 def test_the_wrapper_runs_this_python_under_callgrind_with_deterministic_settings(tmp_path: Path) -> None:
     found = valgrind.Valgrind("/opt/vg/bin/valgrind", (3, 24, 0), "/opt/vg/libexec/valgrind")
-    script = found.wrapper(tmp_path, tmp_path / "w.log").read_text()
+    script = found.wrapper().script(tmp_path, tmp_path / "w.log").read_text()
     assert (
         "PYTHONHASHSEED=0" in script
         and "OMP_NUM_THREADS=1" in script
@@ -362,7 +362,7 @@ def test_counting_workers_fork_from_one_server_under_callgrind(counting: valgrin
     from pytest_navigator.workers import fork_servers
 
     # a light preload: the real one imports torch under valgrind (15-25 s); the mechanism is the same
-    server = fork_servers.CountingServer(counting, preload=("pytest_navigator.measure.valgrind",))
+    server = fork_servers.CountingServer(counting.wrapper(), preload=("pytest_navigator.measure.valgrind",))
     plain = forkserver.connect_to_new_process
     context = multiprocessing.get_context("forkserver")
     found = []
@@ -392,7 +392,7 @@ def test_no_counting_server_where_workers_are_spawned_or_valgrind_is_missing(
 ) -> None:
     from pytest_navigator.workers import fork_servers
 
-    some = valgrind.Valgrind("/opt/vg/bin/valgrind", (3, 24, 0))
+    some = valgrind.Valgrind("/opt/vg/bin/valgrind", (3, 24, 0)).wrapper()
     monkeypatch.setenv(fork_servers.START_METHOD_VARIABLE, "spawn")
     assert fork_servers.counting_server(some) is None
     monkeypatch.delenv(fork_servers.START_METHOD_VARIABLE)
@@ -401,6 +401,6 @@ def test_no_counting_server_where_workers_are_spawned_or_valgrind_is_missing(
     fork_servers.stop_counting_servers()
     assert not server.folder.exists()
     monkeypatch.setenv(valgrind.ENV_VALGRIND, str(tmp_path / "no-valgrind"))
-    fork_servers.start_counting_server()  # nothing to start, and no error: the counts then skip with the reason
+    valgrind.start_counting_server()  # nothing to start, and no error: the counts then skip with the reason
     assert fork_servers._COUNTING == {}
     fork_servers.stop_counting_servers()
