@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from pytest_navigator import options as option_names
-from pytest_navigator.check.strategies import describe, random_sample
 from pytest_navigator.config import Format, MeasurementMode, Sample
 from pytest_navigator.errors import NavigatorError, RuntimeBuildError, describe_error
+from pytest_navigator.model.draws import batch_bounds, describe, numpy_dtype, random_sample
 from pytest_navigator.model.loader import Model
 from pytest_navigator.report.results import RunResults, Status
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
@@ -247,7 +247,6 @@ class Builds:
         """Every batch size a built runtime will serve this run: the generated samples' range ends, the
         configured sizes, and the profiler's (explicit, else its sweep). TensorRT's optimization
         profile covers them all; per-size plans are built for them."""
-        from pytest_navigator.check.strategies import batch_bounds
         from pytest_navigator.measure.profiler import sweep_sizes
 
         sizes = set(self.batch_sizes(model))
@@ -373,8 +372,6 @@ class Builds:
 
 def sample_bytes(model: Model) -> int:
     """The bytes of one sample's inputs (dynamic non-batch axes at their smallest): a lower bound."""
-    from pytest_navigator.check.strategies import numpy_dtype
-
     total = 0
     for spec in model.io_spec:
         elements = 1

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from pytest_navigator.check.strategies import numpy_dtype
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError, first_line
+from pytest_navigator.model.draws import numpy_dtype
 from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pytest_navigator.check.strategies import numpy_dtype
 from pytest_navigator.config import Sample
 from pytest_navigator.errors import RuntimeBuildError
+from pytest_navigator.model.draws import numpy_dtype
 from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.onnx_runtimes import export_onnx, exporter_unavailable
