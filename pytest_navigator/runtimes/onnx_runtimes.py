@@ -226,7 +226,7 @@ class OnnxRuntimeRunner(Runner):
         """intra_op_num_threads, else ONNX Runtime's default (a thread per core); on a GPU, one."""
         if self.device != "cpu":
             return 1
-        from pytest_navigator.measure.interference import available_cores
+        from pytest_navigator.runtimes.environment import available_cores
 
         return self._threads or len(available_cores())
 

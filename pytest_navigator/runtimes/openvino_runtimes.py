@@ -151,7 +151,7 @@ class OpenVINORunner(Runner):
         threads = _property(self.compiled, "INFERENCE_NUM_THREADS", 0)
         if threads:
             return int(threads)
-        from pytest_navigator.measure.interference import available_cores
+        from pytest_navigator.runtimes.environment import available_cores
 
         return len(available_cores())
 

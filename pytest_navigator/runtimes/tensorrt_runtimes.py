@@ -257,7 +257,7 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
     built and stored on a miss."""
     import time
 
-    from pytest_navigator.measure.telemetry import gpu_facts
+    from pytest_navigator.runtimes.environment import gpu_facts
 
     options: TensorRTConfig = ctx.options or TensorRTConfig(fp16=fp16)
     sizes = ctx.batch_sizes or (1,)
