@@ -215,7 +215,7 @@ class OnnxRuntimeRunner(Runner):
 
     def trace(self, samples: Sequence[Sample], path: Path) -> str:
         """--navigator-trace: the requests on a session built like this one with ONNX Runtime's profiler on."""
-        from pytest_navigator.measure.trace import onnxruntime_trace
+        from pytest_navigator.runtimes.profiler_traces import onnxruntime_trace
 
         feeds = [
             {name: np.ascontiguousarray(s[name], dtype=self._dtypes[name]) for name in self._inputs} for s in samples

@@ -196,7 +196,7 @@ class OpenVINORunner(Runner):
     def trace(self, samples: Sequence[Sample], path: Path) -> str:
         """--navigator-trace: the requests on a model compiled like this one with PERF_COUNT on; each
         executed layer's time from OpenVINO's performance counters, laid end to end per request."""
-        from pytest_navigator.measure.trace import layer_trace
+        from pytest_navigator.runtimes.profiler_traces import layer_trace
 
         compiled = self._compile(compile_config(self._options, None, profiling=True))
         request = compiled.create_infer_request()

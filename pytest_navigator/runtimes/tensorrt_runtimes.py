@@ -135,7 +135,7 @@ class TensorRTRunner(Runner):
         carry one), its layer times read after the stream is done; written by trace.layer_trace."""
         import tensorrt as trt
 
-        from pytest_navigator.measure.trace import layer_trace
+        from pytest_navigator.runtimes.profiler_traces import layer_trace
 
         class LayerTimes(trt.IProfiler):
             def __init__(self) -> None:
