@@ -110,7 +110,7 @@ def torch_flops(module: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
 
 
 def _torch_profile(model: Model, samples: Mapping[int, Any]) -> ModelProfile:
-    from pytest_navigator.runtimes.torch_runtimes import bind_tensors
+    from pytest_navigator.model.torch_io import bind_tensors
 
     module = model.torch_module()
     flops = {}

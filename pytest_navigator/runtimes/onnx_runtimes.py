@@ -17,10 +17,10 @@ from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError, first_line
 from pytest_navigator.model.draws import numpy_dtype
 from pytest_navigator.model.loader import Model
+from pytest_navigator.model.torch_io import bind_tensors
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode
 from pytest_navigator.runtimes.options import OnnxRuntimeConfig
-from pytest_navigator.runtimes.torch_runtimes import bind_tensors
 
 OPSET = 18
 PROVIDERS = {
@@ -301,7 +301,7 @@ def _no_gpu() -> str | None:
         pynvml.nvmlInit()
         count = pynvml.nvmlDeviceGetCount()
     except Exception:
-        from pytest_navigator.runtimes.torch_runtimes import cuda_unavailable
+        from pytest_navigator.runtimes.torch_runner import cuda_unavailable
 
         return cuda_unavailable()
     return None if count else "no NVIDIA GPU found (NVML counts 0 devices)"

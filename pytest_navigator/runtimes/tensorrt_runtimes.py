@@ -24,7 +24,7 @@ def tensorrt_unavailable() -> str | None:
         import tensorrt
     except ImportError:
         return "tensorrt is not installed (pip install 'pytest-navigator[tensorrt]')"
-    from pytest_navigator.runtimes.torch_runtimes import cuda_unavailable
+    from pytest_navigator.runtimes.torch_runner import cuda_unavailable
 
     reason = cuda_unavailable()  # device buffers are torch CUDA tensors
     return f"TensorRT {tensorrt.__version__} is installed but {reason}" if reason else None
