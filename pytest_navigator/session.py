@@ -581,7 +581,7 @@ class NavigatorSession:
         """A performance test's work without pytest: profile, the model profile, judge, the gate's
         policy (gate.decide), and the model constraints. Returns the profile, the gate's outcome and the
         broken constraints' message ("" when none). The plugin's test and `navigator profile` both call it."""
-        from pytest_navigator.model.profile import constraint_failure
+        from pytest_navigator.gate.constraints import constraint_failure
 
         config = config or self.settings.profiler
         profile = self.profile(model, runtime, config)
