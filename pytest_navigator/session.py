@@ -37,7 +37,7 @@ from pytest_navigator.model.spec import parse_io_spec, read_sidecar
 from pytest_navigator.report.results import ModelInfo, RunResults, RuntimeResult, Status
 from pytest_navigator.report.run_report import RunReport
 from pytest_navigator.runtimes import Registry, Runner
-from pytest_navigator.runtimes.builds import Builds, RuntimePlan
+from pytest_navigator.runtimes.builds import Building, BuildRecord, Builds, Planned, RuntimePlan
 from pytest_navigator.settings import Settings
 
 __all__ = ["NavigatorSession", "RuntimePlan"]
@@ -104,10 +104,31 @@ class NavigatorSession:
     @property
     def builds(self) -> Builds:
         if self._builds is None:
-            self._builds = Builds(self.settings, self.registry, self.results, self.workdir)
+            from pytest_navigator.measure.profiler import sweep_sizes
+
+            self._builds = Builds(
+                self.settings, self.registry, self.workdir, sweep=sweep_sizes, record=self._record_build
+            )
             if self.progress is not None:
                 self._builds.progress = self.progress
         return self._builds
+
+    def _record_build(self, record: BuildRecord) -> None:
+        """What the builds planned and built, written into the run's results (Builds does not know them)."""
+        result = self.results.result(record.model, record.runtime)
+        if isinstance(record, Planned):
+            result.device, result.precision = record.device, record.precision
+            if record.skip_reason:
+                result.status, result.detail = Status.SKIPPED, record.skip_reason
+        elif isinstance(record, Building):
+            result.device = result.device or record.device
+            result.precision = result.precision or record.precision
+        else:
+            if record.error is None:
+                result.status = Status.BUILT
+            else:
+                result.status, result.detail = Status.FAILED_BUILD, record.error
+            result.build_seconds, result.artifacts = record.seconds, list(record.artifacts)
 
     def watch(self, progress: Callable[[str], None]) -> None:
         """Let `progress` hear what builds and measurements are doing."""
@@ -457,7 +478,7 @@ class NavigatorSession:
         limit = model.io_spec.max_batch_size
         wanted = [b for b in (config.batch_sizes or instructions.DEFAULT_BATCH_SIZES) if b is not None]
         sizes = [b for b in wanted if limit is None or b <= limit] or [1]
-        runners = self.builds.counting_runners(model, counted, found.wrapper())
+        runners = self.builds.counting_runners(model, counted, found.wrapper(), instructions.REPEATS)
         try:
             executors = [executor_for(r, model.io_spec) for r in runners]
             profile = instructions.measure(executors, sizes, config, found.version_text, self.progress, found.slow_fma)
@@ -564,7 +585,7 @@ class NavigatorSession:
         """A performance test's work without pytest: profile, the model profile, judge, the gate's
         policy (gate.decide), and the model constraints. Returns the profile, the gate's outcome and the
         broken constraints' message ("" when none). The plugin's test and `navigator profile` both call it."""
-        from pytest_navigator.model.profile import constraint_failure
+        from pytest_navigator.gate.constraints import constraint_failure
 
         config = config or self.settings.profiler
         profile = self.profile(model, runtime, config)

@@ -257,7 +257,7 @@ def _double_dtype_constants(module: Any) -> None:
 
 
 def _torch_call(model: Model, module: Any) -> Callable[[Sample], Sample]:
-    from pytest_navigator.runtimes.torch_runtimes import bind_tensors, name_outputs
+    from pytest_navigator.model.torch_io import bind_tensors, name_outputs
 
     def run(sample: Sample) -> Sample:
         import torch

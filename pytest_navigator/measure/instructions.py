@@ -48,8 +48,8 @@ def count_runner(
     runner: Runner, io_spec: Any, sizes: Sequence[int], progress: Callable[[str], None] | None = None
 ) -> dict[int, float | str]:
     """In a process under callgrind: instructions per request at each batch size, or the error's text."""
-    from pytest_navigator.check.strategies import profiling_inputs
     from pytest_navigator.measure.valgrind import Callgrind
+    from pytest_navigator.model.draws import profiling_inputs
 
     callgrind = Callgrind()
     if not callgrind.active:

@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pytest_navigator.runtimes.environment import available_cores
+
 #: Other processes may use this many cores beyond those the runtime leaves free (tick granularity,
 #: kernel threads) before a window counts as interfered with.
 OTHERS_SLACK = 0.3
@@ -97,14 +99,6 @@ class CpuReading:
                 f"the runtime got {self.own_cpu_s / (self.wall_s * self.threads):.2f} of its {self.threads} threads' time"
             )
         return ", ".join(parts)
-
-
-def available_cores() -> tuple[int, ...]:
-    """The CPUs this process may run on."""
-    try:
-        return tuple(sorted(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return tuple(range(os.cpu_count() or 1))
 
 
 def read_proc_stat(cpus: Sequence[int], path: str = "/proc/stat", niced: bool | None = None) -> MachineTicks | None:

@@ -1,8 +1,9 @@
 """What the numbers were measured on: a device fingerprint, library versions, and GPU state per window.
 
-Library versions are read from installed metadata, so nothing heavy is imported for them. GPU
-facts come from NVIDIA's management library (nvidia-ml-py, imported as `pynvml`) when it and a
-driver are present; without them the fingerprint holds the CPU facts only, and nothing fails.
+Library versions and GPU facts are runtimes/environment.py's (the artifact cache keys on them too):
+read from installed metadata and from NVIDIA's management library (nvidia-ml-py, imported as
+`pynvml`) when it and a driver are present; without them the fingerprint holds the CPU facts only,
+and nothing fails.
 A `GpuMonitor` samples the SM clock, temperature and clock-event (throttle) reasons around each
 measurement window; a window during which the GPU throttled is flagged, and the profiler leaves
 it out of the stable set, as nvbench does.
@@ -13,13 +14,11 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import sys
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
-#: Distributions whose versions change the speed of what is measured.
-LIBRARIES = ("pytest-navigator", "torch", "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy")
+from pytest_navigator.runtimes.environment import gpu_facts, library_versions
+from pytest_navigator.runtimes.environment import init_nvml as _nvml
 
 #: NVML clock-event reason bits (nvmlClocksEventReason*, formerly nvmlClocksThrottleReason*): stable ABI.
 CLOCK_EVENT_REASONS = {
@@ -84,23 +83,6 @@ def decode_reasons(mask: int) -> tuple[str, ...]:
     names = [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
     unknown = mask & ~sum(CLOCK_EVENT_REASONS)
     return (*names, f"0x{unknown:x}") if unknown else tuple(names)
-
-
-def _nvml() -> Any | None:
-    """pynvml, initialized; None without the library, a driver or a GPU."""
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # NVMLError: no driver, no device, insufficient permissions
-        return None
-    return pynvml
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class GpuMonitor:
@@ -219,35 +201,6 @@ def isa_level(flags: set[str]) -> str:
     if {"avx2", "fma"} <= flags:
         return "AVX2"
     return "DEFAULT"
-
-
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries that decide speed (absent ones left out)."""
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    torch = sys.modules.get("torch")
-    if torch is not None and getattr(torch.version, "cuda", None):
-        versions["torch-cuda"] = torch.version.cuda
-    return versions
-
-
-def gpu_facts() -> dict[str, Any] | None:
-    """GPU names, count, driver and CUDA driver version via pynvml; None without them."""
-    nvml = _nvml()
-    if nvml is None:
-        return None
-    try:
-        count = nvml.nvmlDeviceGetCount()
-        names = [_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)]
-        driver = _text(nvml.nvmlSystemGetDriverVersion())
-        cuda = nvml.nvmlSystemGetCudaDriverVersion()
-    except Exception:
-        return None
-    return {"names": names, "count": count, "driver": driver, "cuda": f"{cuda // 1000}.{cuda % 1000 // 10}"}
 
 
 @functools.cache

@@ -3,7 +3,8 @@
 After a runtime's profile (never inside a timed window), REQUESTS untimed requests per measured
 batch size run under the runtime's own profiler, which writes Chrome trace JSON (Perfetto and
 chrome://tracing open it) to `DIR/<model>/<runtime id>/bs<N>.trace.json`, beside a `.top.txt` table
-of the operators that took the most time:
+of the operators that took the most time (a runtime with its own profiler writes both:
+runtimes/profiler_traces.py):
 
 - ONNX Runtime: a session built like the runtime's own (same file, providers and options) with
   `SessionOptions.enable_profiling`; its events are the graph's nodes, the table sums them by
@@ -26,20 +27,15 @@ closes after it stops.
 from __future__ import annotations
 
 import functools
-import json
-import shutil
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tabulate import tabulate
+from pytest_navigator.runtimes.profiler_traces import TOP
 
 #: Untimed requests traced per batch size.
 REQUESTS = 3
-#: Rows of the .top.txt table.
-TOP = 15
 
 
 @dataclass(frozen=True)
@@ -109,95 +105,3 @@ def torch_trace(runner: Any, samples: Sequence[Any], path: Path) -> str:
     profiler.export_chrome_trace(str(path))
     key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     return str(profiler.key_averages().table(sort_by=key, row_limit=TOP))
-
-
-def onnxruntime_trace(session_factory: Callable[[Any], Any], feeds: Sequence[Any], path: Path) -> str:
-    """REQUESTS requests on a session with profiling on (`session_factory(options_hook)` builds it
-    like the runtime's own); moves ONNX Runtime's trace to `path`, returns a table by operator type."""
-
-    def profiling(options: Any) -> None:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(path.with_name(path.name.removesuffix(".trace.json") + "-ort"))
-
-    session = session_factory(profiling)
-    for feed in feeds:
-        session.run(None, feed)
-    written = Path(session.end_profiling())
-    shutil.move(str(written), path)
-    return operator_table(json.loads(path.read_text(encoding="utf-8")))
-
-
-def operator_table(events: Sequence[dict[str, Any]]) -> str:
-    """ONNX Runtime's node events summed by operator type: calls, total and mean microseconds, share."""
-    total: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
-    for event in events:
-        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
-            op = (event.get("args") or {}).get("op_name", "?")
-            total[op] += float(event.get("dur", 0))
-            calls[op] += 1
-    return _top_table(total, calls, "operator")
-
-
-def _top_table(total: dict[str, float], calls: dict[str, int], what: str) -> str:
-    """The TOP entries by total microseconds: calls, total and mean, share of the whole."""
-    whole = sum(total.values()) or 1.0
-    rows = [
-        [name, calls[name], f"{us:.0f}", f"{us / calls[name]:.1f}", f"{us / whole:.1%}"]
-        for name, us in sorted(total.items(), key=lambda item: -item[1])[:TOP]
-    ]
-    return tabulate(rows, headers=[what, "calls", "total us", "mean us", "share"], tablefmt="simple")
-
-
-def layer_trace(
-    requests: Sequence[Sequence[tuple[str, float]]],
-    path: Path,
-    runtime: str,
-    source: str = "TensorRT layers (IProfiler; laid end to end)",
-    category: str = "tensorrt layer",
-) -> str:
-    """A runtime's own per-layer reports, (layer name, milliseconds) per layer for each request
-    (TensorRT's IProfiler, OpenVINO's performance counters), written to `path` as Chrome trace JSON:
-    each request a `navigator/<runtime>/request N` event, its layers laid end to end inside it
-    (both give durations, not start times). Returns the table by layer."""
-    events: list[dict[str, Any]] = []
-    total: dict[str, float] = defaultdict(float)
-    calls: dict[str, int] = defaultdict(int)
-    now = 0.0
-    for index, layers in enumerate(requests, start=1):
-        start = now
-        for name, ms in layers:
-            us = float(ms) * 1000
-            events.append(
-                {
-                    "name": name,
-                    "cat": category,
-                    "ph": "X",
-                    "ts": now,
-                    "dur": us,
-                    "pid": 1,
-                    "tid": 2,
-                    "args": {"request": index},
-                }
-            )
-            total[name] += us
-            calls[name] += 1
-            now += us
-        events.append(
-            {
-                "name": f"navigator/{runtime}/request {index}",
-                "cat": "request",
-                "ph": "X",
-                "ts": start,
-                "dur": now - start,
-                "pid": 1,
-                "tid": 1,
-            }
-        )
-        now += 1.0  # a visible gap between requests
-    meta = [
-        {"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}}
-        for tid, name in ((1, "requests"), (2, source))
-    ]
-    path.write_text(json.dumps({"traceEvents": meta + events, "displayTimeUnit": "ms"}), encoding="utf-8")
-    return _top_table(total, calls, "layer")

@@ -17,15 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_navigator import options
 from pytest_navigator.config import Format
 from pytest_navigator.errors import NavigatorError
 from pytest_navigator.model.loader import Model
-
-if TYPE_CHECKING:
-    from pytest_navigator.measure.profiler import RuntimeProfile
 
 #: ONNX operators with multiply-adds that the graph counter does not count (FlopCounterMode would).
 _UNCOUNTED = frozenset(
@@ -110,7 +107,7 @@ def torch_flops(module: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
 
 
 def _torch_profile(model: Model, samples: Mapping[int, Any]) -> ModelProfile:
-    from pytest_navigator.runtimes.torch_runtimes import bind_tensors
+    from pytest_navigator.model.torch_io import bind_tensors
 
     module = model.torch_module()
     flops = {}
@@ -261,8 +258,6 @@ def parse_constraints(value: str | Mapping[str, Any] | None, where: str = option
         text = str(raw).strip()
         relative = text.endswith("%")
         if name == "peak_rss" and not relative:
-            from pytest_navigator.measure.memory import parse_bytes
-
             number = parse_bytes(text)
         else:
             number = _number(text.removesuffix("%"))
@@ -307,53 +302,6 @@ def check(
     return result
 
 
-def constraint_failure(
-    session: Any, model: Model, runtime: str, profile: RuntimeProfile, constraints: list[Any], found: Any
-) -> str:
-    """What violates --navigator-constraints (a failure message), else "". A percentage is of the
-    --navigator-against model's figure in an A/B run, else of the stored baseline entry's; one
-    with no figure to read is said in a warning (a failure under --navigator-require-baseline)."""
-    import contextlib
-    import warnings
-
-    from pytest_navigator.config import MeasurementMode
-    from pytest_navigator.gate.baselines import BaselineError
-
-    where = f"{runtime} on {model.name}"
-    if found is None:
-        error = session.results.models[model.path].profile_error
-        return f"{where}: the constraints cannot be checked: the model's profile could not be computed: {error}"
-    sizes = sorted(found.flops)
-    stored: dict[int, Any] = {}
-    if session.against_model is not None:
-        old = session.model_profile(session.against_model, sizes)
-        source = f"the A/B model {session.against_model.name}"
-        if old is not None:
-            stored = {b: {"parameters": old.parameters, "flops": old.flops.get(b)} for b in sizes}
-    else:
-        source = str(session.baseline_store.path_for(model.name, model.fingerprint))
-        counted = profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
-        hardware, key = session.hardware(runtime, counted), profile.runtime if counted else runtime
-        with contextlib.suppress(BaselineError):  # an unreadable file fails the gate already
-            baselines = session.baseline_store.load(model.name, model.fingerprint)
-            for b in sizes:
-                entry = baselines.get((hardware, key, b)) or {}
-                peak = (entry.get("peak_memory") or {}).get("rss_bytes")
-                stored[b] = {**(entry.get("model") or {}), **({"peak_rss": peak} if peak else {})} or None
-    peaks = {b.batch_size: b.peak_rss for b in profile.batches}
-    checked = check(constraints, found, stored, peaks)
-    if checked.unjudged:
-        text = f"{where}: constraints not judged (nothing to compare in {source}): " + "; ".join(checked.unjudged)
-        if session.settings.require_baseline:
-            return f"{text} ({options.REQUIRE_BASELINE}); record a baseline with {options.UPDATE_BASELINES}."
-        warnings.warn(text, stacklevel=2)
-    if not checked.violations:
-        return ""
-    return f"{where} violates its constraints (against {source}):\n" + "\n".join(
-        f"  {v.describe()}" for v in checked.violations
-    )
-
-
 def _stored(stored: Mapping[int, Mapping[str, Any] | None], key: str) -> float | None:
     return next((e[key] for e in stored.values() if e and e.get(key) is not None), None)
 
@@ -371,8 +319,6 @@ def _number(text: str) -> float | None:
 
 def _figure(name: str, value: float) -> str:
     if name == "peak_rss":
-        from pytest_navigator.measure.memory import mib
-
         return mib(value)
     return _si(value)
 
@@ -382,3 +328,24 @@ def _si(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:.3g}"
+
+
+def parse_bytes(text: str) -> float | None:
+    """'512MiB', '2GiB', '1.5GB', '3e8' -> bytes; None when it is not a size."""
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+    lowered = text.strip().lower()
+    for unit, scale in units.items():
+        if lowered.endswith(unit):
+            try:
+                return float(lowered[: -len(unit)]) * scale
+            except ValueError:
+                return None
+    try:
+        return float(lowered.removesuffix("b"))
+    except ValueError:
+        return None
+
+
+def mib(value: float) -> str:
+    """Bytes as '512.0 MiB'."""
+    return f"{value / 2**20:.1f} MiB"

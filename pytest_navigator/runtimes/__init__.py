@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from pytest_navigator import options
+# `options` would be shadowed: importing the submodule runtimes.options binds that name in this package
+from pytest_navigator import options as option_names
 from pytest_navigator.errors import RuntimeSelectionError
 from pytest_navigator.runtimes.base import (
     ALL_FORMATS,
@@ -93,7 +94,7 @@ class Registry:
         unknown = [n for n in wanted if n not in self._definitions]
         if unknown:
             raise RuntimeSelectionError(
-                f"{options.RUNTIMES}: unknown runtime {', '.join(map(repr, unknown))}; known runtimes: {', '.join(self.names)}."
+                f"{option_names.RUNTIMES}: unknown runtime {', '.join(map(repr, unknown))}; known runtimes: {', '.join(self.names)}."
             )
         return [self._definitions[n] for n in dict.fromkeys(wanted)]
 

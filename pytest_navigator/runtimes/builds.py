@@ -1,9 +1,9 @@
 """Runtime identity and builds: which runtimes a model gets, their ids and options, the reference, and
 every runner built once per run (a build error is remembered and raised again for each of its tests).
 
-Also the batch-size policy that builds must know in advance: the sizes generated samples range
-over, the configured ones, and the profiler's (a TensorRT profile or a traced plan sized for fewer
-would fail the sizes it was not built for).
+Builds does not know the run's results: what it planned and built it tells its `record` callback
+(Planned, Building, Built), and the session writes that into them. The batch sizes a build must
+serve are batch_sizes.py's policy.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from pytest_navigator import options as option_names
-from pytest_navigator.check.strategies import describe, random_sample
 from pytest_navigator.config import Format, MeasurementMode, Sample
 from pytest_navigator.errors import NavigatorError, RuntimeBuildError, describe_error
+from pytest_navigator.model.draws import describe, random_sample
 from pytest_navigator.model.loader import Model
-from pytest_navigator.report.results import RunResults, Status
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
+from pytest_navigator.runtimes.batch_sizes import Sweep, build_sizes, check_sizes, configured_sizes
 from pytest_navigator.runtimes.cache import ArtifactCache
 from pytest_navigator.runtimes.runtime_options import RuntimeOptionError, single_thread, split_runtime_id, with_options
 from pytest_navigator.runtimes.runtime_options import runtime_id as format_runtime_id
@@ -45,11 +45,63 @@ class RuntimePlan:
         return self.runtime_id or self.definition.name
 
 
-class Builds:
-    """The runtimes of a run: planned per model, identified with their options, built once."""
+@dataclass(frozen=True)
+class Planned:
+    """A runtime chosen for a model (Builds.plan): where it runs, its precision, why it is skipped here
+    (None: it runs)."""
 
-    def __init__(self, settings: Settings, registry: Registry, results: RunResults, workdir: Path) -> None:
-        self.settings, self.registry, self.results, self.workdir = settings, registry, results, workdir
+    model: Path
+    runtime: str
+    device: str
+    precision: str
+    skip_reason: str | None
+
+
+@dataclass(frozen=True)
+class Building:
+    """The build of a runtime for a model starts (Builds.runner): its device and precision, None for
+    a runtime id the registry does not know."""
+
+    model: Path
+    runtime: str
+    device: str | None
+    precision: str | None
+
+
+@dataclass(frozen=True)
+class Built:
+    """The build of a runtime for a model ended: the first line of its error (None: it built), its
+    seconds, and what the artifact cache did ("built onnx-export 3.10 s", "restored ...")."""
+
+    model: Path
+    runtime: str
+    error: str | None
+    seconds: float
+    artifacts: tuple[str, ...]
+
+
+#: What Builds tells its `record` callback.
+BuildRecord = Planned | Building | Built
+
+
+class Builds:
+    """The runtimes of a run: planned per model, identified with their options, built once.
+
+    `sweep` is the profiler's batch-size sweep (the sizes builds must serve include it); `record`
+    hears what was planned and built (the session writes it into the run's results)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        workdir: Path,
+        *,
+        sweep: Sweep,
+        record: Callable[[BuildRecord], None] | None = None,
+    ) -> None:
+        self.settings, self.registry, self.workdir = settings, registry, workdir
+        self.sweep = sweep
+        self.record: Callable[[BuildRecord], None] = record or (lambda record: None)
         self._runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = {}
         self._references: dict[Path, Runner] = {}
         self._examples: dict[Path, Sample] = {}
@@ -73,10 +125,9 @@ class Builds:
             if explicit or d.applies_to(model)
         ]
         for plan in plans:
-            result = self.results.result(model.path, plan.name)
-            result.device, result.precision = plan.definition.device, self.precision(plan.name)
-            if plan.skip_reason:
-                result.status, result.detail = Status.SKIPPED, plan.skip_reason
+            self.record(
+                Planned(model.path, plan.name, plan.definition.device, self.precision(plan.name), plan.skip_reason)
+            )
         return plans
 
     def runtime_id(
@@ -166,26 +217,32 @@ class Builds:
         """The built runtime, built on first use; a build error is raised for this and every later request."""
         key = (model.path, runtime)
         if key not in self._runners:
-            result = self.results.result(model.path, runtime)
-            if runtime in self.registry:
-                result.device = result.device or self.registry.get(runtime).device
-                result.precision = result.precision or self.precision(runtime)
+            known = runtime in self.registry
+            self.record(
+                Building(
+                    model.path,
+                    runtime,
+                    self.registry.get(runtime).device if known else None,
+                    self.precision(runtime) if known else None,
+                )
+            )
             started = time.perf_counter()
             seen = len(self.cache.events)
             events = []
+            failure = None
             self.progress(f"building {runtime} for {model.name} (export, compile, or restore from the cache)")
             try:
                 runner = self._runners[key] = self.build(model, runtime)
                 events = list(getattr(runner, "cache_events", ()))  # built in a worker: its cache's events
-                result.status = Status.BUILT
             except RuntimeBuildError as error:
                 self._runners[key] = error
-                result.status, result.detail = Status.FAILED_BUILD, str(error).splitlines()[0]
-            result.build_seconds = time.perf_counter() - started
-            result.artifacts = [
+                failure = str(error).splitlines()[0]
+            seconds = time.perf_counter() - started
+            artifacts = tuple(
                 f"{e.action} {e.mode} {e.seconds:.2f} s" + (f" ({e.detail})" if e.detail else "")
                 for e in [*self.cache.events[seen:], *events]
-            ]
+            )
+            self.record(Built(model.path, runtime, failure, seconds, artifacts))
         found = self._runners[key]
         if isinstance(found, RuntimeBuildError):
             raise found
@@ -197,8 +254,7 @@ class Builds:
         runtime and the model."""
         isolated = self.settings.isolation == "process" if isolated is None else isolated
         try:
-            reference = self.reference(model)
-            context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+            context = self.runtime_context(model, runtime)
             if isolated:
                 from pytest_navigator.runtimes.remote import WorkerRunner
 
@@ -212,6 +268,12 @@ class Builds:
             raise RuntimeBuildError(f"building {runtime} for {model.name} failed: {describe_error(exc)}") from exc
         built.runtime = runtime
         return built
+
+    def runtime_context(self, model: Model, runtime: str) -> BuildContext:
+        """What a build of runtime id `runtime` gets: `context`, with the reference's output names and the
+        runtime's options (building the reference first)."""
+        reference = self.reference(model)
+        return replace(self.context(model, reference.output_names), options=self.options(runtime))
 
     def context(self, model: Model, output_names: tuple[str, ...]) -> BuildContext:
         """What a build of `model` gets: a folder, the example request, the batch sizes, the cache."""
@@ -234,75 +296,34 @@ class Builds:
             self._examples[model.path] = random_sample(model.io_spec, size, np.random.default_rng(7919))
         return self._examples[model.path]
 
-    # -- batch sizes -----------------------------------------------------------------------------
+    # -- batch sizes (batch_sizes.py) ------------------------------------------------------------
 
     def batch_sizes(self, model: Model) -> tuple[int, ...]:
         """The configured batch sizes the model allows (one random sample at each is checked)."""
-        limit = model.io_spec.max_batch_size
-        if limit is None:
-            return (1,) if any(t.batch_axis is not None for t in model.io_spec) else ()
-        return tuple(b for b in self.settings.batch_sizes if b <= limit) or (min(self.settings.batch_sizes[0], limit),)
+        return configured_sizes(model.io_spec, self.settings.batch_sizes)
 
     def build_batch_sizes(self, model: Model) -> tuple[int, ...]:
-        """Every batch size a built runtime will serve this run: the generated samples' range ends, the
-        configured sizes, and the profiler's (explicit, else its sweep). TensorRT's optimization
-        profile covers them all; per-size plans are built for them."""
-        from pytest_navigator.check.strategies import batch_bounds
-        from pytest_navigator.measure.profiler import sweep_sizes
-
-        sizes = set(self.batch_sizes(model))
-        bounds = batch_bounds(model.io_spec, sizes)
-        if bounds is not None:
-            sizes |= set(bounds)
-        profiler = self.settings.profiler
-        if profiler.run_profiling:
-            explicit = [b for b in profiler.batch_sizes or () if b is not None]
-            limit = model.io_spec.max_batch_size
-            sizes |= {b for b in explicit if limit is None or b <= limit} if explicit else set(sweep_sizes(limit))
-        return tuple(sorted(sizes))
+        """Every batch size a built runtime will serve this run (batch_sizes.build_sizes)."""
+        return build_sizes(model.io_spec, self.batch_sizes(model), self.settings.profiler, self.sweep)
 
     def check_batch_sizes(self, model: Model) -> None:
-        """Refuse up front the batch sizes a model cannot take: above the largest batch its spec
-        declares, or whose inputs alone need more memory than this machine has available."""
-        from pytest_navigator.settings import OptionError
-
-        # --navigator-batch-sizes sets the profiler's sizes too; the default sizes are capped quietly
-        requested = {b for b in self.settings.profiler.batch_sizes or () if b is not None}
-        if not requested or all(t.batch_axis is None for t in model.io_spec):
-            return
-        option = f"{option_names.BATCH_SIZES}={','.join(map(str, sorted(requested)))}"
-        limit = model.io_spec.max_batch_size
-        above = sorted(b for b in requested if limit is not None and b > limit)
-        if above:
-            raise OptionError(
-                f"{option}: batch size {', '.join(map(str, above))} is above the largest batch {model.name} "
-                f"takes ({limit}, from its input spec {model.io_spec}); give sizes up to {limit}."
-            )
-        per_sample = sample_bytes(model)
-        available = available_memory()
-        largest = max(requested)
-        if available is not None and per_sample * largest > available:
-            raise OptionError(
-                f"{option}: batch size {largest} needs at least {_size(per_sample * largest)} for its inputs alone "
-                f"({_size(per_sample)} per sample of {model.name}); this machine has {_size(available)} available."
-            )
+        """Refuse up front the batch sizes a model cannot take (batch_sizes.check_sizes)."""
+        check_sizes(model, self.settings.profiler)
 
     # -- instruction counts (instructions.py) -----------------------------------------------------
 
-    def counting_runners(self, model: Model, runtime: str, valgrind: Any) -> list[Any]:
-        """`runtime` built in instructions.REPEATS new processes under callgrind, in parallel. New for
+    def counting_runners(self, model: Model, runtime: str, valgrind: Any, repeats: int) -> list[Any]:
+        """`runtime` built in `repeats` (instructions.REPEATS) new processes under callgrind, in parallel. New for
         each runtime: a process that built other runtimes first can count the same requests differently
         (measured: 8% apart for one torch runtime), so a `-k` selection must not change the counts.
         The caller closes them (close_counting)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from pytest_navigator.measure.instructions import REPEATS
         from pytest_navigator.runtimes.remote import WorkerRunner
         from pytest_navigator.workers.isolation import BUILD_TIMEOUT, Timeouts, Worker
 
-        self.progress(f"building {runtime} for {model.name} in {REPEATS} processes under callgrind")
-        reference = self.reference(model)
-        context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+        self.progress(f"building {runtime} for {model.name} in {repeats} processes under callgrind")
+        context = self.runtime_context(model, runtime)
         definition = self.registry.get(runtime)
         workers = [
             Worker(
@@ -312,10 +333,10 @@ class Builds:
                 self.settings.state_dir / "workers",
                 valgrind=valgrind,
             )
-            for n in range(REPEATS)
+            for n in range(repeats)
         ]
         self._counting.extend(workers)
-        with ThreadPoolExecutor(max_workers=REPEATS) as pool:
+        with ThreadPoolExecutor(max_workers=repeats) as pool:
             futures = [pool.submit(WorkerRunner.build, w, definition, model, context, runtime) for w in workers]
         try:
             return [future.result() for future in futures]
@@ -341,8 +362,7 @@ class Builds:
         try:
             built = []
             for model in models:
-                reference = self.reference(model)
-                context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+                context = self.runtime_context(model, runtime)
                 built.append(WorkerRunner.build(worker, self.registry.get(runtime), model, context, runtime))
         except BaseException:
             self.close_counting([worker])
@@ -371,38 +391,3 @@ class Builds:
             sys.modules["pytest_navigator.workers.fork_servers"].stop_counting_servers()
         if self._cache is not None:
             self._cache.close()
-
-
-def sample_bytes(model: Model) -> int:
-    """The bytes of one sample's inputs (dynamic non-batch axes at their smallest): a lower bound."""
-    from pytest_navigator.check.strategies import numpy_dtype
-
-    total = 0
-    for spec in model.io_spec:
-        elements = 1
-        for axis, dim in enumerate(spec.dims):
-            if axis == 0 and spec.batch_axis is not None:
-                continue
-            elements *= dim.size if dim.size is not None else dim.min
-        total += elements * numpy_dtype(spec.dtype).itemsize
-    return total
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (Linux MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.1f} TiB"

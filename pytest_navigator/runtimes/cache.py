@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pytest_navigator import options
+from pytest_navigator.runtimes.environment import library_versions
 
 T = TypeVar("T")
 
@@ -78,8 +79,6 @@ class ArtifactCache:
 
     def key(self, mode: str, parts: Mapping[str, Any]) -> str:
         """A digest of everything that decides the artifact: mode, parts, library versions, layout."""
-        from pytest_navigator.measure.telemetry import library_versions
-
         versions = library_versions()
         material = {
             "layout": LAYOUT_VERSION,

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from pytest_navigator.check.strategies import numpy_dtype
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError, first_line
+from pytest_navigator.model.draws import numpy_dtype
 from pytest_navigator.model.loader import Model
+from pytest_navigator.model.torch_io import bind_tensors
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode
 from pytest_navigator.runtimes.runtime_options import OnnxRuntimeConfig
-from pytest_navigator.runtimes.torch_runtimes import bind_tensors
 
 OPSET = 18
 PROVIDERS = {
@@ -215,7 +215,7 @@ class OnnxRuntimeRunner(Runner):
 
     def trace(self, samples: Sequence[Sample], path: Path) -> str:
         """--navigator-trace: the requests on a session built like this one with ONNX Runtime's profiler on."""
-        from pytest_navigator.measure.trace import onnxruntime_trace
+        from pytest_navigator.runtimes.profiler_traces import onnxruntime_trace
 
         feeds = [
             {name: np.ascontiguousarray(s[name], dtype=self._dtypes[name]) for name in self._inputs} for s in samples
@@ -226,7 +226,7 @@ class OnnxRuntimeRunner(Runner):
         """intra_op_num_threads, else ONNX Runtime's default (a thread per core); on a GPU, one."""
         if self.device != "cpu":
             return 1
-        from pytest_navigator.measure.interference import available_cores
+        from pytest_navigator.runtimes.environment import available_cores
 
         return self._threads or len(available_cores())
 
@@ -301,7 +301,7 @@ def _no_gpu() -> str | None:
         pynvml.nvmlInit()
         count = pynvml.nvmlDeviceGetCount()
     except Exception:
-        from pytest_navigator.runtimes.torch_runtimes import cuda_unavailable
+        from pytest_navigator.runtimes.torch_runner import cuda_unavailable
 
         return cuda_unavailable()
     return None if count else "no NVIDIA GPU found (NVML counts 0 devices)"

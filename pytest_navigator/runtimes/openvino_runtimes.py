@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pytest_navigator.check.strategies import numpy_dtype
 from pytest_navigator.config import Sample
 from pytest_navigator.errors import RuntimeBuildError
+from pytest_navigator.model.draws import numpy_dtype
 from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.onnx_runtimes import export_onnx, exporter_unavailable
@@ -151,7 +151,7 @@ class OpenVINORunner(Runner):
         threads = _property(self.compiled, "INFERENCE_NUM_THREADS", 0)
         if threads:
             return int(threads)
-        from pytest_navigator.measure.interference import available_cores
+        from pytest_navigator.runtimes.environment import available_cores
 
         return len(available_cores())
 
@@ -196,7 +196,7 @@ class OpenVINORunner(Runner):
     def trace(self, samples: Sequence[Sample], path: Path) -> str:
         """--navigator-trace: the requests on a model compiled like this one with PERF_COUNT on; each
         executed layer's time from OpenVINO's performance counters, laid end to end per request."""
-        from pytest_navigator.measure.trace import layer_trace
+        from pytest_navigator.runtimes.profiler_traces import layer_trace
 
         compiled = self._compile(compile_config(self._options, None, profiling=True))
         request = compiled.create_infer_request()

@@ -24,7 +24,7 @@ def tensorrt_unavailable() -> str | None:
         import tensorrt
     except ImportError:
         return "tensorrt is not installed (pip install 'pytest-navigator[tensorrt]')"
-    from pytest_navigator.runtimes.torch_runtimes import cuda_unavailable
+    from pytest_navigator.runtimes.torch_runner import cuda_unavailable
 
     reason = cuda_unavailable()  # device buffers are torch CUDA tensors
     return f"TensorRT {tensorrt.__version__} is installed but {reason}" if reason else None
@@ -135,7 +135,7 @@ class TensorRTRunner(Runner):
         carry one), its layer times read after the stream is done; written by trace.layer_trace."""
         import tensorrt as trt
 
-        from pytest_navigator.measure.trace import layer_trace
+        from pytest_navigator.runtimes.profiler_traces import layer_trace
 
         class LayerTimes(trt.IProfiler):
             def __init__(self) -> None:
@@ -257,7 +257,7 @@ def build_tensorrt(model: Model, ctx: BuildContext, fp16: bool) -> Runner:
     built and stored on a miss."""
     import time
 
-    from pytest_navigator.measure.telemetry import gpu_facts
+    from pytest_navigator.runtimes.environment import gpu_facts
 
     options: TensorRTConfig = ctx.options or TensorRTConfig(fp16=fp16)
     sizes = ctx.batch_sizes or (1,)

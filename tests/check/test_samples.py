@@ -144,9 +144,7 @@ def test_materialize_is_reproducible_and_fast_shaped() -> None:
 def test_materialized_arrays_are_reused_as_copies_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    module: Any = importlib.import_module(
-        "pytest_navigator.check.strategies"
-    )  # the package exports a function of that name
+    module: Any = importlib.import_module("pytest_navigator.model.draws")  # the seeded draws and their memo
 
     monkeypatch.setattr(module, "_memo", type(module._memo)())
     monkeypatch.setattr(module, "_memo_bytes", 0)

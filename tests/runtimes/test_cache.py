@@ -56,9 +56,9 @@ def test_every_part_of_the_key_makes_a_new_entry(tmp_path: Path, monkeypatch: py
     }
     assert len(keys) == 5
     before = cache.key("m", {"model": "abc"})
-    import pytest_navigator.measure.telemetry as telemetry
+    import pytest_navigator.runtimes.cache as cache_module
 
-    monkeypatch.setattr(telemetry, "library_versions", lambda: {"torch": "99.0"})
+    monkeypatch.setattr(cache_module, "library_versions", lambda: {"torch": "99.0"})
     assert cache.key("m", {"model": "abc"}) != before  # a library upgrade builds anew
 
 

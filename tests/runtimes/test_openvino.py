@@ -87,11 +87,10 @@ def test_an_option_out_of_range_or_unknown_is_a_usage_error() -> None:
 
 
 def test_bf16_is_an_option_that_changes_the_precision_it_is_judged_at(tmp_path: Path) -> None:
-    from pytest_navigator.report.results import RunResults
     from pytest_navigator.runtimes.builds import Builds
     from pytest_navigator.settings import Settings
 
-    builds = Builds(Settings(models=()), default_registry(), RunResults(), tmp_path)
+    builds = Builds(Settings(models=()), default_registry(), tmp_path, sweep=lambda limit: [1])
     assert builds.precision("openvino-cpu") == "fp32"
     assert builds.precision("openvino-cpu:inference_precision=bf16") == "bf16"
 
