@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-# `options` would be shadowed: importing the submodule runtimes.options binds that name in this package
+# the option table by another name: a module of this package must never shadow what it imports
 from pytest_navigator import options as option_names
 from pytest_navigator.errors import RuntimeSelectionError
 from pytest_navigator.runtimes.base import (
