@@ -23,6 +23,7 @@ from pytest_navigator import options
 from pytest_navigator.config import Format
 from pytest_navigator.errors import NavigatorError
 from pytest_navigator.model.loader import Model
+from pytest_navigator.model.tensors import bind_tensors
 
 if TYPE_CHECKING:
     from pytest_navigator.measure.profiler import RuntimeProfile
@@ -110,8 +111,6 @@ def torch_flops(module: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
 
 
 def _torch_profile(model: Model, samples: Mapping[int, Any]) -> ModelProfile:
-    from pytest_navigator.runtimes.torch_runtimes import bind_tensors
-
     module = model.torch_module()
     flops = {}
     for batch, sample in samples.items():

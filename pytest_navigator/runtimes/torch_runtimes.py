@@ -17,6 +17,7 @@ import numpy as np
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import ModelOutputError, RuntimeBuildError
 from pytest_navigator.model.loader import Model
+from pytest_navigator.model.tensors import bind_tensors
 from pytest_navigator.runtimes.base import TORCH_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode
 from pytest_navigator.runtimes.options import TorchCompileConfig, TorchConfig, TorchScriptConfig
@@ -124,19 +125,6 @@ def _flags(ctx: BuildContext) -> dict[str, Any]:
     """The torch settings every torch runtime's options carry (none for a runtime built without options)."""
     options = getattr(ctx, "options", None)
     return {"threads": getattr(options, "threads", 0), "tf32": getattr(options, "tf32", False)}
-
-
-def bind_tensors(model: Model, sample: Sample, device: str = "cpu") -> tuple[list[Any], dict[str, Any]]:
-    """A sample's arrays as tensors on `device`, split into forward's positional and keyword arguments."""
-    import torch
-
-    def tensor(name: str) -> Any:
-        array = np.ascontiguousarray(sample[name])
-        if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: same bits as torch's
-            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16).to(device)
-        return torch.from_numpy(array).to(device)
-
-    return [tensor(n) for n in model.positional_inputs], {n: tensor(n) for n in model.keyword_inputs}
 
 
 def name_outputs(outputs: Any, prefix: str = "output") -> Sample:
