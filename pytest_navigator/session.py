@@ -560,8 +560,6 @@ class NavigatorSession:
         """A performance test's work without pytest: profile, the model profile, judge, the gate's
         policy (gate.decide), and the model constraints. Returns the profile, the gate's outcome and the
         broken constraints' message ("" when none). The plugin's test and `navigator profile` both call it."""
-        from pytest_navigator.model.profile import constraint_failure
-
         config = config or self.settings.profiler
         profile = self.profile(model, runtime, config)
         constraints = self.settings.model_constraints if constraints is None else constraints
@@ -580,8 +578,42 @@ class NavigatorSession:
             judged_against=self.judged_against(model),
             hardware=self.hardware(runtime, counted),
         )
-        broken = constraint_failure(self, model, runtime, profile, constraints, figures) if constraints else ""
+        broken = self._constraint_failure(model, runtime, profile, constraints, figures) if constraints else ""
         return profile, outcome, broken
+
+    def _constraint_failure(
+        self, model: Model, runtime: str, profile: RuntimeProfile, constraints: list[Any], found: Any
+    ) -> str:
+        """The model constraints judged (gate/constraints.py) with the figures a percentage is of: the
+        A/B model's profile, else this runtime's stored baseline entries by batch size."""
+        from pytest_navigator.gate.constraints import constraint_failure
+
+        entries: dict[int, Any] = {}
+        against = None
+        if self.against_model is not None:
+            source = f"the A/B model {self.against_model.name}"
+        else:
+            source = str(self.baseline_store.path_for(model.name, model.fingerprint))
+        if found is not None and self.against_model is not None:
+            against = self.model_profile(self.against_model, sorted(found.flops))
+        elif found is not None:
+            counted = profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
+            hardware, key = self.hardware(runtime, counted), profile.runtime if counted else runtime
+            with contextlib.suppress(BaselineError):  # an unreadable file fails the gate already
+                stored = self.baseline_store.load(model.name, model.fingerprint)
+                for size in sorted(found.flops):
+                    entries[size] = stored.get((hardware, key, size))
+        return constraint_failure(
+            f"{runtime} on {model.name}",
+            constraints,
+            found,
+            {b.batch_size: b.peak_rss for b in profile.batches},
+            source=source,
+            entries=entries,
+            against=against,
+            profile_error=self.results.models[model.path].profile_error,
+            require_baseline=self.settings.require_baseline,
+        )
 
     def update_baselines(self) -> None:
         """Write this run's stable measurements of runtimes that passed correctness in this run; keep

@@ -103,7 +103,7 @@ class Settings:
     @functools.cached_property
     def model_constraints(self) -> list[Any]:
         """The constraints, parsed once (model_profile.parse_constraints; a bad value names the option)."""
-        from pytest_navigator.model.profile import parse_constraints
+        from pytest_navigator.gate.constraints import parse_constraints
 
         return parse_constraints(self.constraints)
 
