@@ -18,7 +18,7 @@ weights (BatchNorm statistics re-estimated, heads scaled) and saved as `.pt2`. P
 The unchanged and padded runtimes are the same wrapper (harness.bench_detection.Padded, with 0 or k
 matmuls), so the only difference is the work. Two rules judge every count:
 
-- navigator: the plugin's (verdicts._judge_counts: every repeat beyond +2% and beyond the stored
+- navigator: the plugin's (judging.judge_counts: every repeat beyond +2% and beyond the stored
   maximum; repeats straddling the limit are inconclusive);
 - fixed 2%: median against median, regressed beyond +2%, the rule of a count gate that stores one
   figure and no spread.
