@@ -32,7 +32,7 @@ from pytest_navigator.gate.verdicts import Comparison
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.model.loader import Model, load
 from pytest_navigator.model.spec import parse_io_spec, read_sidecar
-from pytest_navigator.report.results import ModelInfo, RunResults, RuntimeResult, Status
+from pytest_navigator.report.results import BaselineUpdate, ModelInfo, RunResults, RuntimeResult, Status
 from pytest_navigator.runtimes import Registry, Runner
 from pytest_navigator.runtimes.builds import Builds, RuntimePlan
 from pytest_navigator.settings import Settings
@@ -619,11 +619,13 @@ class NavigatorSession:
         """Write this run's stable measurements of runtimes that passed correctness in this run; keep
         every other entry. Each model's outcome lands in results.baseline_updates."""
         for model in self.models.values():
-            entries, confirmed = gate.accepted(self.results.of_model(model.path))
+            passed = [
+                (r.measured, r.comparisons) for r in self.results.of_model(model.path) if r.status == Status.PASSED
+            ]
+            entries, confirmed = gate.accepted(passed)
             if entries:
-                self.results.baseline_updates[model.path] = gate.update(
-                    self.baseline_store, model.name, model.fingerprint, entries, confirmed
-                )
+                written = gate.update(self.baseline_store, model.name, model.fingerprint, entries, confirmed)
+                self.results.baseline_updates[model.path] = BaselineUpdate(written.path, written.changes, written.error)
 
     def unused_baselines(self, model: Model) -> list[Key]:
         """Entries for this machine's hardware that no test of this run compared against (kept, listed)."""

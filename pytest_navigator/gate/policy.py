@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,6 @@ from pytest_navigator.gate.baselines import BaselineError, BaselineFile, Baselin
 from pytest_navigator.gate.thresholds import Limit
 from pytest_navigator.gate.verdicts import Comparison, Verdict, compare
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
-from pytest_navigator.report.results import BaselineUpdate, RuntimeResult, Status
 
 
 def paired_entry(entry: dict[str, Any], batch: BatchProfile) -> dict[str, Any]:
@@ -211,40 +211,50 @@ def decide(
     return passing
 
 
-def accepted(results: Iterable[RuntimeResult]) -> tuple[dict[Key, dict[str, Any]], set[Key]]:
+def accepted(
+    passed: Iterable[tuple[Mapping[Key, dict[str, Any]], Iterable[Comparison]]],
+) -> tuple[dict[Key, dict[str, Any]], set[Key]]:
     """What --update-baselines writes for one model: the stable measurements of runtimes that passed
-    correctness in this run, and which of them were judged against a stored entry (they join its
-    history of recordings)."""
+    correctness in this run (`passed`: each one's measured entries and its verdicts), and which of
+    them were judged against a stored entry (they join its history of recordings)."""
     entries: dict[Key, dict[str, Any]] = {}
     confirmed: set[Key] = set()
-    for result in results:
-        if result.status != Status.PASSED:
-            continue
-        entries.update(result.measured)
+    for measured, comparisons in passed:
+        entries.update(measured)
         # Every recording judged against a stored entry joins its history (baselines.poolable decides
         # whether it measured the same way): with the model file, libraries, precision and profiler
         # settings all unchanged, a changed speed is the machine's, and one recording taken on a fast
         # or slow day must not reset the history (measured: MobileNetV3's second recording ran 1.8x
         # its first, replaced it, and 2 of 10 unchanged reruns after it "regressed"). A real change
         # then shows as recordings that disagree, which widens the error (runs.py): INCONCLUSIVE.
-        passed = {c.batch_size for c in result.comparisons if c.against == "baseline" and c.verdict != Verdict.NEW}
-        confirmed |= {key for key in result.measured if key[2] in passed}
+        judged = {c.batch_size for c in comparisons if c.against == "baseline" and c.verdict != Verdict.NEW}
+        confirmed |= {key for key in measured if key[2] in judged}
     return entries, confirmed
+
+
+@dataclass(frozen=True)
+class Written:
+    """What an update did to one model's file: the path and rows written (key, old entry or None,
+    new entry), or the error that stopped the write (the session keeps it as a BaselineUpdate)."""
+
+    path: Path | None
+    changes: list[tuple[Key, dict[str, Any] | None, dict[str, Any]]] = field(default_factory=list)
+    error: str | None = None
 
 
 def update(
     store: BaselineStore, name: str, fingerprint: str, entries: dict[Key, dict[str, Any]], confirmed: set[Key]
-) -> BaselineUpdate:
+) -> Written:
     """Write `entries` into the model's baseline file (keeping every other entry); the rows written,
     or the error that stopped the write."""
     try:
         changes = store.update(name, fingerprint, entries, confirmed)
     except BaselineError as exc:
-        return BaselineUpdate(None, error=str(exc))
+        return Written(None, error=str(exc))
     except OSError as exc:  # a folder that became unwritable, a full disk: said, not a traceback
         where = store.path_for(name, fingerprint)
-        return BaselineUpdate(None, error=f"{where}: cannot write the baseline file ({exc.strerror or exc}).")
-    return BaselineUpdate(store.path_for(name, fingerprint), changes)
+        return Written(None, error=f"{where}: cannot write the baseline file ({exc.strerror or exc}).")
+    return Written(store.path_for(name, fingerprint), changes)
 
 
 def unused(stored: BaselineFile, used: set[Key], hardware: set[str]) -> list[Key]:

@@ -478,7 +478,7 @@ def test_the_history_pools_runs_and_one_outlier_recording_does_not_reset_it(tmp_
     judged = compare("r", 1, outlier, stored, LIMITS)
     assert judged.verdict is Verdict.INCONCLUSIVE and judged.unresolved and judged.runs == (3, 12)
     result = RuntimeResult(Path("m.onnx"), "r", status=Status.PASSED, comparisons=[judged], measured={key: outlier})
-    entries, confirmed = accepted([result])
+    entries, confirmed = accepted([(result.measured, result.comparisons)])
     assert confirmed == {key}  # judged against the stored entry: the recording joins the pool
     store.update("m.onnx", "f" * 64, entries, pool_keys=confirmed)
     after = store.load("m.onnx", "f" * 64).get(key)
@@ -491,10 +491,33 @@ def test_the_history_pools_runs_and_one_outlier_recording_does_not_reset_it(tmp_
     regressed = compare("r", 1, slower, after, LIMITS)
     assert regressed.verdict is Verdict.REGRESSED
     result = RuntimeResult(Path("m.onnx"), "r", status=Status.PASSED, comparisons=[regressed], measured={key: slower})
-    assert accepted([result])[1] == {key}
+    assert accepted([(result.measured, result.comparisons)])[1] == {key}
     both = pool(after, slower)
     assert len(both["recordings"]) == 5  # bounded: the oldest left
     assert compare("r", 1, entry(333, seed=11, run_spread=0.10), both, LIMITS).verdict is Verdict.INCONCLUSIVE
+
+
+def test_only_runtimes_that_passed_correctness_in_this_run_are_written(tmp_path: Path) -> None:
+    """The session hands the gate's update the runtimes that passed their check in this run (the gate
+    takes values, not the run's records); a runtime only built, its check deselected, is not recorded."""
+    from types import SimpleNamespace
+
+    from pytest_navigator.report.results import Status
+    from pytest_navigator.runtimes import default_registry
+    from pytest_navigator.session import NavigatorSession
+    from pytest_navigator.settings import Settings
+
+    session = NavigatorSession(Settings(models=(), baselines_dir=tmp_path), default_registry())
+    model = SimpleNamespace(path=Path("m.onnx"), name="m.onnx", fingerprint="f" * 64)
+    session.models[model.path] = model  # type: ignore[assignment]
+    for runtime, status in (("onnxruntime-cpu", Status.PASSED), ("torchscript-cpu", Status.BUILT)):
+        record = session.results.result(model.path, runtime)
+        record.status, record.measured = status, {("hw", runtime, 2): entry(1000)}
+    session.update_baselines()
+    store = BaselineStore(tmp_path)
+    assert list(store.load("m.onnx", "f" * 64).keys()) == [("hw", "onnxruntime-cpu", 2)]
+    written = session.results.baseline_updates[model.path]
+    assert written.path == store.path_for("m.onnx", "f" * 64) and written.error is None
 
 
 def test_stale_recordings_leave_the_pool() -> None:
