@@ -129,13 +129,14 @@ def _profile(args: argparse.Namespace) -> int:
     from pytest_navigator.check.correctness import CorrectnessFailure
     from pytest_navigator.errors import NavigatorError
     from pytest_navigator.gate.policy import Outcome
+    from pytest_navigator.locations import check_locations
     from pytest_navigator.measure.instructions import CannotCount
     from pytest_navigator.measure.profiler import PerformanceFailure
     from pytest_navigator.report.json_report import build_report, write_report
     from pytest_navigator.report.terminal import baseline_summary, performance_summary, runtime_table
     from pytest_navigator.runtimes import default_registry
     from pytest_navigator.session import NavigatorSession
-    from pytest_navigator.settings import check_locations, settings_from
+    from pytest_navigator.settings import settings_from
 
     values = dict(vars(args))
     values["navigator_models"] = args.models
@@ -148,7 +149,7 @@ def _profile(args: argparse.Namespace) -> int:
     failures: list[str] = []
     try:
         session.registry.select(settings.runtimes)
-        for name in settings.runtime_options:
+        for name in session.runtime_options:
             session.runtime_id(name)
         models = session.load_models()
         for model in models:

@@ -27,7 +27,8 @@ from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.errors import NavigatorError, describe_error
 from pytest_navigator.gate import policy as gate
 from pytest_navigator.gate.baselines import BaselineError, BaselineFile, BaselineStore, Key
-from pytest_navigator.gate.thresholds import Limit
+from pytest_navigator.gate.constraints import Constraint, parse_constraints
+from pytest_navigator.gate.thresholds import Limit, parse_thresholds
 from pytest_navigator.gate.verdicts import Comparison
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.model.loader import Model, load
@@ -35,6 +36,7 @@ from pytest_navigator.model.spec import parse_io_spec, read_sidecar
 from pytest_navigator.report.results import BaselineUpdate, ModelInfo, RunResults, RuntimeResult, Status
 from pytest_navigator.runtimes import Registry, Runner
 from pytest_navigator.runtimes.builds import Builds, RuntimePlan
+from pytest_navigator.runtimes.options import configured_options
 from pytest_navigator.settings import Settings
 
 __all__ = ["NavigatorSession", "RuntimePlan"]
@@ -55,6 +57,17 @@ class NavigatorSession:
     _run_seed: int | None = None
     #: Hears what a long step is doing (builds, measurement windows): the plugin's progress line.
     progress: Callable[[str], None] | None = None
+    #: What Settings keeps as given, parsed by its own domain when the session starts (__post_init__).
+    limits: dict[str, Limit] = field(init=False)
+    constraints: list[Constraint] = field(init=False)
+    runtime_options: dict[str, dict[str, str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        """A bad threshold, constraint or runtime option stops the run here, naming its option,
+        before a model is loaded or a runtime built."""
+        self.limits = parse_thresholds(self.settings.thresholds)
+        self.constraints = parse_constraints(self.settings.constraints)
+        self.runtime_options = configured_options(self.settings)
 
     # -- models ----------------------------------------------------------------------------------
 
@@ -352,7 +365,7 @@ class NavigatorSession:
         """Whether a timed verdict or a recording depends on this measurement: a stored baseline for it
         (`stored`: _baseline_entries), --update-baselines, a report (`navigator profile -o` included),
         an A/B run, or an absolute limit in --navigator-thresholds."""
-        absolute = any(not limit.relative for limit in self.settings.limits.values())  # an SLA judges any run
+        absolute = any(not limit.relative for limit in self.limits.values())  # an SLA judges any run
         return self._kept() or self.against_model is not None or bool(stored) or absolute
 
     def _kept(self) -> bool:
@@ -562,9 +575,9 @@ class NavigatorSession:
         broken constraints' message ("" when none). The plugin's test and `navigator profile` both call it."""
         config = config or self.settings.profiler
         profile = self.profile(model, runtime, config)
-        constraints = self.settings.model_constraints if constraints is None else constraints
+        constraints = self.constraints if constraints is None else constraints
         figures = self.model_profile(model, [b.batch_size for b in profile.batches if b.status != "error"])
-        comparisons = self.judge(model, runtime, profile, self.settings.limits if limits is None else limits)
+        comparisons = self.judge(model, runtime, profile, self.limits if limits is None else limits)
         counted = config.measurement_mode is MeasurementMode.INSTRUCTIONS
         outcome = gate.decide(
             runtime,

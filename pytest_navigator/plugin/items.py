@@ -161,12 +161,12 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
     limits = (
         parse_thresholds(settings["thresholds"], f"{node.nodeid}: thresholds")
         if "thresholds" in settings
-        else session.settings.limits
+        else session.limits
     )
     constraints = (
         parse_constraints(settings["constraints"], f"{node.nodeid}: constraints")
         if "constraints" in settings
-        else session.settings.model_constraints
+        else session.constraints
     )
     from pytest_navigator.measure.instructions import CannotCount
     from pytest_navigator.plugin.devices import measurement_lock

@@ -80,7 +80,7 @@ def build_report(session: NavigatorSession) -> dict[str, Any]:
         "device": fingerprint(),
         "settings": {
             "profiler": settings.profiler.to_dict(),
-            "thresholds": {m: str(limit) for m, limit in settings.limits.items()},
+            "thresholds": {m: str(limit) for m, limit in session.limits.items()},
             "normalize": settings.normalize,
             "against": str(session.against_model.path) if session.against_model else None,
             "update_baselines": settings.update_baselines,
