@@ -53,7 +53,8 @@ def one_count(model_path: Path, baselines: Path, runtime: str, matmuls: int, rec
         found = count_verdict(session, model, runtime, matmuls, record)
         profile = session.results.result(model.path, f"{runtime}-padded").profile
         found["repeats"] = list(profile.batches[0].instructions) if profile else []
-        found["stored"] = (stored or {}).get("instructions", {}).get("repeats") if not record else None
+        repeats = stored.instructions.repeats if stored is not None and stored.instructions is not None else None
+        found["stored"] = list(repeats) if repeats is not None and not record else None
         return found
     finally:
         session.close()

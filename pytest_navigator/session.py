@@ -552,10 +552,11 @@ class NavigatorSession:
             against=against,
         )
         figures = self.results.models[model.path].profile if model.path in self.results.models else None
-        for (_, _, size), entry in found.entries.items():  # the model profile travels with each entry
+        measured = {key: entry.to_dict() for key, entry in found.entries.items()}  # the run's records keep JSON
+        for (_, _, size), entry in measured.items():  # the model profile travels with each entry
             if figures is not None and str(size) in figures["flops"]:
                 entry["model"] = {"flops": figures["flops"][str(size)], "parameters": figures["parameters"]}
-        result.comparisons, result.measured = found.comparisons, found.entries
+        result.comparisons, result.measured = found.comparisons, measured
         if unreadable is not None:
             raise unreadable
         if found.problems and not self.settings.update_baselines:  # an update replaces malformed entries

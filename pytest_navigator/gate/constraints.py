@@ -15,6 +15,7 @@ from typing import Any
 
 from pytest_navigator import options
 from pytest_navigator.errors import NavigatorError
+from pytest_navigator.gate.entries import BaselineEntry
 from pytest_navigator.measure.memory import mib, parse_bytes
 from pytest_navigator.model.profile import ModelProfile, si
 
@@ -136,7 +137,7 @@ def constraint_failure(
     peaks: Mapping[int, int | None],
     *,
     source: str,
-    entries: Mapping[int, Mapping[str, Any] | None] | None = None,
+    entries: Mapping[int, BaselineEntry | None] | None = None,
     against: ModelProfile | None = None,
     profile_error: str | None = None,
     require_baseline: bool = False,
@@ -166,11 +167,12 @@ def constraint_failure(
     )
 
 
-def _baseline_figures(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _baseline_figures(entry: BaselineEntry | None) -> dict[str, Any] | None:
     """A stored entry's model figures and peak RSS, which the constraints compare with (None: none)."""
-    entry = entry or {}
-    peak = (entry.get("peak_memory") or {}).get("rss_bytes")
-    return {**(entry.get("model") or {}), **({"peak_rss": peak} if peak else {})} or None
+    if entry is None:
+        return None
+    peak = entry.peak_rss
+    return {**(entry.model or {}), **({"peak_rss": peak} if peak else {})} or None
 
 
 def _stored(stored: Mapping[int, Mapping[str, Any] | None], key: str) -> float | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from pytest_navigator import options
 from pytest_navigator.gate.comparison import Comparison, Verdict
+from pytest_navigator.gate.entries import BaselineEntry
 from pytest_navigator.gate.runs import allowance, describe_mde, judge_metric
 from pytest_navigator.gate.runs import figures as run_figures
 from pytest_navigator.gate.thresholds import Limit
@@ -29,8 +29,8 @@ AB_PAIRS = 9
 def judge_windows(
     runtime: str,
     batch_size: int,
-    current: Mapping[str, Any],
-    baseline: Mapping[str, Any] | None,
+    current: BaselineEntry,
+    baseline: BaselineEntry | None,
     limits: Mapping[str, Limit],
     stable: bool,
     versions: dict[str, tuple[str | None, str | None]],
@@ -42,7 +42,7 @@ def judge_windows(
     block ratio) and significantly worse (_p_value); IMPROVED when throughput is significantly better
     by as much; else PASS, naming any metric beyond the limit that noise cannot be ruled out for."""
     figures: dict[str, tuple[float | None, float, float | None]] = {
-        metric: (_figure(baseline, metric) if baseline else None, _figure(current, metric), None) for metric in limits
+        metric: (baseline.figure(metric) if baseline else None, current.figure(metric), None) for metric in limits
     }
     if not stable:
         return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason="the measurement is unstable")
@@ -50,12 +50,12 @@ def judge_windows(
         absolute = [m for m, limit in limits.items() if not limit.relative]
         if not absolute:
             return Comparison(runtime, batch_size, Verdict.NEW, figures, reason="no baseline for this hardware")
-    if paired and len(current.get("paired_throughputs", ())) < AB_PAIRS:
+    if paired and len(current.paired_throughputs or ()) < AB_PAIRS:
         return Comparison(
             runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason=f"fewer than {AB_PAIRS} window pairs to compare"
         )
-    if len(current.get("block_throughputs", ())) < MIN_BLOCKS or (
-        baseline is not None and len(baseline.get("block_throughputs", ())) < MIN_BLOCKS
+    if len(current.block_throughputs or ()) < MIN_BLOCKS or (
+        baseline is not None and len(baseline.block_throughputs or ()) < MIN_BLOCKS
     ):
         return Comparison(
             runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason=f"fewer than {MIN_BLOCKS} blocks to compare"
@@ -66,11 +66,11 @@ def judge_windows(
     p_values: dict[str, float] = {}
     level = ALPHA / len(limits)  # Bonferroni: each metric tested is one more chance of a false alarm
     for metric, limit in limits.items():
-        base = _figure(baseline, metric) if baseline else None
+        base = baseline.figure(metric) if baseline else None
         bound = limit.bound(base)
         if bound is None:
             continue
-        now = _figure(current, metric)
+        now = current.figure(metric)
         figures[metric] = (base, now, bound)
         if metric == "throughput" and base is not None:
             # The effect is the median block ratio: one stall in one window cannot make a regression.
@@ -113,8 +113,8 @@ def judge_windows(
 def judge_runs(
     runtime: str,
     batch_size: int,
-    current: Mapping[str, Any],
-    baseline: Mapping[str, Any] | None,
+    current: BaselineEntry,
+    baseline: BaselineEntry | None,
     limits: Mapping[str, Limit],
     stable: bool,
     versions: dict[str, tuple[str | None, str | None]],
@@ -125,7 +125,7 @@ def judge_runs(
     much; else INCONCLUSIVE when some limit is finer than the runs' spread can resolve (the MDE), and
     PASS only when every limit is resolved and none is passed."""
     figures: dict[str, tuple[float | None, float, float | None]] = {
-        metric: (_figure(baseline, metric) if baseline else None, _figure(current, metric), None) for metric in limits
+        metric: (baseline.figure(metric) if baseline else None, current.figure(metric), None) for metric in limits
     }
     if not stable:
         return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason="the measurement is unstable")
@@ -138,13 +138,13 @@ def judge_runs(
     mde: dict[str, float] = {}
     level = ALPHA / len(limits)  # Bonferroni: each metric tested is one more chance of a false alarm
     counted = (0, 0)
-    recorded = [r.get("counts", {}).get("runs", 0) for r in (baseline or {}).get("recordings") or ()]
+    recorded = baseline.recorded_runs if baseline is not None else []
     for metric, limit in limits.items():
-        base = _figure(baseline, metric) if baseline else None
+        base = baseline.figure(metric) if baseline else None
         bound = limit.bound(base)
         if bound is None:
             continue
-        figures[metric] = (base, _figure(current, metric), bound)
+        figures[metric] = (base, current.figure(metric), bound)
         now = run_figures(current, metric)
         before = run_figures(baseline, metric) if baseline is not None and (limit.relative or paired) else None
         if paired and before is not None and len(before) != len(now):
@@ -207,8 +207,8 @@ def _unresolved(metrics: list[str], mde: Mapping[str, float], limits: Mapping[st
 def judge_counts(
     runtime: str,
     batch_size: int,
-    current: Mapping[str, Any],
-    baseline: Mapping[str, Any] | None,
+    current: BaselineEntry,
+    baseline: BaselineEntry | None,
     limit: Limit | None,
     stable: bool,
     versions: dict[str, tuple[str | None, str | None]],
@@ -218,57 +218,61 @@ def judge_counts(
     the limit; INCONCLUSIVE when the repeats straddle the limit or reach into the stored spread (the
     processes disagree by more than the change); IMPROVED when every new repeat is below every stored
     one and below the stored median / the limit."""
-    now = current["instructions"]
-    before = baseline.get("instructions") if baseline is not None else None
-    if baseline is not None and not isinstance(before, dict):
-        before = None  # a timed entry under an instruction key: cannot be compared
-    bound = limit.bound(before["per_request"] if before else None) if limit is not None else None
-    figures = {"instructions": (before["per_request"] if before else None, float(now["per_request"]), bound)}
+    now = current.instructions
+    assert now is not None
+    before = baseline.instructions if baseline is not None else None  # a timed entry has none: not compared
+    bound = limit.bound(before.per_request if before else None) if limit is not None else None
+    figures = {"instructions": (before.per_request if before else None, float(now.per_request), bound)}
     if not stable:
         return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason="the counts are unstable")
     if bound is None:
         return Comparison(runtime, batch_size, Verdict.NEW, figures, reason="no baseline for this hardware")
-    spread = f"new {now['min']:,.0f}..{now['max']:,.0f}" + (
-        f", stored {before['min']:,.0f}..{before['max']:,.0f}" if before else ""
+    spread = f"new {now.min:,.0f}..{now.max:,.0f}" + (
+        f", stored {before.min:,.0f}..{before.max:,.0f}" if before else ""
     )
-    if now["min"] > bound and (before is None or now["min"] > before["max"]):
+    if now.min > bound and (before is None or now.min > before.max):
         reason = f"instructions beyond the limit ({limit}) and beyond the repeats' spread ({spread})"
         return Comparison(runtime, batch_size, Verdict.REGRESSED, figures, reason=reason, version_changes=versions)
-    if now["max"] > bound:
+    if now.max > bound:
         reason = f"the repeats straddle the limit ({limit}) or reach into the stored spread ({spread})"
         return Comparison(runtime, batch_size, Verdict.INCONCLUSIVE, figures, reason=reason, version_changes=versions)
     if before and limit is not None and limit.relative:
-        if now["max"] < min(before["min"], before["per_request"] / limit.value):
+        if now.max < min(before.min, before.per_request / limit.value):
             reason = f"fewer instructions ({spread})"
             return Comparison(runtime, batch_size, Verdict.IMPROVED, figures, reason=reason, version_changes=versions)
     reason = f"within the limits ({spread})"
     return Comparison(runtime, batch_size, Verdict.PASS, figures, reason=reason, version_changes=versions)
 
 
-def _block_ratio(current: Mapping[str, Any], baseline: Mapping[str, Any] | None, paired: bool) -> float:
+def _block_ratio(current: BaselineEntry, baseline: BaselineEntry | None, paired: bool) -> float:
     """Throughput now / before from the blocks, robust to a stall: the median of paired block ratios
     (A/B), else the ratio of the block medians."""
     import numpy as np
 
-    name = "paired_throughputs" if paired and "paired_throughputs" in current else "block_throughputs"
-    now = np.asarray(current[name], dtype=float)
-    before = np.asarray(baseline[name] if baseline else (), dtype=float)
+    pairs = paired and current.paired_throughputs is not None
+    now = np.asarray(_samples(current, "throughput", pairs), dtype=float)
+    before = np.asarray(_samples(baseline, "throughput", pairs) if baseline else (), dtype=float)
     if not now.size or not before.size:
-        return float(current["throughput"]) / float(baseline["throughput"]) if baseline else 1.0
+        return current.figure("throughput") / baseline.figure("throughput") if baseline else 1.0
     if paired and now.size == before.size:
         return float(np.exp(np.median(np.log(now) - np.log(before))))
     return float(np.median(now) / np.median(before))
 
 
-def _figure(entry: Mapping[str, Any] | None, metric: str) -> float:
-    assert entry is not None
-    return float(entry["throughput"] if metric == "throughput" else entry["latency_ms"][metric])
+def _samples(entry: BaselineEntry, metric: str, pairs: bool) -> tuple[float, ...]:
+    """What the window rule tests a metric on: the blocks' throughputs or p95 latencies, or, in an A/B
+    run whose entries have them (`pairs`), every window pair's."""
+    if pairs:
+        found = entry.paired_throughputs if metric == "throughput" else entry.paired_p95_ms
+    else:
+        found = entry.block_throughputs if metric == "throughput" else entry.block_p95_ms
+    return found or ()
 
 
 def _p_value(
     metric: str,
-    current: Mapping[str, Any],
-    baseline: Mapping[str, Any] | None,
+    current: BaselineEntry,
+    baseline: BaselineEntry | None,
     limit: Limit,
     direction: str,
     paired: bool = False,
@@ -281,10 +285,8 @@ def _p_value(
     than the baseline at all (the effect alone then had to pass the limit)."""
     from scipy import stats
 
-    field_name = "block_throughputs" if metric == "throughput" else "block_p95_ms"
-    if paired and "paired_throughputs" in current:
-        field_name = "paired_throughputs" if metric == "throughput" else "paired_p95_ms"
-    now = list(current[field_name])
+    pairs = paired and current.paired_throughputs is not None
+    now = list(_samples(current, metric, pairs))
     higher_is_worse = metric != "throughput"
     worse_side = "greater" if higher_is_worse else "less"
     better_side = "less" if higher_is_worse else "greater"
@@ -296,7 +298,7 @@ def _p_value(
         # a 6% drift of an unchanged runtime between processes, with tight blocks on each side, was
         # "significant" (p ~ 1e-5) and 1% past a 95% limit: a false alarm.
         scale = 1.0 if significance == "difference" else limit.value if direction == "worse" else 1 / limit.value
-        before = [x * scale for x in baseline[field_name]]
+        before = [x * scale for x in _samples(baseline, metric, pairs)]
         if paired and len(before) == len(now):
             import numpy as np
 

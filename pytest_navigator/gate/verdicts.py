@@ -27,6 +27,7 @@ from typing import Any
 
 from pytest_navigator import options
 from pytest_navigator.gate.comparison import Comparison, Verdict
+from pytest_navigator.gate.entries import BaselineEntry
 from pytest_navigator.gate.judging import (  # noqa: F401 - ALPHA, MIN_BLOCKS and AB_PAIRS importable from here, as before
     AB_PAIRS,
     ALPHA,
@@ -50,8 +51,8 @@ DRIFT_TOLERANCE = 0.05
 def compare(
     runtime: str,
     batch_size: int,
-    current: Mapping[str, Any],
-    baseline: Mapping[str, Any] | None,
+    current: BaselineEntry | Mapping[str, Any],
+    baseline: BaselineEntry | Mapping[str, Any] | None,
     limits: Mapping[str, Limit],
     stable: bool = True,
     normalize: bool = False,
@@ -65,20 +66,22 @@ def compare(
     the new one) the significance test is paired and no normalization applies. `significance`
     (SIGNIFICANCE) says what the test must show: that the change is beyond the limit (the default),
     or only that there is a change ("difference", the rule before; kept for harness.bench_detection).
-    `unit` (UNITS): judge between processes ("run", runs.py) or between windows' blocks ("window")."""
+    `unit` (UNITS): judge between processes ("run", runs.py) or between windows' blocks ("window").
+    An entry may also come as its JSON object (a run report's, harness.bench_detection's)."""
+    current, baseline = _typed(current), None if baseline is None else _typed(baseline)
     if significance not in SIGNIFICANCE:
         raise ValueError(f"significance={significance!r}: give one of {', '.join(SIGNIFICANCE)}")
     if unit not in UNITS:
         raise ValueError(f"unit={unit!r}: give one of {', '.join(UNITS)}")
-    versions = _version_changes(baseline.get("libraries", {}) if baseline else {}, current.get("libraries", {}))
-    if "instructions" in current:
+    versions = _version_changes((baseline.libraries if baseline else None) or {}, current.libraries or {})
+    if current.counted:
         return judge_counts(runtime, batch_size, current, baseline, limits.get("instructions"), stable, versions)
     limits = {m: limit for m, limit in limits.items() if m != "instructions"}
     raw_ratio = normalized_ratio = None
-    if baseline is not None and baseline.get("throughput"):
-        raw_ratio = float(current["throughput"]) / float(baseline["throughput"])
-        if current.get("calibration") and baseline.get("calibration"):
-            factor = float(baseline["calibration"]) / float(current["calibration"])
+    if baseline is not None and baseline.throughput:
+        raw_ratio = current.figure("throughput") / baseline.figure("throughput")
+        if current.calibration and baseline.calibration:
+            factor = float(baseline.calibration) / float(current.calibration)
             normalized_ratio = raw_ratio * factor
             if normalize and against is None:
                 current = _scaled(current, factor)
@@ -128,21 +131,21 @@ def drift_predicts(runtime: str) -> bool:
     return split_runtime_id(runtime)[0] in DRIFT_PREDICTS
 
 
-def _drift(current: Mapping[str, Any], baseline: Mapping[str, Any] | None, limits: Mapping[str, Limit]) -> float | None:
+def _drift(current: BaselineEntry, baseline: BaselineEntry | None, limits: Mapping[str, Limit]) -> float | None:
     """The machine's speed now / at recording, from the calibration workload measured beside each
     profile, when it moved beyond drift_tolerance; None when within it or not measured."""
-    if baseline is None or not current.get("calibration") or not baseline.get("calibration"):
+    if baseline is None or not current.calibration or not baseline.calibration:
         return None
     if not any(limit.relative for limit in limits.values()):
         return None  # absolute limits (an SLA) hold whatever the machine's speed
-    speed = float(current["calibration"]) / float(baseline["calibration"])
+    speed = float(current.calibration) / float(baseline.calibration)
     return speed if abs(speed - 1) > drift_tolerance(limits) else None
 
 
 def _judge_drifted(
     regressed: Comparison,
-    current: Mapping[str, Any],
-    baseline: Mapping[str, Any] | None,
+    current: BaselineEntry,
+    baseline: BaselineEntry | None,
     limits: Mapping[str, Limit],
     judge: Any,
     speed: float,
@@ -179,18 +182,23 @@ def _judge_drifted(
     )
 
 
-def _scaled(entry: Mapping[str, Any], factor: float) -> dict[str, Any]:
+def _scaled(entry: BaselineEntry, factor: float) -> BaselineEntry:
     """An entry as if measured on a machine `factor` times as fast: throughputs up, latencies down."""
-    scaled = dict(entry)
-    scaled["throughput"] = entry["throughput"] * factor
-    scaled["block_throughputs"] = [x * factor for x in entry.get("block_throughputs", ())]
-    scaled["latency_ms"] = {k: v / factor for k, v in entry["latency_ms"].items()}
-    scaled["block_p95_ms"] = [x / factor for x in entry.get("block_p95_ms", ())]
-    if "runs" in entry:
-        scaled["runs"] = [
-            {k: v * factor if k == "throughput" else v / factor for k, v in run.items()} for run in entry["runs"]
-        ]
-    return scaled
+    runs = entry.runs
+    return replace(
+        entry,
+        throughput=entry.figure("throughput") * factor,
+        block_throughputs=tuple(x * factor for x in entry.block_throughputs or ()),
+        latency_ms={k: v / factor for k, v in (entry.latency_ms or {}).items()},
+        block_p95_ms=tuple(x / factor for x in entry.block_p95_ms or ()),
+        runs=None
+        if runs is None
+        else tuple({k: v * factor if k == "throughput" else v / factor for k, v in run.items()} for run in runs),
+    )
+
+
+def _typed(entry: BaselineEntry | Mapping[str, Any]) -> BaselineEntry:
+    return entry if isinstance(entry, BaselineEntry) else BaselineEntry.from_dict(entry)
 
 
 def _version_changes(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, tuple[str | None, str | None]]:

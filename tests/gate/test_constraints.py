@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from pytest_navigator.gate.constraints import Constraint, ConstraintError, check, constraint_failure, parse_constraints
+from pytest_navigator.gate.entries import BaselineEntry
 from pytest_navigator.model.profile import ModelProfile
 
 
@@ -67,7 +68,7 @@ FOUND = ModelProfile(195, {1: 704, 2: 1408}, "torch.utils.flop_counter")
 def test_constraint_failure_reads_stored_entries_given_as_values() -> None:
     """The figures a percentage is of come in as the stored entries by batch size: their model
     figures and peak RSS; a batch size with no entry (None) is said as not judged."""
-    stored = {"model": {"parameters": 195, "flops": 704}, "peak_memory": {"rss_bytes": 2**20}}
+    stored = BaselineEntry(model={"parameters": 195, "flops": 704}, peak_memory={"rss_bytes": 2**20})
     with pytest.warns(UserWarning, match="flops=60% at batch size 2: the baseline has no flops figure$"):
         failure = constraint_failure(
             "r on m.pt2",
