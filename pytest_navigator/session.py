@@ -10,6 +10,7 @@ and judging and writing baselines gate.py. Every expensive thing is built once p
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import shutil
 import tempfile
@@ -499,8 +500,9 @@ class NavigatorSession:
 
     # -- the gate (gate.py) ------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def baseline_store(self) -> BaselineStore:
+        """One store for the run: it reads each model's baseline file once, for every step that asks."""
         return BaselineStore(self.settings.baselines_dir)
 
     def hardware(self, runtime: str, counted: bool = False) -> str:

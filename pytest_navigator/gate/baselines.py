@@ -1,7 +1,8 @@
 """Stored baselines: one human-diffable JSON file per model, keyed by hardware, runtime and batch size.
 
 A file is `<model stem>-<first 12 hex of its sha256>.json` under the baselines folder, with a
-schema version; its entries are typed (entries.BaselineEntry), checked once when the file is read. Writes happen under a `filelock` lock and re-read the file first, so concurrent
+schema version; its entries are typed (entries.BaselineEntry), checked once when the file is read,
+and a store reads each file once (BaselineStore.load) until it writes it. Writes happen under a `filelock` lock and re-read the file first, so concurrent
 writers (xdist workers, parallel CI jobs) merge rather than lose entries; the new content goes to
 a temporary file renamed over the old one, so a reader never sees half a file. A file that is
 corrupt or has a newer schema is never overwritten: BaselineError names it.
@@ -132,7 +133,8 @@ def _stale(recording: Mapping[str, Any], now: str | None) -> bool:
 @dataclass
 class BaselineFile:
     """One model's baselines: entries[hardware][runtime][str(batch)] -> entry, each checked once when
-    the file was read."""
+    the file was read. A store shares the file it read with every caller: read it, never change it
+    (BaselineStore.update changes a copy of its own)."""
 
     path: Path
     model: dict[str, str]
@@ -195,17 +197,31 @@ class BaselineFile:
 
 
 class BaselineStore:
-    """The baselines folder: read a model's file, write measured entries into it safely."""
+    """The baselines folder: read a model's file, write measured entries into it safely. A run keeps
+    one store (the session's), which reads each file once, however many steps ask for it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        #: path -> the file as read (or written), or the error reading it raised
+        self._read: dict[Path, BaselineFile | BaselineError] = {}
 
     def path_for(self, model_name: str, fingerprint: str) -> Path:
         return self.directory / f"{Path(model_name).stem}-{fingerprint[:12]}.json"
 
     def load(self, model_name: str, fingerprint: str) -> BaselineFile:
-        """The model's baselines; an empty file object when none is stored yet."""
-        return _load(self.path_for(model_name, fingerprint), model_name, fingerprint)
+        """The model's baselines (an empty file object when none is stored yet), read on the first
+        call and shared by the later ones until this store writes the file; an unreadable file raises
+        its BaselineError each time."""
+        path = self.path_for(model_name, fingerprint)
+        if path not in self._read:
+            try:
+                self._read[path] = _load(path, model_name, fingerprint)
+            except BaselineError as exc:
+                self._read[path] = exc
+        found = self._read[path]
+        if isinstance(found, BaselineError):
+            raise BaselineError(str(found)) from None
+        return found
 
     def update(
         self,
@@ -223,7 +239,8 @@ class BaselineStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path_for(model_name, fingerprint)
         with FileLock(str(path) + ".lock", timeout=120):
-            stored = _load(path, model_name, fingerprint)  # re-read under the lock: others may have written
+            # read again under the lock, past what this store read: others may have written since
+            stored = _load(path, model_name, fingerprint)
             changes = []
             for key, entry in sorted(entries.items(), key=lambda item: item[0]):
                 try:
@@ -239,6 +256,7 @@ class BaselineStore:
                 changes.append((key, old, written))
                 stored.put(key, written)
             _write_atomically(path, stored.dumps())
+            self._read[path] = stored  # what the file now holds
         return changes
 
 

@@ -1,7 +1,9 @@
-"""Typed baseline entries: checked once when a file is read, and written back byte for byte."""
+"""Typed baseline entries: checked once when a file is read, written back byte for byte, and each
+model's file read once per run."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_navigator.config import ProfilerConfig
-from pytest_navigator.gate.baselines import BaselineError, BaselineStore, _parse, pool
+from pytest_navigator.gate.baselines import BaselineError, BaselineFile, BaselineStore, _parse, pool
 from pytest_navigator.gate.entries import BaselineEntry, InstructionCounts, MalformedEntry, entry_for
 from pytest_navigator.measure import instructions
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile, WindowResult
@@ -118,3 +120,60 @@ def test_a_file_whose_levels_are_not_objects_is_not_a_baseline_file(tmp_path: Pa
     path.write_text(json.dumps({"schema": 1, "model": {}, "entries": {"hw": []}}))
     with pytest.raises(BaselineError, match="not a pytest-navigator baseline file"):
         _parse(path)
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every baseline file parsed from now on (the module the session imports: see conftest)."""
+    baselines = importlib.import_module("pytest_navigator.gate.baselines")
+    parsed: list[Path] = []
+    real = baselines._parse
+
+    def counting(path: Path) -> BaselineFile:
+        parsed.append(path)
+        return real(path)
+
+    monkeypatch.setattr(baselines, "_parse", counting)
+    return parsed
+
+
+def test_the_store_reads_a_file_once_and_keeps_what_it_wrote(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    other = (KEY[0], KEY[1], 4)
+    BaselineStore(tmp_path).update("m.onnx", "f" * 64, {KEY: BaselineEntry.from_dict(_timed())})
+    parsed = _spy(monkeypatch)
+    store = BaselineStore(tmp_path)
+    first = store.load("m.onnx", "f" * 64)
+    assert store.load("m.onnx", "f" * 64) is first and len(parsed) == 1
+    store.update("m.onnx", "f" * 64, {other: BaselineEntry.from_dict(_timed(900.0))})
+    assert len(parsed) == 2  # under the lock it reads again: another process may have written since
+    assert sorted(store.load("m.onnx", "f" * 64).keys()) == [KEY, other] and len(parsed) == 2
+    store.path_for("m.onnx", "f" * 64).write_text("{not json")
+    fresh = BaselineStore(tmp_path)
+    for _ in range(3):
+        with pytest.raises(BaselineError, match="cannot read the baseline file"):
+            fresh.load("m.onnx", "f" * 64)
+    assert len(parsed) == 3  # an unreadable file is read once too, and said every time
+
+
+def test_a_performance_test_parses_the_models_baseline_file_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_models: dict[str, Path]
+) -> None:
+    """The sizes to measure, the calibration, the verdict, the constraints and the unused entries all
+    read the model's baseline file: the session's store parses it once for the run."""
+    from pytest_navigator.runtimes import default_registry
+    from pytest_navigator.session import NavigatorSession
+    from pytest_navigator.settings import Settings
+
+    calibration = importlib.import_module("pytest_navigator.measure.calibration")
+    monkeypatch.setattr(calibration, "calibration_score", lambda device="cpu": 100.0)
+    settings = Settings(models=(tiny_models[".pt2"],), baselines_dir=tmp_path, processes=1, constraints="params=1e9")
+    session = NavigatorSession(settings, default_registry())
+    (model,) = session.load_models()
+    key = (session.hardware("torch-cpu"), "torch-cpu", 1)
+    BaselineStore(tmp_path).update(model.name, model.fingerprint, {key: BaselineEntry.from_dict(_timed())})
+    parsed = _spy(monkeypatch)
+    config = ProfilerConfig(measurement_request_count=5, max_trials=3, stability_percentage=90)
+    profile, _, broken = session.check_performance(model, "torch-cpu", config)
+    assert [b.batch_size for b in profile.batches] == [1] and broken == ""  # the stored size, judged
+    assert session.results.result(model.path, "torch-cpu").comparisons
+    assert session.unused_baselines(model) == []
+    assert parsed == [session.baseline_store.path_for(model.name, model.fingerprint)]
