@@ -28,7 +28,8 @@ from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.errors import NavigatorError, describe_error
 from pytest_navigator.gate import policy as gate
 from pytest_navigator.gate.baselines import BaselineError, BaselineFile, BaselineStore, Key
-from pytest_navigator.gate.constraints import Constraint, parse_constraints
+from pytest_navigator.gate.constraints import Constraint, constraint_failure, parse_constraints
+from pytest_navigator.gate.entries import BaselineEntry
 from pytest_navigator.gate.thresholds import Limit, parse_thresholds
 from pytest_navigator.gate.verdicts import Comparison
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
@@ -602,9 +603,7 @@ class NavigatorSession:
     ) -> str:
         """The model constraints judged (gate/constraints.py) with the figures a percentage is of: the
         A/B model's profile, else this runtime's stored baseline entries by batch size."""
-        from pytest_navigator.gate.constraints import constraint_failure
-
-        entries: dict[int, Any] = {}
+        entries: dict[int, BaselineEntry | None] = {}
         against = None
         if self.against_model is not None:
             source = f"the A/B model {self.against_model.name}"

@@ -137,12 +137,19 @@ class BaselineEntry:
 
 
 _FIELDS = tuple(f for f in fields(BaselineEntry) if f.name != "extra")
-_LISTS = ("runs", "window_throughputs", "block_throughputs", "block_p95_ms", "paired_throughputs", "paired_p95_ms")
-_OBJECTS = ("latency_ms", "instructions", "libraries", "profiler", "peak_memory", "model")
+_ARRAYS = {
+    "runs",
+    "window_throughputs",
+    "block_throughputs",
+    "block_p95_ms",
+    "paired_throughputs",
+    "paired_p95_ms",
+    "recordings",
+}
+_OBJECTS = {"latency_ms", "instructions", "libraries", "profiler", "peak_memory", "model"}
 #: The JSON kind each field holds: an array (a tuple here), an object (a mapping), a number or text.
 _KINDS: dict[str, type | tuple[type, ...]] = {
-    f.name: list if f.name in (*_LISTS, "recordings") else dict if f.name in _OBJECTS else (int, float, str)
-    for f in _FIELDS
+    f.name: list if f.name in _ARRAYS else dict if f.name in _OBJECTS else (int, float, str) for f in _FIELDS
 }
 
 
