@@ -27,12 +27,12 @@ from pytest_navigator.gate.entries import (  # noqa: F401 - the entries' helpers
     DIGITS,
     BaselineEntry,
     MalformedEntry,
-    _round,
     blocks,
     entry_for,
     entry_problem,
     instruction_entry,
     read_entry,
+    rounded,
 )
 
 SCHEMA_VERSION = 1
@@ -96,7 +96,7 @@ def pool(old: BaselineEntry, new: BaselineEntry) -> BaselineEntry:
     merged["latency_ms"] = {k: float(np.median([r["latency_ms"][k] for r in kept])) for k in new.latency_ms or {}}
     scores = [r["calibration"] for r in kept if r.get("calibration")]
     merged["calibration"] = float(np.median(scores)) if scores else None
-    return BaselineEntry.from_dict(_round(merged))
+    return BaselineEntry.from_dict(rounded(merged))
 
 
 def _recording(entry: BaselineEntry) -> dict[str, Any]:

@@ -170,13 +170,14 @@ def _plain(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _round(value: Any) -> Any:
+def rounded(value: Any) -> Any:
+    """`value` with every float in it kept to DIGITS significant digits: stable diffs, no float noise."""
     if isinstance(value, float):
         return float(f"{value:.{DIGITS}g}")
     if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
+        return {k: rounded(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_round(v) for v in value]
+        return [rounded(v) for v in value]
     return value
 
 
@@ -209,7 +210,7 @@ def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, 
             | {"p90": batch.latency_ms["p90"]},
         }
     return BaselineEntry.from_dict(
-        _round(
+        rounded(
             {
                 **({"peak_memory": memory} if memory else {}),
                 "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -236,7 +237,7 @@ def instruction_entry(batch: BatchProfile, facts: Mapping[str, Any], precision: 
     counts = sorted(round(c) for c in batch.instructions)
     median = round(batch.instructions_per_request)
     return BaselineEntry.from_dict(
-        _round(
+        rounded(
             {
                 "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "libraries": dict(facts.get("libraries", {})),
