@@ -18,7 +18,7 @@ weights (BatchNorm statistics re-estimated, heads scaled) and saved as `.pt2`. P
 The unchanged and padded runtimes are the same wrapper (harness.bench_detection.Padded, with 0 or k
 matmuls), so the only difference is the work. Two rules judge every count:
 
-- navigator: the plugin's (verdicts._judge_counts: every repeat beyond +2% and beyond the stored
+- navigator: the plugin's (judging.judge_counts: every repeat beyond +2% and beyond the stored
   maximum; repeats straddling the limit are inconclusive);
 - fixed 2%: median against median, regressed beyond +2%, the rule of a count gate that stores one
   figure and no spread.
@@ -53,7 +53,8 @@ def one_count(model_path: Path, baselines: Path, runtime: str, matmuls: int, rec
         found = count_verdict(session, model, runtime, matmuls, record)
         profile = session.results.result(model.path, f"{runtime}-padded").profile
         found["repeats"] = list(profile.batches[0].instructions) if profile else []
-        found["stored"] = (stored or {}).get("instructions", {}).get("repeats") if not record else None
+        repeats = stored.instructions.repeats if stored is not None and stored.instructions is not None else None
+        found["stored"] = list(repeats) if repeats is not None and not record else None
         return found
     finally:
         session.close()

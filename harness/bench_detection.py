@@ -184,7 +184,7 @@ def one_process(
                 "stable": batch.stable,
                 "figures": batch.figures(),
                 "mean_ms": float(np.mean([ms for w in batch.windows for ms in w.latencies_ms])),
-                "entry": entry_for(batch, profile, fingerprint(), "fp32"),
+                "entry": entry_for(batch, profile, fingerprint(), "fp32").to_dict(),
             }
             if other is not None:
                 new, old = profile_pair(measured, other, inputs, 1, config)  # type: ignore[arg-type]
@@ -243,10 +243,12 @@ def record(stored: dict[str, Any] | None, recording: dict[str, Any]) -> tuple[di
     """What --update-baselines stores after `recording`: pooled with `stored` when it was measured the
     same way (gate.accepted's rule: any judged recording joins the history), else `recording` alone."""
     from pytest_navigator.gate.baselines import pool, poolable
+    from pytest_navigator.gate.entries import BaselineEntry
 
     if stored is None:
         return recording, False
-    return (pool(stored, recording), True) if poolable(stored, recording) else (recording, False)
+    old, new = BaselineEntry.from_dict(stored), BaselineEntry.from_dict(recording)
+    return (pool(old, new).to_dict(), True) if poolable(old, new) else (recording, False)
 
 
 def judge_group(

@@ -129,10 +129,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _profile(args: argparse.Namespace) -> int:
+    from pytest_navigator.locations import check_locations
     from pytest_navigator.report.terminal import baseline_summary, performance_summary, runtime_table
     from pytest_navigator.runtimes import default_registry
     from pytest_navigator.session import NavigatorSession
-    from pytest_navigator.settings import check_locations, settings_from
+    from pytest_navigator.settings import settings_from
 
     values = dict(vars(args))
     values["navigator_models"] = args.models

@@ -10,6 +10,7 @@ and judging and writing baselines gate.py. Every expensive thing is built once p
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -28,16 +29,19 @@ from pytest_navigator.config import MeasurementMode, ProfilerConfig, Sample
 from pytest_navigator.errors import NavigatorError, describe_error
 from pytest_navigator.gate import policy as gate
 from pytest_navigator.gate.baselines import BaselineError, BaselineFile, BaselineStore, Key
-from pytest_navigator.gate.thresholds import Limit
+from pytest_navigator.gate.constraints import Constraint, constraint_failure, parse_constraints
+from pytest_navigator.gate.entries import BaselineEntry
+from pytest_navigator.gate.thresholds import Limit, parse_thresholds
 from pytest_navigator.gate.verdicts import Comparison
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
 from pytest_navigator.measure.summary import ProfileSummary
 from pytest_navigator.model.loader import Model, load
 from pytest_navigator.model.spec import parse_io_spec, read_sidecar
-from pytest_navigator.report.results import ModelInfo, RunResults, RuntimeResult, Status
+from pytest_navigator.report.results import BaselineUpdate, ModelInfo, RunResults, RuntimeResult, Status
 from pytest_navigator.report.run_report import RunReport
 from pytest_navigator.runtimes import Registry, Runner
 from pytest_navigator.runtimes.builds import Building, BuildRecord, Builds, Planned, RuntimePlan
+from pytest_navigator.runtimes.runtime_options import configured_options
 from pytest_navigator.settings import Settings
 
 __all__ = ["NavigatorSession", "RuntimePlan"]
@@ -63,6 +67,17 @@ class NavigatorSession:
     problems: list[str] = field(default_factory=list)
     #: Hears what a long step is doing (builds, measurement windows): the plugin's progress line.
     progress: Callable[[str], None] | None = None
+    #: What Settings keeps as given, parsed by its own domain when the session starts (__post_init__).
+    limits: dict[str, Limit] = field(init=False)
+    constraints: list[Constraint] = field(init=False)
+    runtime_options: dict[str, dict[str, str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        """A bad threshold, constraint or runtime option stops the run here, naming its option,
+        before a model is loaded or a runtime built."""
+        self.limits = parse_thresholds(self.settings.thresholds)
+        self.constraints = parse_constraints(self.settings.constraints)
+        self.runtime_options = configured_options(self.settings)
 
     # -- models ----------------------------------------------------------------------------------
 
@@ -380,7 +395,7 @@ class NavigatorSession:
         """Whether a timed verdict or a recording depends on this measurement: a stored baseline for it
         (`stored`: _baseline_entries), --update-baselines, a report (`navigator profile -o` included),
         an A/B run, or an absolute limit in --navigator-thresholds."""
-        absolute = any(not limit.relative for limit in self.settings.limits.values())  # an SLA judges any run
+        absolute = any(not limit.relative for limit in self.limits.values())  # an SLA judges any run
         return self._kept() or self.against_model is not None or bool(stored) or absolute
 
     def _kept(self) -> bool:
@@ -510,8 +525,9 @@ class NavigatorSession:
 
     # -- the gate (gate.py) ------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def baseline_store(self) -> BaselineStore:
+        """One store for the run: it reads each model's baseline file once, for every step that asks."""
         return BaselineStore(self.settings.baselines_dir)
 
     def hardware(self, runtime: str, counted: bool = False) -> str:
@@ -564,10 +580,11 @@ class NavigatorSession:
             against=against,
         )
         figures = self.results.models[model.path].profile if model.path in self.results.models else None
-        for (_, _, size), entry in found.entries.items():  # the model profile travels with each entry
+        measured = {key: entry.to_dict() for key, entry in found.entries.items()}  # the run's records keep JSON
+        for (_, _, size), entry in measured.items():  # the model profile travels with each entry
             if figures is not None and str(size) in figures["flops"]:
                 entry["model"] = {"flops": figures["flops"][str(size)], "parameters": figures["parameters"]}
-        result.comparisons, result.measured = found.comparisons, found.entries
+        result.comparisons, result.measured = found.comparisons, measured
         if unreadable is not None:
             raise unreadable
         if found.problems and not self.settings.update_baselines:  # an update replaces malformed entries
@@ -585,13 +602,11 @@ class NavigatorSession:
         """A performance test's work without pytest: profile, the model profile, judge, the gate's
         policy (gate.decide), and the model constraints. Returns the profile, the gate's outcome and the
         broken constraints' message ("" when none). The plugin's test and `navigator profile` both call it."""
-        from pytest_navigator.gate.constraints import constraint_failure
-
         config = config or self.settings.profiler
         profile = self.profile(model, runtime, config)
-        constraints = self.settings.model_constraints if constraints is None else constraints
+        constraints = self.constraints if constraints is None else constraints
         figures = self.model_profile(model, [b.batch_size for b in profile.batches if b.status != "error"])
-        comparisons = self.judge(model, runtime, profile, self.settings.limits if limits is None else limits)
+        comparisons = self.judge(model, runtime, profile, self.limits if limits is None else limits)
         counted = config.measurement_mode is MeasurementMode.INSTRUCTIONS
         outcome = gate.decide(
             runtime,
@@ -605,18 +620,52 @@ class NavigatorSession:
             judged_against=self.judged_against(model),
             hardware=self.hardware(runtime, counted),
         )
-        broken = constraint_failure(self, model, runtime, profile, constraints, figures) if constraints else ""
+        broken = self._constraint_failure(model, runtime, profile, constraints, figures) if constraints else ""
         return profile, outcome, broken
+
+    def _constraint_failure(
+        self, model: Model, runtime: str, profile: RuntimeProfile, constraints: list[Any], found: Any
+    ) -> str:
+        """The model constraints judged (gate/constraints.py) with the figures a percentage is of: the
+        A/B model's profile, else this runtime's stored baseline entries by batch size."""
+        entries: dict[int, BaselineEntry | None] = {}
+        against = None
+        if self.against_model is not None:
+            source = f"the A/B model {self.against_model.name}"
+        else:
+            source = str(self.baseline_store.path_for(model.name, model.fingerprint))
+        if found is not None and self.against_model is not None:
+            against = self.model_profile(self.against_model, sorted(found.flops))
+        elif found is not None:
+            counted = profile.config.measurement_mode is MeasurementMode.INSTRUCTIONS
+            hardware, key = self.hardware(runtime, counted), profile.runtime if counted else runtime
+            with contextlib.suppress(BaselineError):  # an unreadable file fails the gate already
+                stored = self.baseline_store.load(model.name, model.fingerprint)
+                for size in sorted(found.flops):
+                    entries[size] = stored.get((hardware, key, size))
+        return constraint_failure(
+            f"{runtime} on {model.name}",
+            constraints,
+            found,
+            {b.batch_size: b.peak_rss for b in profile.batches},
+            source=source,
+            entries=entries,
+            against=against,
+            profile_error=self.results.models[model.path].profile_error,
+            require_baseline=self.settings.require_baseline,
+        )
 
     def update_baselines(self) -> None:
         """Write this run's stable measurements of runtimes that passed correctness in this run; keep
         every other entry. Each model's outcome lands in results.baseline_updates."""
         for model in self.models.values():
-            entries, confirmed = gate.accepted(self.results.of_model(model.path))
+            passed = [
+                (r.measured, r.comparisons) for r in self.results.of_model(model.path) if r.status == Status.PASSED
+            ]
+            entries, confirmed = gate.accepted(passed)
             if entries:
-                self.results.baseline_updates[model.path] = gate.update(
-                    self.baseline_store, model.name, model.fingerprint, entries, confirmed
-                )
+                written = gate.update(self.baseline_store, model.name, model.fingerprint, entries, confirmed)
+                self.results.baseline_updates[model.path] = BaselineUpdate(written.path, written.changes, written.error)
 
     def unused_baselines(self, model: Model) -> list[Key]:
         """Entries for this machine's hardware that no test of this run compared against (kept, listed)."""
@@ -643,7 +692,7 @@ class NavigatorSession:
         from pytest_navigator.measure.profiler import PerformanceFailure
 
         self.registry.select(self.settings.runtimes)
-        for name in self.settings.runtime_options:
+        for name in self.runtime_options:
             self.runtime_id(name)
         models = self.load_models()
         for model in models:
@@ -704,7 +753,7 @@ class NavigatorSession:
             self._report = RunReport(
                 self.results,
                 fingerprint(),
-                settings_snapshot(self.settings, self.against_model),
+                settings_snapshot(self.settings, self.limits, self.against_model),
                 datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
         return self._report

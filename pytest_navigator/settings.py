@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_navigator import options
 from pytest_navigator.config import MeasurementMode, ProfilerConfig, ProfilerConfigError
 from pytest_navigator.errors import NavigatorError
-
-if TYPE_CHECKING:
-    from pytest_navigator.gate.thresholds import Limit
 
 DEFAULT_BATCH_SIZES = (1, 4)
 #: Processes a timed measurement is taken in where a verdict depends on it (--navigator-processes).
@@ -62,9 +58,10 @@ class Settings:
     #: How performance is measured (--navigator-mode/-window/-stability/-max-trials/-no-profile);
     #: batch_sizes holds --navigator-batch-sizes when given, else None (sweep powers of two).
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
-    #: Regression thresholds (--navigator-thresholds): metric -> thresholds.Limit; None: the defaults.
+    #: Regression thresholds (--navigator-thresholds) as given; None: the defaults. Parsed by the gate
+    #: (gate/thresholds.parse_thresholds), as the constraints are (gate/constraints.parse_constraints).
     thresholds: Mapping[str, Any] | str | None = None
-    #: Limits on the model profile (--navigator-constraints): model_profile.parse_constraints' input.
+    #: Limits on the model profile (--navigator-constraints) as given.
     constraints: Mapping[str, Any] | str | None = None
     #: --navigator-trace: where each runtime's traces go after its profile; None: no traces.
     trace_dir: Path | None = None
@@ -78,8 +75,12 @@ class Settings:
     normalize: bool = False
     #: --navigator-against: an older model file every runtime is also measured on, interleaved (A/B).
     against: Path | None = None
-    #: --navigator-runtime-option / navigator_runtime_options: runtime name -> option -> value text.
+    #: A script's runtime options: runtime name -> option -> value text.
     runtime_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: --navigator-runtime-option and navigator_runtime_options as given ("RUNTIME:OPTION=VALUE,..."),
+    #: parsed over runtime_options by runtimes/options.configured_options.
+    cli_runtime_options: tuple[str, ...] = ()
+    ini_runtime_options: tuple[str, ...] = ()
     #: Built artifacts reused across runs (--navigator-cache); None: no cache, build everything.
     cache_dir: Path | None = None
     #: --navigator-rebuild: build every artifact again and overwrite its cache entry.
@@ -92,20 +93,6 @@ class Settings:
     #: --navigator-processes: fresh processes a timed measurement is taken in where a verdict or a
     #: recording depends on it (runs.py); 1: one.
     processes: int = DEFAULT_PROCESSES
-
-    @functools.cached_property
-    def limits(self) -> dict[str, Limit]:
-        """The thresholds, parsed once (thresholds.parse_thresholds; a bad value names the option)."""
-        from pytest_navigator.gate.thresholds import parse_thresholds
-
-        return parse_thresholds(self.thresholds)
-
-    @functools.cached_property
-    def model_constraints(self) -> list[Any]:
-        """The constraints, parsed once (model_profile.parse_constraints; a bad value names the option)."""
-        from pytest_navigator.model.profile import parse_constraints
-
-        return parse_constraints(self.constraints)
 
 
 def settings_from(
@@ -120,7 +107,6 @@ def settings_from(
     `ini(name)` the ini file's. The command line wins; repeatable options (inputs, runtime options)
     keep both, the command line's last. Paths on the command line are relative to where the run was
     invoked; the artifact cache, baselines and state default to folders under the rootdir."""
-    from pytest_navigator.runtimes.runtime_options import parse_option_specs
 
     def value(flag: str) -> Any:
         option = options.BY_FLAG[flag]
@@ -151,9 +137,6 @@ def settings_from(
         raise OptionError(f"{options.MISSING_BASELINE}={missing!r}: give 'pass', 'skip' or 'fail'.")
     if value(options.REQUIRE_BASELINE):
         missing = "fail"
-    runtime_options = parse_option_specs(ini("navigator_runtime_options") or (), "navigator_runtime_options")
-    for runtime, values in parse_option_specs(cli("navigator_runtime_options") or (), options.RUNTIME_OPTION).items():
-        runtime_options.setdefault(runtime, {}).update(values)  # the command line wins over the ini
     cache = value(options.CACHE) or None
     cache_dir = (
         rootdir / ".navigator" / "cache"
@@ -167,7 +150,7 @@ def settings_from(
         raise OptionError(f"{options.ISOLATION}={isolation!r}: give {' or '.join(map(repr, ISOLATIONS))}.")
     baselines, report, samples = value(options.BASELINES), value(options.REPORT), value(options.SAMPLES)
     seed, against = value(options.SEED), value(options.AGAINST) or None
-    settings = Settings(
+    return Settings(
         models=tuple(dict.fromkeys(Path(m).absolute() for m in models)),
         cli_inputs=tuple(cli("navigator_inputs") or ()),
         ini_inputs=tuple(ini("navigator_inputs") or ()),
@@ -197,16 +180,14 @@ def settings_from(
         inconclusive=inconclusive,
         normalize=bool(value(options.NORMALIZE)),
         against=invocation_dir / against if against else None,
-        runtime_options=runtime_options,
+        cli_runtime_options=tuple(cli("navigator_runtime_options") or ()),
+        ini_runtime_options=tuple(ini("navigator_runtime_options") or ()),
         cache_dir=cache_dir,
         rebuild=bool(value(options.REBUILD)),
         isolation=isolation,
         timeout=parse_timeout(value(options.TIMEOUT)),
         processes=parse_processes(value(options.PROCESSES)),
     )
-    settings.limits  # noqa: B018 - a bad threshold stops the run now, naming the option
-    settings.model_constraints  # noqa: B018 - so does a bad constraint
-    return settings
 
 
 ISOLATIONS = ("process", "none")
@@ -381,54 +362,3 @@ def _number(value: Any, option: str, where: str, accepted: str, integer: bool = 
     if number != number or (integer and not number.is_integer()):
         raise OptionError(f"{where}{option}={value!r}: give {accepted}.")
     return int(number) if integer else number
-
-
-def check_locations(settings: Settings) -> None:
-    """Refuse, before minutes of measurement, folders and files the run could not use: a baselines or
-    cache folder that is a file, and a report or (under --update-baselines) a baselines folder that
-    cannot be written."""
-    folders = [(options.BASELINES, settings.baselines_dir), (options.CACHE, settings.cache_dir)]
-    for option, folder in folders:
-        if folder is not None and folder.exists() and not folder.is_dir():
-            raise OptionError(f"{option}={folder} is a file; give a folder (or leave the option out for the default).")
-    outputs = [
-        (options.REPORT, settings.report_path, "JSON"),
-        (options.HTML, settings.html_path, "HTML"),
-        (options.MARKDOWN, settings.markdown_path, "Markdown"),
-        (options.BENCHMARK_JSON, settings.benchmark_json_path, "pytest-benchmark JSON"),
-    ]
-    for option, report, kind in outputs:
-        if report is None:
-            continue
-        if report.is_dir():
-            raise OptionError(f"{option}={report} is a folder; give the path of the {kind} file to write.")
-        _check_writable(report.parent, option, report)
-    if settings.update_baselines:
-        _check_writable(
-            settings.baselines_dir,
-            options.BASELINES,
-            settings.baselines_dir,
-            f" ({options.UPDATE_BASELINES} writes there)",
-        )
-    if settings.cache_dir is not None:
-        _check_writable(
-            settings.cache_dir, options.CACHE, settings.cache_dir, f"; {options.CACHE}=none builds without one"
-        )
-
-
-def _check_writable(folder: Path, option: str, given: Path, why: str = "") -> None:
-    """`folder`, or the nearest folder above it that exists (it would be created there), must take a new file."""
-    import tempfile
-
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OptionError(f"{option}={given}: {existing} is a file, so nothing can be written under it{why}.")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise OptionError(
-            f"{option}={given}: cannot write in {existing} ({exc.strerror or type(exc).__name__}){why}."
-        ) from None

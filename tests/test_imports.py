@@ -178,3 +178,53 @@ def test_the_measuring_and_worker_modules_hold_one_idea_each() -> None:
         if (count := len(path.read_text().splitlines())) > 400
     ]
     assert long == []
+
+
+def _stage_imports(path: Path) -> set[str]:
+    """Every pytest_navigator module `path` imports, at its top, inside functions or under TYPE_CHECKING."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pytest_navigator"):
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("pytest_navigator")}
+    return found
+
+
+def _above(path: Path, folders: tuple[str, ...]) -> list[str]:
+    """The modules of `folders` that `path` imports."""
+    stage = {f"pytest_navigator.{folder}" for folder in folders}
+    return sorted(n for n in _stage_imports(path) if n in stage or n.rpartition(".")[0] in stage)
+
+
+#: The stage folders, top to bottom (DESIGN.md, Layout): each imports only those below it.
+STAGES = ("plugin", "session", "report", "gate", "measure", "check", "runtimes", "workers", "model")
+
+
+def test_settings_keeps_raw_values_and_imports_no_domain() -> None:
+    """Settings keeps the values as given; the thresholds, constraints and runtime options are parsed
+    by their own domains (gate/, runtimes/), so settings.py imports none of the stages above it."""
+    import pytest_navigator
+
+    package = Path(pytest_navigator.__file__).parent
+    assert _above(package / "settings.py", STAGES) == []
+
+
+def test_model_imports_nothing_above_it() -> None:
+    import pytest_navigator
+
+    model = Path(pytest_navigator.__file__).parent / "model"
+    above = STAGES[: STAGES.index("model")]
+    assert {path.name: _above(path, above) for path in model.glob("*.py")} == {p.name: [] for p in model.glob("*.py")}
+
+
+def test_the_gate_imports_nothing_from_the_report_or_the_session() -> None:
+    """The gate is given values (verdicts, measured entries) and gives values back: the session turns
+    them into the run's records and the report reads those."""
+    import pytest_navigator
+
+    gate = Path(pytest_navigator.__file__).parent / "gate"
+    above = STAGES[: STAGES.index("gate")]
+    assert {path.name: _above(path, above) for path in gate.glob("*.py")} == {p.name: [] for p in gate.glob("*.py")}

@@ -3,7 +3,8 @@
 Each sample runs through the runtime and the reference (references.ReferenceOutputs computes the
 reference's outputs and truth once per sample, for all runtimes) and is judged by a verify function. A failure is shrunk by
 Hypothesis to the simplest failing sample, saved as an .npz under .navigator/failures, and
-reported with every figure needed to see why and a one-line command that replays it.
+reported with every figure needed to see why and a one-line command that replays it. What the check
+saw, and its report when it passes, are summary.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,15 +30,14 @@ from pytest_navigator.check.hypothesis_profiles import (  # noqa: F401 - importa
     register_profiles,
 )
 from pytest_navigator.check.strategies import describe, random_sample, samples, simplify
-from pytest_navigator.check.user_samples import LabeledSample
-from pytest_navigator.check.verify import (
-    Allclose,
-    ExplainingVerify,
-    Tolerance,
-    compare_array,
-    explain,
-    tolerance_for,
+from pytest_navigator.check.summary import (  # noqa: F401 - the report's types, importable from here as before
+    CorrectnessReport,
+    Observed,
+    OutputSummary,
+    vacuous_outputs,
 )
+from pytest_navigator.check.user_samples import LabeledSample
+from pytest_navigator.check.verify import ExplainingVerify, explain, tolerance_for
 from pytest_navigator.config import Sample, VerifyFunction
 from pytest_navigator.errors import NavigatorError, RuntimeCrashError, describe_error
 
@@ -70,63 +70,6 @@ class CheckOptions:
     strict: bool = False
 
 
-@dataclass(frozen=True)
-class OutputSummary:
-    """What the check saw of one output over every sample it ran."""
-
-    name: str
-    max_abs_error: float
-    max_rel_error: float
-    max_abs_reference: float
-    constant: bool
-    #: The largest error against the truth in units of the reference's own rounding (error budget
-    #: only; None where the fixed tolerance judged), and the truths it was measured against.
-    budget_ratio: float | None = None
-    truth: str | None = None
-    #: Every reference value of this output was NaN or Inf: the check cannot fail (NaN equals NaN).
-    nonfinite: bool = False
-
-
-@dataclass(frozen=True)
-class CorrectnessReport:
-    """A passed check: how many samples, judged how, and the worst error seen per output."""
-
-    model: str
-    runtime: str
-    verify: str
-    explicit: int
-    generated: int
-    outputs: tuple[OutputSummary, ...]
-    batch_sizes: tuple[int, ...] = ()
-    warnings: tuple[str, ...] = ()
-    #: The error budget's multiple of the reference's own rounding (None: another verify function).
-    budget_multiple: float | None = None
-    #: Why the truth was not the float64 shadow, when it was not.
-    truth_note: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return True  # a failing check raises CorrectnessFailure instead of returning
-
-    @property
-    def samples(self) -> int:
-        return self.explicit + self.generated
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, JSON-ready (results.RunResults.to_json)."""
-        data = dataclasses.asdict(self)
-        data["outputs"] = [dataclasses.asdict(o) for o in self.outputs]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CorrectnessReport:
-        values = dict(data)
-        values["outputs"] = tuple(OutputSummary(**o) for o in data["outputs"])
-        values["batch_sizes"] = tuple(data["batch_sizes"])
-        values["warnings"] = tuple(data["warnings"])
-        return cls(**values)
-
-
 class _SampleFailed(Exception):
     """One sample failed; raised inside the property so Hypothesis can shrink it."""
 
@@ -143,66 +86,6 @@ class _ShownSample(dict[str, Any]):
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
-
-
-@dataclass
-class _Observed:
-    """Running maxima per output, across every sample the check ran."""
-
-    abs_error: dict[str, float] = field(default_factory=dict)
-    rel_error: dict[str, float] = field(default_factory=dict)
-    abs_reference: dict[str, float] = field(default_factory=dict)
-    values: dict[str, tuple[float, float]] = field(default_factory=dict)
-    elements: dict[str, int] = field(default_factory=dict)
-    budget_ratio: dict[str, float] = field(default_factory=dict)
-    truths: dict[str, set[str]] = field(default_factory=dict)
-    truth_notes: set[str] = field(default_factory=set)
-    failures: int = 0
-    first_failure: str = ""
-    generated: int = 0
-    batch_sizes: set[int] = field(default_factory=set)
-
-    def add(self, expected: Sample, actual: Sample, truth: Truth | None = None, verify: object = None) -> None:
-        from pytest_navigator.check.budget import ErrorBudget
-
-        if truth is not None:
-            if truth.note:
-                self.truth_notes.add(truth.note)
-            judged = verify.compare(expected, actual, truth) if isinstance(verify, ErrorBudget) and truth.noise else {}
-            for name, comparison in judged.items():
-                self.budget_ratio[name] = max(self.budget_ratio.get(name, 0.0), comparison.ratio)
-                self.truths.setdefault(name, set()).add(comparison.truth_kind)
-        for name, ref in expected.items():
-            ref = np.asarray(ref)
-            if ref.dtype.kind in "biu" or ref.size == 0 or name not in actual:
-                continue
-            figures = compare_array(name, ref, actual[name], Tolerance(0.0, 0.0))
-            self.abs_error[name] = max(self.abs_error.get(name, 0.0), figures.max_abs_error)
-            self.rel_error[name] = max(self.rel_error.get(name, 0.0), figures.max_rel_error)
-            finite = ref[np.isfinite(ref.astype(np.float64))].astype(np.float64)
-            if finite.size:
-                self.abs_reference[name] = max(self.abs_reference.get(name, 0.0), float(np.abs(finite).max()))
-                lo, hi = self.values.get(name, (np.inf, -np.inf))
-                self.values[name] = (min(lo, float(finite.min())), max(hi, float(finite.max())))
-            self.elements[name] = self.elements.get(name, 0) + ref.size
-
-    def summary(self) -> tuple[OutputSummary, ...]:
-        summaries = []
-        for name in self.abs_error:
-            lo, hi = self.values.get(name, (0.0, 1.0))
-            summaries.append(
-                OutputSummary(
-                    name,
-                    self.abs_error[name],
-                    self.rel_error[name],
-                    self.abs_reference.get(name, 0.0),
-                    lo == hi,
-                    self.budget_ratio.get(name),
-                    " and ".join(sorted(self.truths[name])) if name in self.truths else None,
-                    name not in self.abs_reference,
-                )
-            )
-        return tuple(summaries)
 
 
 @dataclass(frozen=True)
@@ -244,7 +127,7 @@ class _RuntimeCheck:
         #: The precision's fixed tolerance: explains plain verify functions' failures, and the vacuous check's atol.
         self.fixed = tolerance_for(precision)
         self.verify = options.verify or default_verify(precision)
-        self.observed = _Observed()
+        self.observed = Observed()
         #: The sample a crash or a hang of the runtime's worker happened on (isolation.py), and why.
         self.crash: tuple[Sample, str, RuntimeCrashError] | None = None
 
@@ -277,7 +160,7 @@ class _RuntimeCheck:
             else None,
             truth_note="; ".join(sorted(self.observed.truth_notes)),
         )
-        vacuous = _vacuous_outputs(report, self.verify, self.fixed)
+        vacuous = vacuous_outputs(report, self.verify, self.fixed)
         if vacuous and self.options.strict:
             raise CorrectnessFailure("\n".join([*vacuous, f"({options.STRICT} turns this warning into a failure)"]))
         for text in vacuous:
@@ -435,28 +318,3 @@ def describe_truth(truth: Truth) -> str:
 
 def _verify_name(verify: VerifyFunction) -> str:
     return repr(verify) if isinstance(verify, ExplainingVerify) else getattr(verify, "__qualname__", repr(verify))
-
-
-def _vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback: Allclose) -> list[str]:
-    """Outputs whose check could not fail: every reference value within atol of 0, or one value everywhere."""
-    found = []
-    checked = f"{report.samples} sample(s)"
-    for output in report.outputs:
-        atol = verify.atol(output.name) if isinstance(verify, ExplainingVerify) else None
-        atol = fallback.tolerance.atol if atol is None else atol
-        where = f"{report.runtime} on {report.model}: output {output.name!r}"
-        if output.nonfinite:
-            found.append(
-                f"{where}: every reference value is NaN or Inf over {checked}, and NaN or Inf in a runtime "
-                "agrees with it, so the check cannot fail; the reference computes nothing finite (an overflow, "
-                "a division by zero, or uninitialised weights)."
-            )
-        elif output.max_abs_reference <= atol:
-            found.append(
-                f"{where}: every reference value is within atol={atol:g} of 0 (max |value| {output.max_abs_reference:.3g} over {checked}), so the check accepts almost any output; calibrate the model (a randomly initialised network can emit values near 1e-9) or lower atol."
-            )
-        elif output.constant:
-            found.append(
-                f"{where}: the reference output is one constant value over {checked}; the check cannot tell whether the runtime reacts to its inputs."
-            )
-    return found

@@ -1,7 +1,8 @@
 """Stored baselines: one human-diffable JSON file per model, keyed by hardware, runtime and batch size.
 
 A file is `<model stem>-<first 12 hex of its sha256>.json` under the baselines folder, with a
-schema version. Writes happen under a `filelock` lock and re-read the file first, so concurrent
+schema version; its entries are typed (entries.BaselineEntry), checked once when the file is read,
+and a store reads each file once (BaselineStore.load) until it writes it. Writes happen under a `filelock` lock and re-read the file first, so concurrent
 writers (xdist workers, parallel CI jobs) merge rather than lose entries; the new content goes to
 a temporary file renamed over the old one, so a reader never sees half a file. A file that is
 corrupt or has a newer schema is never overwritten: BaselineError names it.
@@ -10,12 +11,11 @@ corrupt or has a newer schema is never overwritten: BaselineError names it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,19 @@ import numpy as np
 
 from pytest_navigator import options
 from pytest_navigator.errors import NavigatorError
-from pytest_navigator.measure.profiler import BLOCKS_PER_WINDOW, BatchProfile, RuntimeProfile
+from pytest_navigator.gate.entries import (  # noqa: F401 - the entries' helpers, importable from here as before
+    DIGITS,
+    BaselineEntry,
+    MalformedEntry,
+    blocks,
+    entry_for,
+    entry_problem,
+    instruction_entry,
+    read_entry,
+    rounded,
+)
 
 SCHEMA_VERSION = 1
-#: Significant digits kept in the file: stable diffs, no float noise.
-DIGITS = 6
 
 
 class BaselineError(NavigatorError):
@@ -36,90 +44,8 @@ class BaselineError(NavigatorError):
 
 #: (hardware, runtime, batch size) -> entry
 Key = tuple[str, str, int]
-
-
-def _round(value: Any) -> Any:
-    if isinstance(value, float):
-        return float(f"{value:.{DIGITS}g}")
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_round(v) for v in value]
-    return value
-
-
-def blocks(batch: BatchProfile) -> tuple[list[float], list[float]]:
-    """Throughput (samples/s) and p95 latency (ms) of each block of the stable windows' requests
-    (BLOCKS_PER_WINDOW per window: 3 windows give 15 samples per side, where 3 window values alone
-    could never reach p < 0.05)."""
-    throughputs, p95s = [], []
-    for index in batch.stable_windows:
-        window = batch.windows[index]
-        for chunk in np.array_split(np.asarray(window.latencies_ms), BLOCKS_PER_WINDOW):
-            if chunk.size and chunk.sum() > 0:
-                throughputs.append(float(chunk.size * window.batch_size / (chunk.sum() / 1000)))
-                p95s.append(float(np.percentile(chunk, 95)))
-    return throughputs, p95s
-
-
-def entry_for(batch: BatchProfile, profile: RuntimeProfile, facts: Mapping[str, Any], precision: str) -> dict[str, Any]:
-    """What is stored for one stable batch-size measurement (instruction counts: instruction_entry)."""
-    if batch.instructions:
-        return instruction_entry(batch, facts, precision)
-    throughputs, p95s = blocks(batch)
-    memory = {k: v for k, v in batch.memory.items() if v is not None} if batch.peak_rss is not None else None
-    runs = [dict(r) for r in batch.runs] or [batch.figures()]
-    headline: dict[str, Any] = {"throughput": batch.throughput, "latency_ms": batch.latency_ms}
-    if len(runs) > 1:  # the figures of the median run, not of whichever process measured first
-        headline = {
-            "throughput": float(np.median([r["throughput"] for r in runs])),
-            "latency_ms": {k: float(np.median([r[k] for r in runs])) for k in ("p50", "p95", "p99")}
-            | {"p90": batch.latency_ms["p90"]},
-        }
-    return _round(
-        {
-            **({"peak_memory": memory} if memory else {}),
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "libraries": dict(facts.get("libraries", {})),
-            "precision": precision,
-            "profiler": profile.config.to_dict(),
-            **headline,
-            "runs": runs,
-            "cold_start_ms": batch.cold_start_ms,
-            "calibration": profile.calibration,
-            "window_throughputs": [batch.windows[i].throughput for i in batch.stable_windows],
-            "block_throughputs": throughputs,
-            "block_p95_ms": p95s,
-        }
-    )
-
-
-def instruction_entry(batch: BatchProfile, facts: Mapping[str, Any], precision: str) -> dict[str, Any]:
-    """Instructions per request counted in separate processes: their median, min, max and each (whole
-    numbers: exact, and stable in a diff)."""
-    from pytest_navigator.measure import instructions
-
-    counts = sorted(round(c) for c in batch.instructions)
-    median = round(batch.instructions_per_request)
-    return _round(
-        {
-            "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "libraries": dict(facts.get("libraries", {})),
-            "precision": precision,
-            "profiler": {
-                "measurement_mode": "instructions",
-                "processes": len(counts),
-                "requests": instructions.REQUESTS,
-            },
-            "instructions": {
-                "per_request": median,
-                "per_sample": median / batch.batch_size,
-                "min": counts[0],
-                "max": counts[-1],
-                "repeats": counts,
-            },
-        }
-    )
+#: A file's entry as read: typed, malformed (kept as read), or null (as good as none).
+Stored = BaselineEntry | MalformedEntry | None
 
 
 #: An update that confirms the stored speed (no significant change, same library versions, profiler
@@ -136,59 +62,59 @@ STALE_DAYS = 90
 POOLED = ("runs", "window_throughputs", "block_throughputs", "block_p95_ms")
 
 
-def poolable(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+def poolable(old: BaselineEntry | None, new: BaselineEntry) -> bool:
     """Whether `new` measures the same thing as `old` the same way (the time budget decides how far a
     sweep goes, not how a batch size is measured: it does not count)."""
-    if old is None or "instructions" in old or "instructions" in new:
+    if old is None or old.counted or new.counted:
         return False  # counts do not drift: an unchanged count keeps its entry (BaselineStore.update)
 
-    def how(entry: Mapping[str, Any]) -> tuple[Any, ...]:
-        profiler = {k: v for k, v in (entry.get("profiler") or {}).items() if k not in ("time_budget", "interference")}
-        return entry.get("libraries"), profiler, entry.get("precision")
+    def how(entry: BaselineEntry) -> tuple[Any, ...]:
+        profiler = {k: v for k, v in (entry.profiler or {}).items() if k not in ("time_budget", "interference")}
+        return entry.libraries, profiler, entry.precision
 
     return how(old) == how(new)
 
 
-def pool(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+def pool(old: BaselineEntry, new: BaselineEntry) -> BaselineEntry:
     """`new` pooled with `old`'s recordings (the oldest dropped beyond POOL_SIZE, and any older than
     STALE_DAYS): runs and samples concatenated, throughput, latencies and calibration the median over
     the recordings."""
-    stored = list(old.get("recordings") or [_recording(old)])
+    stored = list(old.recordings or [_recording(old)])
     stale = 0  # recordings are in the order they were made: the stale ones lead
-    while stale < len(stored) and _stale(stored[stale], new.get("date")):
+    while stale < len(stored) and _stale(stored[stale], new.date):
         stale += 1
     recordings = [*stored[stale:], _recording(new)]
     excess = max(0, len(recordings) - POOL_SIZE)
     dropped, kept = stored[:stale] + recordings[:excess], recordings[excess:]
-    merged = dict(new)
+    merged = new.to_dict()
     for name in POOLED:
         skip = sum(r["counts"].get(name, 0) for r in dropped)
-        earlier = list(old.get(name, ())) if name != "runs" or "runs" in old else [_old_run(old)]
-        merged[name] = earlier[skip:] + list(new.get(name, ()))
+        earlier = list(getattr(old, name) or ()) if name != "runs" or old.runs is not None else [_old_run(old)]
+        merged[name] = [*earlier[skip:], *(getattr(new, name) or ())]
     merged["recordings"] = kept
     merged["throughput"] = float(np.median([r["throughput"] for r in kept]))
-    merged["latency_ms"] = {k: float(np.median([r["latency_ms"][k] for r in kept])) for k in new["latency_ms"]}
+    merged["latency_ms"] = {k: float(np.median([r["latency_ms"][k] for r in kept])) for k in new.latency_ms or {}}
     scores = [r["calibration"] for r in kept if r.get("calibration")]
     merged["calibration"] = float(np.median(scores)) if scores else None
-    return _round(merged)
+    return BaselineEntry.from_dict(rounded(merged))
 
 
-def _recording(entry: Mapping[str, Any]) -> dict[str, Any]:
-    counts = {name: len(entry.get(name, ())) for name in POOLED}
-    counts["runs"] = len(entry.get("runs") or [None])  # an entry from before runs were kept: one run
+def _recording(entry: BaselineEntry) -> dict[str, Any]:
+    counts = {name: len(getattr(entry, name) or ()) for name in POOLED}
+    counts["runs"] = len(entry.runs or [None])  # an entry from before runs were kept: one run
     return {
-        "date": entry.get("date"),
-        "throughput": entry["throughput"],
-        "latency_ms": dict(entry["latency_ms"]),
-        "calibration": entry.get("calibration"),
+        "date": entry.date,
+        "throughput": entry.throughput,
+        "latency_ms": dict(entry.latency_ms or {}),
+        "calibration": entry.calibration,
         "counts": counts,
     }
 
 
-def _old_run(entry: Mapping[str, Any]) -> dict[str, Any]:
+def _old_run(entry: BaselineEntry) -> dict[str, Any]:
     """The one run an entry from before runs were kept stands for: its headline figures."""
-    latency = entry["latency_ms"]
-    return {"throughput": entry["throughput"], "p50": latency["p50"], "p95": latency["p95"], "p99": latency["p99"]}
+    latency = entry.latency_ms or {}
+    return {"throughput": entry.throughput, "p50": latency["p50"], "p95": latency["p95"], "p99": latency["p99"]}
 
 
 def _stale(recording: Mapping[str, Any], now: str | None) -> bool:
@@ -204,90 +130,30 @@ def _stale(recording: Mapping[str, Any], now: str | None) -> bool:
     return age.days > STALE_DAYS
 
 
-def _finite(value: Any, minimum: float, strict: bool) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return False
-    return value > minimum if strict else value >= minimum
-
-
-def entry_problem(entry: Any) -> str | None:
-    """Why a stored entry cannot be judged against (a missing field, a wrong type, a number out of
-    range: throughputs must be positive, latencies finite and not negative), or None."""
-    if not isinstance(entry, dict):
-        return f"is a {type(entry).__name__}, not an object"
-    if "instructions" in entry:
-        counts = entry["instructions"]
-        if not isinstance(counts, dict):
-            return "field 'instructions' is not an object"
-        for name in ("per_request", "min", "max"):
-            if not _finite(counts.get(name), 0.0, strict=True):
-                return f"field 'instructions.{name}' is {counts.get(name)!r}; a count is a positive number"
-        if counts["min"] > counts["per_request"] or counts["per_request"] > counts["max"]:
-            return "field 'instructions' has per_request outside min..max"
-        return None
-    if "throughput" not in entry:
-        return "has no field 'throughput'"
-    if not _finite(entry["throughput"], 0.0, strict=True):
-        return f"field 'throughput' is {entry['throughput']!r}; a throughput is a positive number (samples/s)"
-    latency = entry.get("latency_ms")
-    if not isinstance(latency, dict):
-        return "has no field 'latency_ms'" if latency is None else "field 'latency_ms' is not an object"
-    for name in ("p50", "p90", "p95", "p99"):
-        if name not in latency:
-            return f"field 'latency_ms' has no {name!r}"
-        if not _finite(latency[name], 0.0, strict=False):
-            return f"field 'latency_ms.{name}' is {latency[name]!r}; a latency is a finite number of ms >= 0"
-    for name, strict in (("block_throughputs", True), ("window_throughputs", True), ("block_p95_ms", False)):
-        values = entry.get(name, [])
-        if not isinstance(values, list):
-            return f"field {name!r} is not a list"
-        bad = [v for v in values if not _finite(v, 0.0, strict)]
-        if bad:
-            return f"field {name!r} holds {bad[0]!r}; every value must be a {'positive' if strict else 'finite'} number"
-    runs = entry.get("runs", [])
-    if not isinstance(runs, list):
-        return "field 'runs' is not a list"
-    for number, run in enumerate(runs, 1):
-        if not isinstance(run, dict):
-            return f"field 'runs' holds {run!r} as run {number}; each run is an object of its figures"
-        if not _finite(run.get("throughput"), 0.0, strict=True):
-            return f"run {number} of field 'runs' has throughput {run.get('throughput')!r}; a throughput is a positive number"
-        for name in ("p50", "p95", "p99"):
-            if not _finite(run.get(name), 0.0, strict=False):
-                return f"run {number} of field 'runs' has {name} {run.get(name)!r}; a latency is a finite number of ms >= 0"
-    calibration = entry.get("calibration")
-    if calibration is not None and not _finite(calibration, 0.0, strict=True):
-        return f"field 'calibration' is {calibration!r}; a calibration score is a positive number or null"
-    for name in ("libraries", "profiler"):
-        if name in entry and not isinstance(entry[name], dict):
-            return f"field {name!r} is not an object"
-    return None
-
-
 @dataclass
 class BaselineFile:
-    """One model's baselines: entries[hardware][runtime][str(batch)] -> entry."""
+    """One model's baselines: entries[hardware][runtime][str(batch)] -> entry, each checked once when
+    the file was read. A store shares the file it read with every caller: read it, never change it
+    (BaselineStore.update changes a copy of its own)."""
 
     path: Path
     model: dict[str, str]
-    entries: dict[str, dict[str, dict[str, dict[str, Any]]]]
+    entries: dict[str, dict[str, dict[str, Stored]]]
 
-    def get(self, key: Key) -> dict[str, Any] | None:
+    def get(self, key: Key) -> BaselineEntry | None:
         """The stored entry for `key`, None when there is none; BaselineError for an entry that is
         there but malformed (it is never used for a verdict)."""
         hardware, runtime, batch = key
         entry = self.entries.get(hardware, {}).get(runtime, {}).get(str(batch))
-        if entry is None:
-            return None
-        problem = entry_problem(entry)
-        if problem is not None:
+        if isinstance(entry, MalformedEntry):
             raise BaselineError(
-                f"{self.path}: the entry for {runtime} at batch size {batch} on {hardware} {problem}. It is not "
-                f"used for a verdict; fix or delete it in the file, or record it again with {options.UPDATE_BASELINES}."
+                f"{self.path}: the entry for {runtime} at batch size {batch} on {hardware} {entry.problem}. It is "
+                f"not used for a verdict; fix or delete it in the file, or record it again with "
+                f"{options.UPDATE_BASELINES}."
             )
         return entry
 
-    def lookup(self, key: Key) -> tuple[dict[str, Any] | None, str]:
+    def lookup(self, key: Key) -> tuple[BaselineEntry | None, str]:
         """The entry for `key` and the hardware key it was found under: `key`'s own, else (a file
         written before CPU generations were part of the key) its coarser form, "AMD EPYC x2"."""
         from pytest_navigator.measure.telemetry import coarse_key
@@ -300,7 +166,7 @@ class BaselineFile:
                 return found, coarse
         return entry, key[0]
 
-    def runtime_entries(self, hardware: str, runtime: str) -> dict[str, Any]:
+    def runtime_entries(self, hardware: str, runtime: str) -> dict[str, Stored]:
         """A runtime's entries by batch size on `hardware`, else under its coarser key (lookup)."""
         from pytest_navigator.measure.telemetry import coarse_key
 
@@ -314,38 +180,56 @@ class BaselineFile:
                 for batch in batches:
                     yield hardware, runtime, int(batch)
 
-    def put(self, key: Key, entry: dict[str, Any]) -> None:
+    def put(self, key: Key, entry: BaselineEntry) -> None:
         hardware, runtime, batch = key
         self.entries.setdefault(hardware, {}).setdefault(runtime, {})[str(batch)] = entry
 
     def dumps(self) -> str:
-        data = {"schema": SCHEMA_VERSION, "model": self.model, "entries": self.entries}
+        entries = {
+            hardware: {
+                runtime: {batch: None if entry is None else entry.to_dict() for batch, entry in batches.items()}
+                for runtime, batches in runtimes.items()
+            }
+            for hardware, runtimes in self.entries.items()
+        }
+        data = {"schema": SCHEMA_VERSION, "model": self.model, "entries": entries}
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 class BaselineStore:
-    """The baselines folder: read a model's file, write measured entries into it safely."""
+    """The baselines folder: read a model's file, write measured entries into it safely. A run keeps
+    one store (the session's), which reads each file once, however many steps ask for it."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        #: path -> the file as read (or written), or the error reading it raised
+        self._read: dict[Path, BaselineFile | BaselineError] = {}
 
     def path_for(self, model_name: str, fingerprint: str) -> Path:
         return self.directory / f"{Path(model_name).stem}-{fingerprint[:12]}.json"
 
     def load(self, model_name: str, fingerprint: str) -> BaselineFile:
-        """The model's baselines; an empty file object when none is stored yet."""
+        """The model's baselines (an empty file object when none is stored yet), read on the first
+        call and shared by the later ones until this store writes the file; an unreadable file raises
+        its BaselineError each time."""
         path = self.path_for(model_name, fingerprint)
-        if not path.exists():
-            return BaselineFile(path, {"name": model_name, "sha256": fingerprint}, {})
-        return _parse(path)
+        if path not in self._read:
+            try:
+                self._read[path] = _load(path, model_name, fingerprint)
+            except BaselineError as exc:
+                self._read[path] = exc
+        found = self._read[path]
+        if isinstance(found, BaselineError):
+            raise BaselineError(str(found)) from None
+        return found
 
     def update(
         self,
         model_name: str,
         fingerprint: str,
-        entries: Mapping[Key, dict[str, Any]],
+        entries: Mapping[Key, BaselineEntry],
         pool_keys: frozenset[Key] | set[Key] = frozenset(),
-    ) -> list[tuple[Key, Any, Any]]:
+    ) -> list[tuple[Key, BaselineEntry | None, BaselineEntry]]:
         """Write `entries` into the model's file, keeping every other entry; returns (key, old, new) rows.
         Entries under `pool_keys` (measurements that confirmed the stored speed) are pooled with the
         stored recordings where poolable. Locked and atomic: concurrent updaters merge; a corrupt or
@@ -355,14 +239,15 @@ class BaselineStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path_for(model_name, fingerprint)
         with FileLock(str(path) + ".lock", timeout=120):
-            stored = self.load(model_name, fingerprint)  # re-read under the lock: others may have written
+            # read again under the lock, past what this store read: others may have written since
+            stored = _load(path, model_name, fingerprint)
             changes = []
-            for key, entry in sorted(entries.items()):
+            for key, entry in sorted(entries.items(), key=lambda item: item[0]):
                 try:
                     old = stored.get(key)
                 except BaselineError:  # a malformed entry is replaced, never pooled with
                     old = None
-                if key in pool_keys and old is not None and "instructions" in entry and _same_setup(old, entry):
+                if key in pool_keys and old is not None and entry.counted and _same_setup(old, entry):
                     written = old  # an unchanged count: the file stays byte-identical
                 elif key in pool_keys and old is not None and poolable(old, entry):
                     written = pool(old, entry)
@@ -371,11 +256,18 @@ class BaselineStore:
                 changes.append((key, old, written))
                 stored.put(key, written)
             _write_atomically(path, stored.dumps())
+            self._read[path] = stored  # what the file now holds
         return changes
 
 
-def _same_setup(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    return all(old.get(k) == new.get(k) for k in ("libraries", "precision", "profiler"))
+def _same_setup(old: BaselineEntry, new: BaselineEntry) -> bool:
+    return (old.libraries, old.precision, old.profiler) == (new.libraries, new.precision, new.profiler)
+
+
+def _load(path: Path, model_name: str, fingerprint: str) -> BaselineFile:
+    if not path.exists():
+        return BaselineFile(path, {"name": model_name, "sha256": fingerprint}, {})
+    return _parse(path)
 
 
 def _parse(path: Path) -> BaselineFile:
@@ -394,9 +286,20 @@ def _parse(path: Path) -> BaselineFile:
             "upgrade pytest-navigator. The file is left as it is."
         )
     entries = data.get("entries") if isinstance(data, dict) else None
-    if schema != SCHEMA_VERSION or not isinstance(entries, dict) or not isinstance(data.get("model"), dict):
+    nested = isinstance(entries, dict) and all(
+        isinstance(runtimes, dict) and all(isinstance(batches, dict) for batches in runtimes.values())
+        for runtimes in entries.values()
+    )
+    if schema != SCHEMA_VERSION or not nested or not isinstance(data.get("model"), dict):
         raise BaselineError(f"{path}: not {accepted}. It is left as it is: fix or delete it.")
-    return BaselineFile(path, data["model"], entries)
+    typed = {
+        hardware: {
+            runtime: {batch: None if entry is None else read_entry(entry) for batch, entry in batches.items()}
+            for runtime, batches in runtimes.items()
+        }
+        for hardware, runtimes in entries.items()
+    }
+    return BaselineFile(path, data["model"], typed)
 
 
 def _write_atomically(path: Path, text: str) -> None:

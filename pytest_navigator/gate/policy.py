@@ -11,24 +11,26 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pytest_navigator import options
-from pytest_navigator.gate.baselines import BaselineError, BaselineFile, BaselineStore, Key, entry_for
+from pytest_navigator.gate.baselines import BaselineError, BaselineFile, BaselineStore, Key
+from pytest_navigator.gate.entries import BaselineEntry, entry_for
 from pytest_navigator.gate.thresholds import Limit
 from pytest_navigator.gate.verdicts import Comparison, Verdict, compare
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile
-from pytest_navigator.report.results import BaselineUpdate, RuntimeResult, Status
 
 
-def paired_entry(entry: dict[str, Any], batch: BatchProfile) -> dict[str, Any]:
+def paired_entry(entry: BaselineEntry, batch: BatchProfile) -> BaselineEntry:
     """An entry with every window's throughput and p95 (A/B runs pair windows, not blocks)."""
-    return entry | {
-        "paired_throughputs": [w.throughput for w in batch.windows],
-        "paired_p95_ms": [float(np.percentile(w.latencies_ms, 95)) for w in batch.windows],
-    }
+    return replace(
+        entry,
+        paired_throughputs=tuple(w.throughput for w in batch.windows),
+        paired_p95_ms=tuple(float(np.percentile(w.latencies_ms, 95)) for w in batch.windows),
+    )
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Judgement:
     baseline entries (what --update-baselines would write)."""
 
     comparisons: list[Comparison]
-    entries: dict[Key, dict[str, Any]]
+    entries: dict[Key, BaselineEntry]
     #: Stored entries that are malformed (baselines.entry_problem): never used for a verdict.
     problems: list[str] = field(default_factory=list)
 
@@ -63,7 +65,7 @@ def judge(
             continue
         current = entry_for(batch, profile, facts, precision)
         key = (hardware, runtime, batch.batch_size)
-        before: dict[str, Any] | None
+        before: BaselineEntry | None
         if against is not None:  # A/B: the old model, measured window by window beside it
             other = olds[batch.batch_size]
             before = (
@@ -211,40 +213,53 @@ def decide(
     return passing
 
 
-def accepted(results: Iterable[RuntimeResult]) -> tuple[dict[Key, dict[str, Any]], set[Key]]:
+def accepted(
+    passed: Iterable[tuple[Mapping[Key, Mapping[str, Any]], Iterable[Comparison]]],
+) -> tuple[dict[Key, BaselineEntry], set[Key]]:
     """What --update-baselines writes for one model: the stable measurements of runtimes that passed
-    correctness in this run, and which of them were judged against a stored entry (they join its
-    history of recordings)."""
-    entries: dict[Key, dict[str, Any]] = {}
+    correctness in this run (`passed`: each one's measured entries, as the run's records keep them,
+    and its verdicts), and which of them were judged against a stored entry (they join its history
+    of recordings)."""
+    entries: dict[Key, BaselineEntry] = {}
     confirmed: set[Key] = set()
-    for result in results:
-        if result.status != Status.PASSED:
-            continue
-        entries.update(result.measured)
+    for measured, comparisons in passed:
+        entries.update({key: BaselineEntry.from_dict(entry) for key, entry in measured.items()})
         # Every recording judged against a stored entry joins its history (baselines.poolable decides
         # whether it measured the same way): with the model file, libraries, precision and profiler
         # settings all unchanged, a changed speed is the machine's, and one recording taken on a fast
         # or slow day must not reset the history (measured: MobileNetV3's second recording ran 1.8x
         # its first, replaced it, and 2 of 10 unchanged reruns after it "regressed"). A real change
         # then shows as recordings that disagree, which widens the error (runs.py): INCONCLUSIVE.
-        passed = {c.batch_size for c in result.comparisons if c.against == "baseline" and c.verdict != Verdict.NEW}
-        confirmed |= {key for key in result.measured if key[2] in passed}
+        judged = {c.batch_size for c in comparisons if c.against == "baseline" and c.verdict != Verdict.NEW}
+        confirmed |= {key for key in measured if key[2] in judged}
     return entries, confirmed
 
 
+@dataclass(frozen=True)
+class Written:
+    """What an update did to one model's file: the path and rows written (key, old entry or None,
+    new entry, as JSON objects), or the error that stopped the write (the session keeps it as a
+    BaselineUpdate)."""
+
+    path: Path | None
+    changes: list[tuple[Key, dict[str, Any] | None, dict[str, Any]]] = field(default_factory=list)
+    error: str | None = None
+
+
 def update(
-    store: BaselineStore, name: str, fingerprint: str, entries: dict[Key, dict[str, Any]], confirmed: set[Key]
-) -> BaselineUpdate:
+    store: BaselineStore, name: str, fingerprint: str, entries: dict[Key, BaselineEntry], confirmed: set[Key]
+) -> Written:
     """Write `entries` into the model's baseline file (keeping every other entry); the rows written,
     or the error that stopped the write."""
     try:
         changes = store.update(name, fingerprint, entries, confirmed)
     except BaselineError as exc:
-        return BaselineUpdate(None, error=str(exc))
+        return Written(None, error=str(exc))
     except OSError as exc:  # a folder that became unwritable, a full disk: said, not a traceback
         where = store.path_for(name, fingerprint)
-        return BaselineUpdate(None, error=f"{where}: cannot write the baseline file ({exc.strerror or exc}).")
-    return BaselineUpdate(store.path_for(name, fingerprint), changes)
+        return Written(None, error=f"{where}: cannot write the baseline file ({exc.strerror or exc}).")
+    rows = [(key, None if old is None else old.to_dict(), new.to_dict()) for key, old, new in changes]
+    return Written(store.path_for(name, fingerprint), rows)
 
 
 def unused(stored: BaselineFile, used: set[Key], hardware: set[str]) -> list[Key]:

@@ -32,9 +32,12 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-#: The per-process figures a timed entry keeps (baselines.entry_for: entry["runs"]).
+if TYPE_CHECKING:
+    from pytest_navigator.gate.entries import BaselineEntry
+
+#: The per-process figures a timed entry keeps (entries.BaselineEntry.runs).
 FIGURES = ("throughput", "p50", "p95", "p99")
 #: Power the MDE is computed for: a change of the MDE is detected in 4 of 5 runs.
 POWER = 0.8
@@ -61,14 +64,12 @@ class RunTest:
     df: int
 
 
-def figures(entry: Mapping[str, Any], metric: str) -> list[float]:
+def figures(entry: BaselineEntry, metric: str) -> list[float]:
     """The per-process figures of `metric` in a timed entry; an entry from before runs were kept
     (or one process) gives its one headline figure."""
-    runs = entry.get("runs")
-    if runs:
-        return [float(r[_field(metric)]) for r in runs if r.get(_field(metric))]
-    value = entry["throughput"] if metric == "throughput" else entry["latency_ms"][metric]
-    return [float(value)]
+    if entry.runs:
+        return [float(r[_field(metric)]) for r in entry.runs if r.get(_field(metric))]
+    return [entry.figure(metric)]
 
 
 def _field(metric: str) -> str:

@@ -37,7 +37,7 @@ REQUESTS = 3
 #: Uninstrumented requests first (plans, caches, lazy initialization, allocators' arenas growing).
 WARMUP = 5
 #: Repeats differing by more than this fraction of their median are unstable: the work itself is not
-#: deterministic. Within it, the verdict compares every repeat with the limit (verdicts._judge_counts):
+#: deterministic. Within it, the verdict compares every repeat with the limit (judging.judge_counts):
 #: repeats that straddle it are inconclusive, so a wide spread costs detections, never a false alarm.
 MAX_SPREAD = 0.05
 #: Batch sizes counted when none are given: each request costs about 50x its native time.

@@ -28,10 +28,6 @@ from typing import Any
 
 from pytest_navigator.errors import describe_error
 
-# Sizes in bytes, read and shown: model/profile.py's (constraint values are sizes too), importable from here.
-from pytest_navigator.model.profile import mib as mib
-from pytest_navigator.model.profile import parse_bytes as parse_bytes
-
 #: Requests run per batch size while the peak is tracked.
 REQUESTS = 3
 
@@ -118,3 +114,23 @@ def gpu_process_memory(device: str, pid: int | None = None) -> int | None:
     used = [getattr(p, "usedGpuMemory", None) for p in processes if getattr(p, "pid", None) == pid]
     known = [u for u in used if isinstance(u, int) and 0 <= u < 2**63]  # 2**64-1: "not available"
     return sum(known) if known else None
+
+
+def parse_bytes(text: str) -> float | None:
+    """'512MiB', '2GiB', '1.5GB', '3e8' -> bytes; None when it is not a size."""
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
+    lowered = text.strip().lower()
+    for unit, scale in units.items():
+        if lowered.endswith(unit):
+            try:
+                return float(lowered[: -len(unit)]) * scale
+            except ValueError:
+                return None
+    try:
+        return float(lowered.removesuffix("b"))
+    except ValueError:
+        return None
+
+
+def mib(value: float) -> str:
+    return f"{value / 2**20:.1f} MiB"

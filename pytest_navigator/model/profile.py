@@ -1,5 +1,5 @@
 """A model's profile (seed 002's `profile`): parameters and FLOPs per batch size, a property of the
-model, not of a runtime; and constraints on them (`--navigator-constraints=flops=60%,params=5e6`).
+model, not of a runtime (the constraints on them, `--navigator-constraints`, are gate/constraints.py).
 
 - parameters: the model's trainable parameters (an ExportedProgram's graph signature, a module's
   `parameters()`), or an ONNX model's floating-point initializers (an export folds buffers such as
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from pytest_navigator import options
 from pytest_navigator.config import Format
-from pytest_navigator.errors import NavigatorError
 from pytest_navigator.model.loader import Model
+from pytest_navigator.model.torch_io import bind_tensors
 
 #: ONNX operators with multiply-adds that the graph counter does not count (FlopCounterMode would).
 _UNCOUNTED = frozenset(
@@ -43,8 +42,6 @@ _UNCOUNTED = frozenset(
         "Scan",
     }
 )
-#: Constraint names and what a value of each means.
-CONSTRAINTS = {"flops": "FLOPs per request", "params": "parameters", "peak_rss": "peak RSS"}
 
 
 @dataclass(frozen=True)
@@ -71,9 +68,9 @@ class ModelProfile:
         return cls(int(data["parameters"]), flops, data["counter"], tuple(data.get("uncounted", ())))
 
     def describe(self) -> str:
-        per_sample = ", ".join(f"batch {b}: {_si(f / b)}" for b, f in sorted(self.flops.items()))
+        per_sample = ", ".join(f"batch {b}: {si(f / b)}" for b, f in sorted(self.flops.items()))
         missing = f"; not counted: {', '.join(self.uncounted)}" if self.uncounted else ""
-        return f"{_si(self.parameters)} parameters; FLOPs per sample ({self.counter}): {per_sample}{missing}"
+        return f"{si(self.parameters)} parameters; FLOPs per sample ({self.counter}): {per_sample}{missing}"
 
 
 def profile_model(model: Model, samples: Mapping[int, Any]) -> ModelProfile:
@@ -107,8 +104,6 @@ def torch_flops(module: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
 
 
 def _torch_profile(model: Model, samples: Mapping[int, Any]) -> ModelProfile:
-    from pytest_navigator.model.torch_io import bind_tensors
-
     module = model.torch_module()
     flops = {}
     for batch, sample in samples.items():
@@ -189,163 +184,9 @@ def _onnx_profile(proto: Any, samples: Mapping[int, Any]) -> ModelProfile:
     return ModelProfile(onnx_parameters(proto), flops, "onnx graph", tuple(sorted(uncounted)))
 
 
-# -- constraints ---------------------------------------------------------------------------------
-
-
-class ConstraintError(NavigatorError):
-    """A --navigator-constraints value that cannot be used."""
-
-
-@dataclass(frozen=True)
-class Constraint:
-    name: str
-    value: float
-    #: a fraction of the baseline's figure, else an absolute limit
-    relative: bool
-
-    def describe(self) -> str:
-        if self.relative:
-            return f"{self.name}={self.value:.0%}"
-        return f"{self.name}={_figure(self.name, self.value)}"
-
-
-@dataclass(frozen=True)
-class Violation:
-    constraint: Constraint
-    baseline: float | None
-    current: float
-    limit: float
-    batch_size: int | None = None
-
-    def describe(self) -> str:
-        where = f" at batch size {self.batch_size}" if self.batch_size is not None else ""
-        name = self.constraint.name
-        old = f"{_figure(name, self.baseline)} -> " if self.baseline is not None else ""
-        return (
-            f"{CONSTRAINTS[name]}{where}: {old}{_figure(name, self.current)}, above the limit "
-            f"{_figure(name, self.limit)} ({self.constraint.describe()})"
-        )
-
-
-@dataclass(frozen=True)
-class Checked:
-    violations: list[Violation] = field(default_factory=list)
-    #: relative constraints with no baseline figure to read
-    unjudged: list[str] = field(default_factory=list)
-
-
-def parse_constraints(value: str | Mapping[str, Any] | None, where: str = options.CONSTRAINTS) -> list[Constraint]:
-    """'flops=60%,params=5e6' or {"flops": "60%"}: a percentage of the baseline, or an absolute upper
-    limit (a number, k/M/G suffixes allowed); a bad one names the option, the value and what is accepted."""
-    if not value:
-        return []
-    pairs: list[tuple[str, Any]] = []
-    if isinstance(value, str):
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            name, sep, text = part.partition("=")
-            if not sep:
-                raise ConstraintError(f"{where}={value!r}: {part!r} is not NAME=LIMIT, e.g. flops=60%,params=5e6.")
-            pairs.append((name.strip(), text.strip()))
-    elif isinstance(value, Mapping):
-        pairs = list(value.items())
-    else:
-        raise ConstraintError(f"{where}={value!r}: give 'NAME=LIMIT,...' or a dict, e.g. flops=60%,params=5e6.")
-    found = []
-    for name, raw in pairs:
-        if name not in CONSTRAINTS:
-            accepted = ", ".join(f"{k} ({v})" for k, v in CONSTRAINTS.items())
-            raise ConstraintError(f"{where}: unknown constraint {name!r}; accepted: {accepted}.")
-        text = str(raw).strip()
-        relative = text.endswith("%")
-        if name == "peak_rss" and not relative:
-            number = parse_bytes(text)
-        else:
-            number = _number(text.removesuffix("%"))
-        if number is None or not number > 0:
-            raise ConstraintError(
-                f"{where}: {name}={raw!r} is not a positive number or percentage; e.g. {name}=60% (of the "
-                + (
-                    "baseline) or peak_rss=512MiB (also GiB, MB, GB, bytes)."
-                    if name == "peak_rss"
-                    else f"baseline) or {name}=5e6 (also 5M, 2.5G)."
-                )
-            )
-        found.append(Constraint(name, number / 100 if relative else number, relative))
-    return found
-
-
-def check(
-    constraints: Sequence[Constraint],
-    profile: ModelProfile,
-    stored: Mapping[int, Mapping[str, Any] | None],
-    peaks: Mapping[int, int | None] | None = None,
-) -> Checked:
-    """Each constraint against the model's profile and the runtime's peak RSS by batch size (`peaks`);
-    `stored` maps batch size -> the baseline's figures ({"parameters", "flops", "peak_rss"}) or None."""
-    result = Checked()
-    for constraint in constraints:
-        cases: list[tuple[int | None, float, float | None]]
-        if constraint.name == "params":
-            cases = [(None, profile.parameters, _stored(stored, "parameters"))]
-        elif constraint.name == "peak_rss":
-            cases = [(b, p, (stored.get(b) or {}).get("peak_rss")) for b, p in sorted((peaks or {}).items()) if p]
-        else:
-            cases = [(b, f, (stored.get(b) or {}).get("flops")) for b, f in sorted(profile.flops.items())]
-        for batch, current, baseline in cases:
-            if constraint.relative and baseline is None:
-                where = f" at batch size {batch}" if batch is not None else ""
-                result.unjudged.append(f"{constraint.describe()}{where}: the baseline has no {constraint.name} figure")
-                continue
-            limit = constraint.value * baseline if constraint.relative else constraint.value  # type: ignore[operator]
-            if current > limit:
-                result.violations.append(Violation(constraint, baseline, current, limit, batch))
-    return result
-
-
-def _stored(stored: Mapping[int, Mapping[str, Any] | None], key: str) -> float | None:
-    return next((e[key] for e in stored.values() if e and e.get(key) is not None), None)
-
-
-_SUFFIXES = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-
-
-def _number(text: str) -> float | None:
-    scale = _SUFFIXES.get(text[-1:], 1.0)
-    try:
-        return float(text[:-1] if scale != 1.0 else text) * scale
-    except ValueError:
-        return None
-
-
-def _figure(name: str, value: float) -> str:
-    if name == "peak_rss":
-        return mib(value)
-    return _si(value)
-
-
-def _si(value: float) -> str:
+def si(value: float) -> str:
+    """A figure with an SI suffix and 3 significant digits: 1.23M, 704."""
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:.3g}"
-
-
-def parse_bytes(text: str) -> float | None:
-    """'512MiB', '2GiB', '1.5GB', '3e8' -> bytes; None when it is not a size."""
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12}
-    lowered = text.strip().lower()
-    for unit, scale in units.items():
-        if lowered.endswith(unit):
-            try:
-                return float(lowered[: -len(unit)]) * scale
-            except ValueError:
-                return None
-    try:
-        return float(lowered.removesuffix("b"))
-    except ValueError:
-        return None
-
-
-def mib(value: float) -> str:
-    """Bytes as '512.0 MiB'."""
-    return f"{value / 2**20:.1f} MiB"

@@ -66,9 +66,10 @@ class NavigatorPlugin:
     def __init__(self, config: pytest.Config) -> None:
         from pytest_navigator.config import MeasurementMode
         from pytest_navigator.errors import NavigatorError
+        from pytest_navigator.locations import check_locations
         from pytest_navigator.runtimes import default_registry
         from pytest_navigator.session import NavigatorSession
-        from pytest_navigator.settings import check_locations, settings_from
+        from pytest_navigator.settings import settings_from
 
         quiet_library_loggers()
         try:
@@ -84,7 +85,7 @@ class NavigatorPlugin:
             check_locations(settings)
             session = NavigatorSession(settings, registry)
             registry.select(settings.runtimes)  # unknown names fail now, listing the known ones
-            for name in settings.runtime_options:
+            for name in session.runtime_options:
                 session.runtime_id(name)  # unknown runtimes, options or values fail now too
             xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
             starts_workers = not config.option.collectonly and not xdist_controller

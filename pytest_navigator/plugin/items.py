@@ -146,10 +146,10 @@ def _marker_settings(node: pytest.Item, overrides: dict[str, Any]) -> dict[str, 
 def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any) -> RuntimeProfile:
     """Profile one runtime with the options, updated by the navigator marker and call arguments, and
     judge it (gate.decide): skip when profiling is off, fail or warn as the gate's outcome says."""
+    from pytest_navigator.gate.constraints import parse_constraints
     from pytest_navigator.gate.policy import Outcome
     from pytest_navigator.gate.thresholds import parse_thresholds
     from pytest_navigator.measure.profiler import PerformanceFailure
-    from pytest_navigator.model.profile import parse_constraints
     from pytest_navigator.settings import profiler_config
 
     session = node.config.stash[SESSION_KEY]
@@ -161,12 +161,12 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
     limits = (
         parse_thresholds(settings["thresholds"], f"{node.nodeid}: thresholds")
         if "thresholds" in settings
-        else session.settings.limits
+        else session.limits
     )
     constraints = (
         parse_constraints(settings["constraints"], f"{node.nodeid}: constraints")
         if "constraints" in settings
-        else session.settings.model_constraints
+        else session.constraints
     )
     from pytest_navigator.measure.instructions import CannotCount
     from pytest_navigator.plugin.devices import measurement_lock

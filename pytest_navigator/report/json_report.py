@@ -15,6 +15,7 @@ older version (what a version lacked is unknown: null).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +41,11 @@ __all__ = [
 ]
 
 
-def settings_snapshot(settings: Settings, against: Any = None) -> dict[str, Any]:
+def settings_snapshot(settings: Settings, limits: Mapping[str, Any], against: Any = None) -> dict[str, Any]:
     """What a reader of the report needs to know of the settings: how it measured and judged."""
     return {
         "profiler": settings.profiler.to_dict(),
-        "thresholds": {m: str(limit) for m, limit in settings.limits.items()},
+        "thresholds": {m: str(limit) for m, limit in limits.items()},
         "normalize": settings.normalize,
         "against": str(against.path) if against is not None else None,
         "against_name": against.name if against is not None else None,

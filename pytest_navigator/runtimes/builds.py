@@ -25,7 +25,13 @@ from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.batch_sizes import Sweep, build_sizes, check_sizes, configured_sizes
 from pytest_navigator.runtimes.cache import ArtifactCache
-from pytest_navigator.runtimes.runtime_options import RuntimeOptionError, single_thread, split_runtime_id, with_options
+from pytest_navigator.runtimes.runtime_options import (
+    RuntimeOptionError,
+    configured_options,
+    single_thread,
+    split_runtime_id,
+    with_options,
+)
 from pytest_navigator.runtimes.runtime_options import runtime_id as format_runtime_id
 from pytest_navigator.settings import Settings
 
@@ -147,7 +153,7 @@ class Builds:
             profiler = self.settings.profiler
             counted = profiler.run_profiling and profiler.measurement_mode is MeasurementMode.INSTRUCTIONS
         values = single_thread(definition.options) if counted and definition.device == "cpu" else {}
-        values.update(self.settings.runtime_options.get(definition.name, {}))
+        values.update(configured_options(self.settings).get(definition.name, {}))
         values.update(overrides or {})
         if definition.options is None:
             if values:

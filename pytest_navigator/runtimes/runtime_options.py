@@ -20,8 +20,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+from pytest_navigator import options as option_names
 from pytest_navigator.config import CustomConfigForFormat, Format
 from pytest_navigator.errors import NavigatorError
+
+if typing.TYPE_CHECKING:
+    from pytest_navigator.settings import Settings
 
 
 class RuntimeOptionError(NavigatorError):
@@ -302,6 +306,20 @@ def parse_option_specs(specs: Iterable[str], where: str) -> dict[str, dict[str, 
         for pair in pairs:
             name, _, value = pair.partition("=")
             options[name.strip()] = value.strip()
+    return found
+
+
+def configured_options(settings: Settings) -> dict[str, dict[str, str]]:
+    """The run's runtime options, runtime name -> option -> value text: a script's (Settings.runtime_options),
+    the ini's navigator_runtime_options over them, and --navigator-runtime-option over both (a spec
+    that is not RUNTIME:OPTION=VALUE names the option it came from)."""
+    found = {runtime: dict(values) for runtime, values in settings.runtime_options.items()}
+    for specs, where in (
+        (settings.ini_runtime_options, "navigator_runtime_options"),
+        (settings.cli_runtime_options, option_names.RUNTIME_OPTION),
+    ):
+        for runtime, values in parse_option_specs(specs, where).items():
+            found.setdefault(runtime, {}).update(values)
     return found
 
 

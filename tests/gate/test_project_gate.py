@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_navigator.gate.baselines import BaselineStore, _parse, entry_problem
-from pytest_navigator.runtimes import runtime_options
+from pytest_navigator.gate.baselines import BaselineStore, _parse
+from pytest_navigator.gate.entries import BaselineEntry
+from pytest_navigator.runtimes.runtime_options import split_runtime_id
 
 ROOT = Path(__file__).resolve().parents[2]
 BASELINES = ROOT / "baselines"
@@ -96,14 +97,14 @@ def test_committed_baselines_are_small_sorted_count_entries_for_every_cpu_runtim
         assert parsed.dumps() == text, f"{path.name} is not in the store's sorted, indented form"
         (hardware,) = parsed.entries
         assert hardware.startswith("instructions on ")
-        runtimes = {runtime_options.split_runtime_id(r)[0]: batches for r, batches in parsed.entries[hardware].items()}
+        runtimes = {split_runtime_id(r)[0]: batches for r, batches in parsed.entries[hardware].items()}
         assert sorted(runtimes) == sorted(CPU_RUNTIMES), path.name
         for batches in runtimes.values():
             entry = batches["1"]
-            assert entry_problem(entry) is None
-            counts = entry["instructions"]["repeats"]
-            assert len(counts) == 3 and all(isinstance(c, int) for c in counts)
-            assert entry["libraries"]["valgrind"] == "3.24.0", "recorded with .ci/valgrind's pinned version"
+            assert isinstance(entry, BaselineEntry) and entry.instructions is not None  # checked when read
+            counts = entry.instructions.repeats
+            assert counts is not None and len(counts) == 3 and all(isinstance(c, int) for c in counts)
+            assert (entry.libraries or {})["valgrind"] == "3.24.0", "recorded with .ci/valgrind's pinned version"
         assert json.loads(text)["model"]["name"] == path.name.rsplit("-", 1)[0] + ".pt2"
 
 

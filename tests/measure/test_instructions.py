@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from pytest_navigator.config import MeasurementMode, ProfilerConfig
-from pytest_navigator.gate.baselines import BaselineStore, entry_for, entry_problem
+from pytest_navigator.gate.baselines import BaselineStore
+from pytest_navigator.gate.entries import BaselineEntry, entry_for, entry_problem
 from pytest_navigator.gate.thresholds import parse_thresholds
 from pytest_navigator.gate.verdicts import Comparison, Verdict, compare
 from pytest_navigator.measure import instructions, valgrind
@@ -24,7 +25,7 @@ COUNTED = ProfilerConfig(measurement_mode=MeasurementMode.INSTRUCTIONS)
 FACTS = {"libraries": {"torch": "2.13.0", "valgrind": "3.24.0"}}
 
 
-def _entry(counts: list[float], size: int = 1, facts: dict = FACTS) -> dict:
+def _entry(counts: list[float], size: int = 1, facts: dict = FACTS) -> BaselineEntry:
     batch = instructions.combine(size, counts)
     profile = RuntimeProfile("torch-cpu:threads=1", (batch,), "counted", COUNTED, tool="valgrind-3.24.0")
     return entry_for(batch, profile, facts, "fp32")
@@ -43,7 +44,9 @@ def _judge(before: list[float] | None, after: list[float], facts: dict = FACTS) 
 def test_repeats_that_agree_are_stable_and_keep_min_median_max() -> None:
     batch = instructions.combine(4, [1_000_300.0, 1_000_000.0, 1_000_100.0])
     assert batch.stable and batch.instructions_per_request == 1_000_100.0
-    entry = entry_for(batch, RuntimeProfile("r", (batch,), "", COUNTED, tool="valgrind-3.24.0"), FACTS, "fp32")
+    entry = entry_for(
+        batch, RuntimeProfile("r", (batch,), "", COUNTED, tool="valgrind-3.24.0"), FACTS, "fp32"
+    ).to_dict()
     assert entry["instructions"] == {
         "per_request": 1_000_100,
         "per_sample": 250_025.0,
@@ -131,7 +134,7 @@ def test_an_update_that_confirms_a_count_leaves_the_file_byte_identical(tmp_path
 
 
 def test_a_malformed_count_entry_is_named() -> None:
-    entry = _entry([1_000_000.0] * 3)
+    entry = _entry([1_000_000.0] * 3).to_dict()
     entry["instructions"]["per_request"] = -1
     assert "instructions.per_request" in (entry_problem(entry) or "")
 

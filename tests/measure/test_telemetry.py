@@ -186,6 +186,7 @@ def test_one_cpu_name_on_two_generations_gives_two_hardware_keys_and_old_files_s
     built model's bytes differ, so the timed key tells them apart; a file written under the old,
     coarser key is still read, and the verdict says where its baseline came from."""
     from pytest_navigator.gate.baselines import BaselineStore
+    from pytest_navigator.gate.entries import BaselineEntry
     from pytest_navigator.measure.telemetry import coarse_key, cpu_generation
 
     wide = cpu_generation(_cpuinfo("avx2 fma avx512f avx512bw avx512vl avx512dq"))
@@ -210,14 +211,15 @@ def test_one_cpu_name_on_two_generations_gives_two_hardware_keys_and_old_files_s
     (tmp_path / f"m-{'a' * 12}.json").write_text(json.dumps(stored))
     loaded = BaselineStore(tmp_path).load("m.onnx", "a" * 64)
     fine = sorted(keys)[0]
-    assert loaded.lookup((fine, "r", 1)) == (old, "AMD EPYC x2")
-    assert loaded.runtime_entries(fine, "r") == {"1": old}
+    assert loaded.lookup((fine, "r", 1)) == (BaselineEntry.from_dict(old), "AMD EPYC x2")
+    assert loaded.runtime_entries(fine, "r") == {"1": BaselineEntry.from_dict(old)}
     assert loaded.lookup((fine, "other", 1)) == (None, fine)
 
 
 def test_a_baseline_under_the_coarser_key_is_judged_and_said_to_be_coarser() -> None:
     from pytest_navigator.config import ProfilerConfig
     from pytest_navigator.gate.baselines import BaselineFile
+    from pytest_navigator.gate.entries import BaselineEntry
     from pytest_navigator.gate.policy import judge
     from pytest_navigator.gate.thresholds import parse_thresholds
     from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile, WindowResult
@@ -226,7 +228,7 @@ def test_a_baseline_under_the_coarser_key_is_judged_and_said_to_be_coarser() -> 
     batch = BatchProfile(1, "stable", 1.0, windows, (0, 1, 2))
     profile = RuntimeProfile("r", (batch,), "", ProfilerConfig())
     old = {"throughput": 1000.0, "latency_ms": {"p50": 1.0, "p90": 1.0, "p95": 1.0, "p99": 1.0}}
-    stored = BaselineFile(Path("b.json"), {}, {"AMD EPYC x2": {"r": {"1": old}}})
+    stored = BaselineFile(Path("b.json"), {}, {"AMD EPYC x2": {"r": {"1": BaselineEntry.from_dict(old)}}})
     fine = "AMD EPYC x2 (AuthenticAMD family 25 model 17, AVX512)"
     found = judge("r", profile, stored, parse_thresholds(None), hardware=fine, precision="fp32", facts={})
     (comparison,) = found.comparisons

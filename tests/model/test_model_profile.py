@@ -1,4 +1,5 @@
-"""The model profile (parameters, FLOPs per request) and --navigator-constraints on it."""
+"""The model profile (parameters, FLOPs per request), and --navigator-constraints on it end to end
+(the constraints themselves: tests/gate/test_constraints.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 
 from pytest_navigator.model import profile as model_profile
 from pytest_navigator.model.loader import load
-from pytest_navigator.model.profile import Constraint, ConstraintError, ModelProfile, check, parse_constraints
 
 
 def _torch_counts(module: object, *args: object) -> tuple[int, int]:
@@ -86,56 +86,6 @@ def test_both_counters_agree_on_the_same_model_exported(tiny_models: dict[str, P
     assert torch_side.flops == onnx_side.flops and torch_side.flops[4] == 4 * torch_side.flops[1] > 0
     assert torch_side.parameters == onnx_side.parameters > 0
     assert onnx_side.uncounted == ()
-
-
-def test_constraints_parse_percentages_numbers_and_suffixes() -> None:
-    assert parse_constraints("flops=60%, params=5e6") == [
-        Constraint("flops", 0.6, True),
-        Constraint("params", 5e6, False),
-    ]
-    assert parse_constraints({"params": "2.5M", "flops": "1G"}) == [
-        Constraint("params", 2.5e6, False),
-        Constraint("flops", 1e9, False),
-    ]
-    assert parse_constraints(None) == []
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        (
-            "latency=5",
-            "--navigator-constraints: unknown constraint 'latency'; accepted: flops (FLOPs per request), "
-            "params (parameters), peak_rss (peak RSS).",
-        ),
-        ("flops=-5%", "--navigator-constraints: flops='-5%' is not a positive number or percentage; e.g. flops=60%"),
-        ("params=lots", "--navigator-constraints: params='lots' is not a positive number or percentage"),
-        ("flops", "--navigator-constraints='flops': 'flops' is not NAME=LIMIT, e.g. flops=60%,params=5e6."),
-        (
-            "peak_rss=lots",
-            "--navigator-constraints: peak_rss='lots' is not a positive number or percentage; e.g. peak_rss=60% (of the baseline) or peak_rss=512MiB",
-        ),
-    ],
-)
-def test_a_bad_constraint_names_the_option_the_value_and_what_is_accepted(value: str, message: str) -> None:
-    with pytest.raises(ConstraintError) as raised:
-        parse_constraints(value)
-    assert str(raised.value).startswith(message)
-
-
-def test_a_violated_constraint_gives_old_and_new_figures_and_a_percentage_reads_the_baseline() -> None:
-    found = ModelProfile(195, {1: 704, 2: 1408}, "torch.utils.flop_counter")
-    stored = {1: {"parameters": 195, "flops": 704}, 2: {"parameters": 195, "flops": 1408}}
-    checked = check(parse_constraints("flops=60%,params=150"), found, stored)
-    assert [v.describe() for v in checked.violations] == [
-        "FLOPs per request at batch size 1: 704 -> 704, above the limit 422 (flops=60%)",
-        "FLOPs per request at batch size 2: 1.41k -> 1.41k, above the limit 845 (flops=60%)",
-        "parameters: 195 -> 195, above the limit 150 (params=150)",
-    ]
-    assert check(parse_constraints("flops=100%,params=195"), found, stored).violations == []
-    unjudged = check(parse_constraints("flops=60%"), found, {1: None, 2: None})
-    assert unjudged.violations == [] and len(unjudged.unjudged) == 2
-    assert "the baseline has no flops figure" in unjudged.unjudged[0]
 
 
 class _Allocating:
@@ -241,8 +191,8 @@ def test_constraints_fail_with_figures_read_the_baseline_and_the_profile_is_repo
     failed.stdout.fnmatch_lines(
         [
             "*quick on mlp.pt2 violates its constraints (against *mlp-*.json):",
-            f"*FLOPs per request at batch size 1: {model_profile._si(flops)} -> {model_profile._si(flops)}, above the limit * (flops=50%)",
-            f"*parameters: {model_profile._si(profile['parameters'])} -> *, above the limit 10 (params=10)",
+            f"*FLOPs per request at batch size 1: {model_profile.si(flops)} -> {model_profile.si(flops)}, above the limit * (flops=50%)",
+            f"*parameters: {model_profile.si(profile['parameters'])} -> *, above the limit 10 (params=10)",
             "*peak RSS at batch size 1: * MiB -> * MiB, above the limit 1.0 MiB (peak_rss=1.0 MiB)",
         ]
     )

@@ -14,11 +14,11 @@ import pytest
 
 from pytest_navigator.check.correctness import CorrectnessReport, OutputSummary
 from pytest_navigator.config import ProfilerConfig
-from pytest_navigator.gate.policy import GateOutcome, Outcome, accepted, decide
+from pytest_navigator.gate.policy import GateOutcome, Outcome, decide
 from pytest_navigator.gate.verdicts import Comparison, Verdict
 from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile, WindowResult
 from pytest_navigator.measure.summary import ProfileSummary
-from pytest_navigator.report.results import BaselineUpdate, ModelInfo, RunResults, RuntimeResult, Status
+from pytest_navigator.report.results import BaselineUpdate, ModelInfo, RunResults, Status
 
 MODEL = Path("/models/resnet.pt2")
 
@@ -182,13 +182,6 @@ def test_gate_requires_a_baseline_when_asked() -> None:
         "no baseline for batch size 2 on AMD EPYC x2" in required.message
         and "--navigator-require-baseline" in required.message
     )
-
-
-def test_only_runtimes_that_passed_correctness_are_accepted_into_baselines() -> None:
-    passed = _results("onnxruntime-cpu", Status.PASSED).runtimes[(MODEL, "onnxruntime-cpu")]
-    built = RuntimeResult(MODEL, "torchscript-cpu", Status.BUILT, measured={("hw", "torchscript-cpu", 2): {}})
-    entries, confirmed = accepted([passed, built])
-    assert list(entries) == [("AMD EPYC x2", "onnxruntime-cpu", 2)] and confirmed == set(entries)
 
 
 # -- xdist: the controller's report carries every worker's findings ----------------------------------

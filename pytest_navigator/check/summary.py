@@ -1,0 +1,160 @@
+"""What a correctness check saw, and its report when it passes: the running maxima per output over
+every sample (Observed), each output's summary in the report (CorrectnessReport), and the outputs
+whose check could not fail (vacuous_outputs: tiny, constant or non-finite reference outputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pytest_navigator.check.verify import Allclose, ExplainingVerify, Tolerance, compare_array
+from pytest_navigator.config import Sample, VerifyFunction
+
+if TYPE_CHECKING:
+    from pytest_navigator.check.truth import Truth
+
+
+@dataclass(frozen=True)
+class OutputSummary:
+    """What the check saw of one output over every sample it ran."""
+
+    name: str
+    max_abs_error: float
+    max_rel_error: float
+    max_abs_reference: float
+    constant: bool
+    #: The largest error against the truth in units of the reference's own rounding (error budget
+    #: only; None where the fixed tolerance judged), and the truths it was measured against.
+    budget_ratio: float | None = None
+    truth: str | None = None
+    #: Every reference value of this output was NaN or Inf: the check cannot fail (NaN equals NaN).
+    nonfinite: bool = False
+
+
+@dataclass(frozen=True)
+class CorrectnessReport:
+    """A passed check: how many samples, judged how, and the worst error seen per output."""
+
+    model: str
+    runtime: str
+    verify: str
+    explicit: int
+    generated: int
+    outputs: tuple[OutputSummary, ...]
+    batch_sizes: tuple[int, ...] = ()
+    warnings: tuple[str, ...] = ()
+    #: The error budget's multiple of the reference's own rounding (None: another verify function).
+    budget_multiple: float | None = None
+    #: Why the truth was not the float64 shadow, when it was not.
+    truth_note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return True  # a failing check raises CorrectnessFailure instead of returning
+
+    @property
+    def samples(self) -> int:
+        return self.explicit + self.generated
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (results.RunResults.to_json)."""
+        data = dataclasses.asdict(self)
+        data["outputs"] = [dataclasses.asdict(o) for o in self.outputs]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CorrectnessReport:
+        values = dict(data)
+        values["outputs"] = tuple(OutputSummary(**o) for o in data["outputs"])
+        values["batch_sizes"] = tuple(data["batch_sizes"])
+        values["warnings"] = tuple(data["warnings"])
+        return cls(**values)
+
+
+@dataclass
+class Observed:
+    """Running maxima per output, across every sample the check ran."""
+
+    abs_error: dict[str, float] = field(default_factory=dict)
+    rel_error: dict[str, float] = field(default_factory=dict)
+    abs_reference: dict[str, float] = field(default_factory=dict)
+    values: dict[str, tuple[float, float]] = field(default_factory=dict)
+    elements: dict[str, int] = field(default_factory=dict)
+    budget_ratio: dict[str, float] = field(default_factory=dict)
+    truths: dict[str, set[str]] = field(default_factory=dict)
+    truth_notes: set[str] = field(default_factory=set)
+    failures: int = 0
+    first_failure: str = ""
+    generated: int = 0
+    batch_sizes: set[int] = field(default_factory=set)
+
+    def add(self, expected: Sample, actual: Sample, truth: Truth | None = None, verify: object = None) -> None:
+        from pytest_navigator.check.budget import ErrorBudget
+
+        if truth is not None:
+            if truth.note:
+                self.truth_notes.add(truth.note)
+            judged = verify.compare(expected, actual, truth) if isinstance(verify, ErrorBudget) and truth.noise else {}
+            for name, comparison in judged.items():
+                self.budget_ratio[name] = max(self.budget_ratio.get(name, 0.0), comparison.ratio)
+                self.truths.setdefault(name, set()).add(comparison.truth_kind)
+        for name, ref in expected.items():
+            ref = np.asarray(ref)
+            if ref.dtype.kind in "biu" or ref.size == 0 or name not in actual:
+                continue
+            figures = compare_array(name, ref, actual[name], Tolerance(0.0, 0.0))
+            self.abs_error[name] = max(self.abs_error.get(name, 0.0), figures.max_abs_error)
+            self.rel_error[name] = max(self.rel_error.get(name, 0.0), figures.max_rel_error)
+            finite = ref[np.isfinite(ref.astype(np.float64))].astype(np.float64)
+            if finite.size:
+                self.abs_reference[name] = max(self.abs_reference.get(name, 0.0), float(np.abs(finite).max()))
+                lo, hi = self.values.get(name, (np.inf, -np.inf))
+                self.values[name] = (min(lo, float(finite.min())), max(hi, float(finite.max())))
+            self.elements[name] = self.elements.get(name, 0) + ref.size
+
+    def summary(self) -> tuple[OutputSummary, ...]:
+        summaries = []
+        for name in self.abs_error:
+            lo, hi = self.values.get(name, (0.0, 1.0))
+            summaries.append(
+                OutputSummary(
+                    name,
+                    self.abs_error[name],
+                    self.rel_error[name],
+                    self.abs_reference.get(name, 0.0),
+                    lo == hi,
+                    self.budget_ratio.get(name),
+                    " and ".join(sorted(self.truths[name])) if name in self.truths else None,
+                    name not in self.abs_reference,
+                )
+            )
+        return tuple(summaries)
+
+
+def vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback: Allclose) -> list[str]:
+    """Outputs whose check could not fail: every reference value within atol of 0, or one value everywhere."""
+    found = []
+    checked = f"{report.samples} sample(s)"
+    for output in report.outputs:
+        atol = verify.atol(output.name) if isinstance(verify, ExplainingVerify) else None
+        atol = fallback.tolerance.atol if atol is None else atol
+        where = f"{report.runtime} on {report.model}: output {output.name!r}"
+        if output.nonfinite:
+            found.append(
+                f"{where}: every reference value is NaN or Inf over {checked}, and NaN or Inf in a runtime "
+                "agrees with it, so the check cannot fail; the reference computes nothing finite (an overflow, "
+                "a division by zero, or uninitialised weights)."
+            )
+        elif output.max_abs_reference <= atol:
+            found.append(
+                f"{where}: every reference value is within atol={atol:g} of 0 (max |value| {output.max_abs_reference:.3g} over {checked}), so the check accepts almost any output; calibrate the model (a randomly initialised network can emit values near 1e-9) or lower atol."
+            )
+        elif output.constant:
+            found.append(
+                f"{where}: the reference output is one constant value over {checked}; the check cannot tell whether the runtime reacts to its inputs."
+            )
+    return found
