@@ -58,7 +58,7 @@ def test_gpu_runtime_checks_and_profiles_on_its_own_stream(
         pytest.skip(f"{runtime}: {reason}")
     session = _session(tiny_models[".pt2"], tmp_path / "cache", **({runtime: options} if options else {}))
     (model,) = session.models.values()
-    rid = session.runtime_id(runtime)
+    rid = session.builds.runtime_id(runtime)
     report = session.check_correctness(model, rid)
     assert report.passed and report.samples >= 4
     runner = session.runner(model, rid)
@@ -84,7 +84,7 @@ def test_tensorrt_engines_are_restored_from_the_cache(tiny_models: dict[str, Pat
         session = _session(tiny_models[".pt2"], tmp_path / "cache")
         (model,) = session.models.values()
         outputs.append(session.runner(model, "tensorrt").infer(sample))
-        lines.append(session.records[(model.path, "tensorrt")].artifacts)
+        lines.append(session.results.runtimes[(model.path, "tensorrt")].artifacts)
     assert any(line.startswith("built tensorrt-engine") for line in lines[0])
     assert any(line.startswith("restored tensorrt-engine") for line in lines[1])
     for name in outputs[0]:

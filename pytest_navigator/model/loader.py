@@ -6,15 +6,18 @@ import hashlib
 import inspect
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_navigator import options
 from pytest_navigator.config import Format
 from pytest_navigator.errors import ModelLoadError, SpecError, first_line
 from pytest_navigator.model.spec import IOSpec, bind, from_exported_program, from_onnx, resolve
+
+if TYPE_CHECKING:
+    from pytest_navigator.settings import Settings
 
 ACCEPTED = (
     "TorchScript (torch.jit.save), a torch.export archive (torch.export.save, .pt2), "
@@ -264,3 +267,49 @@ def _own_spec(source: Any, fmt: Format, label: str) -> tuple[IOSpec | None, tupl
     parameters = inspect.signature(source.forward).parameters.values()
     names = tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     return None, names
+
+
+def _user_specs(settings: Settings) -> list[IOSpec | None]:
+    """--navigator-input and the ini twin's specs, which a sidecar and the file's own spec complete."""
+    from pytest_navigator.model.spec import parse_io_spec
+
+    cli = parse_io_spec(settings.cli_inputs, options.INPUT) if settings.cli_inputs else None
+    ini = parse_io_spec(settings.ini_inputs, "ini option navigator_inputs") if settings.ini_inputs else None
+    return [cli, ini]
+
+
+def load_models(settings: Settings, loaded: Mapping[Path, Model]) -> dict[Path, Model]:
+    """Every model of the settings, those in `loaded` kept; the first bad one raises its NavigatorError."""
+    from pytest_navigator.model.spec import read_sidecar
+
+    specs = _user_specs(settings)
+    return {
+        path: loaded[path]
+        if path in loaded
+        else load(path, trust=settings.trust_model, user_specs=[*specs, read_sidecar(path)])
+        for path in settings.models
+    }
+
+
+def load_against(settings: Settings, models: Sequence[Model]) -> Model:
+    """--navigator-against: the old model an A/B run measures beside the one model given, in its format
+    and with its inputs."""
+    from pytest_navigator.errors import NavigatorError
+    from pytest_navigator.model.spec import read_sidecar
+
+    against = settings.against
+    assert against is not None
+    if len(settings.models) != 1:
+        raise NavigatorError(f"{options.AGAINST}={against} compares with one model; {len(settings.models)} are given.")
+    (model,) = models
+    old = load(against, trust=settings.trust_model, user_specs=[*_user_specs(settings), read_sidecar(against)])
+    if old.format is not model.format:
+        raise NavigatorError(
+            f"{options.AGAINST}={against} is {old.format.value} and {model.name} is {model.format.value}: "
+            "an A/B run builds the same runtimes from both, so give the old model in the same format."
+        )
+    if str(old.io_spec) != str(model.io_spec):
+        raise NavigatorError(
+            f"{options.AGAINST}={against}: its inputs ({old.io_spec}) differ from {model.name}'s ({model.io_spec})."
+        )
+    return old

@@ -190,3 +190,25 @@ def si(value: float) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.3g}{unit}"
     return f"{value:.3g}"
+
+
+def profile_for(
+    model: Model, batch_sizes: Sequence[int], known: Mapping[str, Any] | None, error: str
+) -> tuple[ModelProfile | None, dict[str, Any] | None, str]:
+    """The profile at `batch_sizes`, computing only the sizes `known` (a profile's as_json()) lacks; a
+    model the counters cannot run keeps the reason (`error`) and is not tried again. Returns the
+    profile, its JSON and the error."""
+    from pytest_navigator.errors import describe_error
+    from pytest_navigator.model.draws import profiling_inputs
+
+    figures = dict(known) if known else None
+    wanted = [b for b in dict.fromkeys(batch_sizes) if str(b) not in (figures or {}).get("flops", {})]
+    if wanted and not error:
+        try:
+            found = profile_model(model, {b: profiling_inputs(model.io_spec, b)[0] for b in wanted})
+        except Exception as exc:  # a model the counters cannot run: said in the summary, not fatal
+            error = describe_error(exc)
+        else:
+            fresh = found.as_json()
+            figures = {**fresh, "flops": {**(figures or {}).get("flops", {}), **fresh["flops"]}}
+    return (None if figures is None else ModelProfile.from_json(figures)), figures, error

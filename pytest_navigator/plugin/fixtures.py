@@ -37,12 +37,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         where = f"{metafunc.definition.nodeid}: navigator marker runtime_options"
         try:
             for name, values in overrides.items():  # every marker entry is checked, not only the planned ones
-                session.runtime_id(name, values, where)
+                session.builds.runtime_id(name, values, where)
             names = list(
                 dict.fromkeys(
-                    session.runtime_id(p.definition.name, overrides.get(p.definition.name), where)
+                    session.builds.runtime_id(p.definition.name, overrides.get(p.definition.name), where)
                     for m in models
-                    for p in session.plan(m)
+                    for p in session.builds.plan(m)
                 )
             )
         except NavigatorError as exc:
@@ -73,7 +73,7 @@ def navigator_runner(
     """Each runtime of the model, built once per run; skipped with the reason where it cannot run."""
     from pytest_navigator.errors import RuntimeBuildError
 
-    plans = {p.definition.name: p for p in navigator_session.plan(navigator_model)}
+    plans = {p.definition.name: p for p in navigator_session.builds.plan(navigator_model)}
     plan = plans.get(navigator_session.registry.get(request.param).name)
     if plan is None:
         pytest.skip(f"{request.param} does not apply to {navigator_model.name}")

@@ -86,7 +86,7 @@ class NavigatorPlugin:
             session = NavigatorSession(settings, registry)
             registry.select(settings.runtimes)  # unknown names fail now, listing the known ones
             for name in session.runtime_options:
-                session.runtime_id(name)  # unknown runtimes, options or values fail now too
+                session.builds.runtime_id(name)  # unknown runtimes, options or values fail now too
             xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
             starts_workers = not config.option.collectonly and not xdist_controller
             if settings.isolation == "process" and starts_workers:
@@ -120,7 +120,7 @@ class NavigatorPlugin:
 
         settings = self.session.settings
         profile = settings.hypothesis_profile or default_profile()
-        seed = self.session.run_seed
+        seed = self.session.checking.run_seed
         how = (
             "given" if settings.seed is not None else "derandomized" if derandomized(profile) else "drawn for this run"
         )
@@ -165,7 +165,7 @@ class NavigatorPlugin:
     def _finish(self, session: pytest.Session) -> None:
         workeroutput = getattr(session.config, "workeroutput", None)
         if workeroutput is not None:  # an xdist worker: the controller merges and writes
-            workeroutput["navigator"] = self.session.worker_results()
+            workeroutput["navigator"] = self.session.results.to_json()  # the records, as the controller merges them
             return
         if self.session.finish():  # the session owns the exit status: a file not written, an update refused
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -175,7 +175,10 @@ class NavigatorPlugin:
         """xdist controller: take in a worker's results."""
         results = getattr(node, "workeroutput", {}).get("navigator")
         if results:
-            self.session.merge_worker_results(results)
+            from pytest_navigator.report.results import RunResults
+
+            # a runtime passed if some worker saw it pass and none saw it fail (RuntimeResult.merge)
+            self.session.results.merge(RunResults.from_json(results))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from pytest_navigator.report.terminal import baseline_summary, performance_summary, runtime_table

@@ -28,7 +28,7 @@ class ModelFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         session = self.config.stash[SESSION_KEY]
         model = session.models[next(p for p in session.models if p.resolve() == self.path.resolve())]
-        plans = session.plan(model)
+        plans = session.builds.plan(model)
         kinds: list[type[NavigatorItem]] = [CorrectnessItem]
         if session.settings.profiler.run_profiling:
             kinds.append(PerformanceItem)
@@ -172,7 +172,7 @@ def run_profile(node: pytest.Item, model: Model, runtime: str, **overrides: Any)
     from pytest_navigator.plugin.devices import measurement_lock
 
     device = session.registry.get(runtime).device if runtime in session.registry else "cpu"
-    with measurement_lock(node.config, device, session.state_dir), _timeout(node, session, runtime, settings):
+    with measurement_lock(node.config, device, session.settings.state_dir), _timeout(node, session, runtime, settings):
         try:
             profile, outcome, broken = session.check_performance(model, runtime, config, limits, constraints)
         except CannotCount as reason:
@@ -210,7 +210,7 @@ def run_check(
         raise OptionError(
             f"{node.nodeid}: verify={verify!r} is not a VerifyFunction; give a callable (reference samples, runtime samples) -> bool, e.g. pytest_navigator.allclose(atol=1e-3)."
         )
-    explicit = list(session.user_samples(model))
+    explicit = list(session.checking.user_samples(model, session.load_models))
     if dataloader is not None:
         explicit += check_samples(samples_from_dataloader(dataloader, model.io_spec), model.io_spec)
     examples = settings.get("examples", session.settings.examples)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pytest_navigator.check.correctness import CorrectnessReport
     from pytest_navigator.gate.verdicts import Comparison
     from pytest_navigator.measure.summary import ProfileSummary
+    from pytest_navigator.runtimes.builds import BuildRecord
 
 #: (hardware, runtime, batch size): a baseline entry's key (baselines.Key).
 Key = tuple[str, str, int]
@@ -287,6 +288,41 @@ class RunResults:
         if key not in self.runtimes:
             self.runtimes[key] = RuntimeResult(model, runtime)
         return self.runtimes[key]
+
+    def record_build(self, record: BuildRecord) -> None:
+        """What the builds planned and built (runtimes.builds tells, and does not know the results)."""
+        result = self.result(record.model, record.runtime)
+        from pytest_navigator.runtimes.builds import Building, Planned
+
+        if isinstance(record, Planned):
+            result.device, result.precision = record.device, record.precision
+            if record.skip_reason:
+                result.status, result.detail = Status.SKIPPED, record.skip_reason
+        elif isinstance(record, Building):
+            result.device = result.device or record.device
+            result.precision = result.precision or record.precision
+        else:
+            if record.error is None:
+                result.status = Status.BUILT
+            else:
+                result.status, result.detail = Status.FAILED_BUILD, record.error
+            result.build_seconds, result.artifacts = record.seconds, list(record.artifacts)
+
+    def record_check(
+        self, model: Path, runtime: str, report: CorrectnessReport | None, error: BaseException | None
+    ) -> None:
+        """A correctness check's end: passed with its report, or failed with the error's first line
+        (a runtime that failed to build keeps that status and its reason)."""
+        from pytest_navigator.check.checking import correctness_detail
+
+        result = self.result(model, runtime)
+        if result.status == Status.FAILED_BUILD:
+            return
+        if error is not None:
+            result.detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        result.status = Status.PASSED if report else Status.FAILED
+        if report:
+            result.correctness, result.detail = report, correctness_detail(report)
 
     def of_model(self, model: Path) -> Iterator[RuntimeResult]:
         return (r for (path, _), r in self.runtimes.items() if path == model)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pytest_navigator.report.results import SCHEMA_VERSION, ModelInfo, RunResults, RuntimeResult
@@ -52,3 +54,22 @@ class RunReport:
             data.get("created") or "",
             list(data.get("shards") or ()),
         )
+
+
+def build_report(
+    results: RunResults, settings: dict[str, Any], registry: Any, baseline_file: Callable[[str, str], Path]
+) -> RunReport:
+    """The report of a finished run: each record's device (a skipped runtime's from the registry), each
+    model's baseline file and best runtime (gate.selection), the device it ran on, now."""
+    from datetime import UTC, datetime
+
+    from pytest_navigator.gate.selection import best_runtime
+    from pytest_navigator.measure.telemetry import fingerprint
+
+    for record in results.runtimes.values():
+        if record.device is None and record.runtime in registry:
+            record.device = registry.get(record.runtime).device
+    for path, info in results.models.items():
+        info.baseline_file = str(baseline_file(info.name, info.fingerprint))
+        info.best = best_runtime(results.of_model(path), settings.get("latency_budget_ms"))
+    return RunReport(results, fingerprint(), settings, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))

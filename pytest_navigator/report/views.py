@@ -80,3 +80,17 @@ def _write(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text, encoding="utf-8")
     temporary.replace(path)
+
+
+def write_all(report: RunReport, json_path: Path | None, *views: Path | None) -> list[str]:
+    """The JSON report (when asked for) and every view; one line per file that could not be written."""
+    from pytest_navigator.report.json_report import write_report
+
+    problems = []
+    if json_path is not None:
+        try:
+            write_report(report, json_path)
+        except OSError as exc:  # checked at the start; a disk can still fill up since
+            problems.append(f"{options.REPORT}={json_path}: not written ({exc.strerror or exc}).")
+    html, markdown, benchmark = views
+    return problems + write_views(report, html, markdown, benchmark)

@@ -238,11 +238,11 @@ def test_an_onnx_source_without_a_double_path_uses_the_perturbation_estimate_and
     registry = default_registry()
     registry.register(eager_runtime("faulty", module))
     session, model = _session(path, tmp_path, registry)
-    source = session.truth_source(model)
+    source = session.references(model).source
     assert source.kind == PERTURBATION and "no float64 shadow" in source.note and "Conv" in source.note
     report = session.check_correctness(model, "onnxruntime-cpu")
     assert report.outputs[0].truth == PERTURBATION and "no float64 shadow" in report.truth_note
-    assert "truth: perturbation estimate" in session.records[(model.path, "onnxruntime-cpu")].detail
+    assert "truth: perturbation estimate" in session.results.runtimes[(model.path, "onnxruntime-cpu")].detail
     with pytest.raises(CorrectnessFailure) as failure:
         session.check_correctness(model, "faulty", CheckOptions(examples=5))
     message = str(failure.value)
@@ -256,9 +256,9 @@ def test_float64_shadows_leave_the_reference_untouched(small_models: dict[str, P
     """The shadow and the perturbed copies are private: the reference shares the loaded module."""
     session, model = _session(small_models["resnet"], tmp_path)
     sample = {"input": np.ones((1, 3, 32, 32), np.float32)}
-    before = session.reference(model).infer(sample)["output"].copy()
+    before = session.builds.reference(model).infer(sample)["output"].copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert session.truth(model, sample).kind == FLOAT64_SHADOW
-    after = session.reference(model).infer(sample)["output"]
+        assert session.references(model).truth(sample).kind == FLOAT64_SHADOW
+    after = session.builds.reference(model).infer(sample)["output"]
     assert after.dtype == np.float32 and np.array_equal(before, after)

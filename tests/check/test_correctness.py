@@ -90,7 +90,7 @@ def test_a_batch_size_bug_is_reported_at_the_smallest_failing_batch(
     )
     saved = np.load(_saved(message, tmp_path))
     assert saved["input"].shape == (5, 8) and not saved["input"].any()  # values shrank to zeros: only the size matters
-    assert session.records[(model.path, "big-batch-bug")].status == "failed"
+    assert session.results.runtimes[(model.path, "big-batch-bug")].status == "failed"
 
 
 def test_a_sign_bug_is_reported_with_a_single_negative_element(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_reference_outputs_are_computed_once_per_sample_for_all_runtimes(
     tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:
     session, model = _session(tiny_models[".pt2"], default_registry(), tmp_path)
-    reference = session.reference(model)
+    reference = session.builds.reference(model)
     assert isinstance(reference, TorchRunner)
     calls: list[int] = []
     original = reference.infer

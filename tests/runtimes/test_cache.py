@@ -145,7 +145,9 @@ def test_onnx_exports_and_torchscript_plans_are_restored_by_the_next_run(
         (model,) = session.models.values()
         for runtime in ("onnxruntime-cpu", "torchscript-cpu"):
             outputs[run, runtime] = session.runner(model, runtime).infer(sample)["output"]
-        artifacts = {r: session.records[(model.path, r)].artifacts for r in ("onnxruntime-cpu", "torchscript-cpu")}
+        artifacts = {
+            r: session.results.runtimes[(model.path, r)].artifacts for r in ("onnxruntime-cpu", "torchscript-cpu")
+        }
         action = "built" if run == "cold" else "restored"
         assert artifacts["onnxruntime-cpu"][0].startswith(f"{action} onnx-export")
         assert artifacts["torchscript-cpu"][0].startswith(f"{action} torchscript-trace")
@@ -169,7 +171,7 @@ def test_options_are_part_of_the_cache_key(tiny_models: dict[str, Path], tmp_pat
     other = _session(tiny_models[".pt2"], tmp_path / "cache")
     other.runner(model, "torchscript-cpu")
     # the frozen trace does not depend on optimize_for_inference (applied after restore), so it is shared
-    assert other.records[(model.path, "torchscript-cpu")].artifacts[0].startswith("restored torchscript-trace")
+    assert other.results.runtimes[(model.path, "torchscript-cpu")].artifacts[0].startswith("restored torchscript-trace")
 
 
 def test_traced_torchscript_memoizes_one_plan_per_batch_size(tiny_models: dict[str, Path]) -> None:
@@ -214,7 +216,7 @@ def test_torch_compile_caches_live_in_the_artifact_cache(
         session = _session(tiny_models[".pt2"], tmp_path / "cache")
         (model,) = session.models.values()
         session.runner(model, "torch-compile-cpu")
-        (line,) = session.records[(model.path, "torch-compile-cpu")].artifacts
+        (line,) = session.results.runtimes[(model.path, "torch-compile-cpu")].artifacts
         actions.append(line.split()[0])
     assert actions == ["built", "restored"]
     assert any((tmp_path / "cache" / "torch-compile").rglob("*")), "inductor wrote into the artifact cache"
@@ -226,7 +228,7 @@ def test_builds_plan_for_every_batch_size_the_run_will_serve(tiny_models: dict[s
     def sizes(**settings: Any) -> tuple[int, ...]:
         session = NavigatorSession(Settings(models=(tiny_models[".pt2"],), **settings), default_registry())
         (model,) = session.load_models()
-        return session.build_batch_sizes(model)
+        return session.builds.build_batch_sizes(model)
 
     checked = sizes(profiler=ProfilerConfig(run_profiling=False))
     assert checked[0] == 1 and {1, 4} <= set(checked) and max(checked) >= 8  # samples range up to 8

@@ -104,12 +104,12 @@ def test_session_ids_carry_options_into_plans_and_refuse_runtimes_without_option
 
     session = _session(tiny_models[".onnx"], **{"onnxruntime-cpu": {"intra_op_num_threads": "1"}})
     (model,) = session.models.values()
-    assert session.plan(model)[0].name == "onnxruntime-cpu:intra_op_num_threads=1"
+    assert session.builds.plan(model)[0].name == "onnxruntime-cpu:intra_op_num_threads=1"
     session.registry.register(RuntimeDefinition("server", lambda m, c: CallableRunner("server", dict, m.io_spec)))
     with pytest.raises(RuntimeOptionError, match=r"server takes no options \(got threads\)"):
-        session.runtime_id("server", {"threads": 1})
+        session.builds.runtime_id("server", {"threads": 1})
     with pytest.raises(RuntimeOptionError, match="unknown runtime 'onnxruntime-gpu'; known runtimes: torch-cpu"):
-        session.runtime_id("onnxruntime-gpu")
+        session.builds.runtime_id("onnxruntime-gpu")
 
 
 def test_onnxruntime_options_reach_the_session(tiny_models: dict[str, Path]) -> None:
@@ -120,7 +120,7 @@ def test_onnxruntime_options_reach_the_session(tiny_models: dict[str, Path]) -> 
         },
     )
     (model,) = session.models.values()
-    plan = session.plan(model)[0]
+    plan = session.builds.plan(model)[0]
     runner = session.runner(model, plan.name)
     options = runner.session.get_session_options()  # type: ignore[attr-defined]
     import onnxruntime as ort
@@ -136,7 +136,7 @@ def test_io_binding_path_gives_the_same_outputs(tiny_models: dict[str, Path]) ->
     session = _session(tiny_models[".onnx"], **{"onnxruntime-cpu": {"io_binding": "true"}})
     (model,) = session.models.values()
     bound = session.runner(model, "onnxruntime-cpu:io_binding=true")
-    plain = session.reference(model)
+    plain = session.builds.reference(model)
     sample = random_samples(model.io_spec, [3], seed=4)[0]
     prepared = bound.prepare(sample)
     import onnxruntime as ort
@@ -169,13 +169,15 @@ def test_torch_threads_hold_only_while_the_runtime_runs(tiny_models: dict[str, P
 
 def test_fp16_options_change_the_runtime_precision(tiny_models: dict[str, Path]) -> None:
     session = _session(tiny_models[".onnx"])
-    assert session.precision("tensorrt") == "tf32"  # TensorRT's default: TF32 on, so its budget is TF32's
-    assert session.precision("tensorrt:tf32=false") == "fp32"
-    assert session.precision("torch-cuda:tf32=true") == "tf32" and session.precision("torch-cuda") == "fp32"
-    assert session.precision("torch-cpu:tf32=true") == "fp32"  # no TF32 on a CPU
-    assert session.precision("tensorrt:fp16=true") == "fp16"
-    assert session.precision("tensorrt-fp16") == "fp16"
-    assert session.precision("onnxruntime-tensorrt:trt_fp16=true") == "fp16"
+    assert session.builds.precision("tensorrt") == "tf32"  # TensorRT's default: TF32 on, so its budget is TF32's
+    assert session.builds.precision("tensorrt:tf32=false") == "fp32"
+    assert (
+        session.builds.precision("torch-cuda:tf32=true") == "tf32" and session.builds.precision("torch-cuda") == "fp32"
+    )
+    assert session.builds.precision("torch-cpu:tf32=true") == "fp32"  # no TF32 on a CPU
+    assert session.builds.precision("tensorrt:fp16=true") == "fp16"
+    assert session.builds.precision("tensorrt-fp16") == "fp16"
+    assert session.builds.precision("onnxruntime-tensorrt:trt_fp16=true") == "fp16"
 
 
 def test_cuda_graphs_on_a_cpu_runtime_fail_its_build_with_the_reason(tiny_models: dict[str, Path]) -> None:
