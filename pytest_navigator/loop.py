@@ -6,17 +6,15 @@ calls it; the plugin's items call the same steps one test at a time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from pytest_navigator.errors import NavigatorError
 
-if TYPE_CHECKING:
-    from pytest_navigator.session import NavigatorSession
 
-
-def run_all(session: NavigatorSession, say: Callable[[str], None]) -> list[str]:
+def run_all(session: Any, say: Callable[[str], None]) -> list[str]:
     """Every model's runtimes checked, then the ones that passed measured and judged, in the order the
-    plugin's tests run (`navigator profile`). `say` hears the steps; returns one line per failure."""
+    plugin's tests run (`navigator profile`). `say` hears the steps; returns one line per failure.
+    `session`: the NavigatorSession that runs (it calls this; typed loosely, so the import goes one way)."""
     from pytest_navigator.check.correctness import CorrectnessFailure
     from pytest_navigator.gate.policy import Outcome
     from pytest_navigator.measure.instructions import CannotCount

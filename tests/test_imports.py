@@ -228,3 +228,53 @@ def test_the_gate_imports_nothing_from_the_report_or_the_session() -> None:
     gate = Path(pytest_navigator.__file__).parent / "gate"
     above = STAGES[: STAGES.index("gate")]
     assert {path.name: _above(path, above) for path in gate.glob("*.py")} == {p.name: [] for p in gate.glob("*.py")}
+
+
+#: Every module's level, top to bottom (DESIGN.md, "Layout"): a folder's modules, or a top-level module.
+LAYERS = (
+    ("cli", "__main__"),
+    ("plugin",),
+    ("session", "loop"),
+    ("report",),
+    ("gate",),
+    ("measure",),
+    ("check",),
+    ("runtimes",),
+    ("workers",),
+    ("model",),
+    ("settings", "locations"),
+    ("options", "config", "errors", "logs", "_moved"),
+)
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1]
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def test_nothing_points_up_between_the_stage_folders() -> None:
+    """The whole package's import graph by folder: each module imports only its own level and those
+    below, counting imports inside functions and under TYPE_CHECKING. (The package's own __init__ is
+    the public facade over every level; a folder's __init__ answers old import paths through _moved.)"""
+    package = _package()
+    upward = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        if relative == Path("__init__.py"):
+            continue
+        module = ".".join(("pytest_navigator", *relative.with_suffix("").parts))
+        for name in sorted(_stage_imports(path)):
+            if name == "pytest_navigator" or name.split(".")[1] not in {n for layer in LAYERS for n in layer}:
+                continue
+            if _layer(name) < _layer(module):
+                upward.append(f"{relative} imports {name}")
+    assert upward == []
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
+    """Guards the test above against a check that cannot fail: a function-level import of the session
+    from model/ is found."""
+    sample = tmp_path / "probe.py"
+    sample.write_text("def f():\n    from pytest_navigator.session import NavigatorSession\n")
+    assert "pytest_navigator.session" in _stage_imports(sample)
+    assert _layer("pytest_navigator.session") < _layer("pytest_navigator.model.loader")
