@@ -167,15 +167,16 @@ def test_the_check_of_worker_runners_would_see_them() -> None:
     assert _names_worker_runner(source) == [1, 2, 2]
 
 
-def test_the_measuring_and_worker_modules_hold_one_idea_each() -> None:
-    """DESIGN.md: a module past ~400 lines holds two ideas. measure/ and workers/ were split by idea
-    (profiler: profiles, stability; isolation: remote, executor, pickling); they stay split."""
+def test_every_module_holds_one_idea() -> None:
+    """DESIGN.md: a module past ~400 lines holds two ideas, so no module of the package is longer; the
+    hooks module (plugin/hooks.py) is pytest glue only (at most 250), and the session orchestrates
+    and owns no stage's work (at most 300)."""
     package = _package()
+    limits = {Path("plugin/hooks.py"): 250, Path("session.py"): 300}
     long = [
         f"{path.relative_to(package)}: {count} lines"
-        for folder in ("measure", "workers")
-        for path in sorted((package / folder).glob("*.py"))
-        if (count := len(path.read_text().splitlines())) > 400
+        for path in sorted(package.rglob("*.py"))
+        if (count := len(path.read_text().splitlines())) > limits.get(path.relative_to(package), 400)
     ]
     assert long == []
 
