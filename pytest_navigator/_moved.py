@@ -49,7 +49,6 @@ MOVED = {
     "instructions": "measure.instructions",
     "valgrind": "measure.valgrind",
     "calibration": "measure.calibration",
-    "profile_json": "measure.profile_json",
     "runs": "gate.runs",
     "baselines": "gate.baselines",
     "thresholds": "gate.thresholds",

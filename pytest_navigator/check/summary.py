@@ -5,9 +5,8 @@ whose check could not fail (vacuous_outputs: tiny, constant or non-finite refere
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -59,20 +58,6 @@ class CorrectnessReport:
     @property
     def samples(self) -> int:
         return self.explicit + self.generated
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, JSON-ready (results.RunResults.to_json)."""
-        data = dataclasses.asdict(self)
-        data["outputs"] = [dataclasses.asdict(o) for o in self.outputs]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CorrectnessReport:
-        values = dict(data)
-        values["outputs"] = tuple(OutputSummary(**o) for o in data["outputs"])
-        values["batch_sizes"] = tuple(data["batch_sizes"])
-        values["warnings"] = tuple(data["warnings"])
-        return cls(**values)
 
 
 @dataclass

@@ -283,9 +283,10 @@ def test_ab_windows_last_long_enough_to_average_out_short_noise(monkeypatch: pyt
 
 
 def test_profiles_survive_the_trip_from_an_xdist_worker() -> None:
+    """What a worker hands the controller is the profile's summary (every figure a view shows)."""
     import json
 
-    from pytest_navigator.measure.profile_json import profile_from_dict, profile_to_dict
+    from pytest_navigator.measure.summary import ProfileSummary
 
     clock = FakeClock()
     monitor = ScriptedMonitor([(1980, ())] * 2 + [(1200, ("hw_slowdown",))] + [(1980, ())] * 10)
@@ -293,8 +294,10 @@ def test_profiles_survive_the_trip_from_an_xdist_worker() -> None:
         ScriptedRunner(clock, lambda b, i: 1.0 + b, max_batch=2), _inputs, ProfilerConfig(measurement_request_count=3),
         clock=clock, monitor=monitor,
     )  # fmt: skip
-    back = profile_from_dict(json.loads(json.dumps(profile_to_dict(profile))))
-    assert back == profile and back.batches[0].windows[2].throttled
+    summary = ProfileSummary.of(profile)
+    back = ProfileSummary.from_dict(json.loads(json.dumps(summary.to_dict())))
+    assert back == summary and back.batches[0].windows[2].throttled
+    assert back.batches[0].throughput == profile.batches[0].throughput
 
 
 class _RecordingDomain:
