@@ -15,7 +15,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import warnings
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 #: old module (under pytest_navigator) -> where it lives now
@@ -71,7 +71,8 @@ FOLDED = {"gate": "gate.policy", "model": "model.loader", "report": "report.term
 def _warn(old: str, new: str) -> None:
     """Warn at the line that used the old path: the first frame outside the import machinery, this
     module and the folders' `__getattr__`."""
-    frame, stacklevel = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    stacklevel = 2
     while frame is not None and (
         frame.f_code.co_filename.startswith("<frozen importlib")
         or frame.f_code.co_filename == __file__

@@ -25,6 +25,11 @@ class RuntimeBuildError(NavigatorError):
     """Building a runtime from the model failed; its own tests fail with this, others go on."""
 
 
+class RuntimeNotApplicable(RuntimeBuildError):
+    """The model cannot take this runtime, found only when building it (torch.export of a module the
+    runtime needs failed): its tests are skipped with this message, not failed."""
+
+
 class RuntimeInferenceError(NavigatorError):
     """A built runtime raised while running a sample."""
 

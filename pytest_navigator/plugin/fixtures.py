@@ -71,7 +71,7 @@ def navigator_runner(
     request: pytest.FixtureRequest, navigator_session: NavigatorSession, navigator_model: Model
 ) -> Runner:
     """Each runtime of the model, built once per run; skipped with the reason where it cannot run."""
-    from pytest_navigator.errors import RuntimeBuildError
+    from pytest_navigator.errors import RuntimeBuildError, RuntimeNotApplicable
 
     plans = {p.definition.name: p for p in navigator_session.builds.plan(navigator_model)}
     plan = plans.get(navigator_session.registry.get(request.param).name)
@@ -81,6 +81,8 @@ def navigator_runner(
         pytest.skip(f"{request.param}: {plan.skip_reason}")
     try:
         return navigator_session.runner(navigator_model, request.param)
+    except RuntimeNotApplicable as exc:
+        pytest.skip(f"{request.param}: {exc}")
     except RuntimeBuildError as exc:
         pytest.fail(str(exc), pytrace=False)
 

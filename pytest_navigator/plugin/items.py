@@ -53,14 +53,27 @@ def _test_correctness(request: pytest.FixtureRequest, navigator_verify: Any, nav
     """The body of every generated test_correctness[<runtime>]: fixtures resolved by pytest, then the check."""
     item = request.node
     assert isinstance(item, CorrectnessItem)
-    run_check(item, item.navigator_model, item.navigator_runtime, navigator_verify, navigator_dataloader)
+    with _not_applicable_skips(item.navigator_runtime):
+        run_check(item, item.navigator_model, item.navigator_runtime, navigator_verify, navigator_dataloader)
 
 
 def _test_performance(request: pytest.FixtureRequest) -> None:
     """The body of every generated test_performance[<runtime>]: profile, keep the profile, fail when unstable."""
     item = request.node
     assert isinstance(item, PerformanceItem)
-    run_profile(item, item.navigator_model, item.navigator_runtime)
+    with _not_applicable_skips(item.navigator_runtime):
+        run_profile(item, item.navigator_model, item.navigator_runtime)
+
+
+@contextlib.contextmanager
+def _not_applicable_skips(runtime: str) -> Iterator[None]:
+    """A runtime the model turned out not to take when it was built (RuntimeNotApplicable) is skipped."""
+    from pytest_navigator.errors import RuntimeNotApplicable
+
+    try:
+        yield
+    except RuntimeNotApplicable as exc:
+        pytest.skip(f"{runtime}: {exc}")
 
 
 class NavigatorItem(pytest.Function):

@@ -304,6 +304,8 @@ class RunResults:
         else:
             if record.error is None:
                 result.status = Status.BUILT
+            elif record.not_applicable:
+                result.status, result.detail = Status.SKIPPED, record.error
             else:
                 result.status, result.detail = Status.FAILED_BUILD, record.error
             result.build_seconds, result.artifacts = record.seconds, list(record.artifacts)
@@ -316,7 +318,7 @@ class RunResults:
         from pytest_navigator.check.checking import correctness_detail
 
         result = self.result(model, runtime)
-        if result.status == Status.FAILED_BUILD:
+        if result.status in (Status.FAILED_BUILD, Status.SKIPPED):
             return
         if error is not None:
             result.detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

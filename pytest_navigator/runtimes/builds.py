@@ -19,7 +19,7 @@ import numpy as np
 
 from pytest_navigator import options as option_names
 from pytest_navigator.config import Format, MeasurementMode, Sample
-from pytest_navigator.errors import NavigatorError, RuntimeBuildError, describe_error
+from pytest_navigator.errors import NavigatorError, RuntimeBuildError, RuntimeNotApplicable, describe_error
 from pytest_navigator.model.draws import describe, random_sample
 from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
@@ -84,6 +84,7 @@ class Built:
     error: str | None
     seconds: float
     artifacts: tuple[str, ...]
+    not_applicable: bool = False  # the error is RuntimeNotApplicable: skipped, not failed
 
 
 #: What Builds tells its `record` callback.
@@ -233,22 +234,20 @@ class Builds:
                 )
             )
             started = time.perf_counter()
-            seen = len(self.cache.events)
-            events = []
-            failure = None
+            seen, events, failure, not_applicable = len(self.cache.events), [], None, False
             self.progress(f"building {runtime} for {model.name} (export, compile, or restore from the cache)")
             try:
                 runner = self._runners[key] = self.build(model, runtime)
                 events = list(getattr(runner, "cache_events", ()))  # built in a worker: its cache's events
             except RuntimeBuildError as error:
                 self._runners[key] = error
-                failure = str(error).splitlines()[0]
+                failure, not_applicable = str(error).splitlines()[0], isinstance(error, RuntimeNotApplicable)
             seconds = time.perf_counter() - started
             artifacts = tuple(
                 f"{e.action} {e.mode} {e.seconds:.2f} s" + (f" ({e.detail})" if e.detail else "")
                 for e in [*self.cache.events[seen:], *events]
             )
-            self.record(Built(model.path, runtime, failure, seconds, artifacts))
+            self.record(Built(model.path, runtime, failure, seconds, artifacts, not_applicable))
         found = self._runners[key]
         if isinstance(found, RuntimeBuildError):
             raise found

@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pytest_navigator.config import Sample
-from pytest_navigator.errors import NavigatorError, RuntimeBuildError, RuntimeCrashError, describe_error
+from pytest_navigator.errors import (
+    NavigatorError,
+    RuntimeBuildError,
+    RuntimeCrashError,
+    RuntimeNotApplicable,
+    describe_error,
+)
 from pytest_navigator.runtimes.base import BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.workers import fork_servers, pickling
 from pytest_navigator.workers.isolation import RemoteError, Worker, WorkerState
@@ -58,7 +64,8 @@ class WorkerRunner(Runner):
                 _build_here, payload, model, context, runtime, what="build", timeout=worker.timeouts.build()
             )
         except RemoteError as exc:
-            raise RuntimeBuildError(exc.description) from None
+            error = RuntimeNotApplicable if exc.kind == RuntimeNotApplicable.__name__ else RuntimeBuildError
+            raise error(exc.description) from None
         except RuntimeCrashError as exc:
             raise RuntimeBuildError(f"building {runtime} for {model.name}: {exc}") from None
         return cls(worker, runtime, model, info)

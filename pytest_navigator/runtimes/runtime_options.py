@@ -126,6 +126,19 @@ class TorchCompileConfig(_TorchOptions):
 
 
 @dataclass(frozen=True)
+class TorchAOTIConfig(_TorchOptions):
+    """AOTInductor (torch-aoti-cpu, torch-aoti-cuda): what changes the compiled package. `threads` is
+    compiled into it on the CPU (inductor's OpenMP loops), so a new value compiles a new package."""
+
+    FORMAT: typing.ClassVar[Format] = Format.TORCH_EXPORTEDPROGRAM
+    NAME: typing.ClassVar[str] = "TorchAOTI"
+    #: Inductor's freezing: weights become constants, folded and prepacked into the package.
+    freezing: bool = True
+    #: Inductor's max-autotune: benchmark kernel choices while compiling (much longer builds).
+    max_autotune: bool = False
+
+
+@dataclass(frozen=True)
 class OnnxRuntimeConfig(_Options):
     """ONNX Runtime (onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt)."""
 

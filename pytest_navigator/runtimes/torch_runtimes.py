@@ -1,6 +1,6 @@
-"""PyTorch runtimes: eager, TorchScript (frozen) and torch.compile, on the CPU and on CUDA.
+"""PyTorch runtimes: eager, TorchScript (frozen), torch.compile and AOTInductor, on the CPU and on CUDA.
 
-The runner they share is torch_runner.py's, the torch.compile runtime torch_compile.py's; a torch
+The runner they share is torch_runner.py's, the torch.compile runtime torch_compile.py's, AOTInductor torch_aoti.py's; a torch
 model's inputs bind and its outputs are named by model/torch_io.py. Their names are importable from
 here too.
 """
@@ -20,7 +20,13 @@ from pytest_navigator.model.loader import Model
 from pytest_navigator.model.torch_io import bind_tensors, name_outputs
 from pytest_navigator.runtimes.base import TORCH_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode
-from pytest_navigator.runtimes.runtime_options import TorchCompileConfig, TorchConfig, TorchScriptConfig
+from pytest_navigator.runtimes.runtime_options import (
+    TorchAOTIConfig,
+    TorchCompileConfig,
+    TorchConfig,
+    TorchScriptConfig,
+)
+from pytest_navigator.runtimes.torch_aoti import build_aoti, not_exportable
 from pytest_navigator.runtimes.torch_compile import CompiledTorchRunner, build_compiled, not_torchscript
 from pytest_navigator.runtimes.torch_runner import (
     PreparedTorch,
@@ -236,6 +242,16 @@ def definitions() -> list[RuntimeDefinition]:
                 model_check=not_torchscript,
                 description="torch.compile (inductor)",
                 options=TorchCompileConfig(),
+            ),
+            RuntimeDefinition(
+                f"torch-aoti-{device}",
+                _on(device, build_aoti),
+                TORCH_FORMATS,
+                device,
+                requirement=requirement,
+                model_check=not_exportable,
+                description="AOTInductor: the exported program compiled ahead of time, one package for all batch sizes",
+                options=TorchAOTIConfig(),
             ),
         ]
     return found

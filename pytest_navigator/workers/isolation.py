@@ -59,10 +59,12 @@ DUMP_SIGNAL = signal.SIGUSR1
 class RemoteError(Exception):
     """An exception raised in a worker, brought back as its description (describe_error)."""
 
-    def __init__(self, description: str, navigator: bool = False) -> None:
+    def __init__(self, description: str, navigator: bool = False, kind: str = "") -> None:
         super().__init__(description)
         self.description = description
         self.navigator = navigator
+        #: The exception's class name (a caller may raise its own class again).
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ def serve(conn: Any, stderr_path: str, environment: dict[str, str] | None = None
             _, name, args, _ = message
             answer = _function(name)(state, *args)
         except BaseException as exc:
-            conn.send(("error", (describe_error(exc), isinstance(exc, NavigatorError))))
+            conn.send(("error", (describe_error(exc), isinstance(exc, NavigatorError), type(exc).__name__)))
             continue
         conn.send(("ok", answer))
 
