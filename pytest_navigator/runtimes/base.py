@@ -161,9 +161,16 @@ class RuntimeDefinition:
     description: str = ""
     #: The runtime's options with their defaults (a runtime_options config); None: it takes none.
     options: Any = None
+    #: The model formats it is tested for when --navigator-runtimes does not name it (the default
+    #: set); None: every format in `formats`. Named, it builds from any format in `formats`.
+    default_formats: frozenset[Format] | None = None
 
     def applies_to(self, model: Model) -> bool:
         return model.format in self.formats
+
+    def in_default_set(self, model: Model) -> bool:
+        """Whether a run that names no runtimes tests this one on `model`."""
+        return self.applies_to(model) and (self.default_formats is None or model.format in self.default_formats)
 
     def unavailable_reason(self, model: Model) -> str | None:
         """Why this runtime is skipped for `model` here, or None when it can be built."""

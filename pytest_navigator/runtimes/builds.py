@@ -123,13 +123,13 @@ class Builds:
     # -- identity --------------------------------------------------------------------------------
 
     def plan(self, model: Model) -> list[RuntimePlan]:
-        """The runtimes to test for a model: the selected ones, or every one its format can use."""
+        """The runtimes to test for a model: the selected ones, or the default set for its format."""
         explicit = self.settings.runtimes is not None
         chosen = self.registry.select(self.settings.runtimes)
         plans = [
             RuntimePlan(d, d.unavailable_reason(model), self.runtime_id(d.name))
             for d in chosen
-            if explicit or d.applies_to(model)
+            if explicit or d.in_default_set(model)
         ]
         for plan in plans:
             self.record(

@@ -242,6 +242,9 @@ def definitions() -> list[RuntimeDefinition]:
                 model_check=not_torchscript,
                 description="torch.compile (inductor)",
                 options=TorchCompileConfig(),
+                # an exported program gets AOTInductor instead: the same compiler, built in a fraction
+                # of the time and faster (harness/bench_compilers.py; README, what a run costs)
+                default_formats=frozenset({Format.TORCH}),
             ),
             RuntimeDefinition(
                 f"torch-aoti-{device}",
@@ -252,6 +255,8 @@ def definitions() -> list[RuntimeDefinition]:
                 model_check=not_exportable,
                 description="AOTInductor: the exported program compiled ahead of time, one package for all batch sizes",
                 options=TorchAOTIConfig(),
+                # a pickled module is exported first, which may fail: torch.compile covers it by default
+                default_formats=frozenset({Format.TORCH_EXPORTEDPROGRAM}),
             ),
         ]
     return found

@@ -31,8 +31,30 @@ def test_generated_test_ids(pytester: pytest.Pytester, tiny_models: dict[str, Pa
     _copy(pytester, tiny_models[".pt2"])
     result = pytester.runpytest("--navigator-model=mlp.pt2", "--collect-only", "-q")
     ids = [line for line in result.outlines if "::" in line]
-    assert ids == [f"mlp.pt2::test_correctness[{name}]" for name in default_registry().names]
-    assert "mlp.pt2::test_correctness[torch-compile-cpu]" in ids and "mlp.pt2::test_correctness[tensorrt-fp16]" in ids
+    # an exported program's default set: AOTInductor, not torch.compile (torch_runtimes.definitions)
+    defaults = [name for name in default_registry().names if not name.startswith("torch-compile-")]
+    assert ids == [f"mlp.pt2::test_correctness[{name}]" for name in defaults]
+    assert "mlp.pt2::test_correctness[torch-aoti-cpu]" in ids and "mlp.pt2::test_correctness[tensorrt-fp16]" in ids
+
+
+def test_a_runtime_outside_the_default_set_runs_when_named(
+    pytester: pytest.Pytester, tiny_models: dict[str, Path]
+) -> None:
+    for suffix in (".pt2", ".pkl"):
+        _copy(pytester, tiny_models[suffix])
+    named = pytester.runpytest(
+        "--navigator-model=mlp.pt2", "--navigator-runtimes=torch-compile-cpu", "--collect-only", "-q"
+    )
+    assert [line for line in named.outlines if "::" in line] == ["mlp.pt2::test_correctness[torch-compile-cpu]"]
+    pickled = pytester.runpytest(
+        "--navigator-model=mlp.pkl",
+        "--navigator-trust-model",
+        "--navigator-input=input:float32[N,8]",
+        "--collect-only",
+        "-q",
+    )
+    ids = [line for line in pickled.outlines if "::" in line]
+    assert "mlp.pkl::test_correctness[torch-compile-cpu]" in ids and not any("torch-aoti" in i for i in ids)
 
 
 def test_onnx_models_get_no_torch_runtimes(pytester: pytest.Pytester, tiny_models: dict[str, Path]) -> None:

@@ -20,11 +20,19 @@ from pytest_navigator.settings import Settings
 
 def test_registry_lists_cpu_runtimes_first_and_every_gpu_runtime() -> None:
     names = default_registry().names
-    assert names[:5] == ("torch-cpu", "torchscript-cpu", "torch-compile-cpu", "onnxruntime-cpu", "openvino-cpu")
-    assert set(names[5:]) == {
+    assert names[:6] == (
+        "torch-cpu",
+        "torchscript-cpu",
+        "torch-compile-cpu",
+        "torch-aoti-cpu",
+        "onnxruntime-cpu",
+        "openvino-cpu",
+    )
+    assert set(names[6:]) == {
         "torch-cuda",
         "torchscript-cuda",
         "torch-compile-cuda",
+        "torch-aoti-cuda",
         "onnxruntime-cuda",
         "onnxruntime-tensorrt",
         "tensorrt",
