@@ -27,6 +27,26 @@ def bind_tensors(model: Model, sample: Sample, device: str = "cpu") -> tuple[lis
     return [tensor(n) for n in model.positional_inputs], {n: tensor(n) for n in model.keyword_inputs}
 
 
+def export_dynamic(module: Any, model: Model, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """torch.export of `module` called with these tensors (bind_tensors) with every dynamic axis of
+    the model's spec kept dynamic over its range, the batch axes sharing one dimension."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=model.io_spec.max_batch_size or 1024)
+    shapes = torch.export.ShapesCollection()
+    tensors = dict(zip([*model.positional_inputs, *kwargs], [*args, *kwargs.values()], strict=True))
+    for spec in model.io_spec:
+        dims = {
+            i: batch if i == spec.batch_axis else torch.export.Dim(f"{spec.name}_{i}", min=d.min, max=d.max)
+            for i, d in enumerate(spec.dims)
+            if d.dynamic
+        }
+        if dims and isinstance(tensors.get(spec.name), torch.Tensor):
+            shapes[tensors[spec.name]] = dims
+    dynamic = shapes.dynamic_shapes(module, tuple(args), kwargs)
+    return torch.export.export(module, tuple(args), kwargs or None, dynamic_shapes=dynamic)
+
+
 def name_outputs(outputs: Any, prefix: str = "output") -> Sample:
     """Flatten a forward() result into named host arrays: a tensor is 'output', a tuple 'output_0'..,
     a dict keeps its keys. Numbers count as 0-d tensors; None inside a tuple or dict (an absent

@@ -17,7 +17,7 @@ from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError, first_line
 from pytest_navigator.model.draws import numpy_dtype
 from pytest_navigator.model.loader import Model
-from pytest_navigator.model.torch_io import bind_tensors
+from pytest_navigator.model.torch_io import bind_tensors, export_dynamic
 from pytest_navigator.runtimes.base import ALL_FORMATS, BuildContext, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.cache import Mode
 from pytest_navigator.runtimes.runtime_options import OnnxRuntimeConfig
@@ -108,7 +108,7 @@ def _export(model: Model, ctx: BuildContext, path: Path) -> None:
                 program = (
                     model.source
                     if model.format is Format.TORCH_EXPORTEDPROGRAM
-                    else _export_program(model, args, kwargs)
+                    else export_dynamic(model.source, model, args, kwargs)
                 )
                 torch.onnx.export(
                     program,
@@ -125,21 +125,6 @@ def _export(model: Model, ctx: BuildContext, path: Path) -> None:
         raise RuntimeBuildError(
             f"exporting {model.name} to ONNX failed: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
-
-
-def _export_program(model: Model, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """torch.export of a plain nn.Module with every dynamic axis of the spec kept dynamic."""
-    import torch
-
-    batch = torch.export.Dim("batch", min=1, max=model.io_spec.max_batch_size or 1024)
-    shapes: dict[str, Any] = {}
-    for spec in model.io_spec:
-        shapes[spec.name] = {
-            i: batch if i == 0 else torch.export.Dim(f"{spec.name}_{i}", min=d.min, max=d.max)
-            for i, d in enumerate(spec.dims)
-            if d.dynamic
-        } or None
-    return torch.export.export(model.source, tuple(args), kwargs or None, dynamic_shapes=shapes)
 
 
 class OnnxRuntimeRunner(Runner):

@@ -20,7 +20,7 @@ from typing import Any
 from pytest_navigator.config import Format, Sample
 from pytest_navigator.errors import RuntimeBuildError, RuntimeNotApplicable, describe_error
 from pytest_navigator.model.loader import Model
-from pytest_navigator.model.torch_io import bind_tensors
+from pytest_navigator.model.torch_io import bind_tensors, export_dynamic
 from pytest_navigator.runtimes.base import BuildContext, Runner
 from pytest_navigator.runtimes.cache import Mode, torch_compile_cache
 from pytest_navigator.runtimes.runtime_options import TorchAOTIConfig
@@ -94,24 +94,11 @@ def _target(device: str) -> str:
 def exported(model: Model, example: Sample, device: str) -> Any:
     """The model as an ExportedProgram on `device` with a dynamic batch axis over the spec's range: a
     `.pt2` as it is where it already has one (on the CPU), else exported again from its module."""
-    import torch
-
     if model.format is Format.TORCH_EXPORTEDPROGRAM and device == "cpu" and _batch_is_dynamic(model):
         return model.source
-    module = module_on(model, device)
     args, kwargs = bind_tensors(model, example, device)
-    shapes = torch.export.ShapesCollection()
-    batch = torch.export.Dim("batch", min=1, max=model.io_spec.max_batch_size or 1024)
-    batched = {spec.name for spec in model.io_spec if spec.batch_axis is not None}
-    names = [*model.positional_inputs, *kwargs]
-    for name, tensor in zip(names, [*args, *kwargs.values()], strict=False):
-        if name in batched and isinstance(tensor, torch.Tensor) and tensor.dim():
-            shapes[tensor] = {0: batch}
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            dynamic = shapes.dynamic_shapes(module, tuple(args), kwargs)
-            return torch.export.export(module, tuple(args), kwargs or None, dynamic_shapes=dynamic, strict=False)
+        return export_dynamic(module_on(model, device), model, args, kwargs)
     except Exception as exc:
         raise RuntimeNotApplicable(
             f"torch.export cannot export {model.name} with a dynamic batch axis, so AOTInductor cannot "
