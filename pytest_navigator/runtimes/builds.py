@@ -244,10 +244,7 @@ class Builds:
                 self._runners[key] = error
                 failure = str(error).splitlines()[0]
             seconds = time.perf_counter() - started
-            artifacts = tuple(
-                f"{e.action} {e.mode} {e.seconds:.2f} s" + (f" ({e.detail})" if e.detail else "")
-                for e in [*self.cache.events[seen:], *events]
-            )
+            artifacts = tuple(e.summary for e in [*self.cache.events[seen:], *events])
             self.record(Built(model.path, runtime, failure, seconds, artifacts))
         found = self._runners[key]
         if isinstance(found, RuntimeBuildError):
