@@ -69,6 +69,7 @@ LAYOUT = 1
 #: The reference's settings that could change its outputs, where it has them (a torch reference's threads and
 #: TF32; the runtime id pins the rest: the reference is built without user options).
 REFERENCE_SETTINGS = ("runtime", "device", "threads", "tf32", "io_binding")
+#: What fetching a sample's entries did, least work first: a sample counts as the most its entries took.
 _ACTIONS = ("restored", "computed", "recomputed")
 
 
@@ -104,9 +105,11 @@ class TruthStore:
         self.folder, self.key, self.rebuild = folder, key, rebuild
         #: Entries this run wrote: read back, not computed again, under --navigator-rebuild too.
         self._fresh: set[Path] = set()
-        #: (entry kind, action) -> [samples, seconds]; and per entry kind, why one was computed again.
-        self._tally: dict[tuple[str, str], list[float]] = {}
-        self._problems: dict[str, str] = {}
+        #: Since last asked: per sample digest, what fetching its entries did and took; whether a truth was
+        #: fetched (else only reference outputs were); the first reason an entry was computed again.
+        self._samples: dict[str, tuple[str, float]] = {}
+        self._truths = False
+        self._problem = ""
 
     @classmethod
     def open(cls, cache: ArtifactCache, model: Model, reference: Runner, example: Sample) -> TruthStore | None:
@@ -131,13 +134,13 @@ class TruthStore:
         if self._usable(path):
             try:
                 arrays = _read(path, OUTPUTS, sample)[1]
-                self._count(OUTPUTS, "restored", started)
+                self._count(sample, "restored", started)
                 return arrays
             except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"
         found = compute()
         self._save(path, {"entry": OUTPUTS, "sample": sample}, found)
-        self._count(OUTPUTS, self._action(existed, problem), started, problem)
+        self._count(sample, self._action(existed, problem), started, problem)
         return found
 
     def truth(self, sample: str, reference: Sample, compute: Callable[[], tuple[Truth, bool]]) -> Truth:
@@ -151,7 +154,7 @@ class TruthStore:
                 outputs = reference if meta["outputs"] == "reference" else arrays
                 figures = [_figures(meta, name) for name in ("noise", "measured", "estimated")]
                 found = Truth(meta["kind"], outputs, figures[0], meta["note"], figures[1], figures[2])
-                self._count(TRUTH, "restored", started)
+                self._count(sample, "restored", started, truth=True)
                 return found
             except Exception as exc:
                 problem = f"{type(exc).__name__}: {exc}"
@@ -167,24 +170,22 @@ class TruthStore:
                 **{name: dict(getattr(found, name)) for name in ("noise", "measured", "estimated")},
             }
             self._save(path, meta, found.outputs if own else {})
-            self._count(TRUTH, self._action(existed, problem), started, problem)
+            self._count(sample, self._action(existed, problem), started, problem, truth=True)
         return found
 
     def take_events(self) -> list[CacheEvent]:
-        """What fetching did since last asked, one event per kind of entry and action: "restored truth
-        0.02 s (27 of 27 samples)"; then the tally starts again."""
+        """What fetching did since last asked, one event per action, counting samples: "restored truth
+        0.02 s (27 of 27 samples)" ("reference-outputs" where no truth was asked for); then the tally
+        starts again."""
+        entry, total = TRUTH if self._truths else OUTPUTS, len(self._samples)
         events = []
-        for entry in (OUTPUTS, TRUTH):
-            total = sum(int(self._tally.get((entry, action), (0, 0.0))[0]) for action in _ACTIONS)
-            for action in _ACTIONS:
-                if (entry, action) not in self._tally:
-                    continue
-                count, seconds = self._tally[(entry, action)]
-                why = f"; {self._problems[entry]}" if action == "recomputed" and entry in self._problems else ""
-                detail = f"{int(count)} of {total} samples{why}"
-                events.append(CacheEvent(entry, self.key, action, seconds, detail, str(self.folder)))
-        self._tally.clear()
-        self._problems.clear()
+        for action in _ACTIONS:
+            seconds = [spent for done, spent in self._samples.values() if done == action]
+            if seconds:
+                why = f"; {self._problem}" if action == "recomputed" and self._problem else ""
+                detail = f"{len(seconds)} of {total} samples{why}"
+                events.append(CacheEvent(entry, self.key, action, sum(seconds), detail, str(self.folder)))
+        self._samples, self._truths, self._problem = {}, False, ""
         return events
 
     def _usable(self, path: Path) -> bool:
@@ -194,12 +195,13 @@ class TruthStore:
         """computed (no entry), or recomputed (one that could not be used, or --navigator-rebuild's)."""
         return "recomputed" if problem or (self.rebuild and existed) else "computed"
 
-    def _count(self, entry: str, action: str, started: float, problem: str = "") -> None:
-        tally = self._tally.setdefault((entry, action), [0, 0.0])
-        tally[0] += 1
-        tally[1] += time.perf_counter() - started
+    def _count(self, sample: str, action: str, started: float, problem: str = "", truth: bool = False) -> None:
+        done, spent = self._samples.get(sample, (action, 0.0))
+        done = max(done, action, key=_ACTIONS.index)
+        self._samples[sample] = (done, spent + time.perf_counter() - started)
+        self._truths |= truth
         if action == "recomputed":
-            self._problems.setdefault(entry, problem or options.REBUILD)
+            self._problem = self._problem or problem or options.REBUILD
 
     def _save(self, path: Path, meta: dict[str, Any], arrays: Mapping[str, Any]) -> None:
         """Write an entry whole or not at all; an entry that cannot be written (an object array, which would

@@ -17,7 +17,7 @@ from conftest import write_model
 from pytest_navigator.check import truth as truth_module
 from pytest_navigator.check import truth_store
 from pytest_navigator.check.references import ReferenceOutputs
-from pytest_navigator.check.strategies import random_samples
+from pytest_navigator.check.strategies import digest, random_samples
 from pytest_navigator.check.truth import FLOAT64_SHADOW, PERTURBATION, Truth
 from pytest_navigator.config import Sample
 from pytest_navigator.model.loader import Model
@@ -119,10 +119,7 @@ def test_a_warm_run_computes_nothing_and_gets_the_same_bits(
     cold = cold_session.references(model)
     truths = [cold.truth(sample) for sample in samples]
     assert {t.kind for t in truths} == {FLOAT64_SHADOW}
-    assert [e.summary.split(" ")[:2] for e in cold.take_events()] == [
-        ["computed", "reference-outputs"],
-        ["computed", "truth"],
-    ]
+    assert [e.summary.split(" ")[:2] for e in cold.take_events()] == [["computed", "truth"]]
     cold_session.close()
 
     spy = _Spy(monkeypatch)
@@ -136,8 +133,11 @@ def test_a_warm_run_computes_nothing_and_gets_the_same_bits(
     assert warm._source is None, "the truth source (the float64 copy of the model) was built"
     events = [e.summary for e in warm.take_events()]
     assert [re.sub(r" \d+\.\d\d s", "", e) for e in events] == [
-        f"restored reference-outputs ({len(samples)} of {len(samples)} samples)",
-        f"restored truth ({len(samples)} of {len(samples)} samples)",
+        f"restored truth ({len(samples)} of {len(samples)} samples)"
+    ]
+    warm.outputs({"input": np.ones((1, 8), np.float32)})  # a check that asks no truth (a verify function of its own)
+    assert [re.sub(r" \d+\.\d\d s", "", e.summary) for e in warm.take_events()] == [
+        "computed reference-outputs (1 of 1 samples)"
     ]
     warm_session.close()
 
@@ -157,7 +157,7 @@ def test_a_perturbation_estimate_and_its_note_are_restored_too(
     assert {t.kind for t in truths} == {PERTURBATION} and "no double kernels here" in truths[0].note
     spy = _Spy(monkeypatch)
     warm, actions = run(tiny_models[".pt2"], samples)
-    assert actions == {"reference-outputs": "restored", "truth": "restored"} and spy.calls == []
+    assert actions == {"truth": "restored"} and spy.calls == []
     for sample, truth in zip(samples, truths, strict=True):
         _assert_same(truth, warm.truth(sample))
         assert warm.truth(sample).outputs is warm.outputs(sample)
@@ -174,8 +174,7 @@ def test_every_part_of_the_key_is_a_miss(
     tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: Any
 ) -> None:
     model, samples = tiny_models[".pt2"], _samples(tiny_models[".pt2"])
-    restored = {"reference-outputs": "restored", "truth": "restored"}
-    computed = {"reference-outputs": "computed", "truth": "computed"}
+    restored, computed = {"truth": "restored"}, {"truth": "computed"}
     assert run(model, samples)[1] == computed
     assert run(model, samples, seed=5)[1] == restored  # the run's seed decides samples, not their truth
     # the same bytes elsewhere: the path is not in the key
@@ -219,23 +218,22 @@ def test_corrupt_entries_are_computed_again_never_fatal(tiny_models: dict[str, P
     samples = _samples(tiny_models[".pt2"])
     cold, _ = run(tiny_models[".pt2"], samples)
     truths = [cold.truth(sample) for sample in samples]
-    folder = cold._store.folder
-    entries = sorted(folder.glob("*.truth.npz"))
-    entries[0].write_bytes(entries[0].read_bytes()[:100])  # truncated
-    (folder / "key.json").write_text("{")  # for people only: never read back
-    outputs = sorted(folder.glob("*.reference-outputs.npz"))
-    shutil.copy(outputs[1], outputs[0])  # another sample's outputs under this sample's name
+    first, second = (cold._store.folder / digest(sample) for sample in samples)
+    truncated = first.with_suffix(".truth.npz")
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    shutil.copy(first.with_suffix(".reference-outputs.npz"), second.with_suffix(".reference-outputs.npz"))
+    (cold._store.folder / "key.json").write_text("{")  # for people only: never read back
 
     warm, _ = run(tiny_models[".pt2"], [])
+    problems = []
     for sample, truth in zip(samples, truths, strict=True):
         _assert_same(truth, warm.truth(sample))
-    lines = [e.summary for e in warm.take_events()]
-    assert any(
-        re.match(r"recomputed reference-outputs \S+ s \(1 of 2 samples; CacheError: .* holds sample", line)
-        for line in lines
-    ), lines
-    assert any(re.match(r"recomputed truth \S+ s \(1 of 2 samples; BadZipFile", line) for line in lines), lines
-    assert run(tiny_models[".pt2"], samples)[1] == {"reference-outputs": "restored", "truth": "restored"}
+        (event,) = warm.take_events()
+        assert (event.mode, event.action) == ("truth", "recomputed")
+        problems.append(event.detail)
+    assert problems[0].startswith("1 of 1 samples; BadZipFile:"), problems
+    assert re.match(r"1 of 1 samples; CacheError: .* holds sample '\w+', not '\w+'", problems[1]), problems
+    assert run(tiny_models[".pt2"], samples)[1] == {"truth": "restored"}  # overwritten
 
 
 def test_rebuild_computes_every_entry_again_once(tiny_models: dict[str, Path], tmp_path: Path, run: Any) -> None:
@@ -248,11 +246,12 @@ def test_rebuild_computes_every_entry_again_once(tiny_models: dict[str, Path], t
     references = session.references(model)
     for sample in samples:
         references.truth(sample)
-    assert [e.summary.split(" ")[0] for e in references.take_events()] == ["recomputed", "recomputed"]
+    (event,) = references.take_events()
+    assert (event.action, event.detail) == ("recomputed", "2 of 2 samples; --navigator-rebuild")
     references._truths.clear()  # forgotten in memory (a long run): this run's entry is read back
     references._outputs.clear()
     references.truth(samples[0])
-    assert [e.action for e in references.take_events()] == ["restored", "restored"]
+    assert [e.action for e in references.take_events()] == ["restored"]
     session.close()
 
 
