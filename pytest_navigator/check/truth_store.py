@@ -204,10 +204,11 @@ class TruthStore:
             self._problem = self._problem or problem or options.REBUILD
 
     def _save(self, path: Path, meta: dict[str, Any], arrays: Mapping[str, Any]) -> None:
-        """Write an entry whole or not at all; an entry that cannot be written (an object array, which would
-        need pickle; a full disk) is not kept, and the run goes on."""
+        """Write an entry whole or not at all. One that cannot be written exactly is not kept, and the run
+        goes on: an object array (it would need pickle), a dtype the .npy format does not name (ml_dtypes'
+        bfloat16 would come back as raw bytes, |V2), a full disk."""
         stored = {f"array{index}": np.asarray(value) for index, value in enumerate(arrays.values())}
-        if any(array.dtype.hasobject for array in stored.values()):
+        if not all(_round_trips(array.dtype) for array in stored.values()):
             return
         meta = {**meta, "layout": LAYOUT, "names": list(arrays)}
         stored["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
@@ -216,8 +217,19 @@ class TruthStore:
             self._fresh.add(path)
 
 
+def _round_trips(dtype: np.dtype[Any]) -> bool:
+    """Whether an array of `dtype` loads back from .npy with the same dtype, without pickle."""
+    if dtype.hasobject:
+        return False
+    try:
+        return bool(np.lib.format.descr_to_dtype(np.lib.format.dtype_to_descr(dtype)) == dtype)
+    except Exception:
+        return False
+
+
 def _replace(path: Path, write: Callable[[Any], object]) -> bool:
-    """`write(handle)` into a temporary file beside `path`, then renamed over it: whole or not at all."""
+    """`write(handle)` into a temporary file beside `path`, then renamed over it: whole or not at all
+    (False, and nothing written, on any error: keeping an entry is never worth failing a run)."""
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +239,7 @@ def _replace(path: Path, write: Callable[[Any], object]) -> bool:
         os.replace(temporary, path)
         temporary = None
         return True
-    except OSError:
+    except Exception:
         return False
     finally:
         if temporary is not None and os.path.exists(temporary):

@@ -236,6 +236,23 @@ def test_corrupt_entries_are_computed_again_never_fatal(tiny_models: dict[str, P
     assert run(tiny_models[".pt2"], samples)[1] == {"truth": "restored"}  # overwritten
 
 
+def test_outputs_that_would_not_load_back_exactly_are_not_kept(tmp_path: Path) -> None:
+    """.npy names no bfloat16 (it would load as raw bytes, |V2); an object array would need pickle."""
+    import ml_dtypes
+
+    outputs = {"half": np.arange(3, dtype=ml_dtypes.bfloat16), "object": np.array([None, 1], dtype=object)}
+    for name, array in outputs.items():
+        actions = []
+        sample = {"output": array, "other": np.ones(2, np.float32)}
+        for _ in range(2):
+            store = truth_store.TruthStore(tmp_path / name, "key")
+            found = store.outputs("sample", lambda: sample)  # noqa: B023 - called before the loop moves on
+            assert found["output"].dtype == array.dtype
+            actions += [event.action for event in store.take_events()]
+        assert actions == ["computed", "computed"], name
+        assert not list((tmp_path / name).glob("*.npz")), name
+
+
 def test_rebuild_computes_every_entry_again_once(tiny_models: dict[str, Path], tmp_path: Path, run: Any) -> None:
     samples = _samples(tiny_models[".pt2"])
     run(tiny_models[".pt2"], samples)
