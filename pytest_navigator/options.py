@@ -259,11 +259,17 @@ OPTIONS: tuple[Option, ...] = (
         CACHE,
         "navigator_cache",
         "string",
-        "Directory of built artifacts (ONNX exports, TorchScript, TensorRT engines, torch.compile's caches) reused "
-        "across runs, keyed by model content, options, library versions and device (default: .navigator/cache "
-        "under the rootdir; 'none' builds everything in a temporary folder).",
+        "Directory of built artifacts (ONNX exports, TorchScript, TensorRT engines, torch.compile's caches) and of "
+        "the reference's outputs and truth per sample, reused across runs, keyed by model content, options, library "
+        "versions and device (default: .navigator/cache under the rootdir; 'none' builds everything in a temporary "
+        "folder and keeps nothing).",
     ),
-    _option(REBUILD, "navigator_rebuild", "bool", "Build every artifact again and replace its cache entry."),
+    _option(
+        REBUILD,
+        "navigator_rebuild",
+        "bool",
+        "Build every artifact (and compute every stored truth) again and replace its cache entry.",
+    ),
     _option(
         BASELINES,
         "navigator_baselines",

@@ -129,7 +129,7 @@ class NavigatorSession:
             error = exc
             raise
         finally:
-            self.results.record_check(model.path, runtime, report, error)
+            self.results.record_check(model.path, runtime, report, error, self.checking.truth_artifacts(model))
         return report
 
     def profiling_inputs(self, model: Model, batch_size: int) -> list[Sample]:

@@ -63,15 +63,25 @@ class Checking:
         return self._user_samples.get(model.path, [])
 
     def references(self, model: Model) -> ReferenceOutputs:
-        """The model's reference outputs and truth per sample, shared by every runtime's check."""
+        """The model's reference outputs and truth per sample, shared by every runtime's check and kept
+        in the artifact cache across runs (truth_store.py)."""
         if model.path not in self._references:
             from pytest_navigator.check.truth import truth_source
+            from pytest_navigator.check.truth_store import TruthStore
 
-            reference = self.builds.reference(model)
+            reference, example = self.builds.reference(model), self.builds.example(model)
             self._references[model.path] = ReferenceOutputs(
-                reference, lambda: truth_source(model, reference, self.builds.example(model))
+                reference,
+                lambda: truth_source(model, reference, example),
+                store=TruthStore.open(self.builds.cache, model, reference, example),
             )
         return self._references[model.path]
+
+    def truth_artifacts(self, model: Model) -> list[str]:
+        """What the model's stored outputs and truths did since last asked, in the runtimes table's
+        "artifacts" words ("restored truth 0.02 s (27 of 27 samples)"): the check that just ran."""
+        found = self._references.get(model.path)
+        return [] if found is None else [event.summary for event in found.take_events()]
 
     def context(self, model: Model, runtime: str) -> CheckContext:
         """What one runtime's check runs with (correctness.check_runtime): built here, the runner included."""

@@ -26,7 +26,8 @@ The reference's own rounding is the larger of two figures per output:
   this network. Folded weights are exactly such a perturbation; correct runtimes stayed within 5x
   of it on every architecture measured (harness/bench_correctness.py).
 
-Every figure is computed once per distinct sample and shared by all runtimes, as reference outputs are.
+Every figure is computed once per distinct sample and shared by all runtimes, as reference outputs are,
+and kept in the artifact cache for the next run (truth_store.py).
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ FLOAT64_SHADOW = "float64 shadow"
 PERTURBATION = "perturbation estimate"
 PLAIN = "plain reference"
 
-#: Perturbed evaluations per sample for the estimate.
+#: Bumped when what this module computes changes: part of the key of the truths kept across runs
+#: (truth_store.py), with PERTURBATIONS and MAX_RELATIVE_NOISE.
+VERSION = 1
+#: Perturbed evaluations per sample for the estimate (evaluation i draws from seeds i and i + 1, fixed:
+#: the estimate does not depend on the run's seed).
 PERTURBATIONS = 3
 #: The float64 shadow is not trusted where it differs from the fp32 reference by more than this
 #: share of the output's magnitude: no rounding does that, so the shadow computes something else

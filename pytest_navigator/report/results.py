@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,13 +311,20 @@ class RunResults:
             result.build_seconds, result.artifacts = record.seconds, list(record.artifacts)
 
     def record_check(
-        self, model: Path, runtime: str, report: CorrectnessReport | None, error: BaseException | None
+        self,
+        model: Path,
+        runtime: str,
+        report: CorrectnessReport | None,
+        error: BaseException | None,
+        artifacts: Sequence[str] = (),
     ) -> None:
         """A correctness check's end: passed with its report, or failed with the error's first line
-        (a runtime that failed to build keeps that status and its reason)."""
+        (a runtime that failed to build keeps that status and its reason); `artifacts`: what the check
+        restored or computed of the reference's stored outputs and truths."""
         from pytest_navigator.check.checking import correctness_detail
 
         result = self.result(model, runtime)
+        result.artifacts.extend(artifacts)
         if result.status in (Status.FAILED_BUILD, Status.SKIPPED):
             return
         if error is not None:

@@ -243,10 +243,7 @@ class Builds:
                 self._runners[key] = error
                 failure, not_applicable = str(error).splitlines()[0], isinstance(error, RuntimeNotApplicable)
             seconds = time.perf_counter() - started
-            artifacts = tuple(
-                f"{e.action} {e.mode} {e.seconds:.2f} s" + (f" ({e.detail})" if e.detail else "")
-                for e in [*self.cache.events[seen:], *events]
-            )
+            artifacts = tuple(e.summary for e in [*self.cache.events[seen:], *events])
             self.record(Built(model.path, runtime, failure, seconds, artifacts, not_applicable))
         found = self._runners[key]
         if isinstance(found, RuntimeBuildError):

@@ -61,6 +61,11 @@ class CacheEvent:
     detail: str = ""
     path: str = ""
 
+    @property
+    def summary(self) -> str:
+        """The runtimes table's words for it: "restored onnx-export 0.02 s", "built ... (why)"."""
+        return f"{self.action} {self.mode} {self.seconds:.2f} s" + (f" ({self.detail})" if self.detail else "")
+
 
 class CacheError(Exception):
     """An entry that cannot be used (missing file, wrong size or hash, bad metadata)."""
