@@ -302,12 +302,10 @@ class RunResults:
             result.device = result.device or record.device
             result.precision = result.precision or record.precision
         else:
-            if record.error is None:
-                result.status = Status.BUILT
-            elif record.not_applicable:
-                result.status, result.detail = Status.SKIPPED, record.error
-            else:
-                result.status, result.detail = Status.FAILED_BUILD, record.error
+            failed = Status.SKIPPED if record.not_applicable else Status.FAILED_BUILD
+            result.status, result.detail = (
+                (Status.BUILT, result.detail) if record.error is None else (failed, record.error)
+            )
             result.build_seconds, result.artifacts = record.seconds, list(record.artifacts)
 
     def record_check(
