@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
+import os
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -32,8 +34,8 @@ class Model:
     """A loaded model: where it came from, what it takes, and the object runtimes build from.
 
     Pickled (to a runtime's worker process, isolation.py) it travels without its loaded object,
-    which the worker loads from the file on first use: a worker that only restores a cached ONNX
-    export never imports torch or reads the model.
+    which the worker takes on first use from what its fork server loaded (preload), else from the
+    file: a worker that only restores a cached ONNX export never imports torch or reads the model.
     """
 
     path: Path
@@ -49,7 +51,9 @@ class Model:
     def source(self) -> Any:
         """The loaded object: a TorchScript module, an ExportedProgram, an nn.Module or an ONNX proto."""
         if self.loaded is None:
-            object.__setattr__(self, "loaded", _load_source(self.path, self.format, self.trust))
+            found = _PRELOADED.pop((os.path.abspath(self.path), self.fingerprint), None)
+            loaded = found if found is not None else _load_source(self.path, self.format, self.trust)
+            object.__setattr__(self, "loaded", loaded)
         return self.loaded
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -76,10 +80,16 @@ class Model:
         raise TypeError(f"{self.path} is {self.format.value}, not a torch model")
 
 
-def fingerprint(path: Path) -> str:
-    """sha256 of the file's bytes (and of an ONNX external-data file beside it)."""
+def fingerprint(path: Path, content: bytes | None = None) -> str:
+    """sha256 of the file's bytes (`content`, where they were read already) and of an ONNX
+    external-data file beside it."""
     digest = hashlib.sha256()
-    for part in (path, path.with_name(path.name + ".data")):
+    parts = [path.with_name(path.name + ".data")]
+    if content is None:
+        parts.insert(0, path)
+    else:
+        digest.update(content)
+    for part in parts:
         if part == path or part.is_file():
             with part.open("rb") as stream:
                 for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -120,6 +130,14 @@ def _detect_zip(path: Path) -> Format | str:
         raise _fail(path, f"is a damaged zip archive, truncated or corrupt ({exc})") from None
     if bad is not None:
         raise _fail(path, f"is a damaged zip archive: member {bad!r} fails its checksum")
+    found = _zip_format(names)
+    if found is None:
+        raise _fail(path, "is a zip archive but neither TorchScript, a torch.export archive nor torch.save output")
+    return found
+
+
+def _zip_format(names: Sequence[str]) -> Format | str | None:
+    """What a zip archive with these members holds, by torch's layouts (None: none of them)."""
     parts = {name.split("/", 1)[1] if "/" in name else name for name in names}
     if "archive_format" in parts or any(p.startswith("models/") for p in parts):
         return Format.TORCH_EXPORTEDPROGRAM
@@ -127,7 +145,7 @@ def _detect_zip(path: Path) -> Format | str:
         return Format.TORCHSCRIPT
     if "data.pkl" in parts:
         return _PICKLE
-    raise _fail(path, "is a zip archive but neither TorchScript, a torch.export archive nor torch.save output")
+    return None
 
 
 def _detect_onnx(path: Path) -> Format:
@@ -204,10 +222,12 @@ def _load_torchscript(path: Path) -> Any:
     )
 
 
-def _load_exported(path: Path) -> Any:
+def _load_exported(path: Path, content: bytes | None = None) -> Any:
+    """`path` loaded by torch.export.load (from `content`, its bytes, where they were read already)."""
     import torch
 
-    return _load_with(lambda: torch.export.load(str(path)), path, "a torch.export archive", "torch.export.load")
+    source = str(path) if content is None else io.BytesIO(content)
+    return _load_with(lambda: torch.export.load(source), path, "a torch.export archive", "torch.export.load")
 
 
 def _load_with(loader: Any, path: Path, kind: str, function: str) -> Any:
@@ -222,6 +242,26 @@ def _load_with(loader: Any, path: Path, kind: str, function: str) -> Any:
             raise _fail(
                 path, f"looks like {kind} but {function} failed ({type(exc).__name__}: {first_line(exc)})"
             ) from None
+
+
+#: The run's torch.export archives as the fork server loaded them (model/preloaded.py), by absolute
+#: path and fingerprint: a worker forked from it takes its model from here (Model.source) instead of
+#: reading the file again. Empty in any other process. The other formats load in milliseconds and
+#: are left to the workers.
+_PRELOADED: dict[tuple[str, str], Any] = {}
+
+
+def preload(path: Path) -> bool:
+    """Load `path` into this process's _PRELOADED if it is a torch.export archive; whether it was. The
+    fingerprint is of the very bytes loaded: a file changed since has another, and is read again."""
+    content = Path(path).read_bytes()
+    if not content.startswith(b"PK"):
+        return False
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        if _zip_format(archive.namelist()) is not Format.TORCH_EXPORTEDPROGRAM:
+            return False
+    _PRELOADED[os.path.abspath(path), fingerprint(path, content)] = _load_exported(path, content)
+    return True
 
 
 def _load_pickle(path: Path) -> Any:
