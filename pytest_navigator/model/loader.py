@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import io
 import os
 import warnings
 import zipfile
@@ -51,6 +50,7 @@ class Model:
     def source(self) -> Any:
         """The loaded object: a TorchScript module, an ExportedProgram, an nn.Module or an ONNX proto."""
         if self.loaded is None:
+            # taken, not shared: another Model of the file in this process loads its own, as before
             found = _PRELOADED.pop((os.path.abspath(self.path), self.fingerprint), None)
             loaded = found if found is not None else _load_source(self.path, self.format, self.trust)
             object.__setattr__(self, "loaded", loaded)
@@ -80,16 +80,10 @@ class Model:
         raise TypeError(f"{self.path} is {self.format.value}, not a torch model")
 
 
-def fingerprint(path: Path, content: bytes | None = None) -> str:
-    """sha256 of the file's bytes (`content`, where they were read already) and of an ONNX
-    external-data file beside it."""
+def fingerprint(path: Path) -> str:
+    """sha256 of the file's bytes (and of an ONNX external-data file beside it)."""
     digest = hashlib.sha256()
-    parts = [path.with_name(path.name + ".data")]
-    if content is None:
-        parts.insert(0, path)
-    else:
-        digest.update(content)
-    for part in parts:
+    for part in (path, path.with_name(path.name + ".data")):
         if part == path or part.is_file():
             with part.open("rb") as stream:
                 for chunk in iter(lambda: stream.read(1 << 20), b""):
@@ -222,12 +216,10 @@ def _load_torchscript(path: Path) -> Any:
     )
 
 
-def _load_exported(path: Path, content: bytes | None = None) -> Any:
-    """`path` loaded by torch.export.load (from `content`, its bytes, where they were read already)."""
+def _load_exported(path: Path) -> Any:
     import torch
 
-    source = str(path) if content is None else io.BytesIO(content)
-    return _load_with(lambda: torch.export.load(source), path, "a torch.export archive", "torch.export.load")
+    return _load_with(lambda: torch.export.load(str(path)), path, "a torch.export archive", "torch.export.load")
 
 
 def _load_with(loader: Any, path: Path, kind: str, function: str) -> Any:
@@ -252,16 +244,27 @@ _PRELOADED: dict[tuple[str, str], Any] = {}
 
 
 def preload(path: Path) -> bool:
-    """Load `path` into this process's _PRELOADED if it is a torch.export archive; whether it was. The
-    fingerprint is of the very bytes loaded: a file changed since has another, and is read again."""
-    content = Path(path).read_bytes()
-    if not content.startswith(b"PK"):
-        return False
-    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+    """Load `path` into this process's _PRELOADED if it is a torch.export archive; whether it was. One
+    that changed while it loaded is not kept: its fingerprint might not be of what was loaded."""
+    with path.open("rb") as stream:
+        if stream.read(2) != b"PK":
+            return False
+    with zipfile.ZipFile(path) as archive:
         if _zip_format(archive.namelist()) is not Format.TORCH_EXPORTEDPROGRAM:
             return False
-    _PRELOADED[os.path.abspath(path), fingerprint(path, content)] = _load_exported(path, content)
+    before = _version(path)
+    key = os.path.abspath(path), fingerprint(path)
+    program = _load_exported(path)
+    if _version(path) != before:
+        return False
+    _PRELOADED[key] = program
     return True
+
+
+def _version(path: Path) -> tuple[int, ...]:
+    """What a write or a replacement of the file changes: its device and inode, size, modification time."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def _load_pickle(path: Path) -> Any:

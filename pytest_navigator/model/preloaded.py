@@ -5,7 +5,7 @@ The fork server (workers/fork_servers.py) can only be told what to import: it im
 last, and the import loads the files that MODELS_VARIABLE names (request() gives that environment;
 runtimes/remote.py has the server started with it). It runs beside pytest's own loading of the same
 files. Only torch.export archives are kept (loader.preload): torch.export.load takes 0.2-0.5 s a
-process, the other formats and ExportedProgram.module() milliseconds.
+process, the other formats and ExportedProgram.module() milliseconds (measured on the demo models).
 
 The server must stay a process a worker can fork from (fork_servers.py): while it loads, torch
 computes on one thread, so no OpenMP thread pool starts there (a forked child would inherit it and
@@ -33,20 +33,17 @@ def request(paths: Iterable[Path]) -> dict[str, str]:
     return {MODELS_VARIABLE: json.dumps([os.path.abspath(p) for p in paths])}
 
 
-def load_requested() -> list[Path]:
-    """Load the files the environment names (the fork server, at its start); the ones kept."""
+def load_requested() -> None:
+    """Load the files the environment names (the fork server, at its start), each that can be."""
     listed = os.environ.pop(MODELS_VARIABLE, None)  # the server's children get pytest's environment
     if not listed:
-        return []
-    kept = []
+        return
     with one_thread(), _no_cuda():
         from pytest_navigator.model import loader
 
         for path in map(Path, json.loads(listed)):
             with contextlib.suppress(Exception):
-                if loader.preload(path):
-                    kept.append(path)
-    return kept
+                loader.preload(path)
 
 
 @contextlib.contextmanager

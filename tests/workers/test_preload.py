@@ -158,6 +158,24 @@ def test_a_file_changed_since_the_server_loaded_it_is_read_again(
     np.testing.assert_allclose(answer["output"], output_of(model), rtol=1e-6)
 
 
+def test_a_file_written_while_the_server_loads_it_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """loader.preload (the server's side, here in this process): a file rewritten during its load may not
+    match the fingerprint taken before, so it is not kept; one left alone is, under its fingerprint."""
+    path = save_linear(tmp_path / "model.pt2", seed=1)
+    load = loader._load_exported
+
+    def rewritten_meanwhile(loading: Path) -> Any:
+        program = load(loading)
+        save_linear(path, seed=2)
+        return program
+
+    monkeypatch.setattr(loader, "_PRELOADED", {})
+    monkeypatch.setattr(loader, "_load_exported", rewritten_meanwhile)
+    assert not loader.preload(path) and loader._PRELOADED == {}
+    monkeypatch.setattr(loader, "_load_exported", load)
+    assert loader.preload(path) and list(loader._PRELOADED) == [(str(path), loader.fingerprint(path))]
+
+
 def test_spawned_workers_load_the_file_themselves(
     fresh_fork_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
