@@ -23,6 +23,10 @@ def run_all(session: Any, say: Callable[[str], None]) -> list[str]:
     session.registry.select(session.settings.runtimes)
     for name in session.runtime_options:
         session.builds.runtime_id(name)
+    if session.settings.isolation == "process":
+        from pytest_navigator.runtimes.remote import start_fork_server
+
+        start_fork_server(session.settings.model_files)  # it imports and loads them beside the loading below
     models = session.load_models()
     for model in models:
         session.builds.check_batch_sizes(model)

@@ -94,6 +94,11 @@ class Settings:
     #: recording depends on it (runs.py); 1: one.
     processes: int = DEFAULT_PROCESSES
 
+    @property
+    def model_files(self) -> tuple[Path, ...]:
+        """Every model file the run loads: the models, and --navigator-against's."""
+        return (*self.models, *([self.against] if self.against is not None else []))
+
 
 def settings_from(
     cli: Callable[[str], Any],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -32,8 +33,8 @@ class Model:
     """A loaded model: where it came from, what it takes, and the object runtimes build from.
 
     Pickled (to a runtime's worker process, isolation.py) it travels without its loaded object,
-    which the worker loads from the file on first use: a worker that only restores a cached ONNX
-    export never imports torch or reads the model.
+    which the worker takes on first use from what its fork server loaded (preload), else from the
+    file: a worker that only restores a cached ONNX export never imports torch or reads the model.
     """
 
     path: Path
@@ -49,7 +50,10 @@ class Model:
     def source(self) -> Any:
         """The loaded object: a TorchScript module, an ExportedProgram, an nn.Module or an ONNX proto."""
         if self.loaded is None:
-            object.__setattr__(self, "loaded", _load_source(self.path, self.format, self.trust))
+            # taken, not shared: another Model of the file in this process loads its own, as before
+            found = _PRELOADED.pop((os.path.abspath(self.path), self.fingerprint), None)
+            loaded = found if found is not None else _load_source(self.path, self.format, self.trust)
+            object.__setattr__(self, "loaded", loaded)
         return self.loaded
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -120,6 +124,14 @@ def _detect_zip(path: Path) -> Format | str:
         raise _fail(path, f"is a damaged zip archive, truncated or corrupt ({exc})") from None
     if bad is not None:
         raise _fail(path, f"is a damaged zip archive: member {bad!r} fails its checksum")
+    found = _zip_format(names)
+    if found is None:
+        raise _fail(path, "is a zip archive but neither TorchScript, a torch.export archive nor torch.save output")
+    return found
+
+
+def _zip_format(names: Sequence[str]) -> Format | str | None:
+    """What a zip archive with these members holds, by torch's layouts (None: none of them)."""
     parts = {name.split("/", 1)[1] if "/" in name else name for name in names}
     if "archive_format" in parts or any(p.startswith("models/") for p in parts):
         return Format.TORCH_EXPORTEDPROGRAM
@@ -127,7 +139,7 @@ def _detect_zip(path: Path) -> Format | str:
         return Format.TORCHSCRIPT
     if "data.pkl" in parts:
         return _PICKLE
-    raise _fail(path, "is a zip archive but neither TorchScript, a torch.export archive nor torch.save output")
+    return None
 
 
 def _detect_onnx(path: Path) -> Format:
@@ -222,6 +234,37 @@ def _load_with(loader: Any, path: Path, kind: str, function: str) -> Any:
             raise _fail(
                 path, f"looks like {kind} but {function} failed ({type(exc).__name__}: {first_line(exc)})"
             ) from None
+
+
+#: The run's torch.export archives as the fork server loaded them (model/preloaded.py), by absolute
+#: path and fingerprint: a worker forked from it takes its model from here (Model.source) instead of
+#: reading the file again. Empty in any other process. The other formats load in milliseconds and
+#: are left to the workers.
+_PRELOADED: dict[tuple[str, str], Any] = {}
+
+
+def preload(path: Path) -> bool:
+    """Load `path` into this process's _PRELOADED if it is a torch.export archive; whether it was. One
+    that changed while it loaded is not kept: its fingerprint might not be of what was loaded."""
+    with path.open("rb") as stream:
+        if stream.read(2) != b"PK":
+            return False
+    with zipfile.ZipFile(path) as archive:
+        if _zip_format(archive.namelist()) is not Format.TORCH_EXPORTEDPROGRAM:
+            return False
+    before = _version(path)
+    key = os.path.abspath(path), fingerprint(path)
+    program = _load_exported(path)
+    if _version(path) != before:
+        return False
+    _PRELOADED[key] = program
+    return True
+
+
+def _version(path: Path) -> tuple[int, ...]:
+    """What a write or a replacement of the file changes: its device and inode, size, modification time."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def _load_pickle(path: Path) -> Any:

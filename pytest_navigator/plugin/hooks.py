@@ -92,7 +92,7 @@ class NavigatorPlugin:
             if settings.isolation == "process" and starts_workers:
                 from pytest_navigator.runtimes.remote import start_fork_server
 
-                start_fork_server()  # its imports overlap the models' loading below
+                start_fork_server(settings.model_files)  # it imports and loads them beside the loading below
             if (
                 settings.profiler.run_profiling
                 and settings.profiler.measurement_mode is MeasurementMode.INSTRUCTIONS

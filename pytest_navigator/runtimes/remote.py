@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_navigator.config import Sample
@@ -118,9 +119,13 @@ class WorkerRunner(Runner):
         raise NavigatorError(f"{self.runtime} runs in a worker process: measure it with measure(), not run()")
 
 
-def start_fork_server() -> None:
+def start_fork_server(models: Iterable[Path] = ()) -> None:
     """Start the fork server that workers fork from now (fork_servers.start_server), with this module
-    among its imports, so that they overlap the run's own start (loading models)."""
+    among its imports, so that they overlap the run's own start (loading models); the server loads
+    `models` too (model/preloaded.py), and its workers take them loaded instead of reading the files."""
+    from pytest_navigator.model import preloaded
+
+    fork_servers.prepare_server(preloaded.__name__, preloaded.request(models))
     fork_servers.start_server()
 
 

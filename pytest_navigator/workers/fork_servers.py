@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ PRELOAD = (
 COUNTING_PRELOAD = (*PRELOAD, "onnxruntime")
 #: What layers above asked the fork servers to import too (preload): the code their workers run.
 _ALSO_PRELOAD: list[str] = []
+#: What layers above asked the plain fork server alone to import last, each with the environment its
+#: process starts with (prepare_server).
+_SERVER_MODULES: dict[str, dict[str, str]] = {}
 #: NAVIGATOR_WORKER_START=spawn: spawn every worker, as before the fork servers (a way out, should a
 #: library misbehave in a forked worker).
 START_METHOD_VARIABLE = "NAVIGATOR_WORKER_START"
@@ -99,6 +103,16 @@ def preload(*modules: str) -> None:
     _ALSO_PRELOAD.extend(m for m in modules if m not in _ALSO_PRELOAD)
 
 
+def prepare_server(module: str, environment: Mapping[str, str]) -> None:
+    """Have the plain fork server, when it starts from now on, import `module` after everything else,
+    with `environment` added to its process's (and to no worker's: they take pytest's): work a layer
+    above does once for every worker, such as loading the run's models (model/preloaded.py). A server
+    already running is not restarted (a second session in one process): its workers do that work
+    themselves, as `module`'s callers must allow. Not the counting servers, whose children must start
+    as new processes do: what a server loaded could change the instructions they count."""
+    _SERVER_MODULES[module] = dict(environment)
+
+
 def spawn_only() -> bool:
     return os.environ.get(START_METHOD_VARIABLE, "").strip().lower() == "spawn" or (
         "forkserver" not in multiprocessing.get_all_start_methods()
@@ -115,7 +129,7 @@ def context(forkable: bool = True) -> Any:
     if not forkable or spawn_only():
         return multiprocessing.get_context("spawn")
     forking = multiprocessing.get_context("forkserver")
-    forking.set_forkserver_preload(_installed((*PRELOAD, *_ALSO_PRELOAD)))
+    forking.set_forkserver_preload(_installed((*PRELOAD, *_ALSO_PRELOAD, *_SERVER_MODULES)))
     return forking
 
 
@@ -126,14 +140,33 @@ def start_server() -> None:
     if forking.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        with _STARTING, no_main_reimport():
+        with _STARTING, no_main_reimport(), _server_environment():
             forkserver.ensure_running()
 
 
 def start(process: Any, executable: str | None = None) -> None:
-    """Start a multiprocessing Process (spawned ones with `executable` instead of this Python)."""
-    with _STARTING, no_main_reimport(), _executable(executable):
+    """Start a multiprocessing Process (spawned ones with `executable` instead of this Python); one of
+    the fork server's starts the server first where it is not running."""
+    forked = getattr(process, "_start_method", None) == "forkserver"
+    with _STARTING, no_main_reimport(), _executable(executable), _server_environment(forked):
         process.start()
+
+
+@contextlib.contextmanager
+def _server_environment(server: bool = True) -> Any:
+    """The environment prepare_server asked for, while the plain fork server may be started (`server`:
+    whether it may be; a spawned process must not get it)."""
+    added = {n: v for environment in _SERVER_MODULES.values() for n, v in environment.items()} if server else {}
+    saved = {name: os.environ.get(name) for name in added}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class CountingServer:
