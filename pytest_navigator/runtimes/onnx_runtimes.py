@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import io
 import logging
 import warnings
@@ -293,20 +294,16 @@ def _no_gpu() -> str | None:
 
 
 def exporter_unavailable(model: Model) -> str | None:
-    """Torch sources need the onnx package, and the dynamo exporter needs onnxscript."""
+    """Torch sources need the onnx package, and the dynamo exporter needs onnxscript. Found, not
+    imported: importing them costs this process a second per run and only the build uses them."""
     if model.format is Format.ONNX:
         return None
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("onnx") is None:
         return (
             "the onnx package is not installed (pip install 'pytest-navigator[onnx]'), so the model cannot be exported"
         )
-    if model.format is not Format.TORCHSCRIPT:
-        try:
-            import onnxscript  # noqa: F401
-        except ImportError:
-            return "onnxscript is not installed (pip install 'pytest-navigator[onnx]'); torch's ONNX exporter needs it"
+    if model.format is not Format.TORCHSCRIPT and importlib.util.find_spec("onnxscript") is None:
+        return "onnxscript is not installed (pip install 'pytest-navigator[onnx]'); torch's ONNX exporter needs it"
     return None
 
 

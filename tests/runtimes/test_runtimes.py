@@ -132,3 +132,23 @@ def test_random_samples_follow_the_spec() -> None:
         assert np.abs(sample["x"]).max() <= 1
     again = random_samples(spec, [1, 5], per_batch=3, seed=1)
     assert all(np.array_equal(a["x"], b["x"]) for a, b in zip(samples, again, strict=True))
+
+
+def test_onnx_runtimes_name_the_missing_exporter_package(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from pytest_navigator.runtimes import onnx_runtimes
+
+    model = load(tiny_models[".pt2"])
+    found = importlib.util.find_spec
+    missing: set[str] = set()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else found(name, *a))
+    assert onnx_runtimes.exporter_unavailable(model) is None
+    missing.add("onnxscript")
+    assert "onnxscript is not installed" in (onnx_runtimes.exporter_unavailable(model) or "")
+    missing.add("onnx")
+    assert "onnx package is not installed" in (
+        default_registry().get("onnxruntime-cpu").unavailable_reason(model) or ""
+    )
