@@ -85,6 +85,10 @@ def test_what_changes_the_compiled_code_is_a_new_package(
     runner = one_thread.runner(model, one_thread.builds.runtime_id(AOTI))
     assert runner.compute_threads() == 1
     assert _artifacts(one_thread, one_thread.builds.runtime_id(AOTI))[0].startswith("built torch-aoti")
+    here = torch_aoti._target("cpu")
+    assert "x86" not in here or "avx2" in here  # the CPU's vector extensions, read from its flags
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # ATen's kernels forced to AVX2, as on older machines
+    assert torch_aoti._target("cpu") != here
     monkeypatch.setattr(torch_aoti, "_target", lambda device: "cpu another-isa")
     other = _session(tiny_models[".pt2"], cache)
     (model,) = other.models.values()
