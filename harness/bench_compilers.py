@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, runtime, cold, warm in rows:
-        batch = statistics.median_low([r["batch"] for r in cold + warm if r.get("batch")] or [0])
+        best = max((r for r in cold + warm if r.get("throughput")), key=lambda r: r["throughput"], default={})
+        batch = best.get("batch", 0)  # the batch size of the best run's best throughput
         print(
             f"| {name} | {runtime} | {_cell(_median(cold, 'build'))} | {_cell(_median(warm, 'build'))} | "
             f"{_cell(_median(cold, 'wall'))} | {_cell(_median(warm, 'wall'))} | "

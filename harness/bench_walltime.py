@@ -74,6 +74,7 @@ def run(
         started = time.perf_counter()
         done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
+    (workdir / f"{cache.name}-{time.strftime('%H%M%S')}.txt").write_text(done.stdout + done.stderr)  # to read a failure
     lines = done.stdout.splitlines()
     outcome = next((line.strip("= ") for line in reversed(lines) if re.search(r"\b(passed|failed)\b", line)), "")
     busy = [line.strip() for line in lines if "machine busy" in line and line.startswith(model.name)]
