@@ -199,13 +199,14 @@ def profile_for(
     model the counters cannot run keeps the reason (`error`) and is not tried again. Returns the
     profile, its JSON and the error."""
     from pytest_navigator.errors import describe_error
-    from pytest_navigator.model.draws import profiling_inputs
+    from pytest_navigator.model.draws import random_samples
 
     figures = dict(known) if known else None
     wanted = [b for b in dict.fromkeys(batch_sizes) if str(b) not in (figures or {}).get("flops", {})]
     if wanted and not error:
         try:
-            found = profile_model(model, {b: profiling_inputs(model.io_spec, b)[0] for b in wanted})
+            # the first of profiling_inputs(b) (the same stream), without drawing the other seven
+            found = profile_model(model, {b: random_samples(model.io_spec, [b], seed=b)[0] for b in wanted})
         except Exception as exc:  # a model the counters cannot run: said in the summary, not fatal
             error = describe_error(exc)
         else:

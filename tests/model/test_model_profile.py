@@ -209,3 +209,17 @@ def test_mine(navigator_profile):
     marked = pytester.runpytest(*args, "test_marked.py", "-k", "test_mine")
     marked.assert_outcomes(failed=1)
     marked.stdout.fnmatch_lines(["*parameters: * -> *, above the limit 10 (params=10)"])
+
+
+def test_the_profile_counts_the_profilers_first_input_without_drawing_the_rest() -> None:
+    """profile_for draws only the first of profiling_inputs(b): the same stream (seeded by the batch
+    size), so the FLOPs are counted on the very request the profiler times first."""
+    import numpy as np
+
+    from pytest_navigator.model.draws import profiling_inputs, random_samples
+    from pytest_navigator.model.spec import parse_io_spec
+
+    spec = parse_io_spec(["x:float32[N,3,8,8]", "ids:int64[N,5]{0..9}"], "test")
+    for batch in (1, 4, 16):
+        first, alone = profiling_inputs(spec, batch)[0], random_samples(spec, [batch], seed=batch)[0]
+        assert first.keys() == alone.keys() and all(np.array_equal(first[k], alone[k]) for k in first)
