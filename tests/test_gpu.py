@@ -44,6 +44,7 @@ QUICK = ProfilerConfig(measurement_request_count=20, stability_percentage=50, ma
         ("torch-compile-cuda", {}),
         ("torch-compile-cuda", {"cuda_graphs": "true"}),
         ("torch-compile-cuda", {"mode": "reduce-overhead", "static_shapes": "true"}),
+        ("torch-aoti-cuda", {}),
         ("onnxruntime-cuda", {}),
         ("onnxruntime-tensorrt", {}),
         ("tensorrt", {}),
