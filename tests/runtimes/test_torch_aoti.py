@@ -129,13 +129,18 @@ def test_a_pickled_module_is_exported_with_its_batch_axis(tiny_models: dict[str,
             np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
 
 
-def test_a_module_torch_export_cannot_take_is_skipped_with_the_exporters_message(tmp_path: Path) -> None:
-    session = _session(_data_dependent_module(tmp_path / "branchy.pkl"), None, trust_model=True)
+@pytest.mark.parametrize("isolation", ["none", "process"])
+def test_a_module_torch_export_cannot_take_is_skipped_with_the_exporters_message(
+    tmp_path: Path, isolation: str
+) -> None:
+    """In a worker too: the error comes back by its class name, so the run skips rather than fails."""
+    session = _session(_data_dependent_module(tmp_path / "branchy.pkl"), None, trust_model=True, isolation=isolation)
     (model,) = session.models.values()
     with pytest.raises(RuntimeNotApplicable, match=r"torch\.export cannot export branchy\.pkl .*: \w+"):
         session.runner(model, AOTI)
     result = session.results.runtimes[(model.path, AOTI)]
     assert result.status == Status.SKIPPED and "torch.export cannot export" in result.detail
+    session.close()
 
 
 def test_torchscript_and_onnx_models_are_skipped_with_the_reason(tiny_models: dict[str, Path]) -> None:
