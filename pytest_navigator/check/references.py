@@ -59,9 +59,9 @@ class ReferenceOutputs:
             self._source = self._truth_source()
         return self._source
 
-    def outputs(self, sample: Sample) -> Sample:
-        """The reference's outputs for `sample`."""
-        key = digest(sample)
+    def outputs(self, sample: Sample, key: str | None = None) -> Sample:
+        """The reference's outputs for `sample` (`key`: its digest, when the caller has it)."""
+        key = key or digest(sample)
         if key in self._outputs:
             self._outputs.move_to_end(key)
             return self._outputs[key]
@@ -79,7 +79,7 @@ class ReferenceOutputs:
         if key in self._truths:
             self._truths.move_to_end(key)
             return self._truths[key]
-        reference = self.outputs(sample)
+        reference = self.outputs(sample, key)
         if self._store is None:
             found = self._compute(sample, reference)[0]
         else:

@@ -300,3 +300,34 @@ def test_the_public_samples_strategy_is_the_function_after_the_plugin_imported_i
     importlib.import_module("pytest_navigator.check.strategies")
     assert callable(pytest_navigator.samples)
     assert pytest_navigator.samples is importlib.import_module("pytest_navigator.check.strategies").samples
+
+
+def test_a_digest_hashes_each_arrays_bytes_as_stored_whatever_its_layout_or_dtype() -> None:
+    """Stored truths and saved failures are named by digest: the same sample must keep its digest
+    (the bytes hashed are tobytes()'s, read in place), and any changed byte must change it."""
+    import hashlib
+
+    import ml_dtypes
+
+    from pytest_navigator.check.strategies import digest
+
+    def by_copy(sample: dict[str, np.ndarray]) -> str:
+        hasher = hashlib.blake2b(digest_size=16)
+        for name in sorted(sample):
+            array = np.ascontiguousarray(sample[name])
+            hasher.update(f"{name}:{array.dtype}:{array.shape};".encode())
+            hasher.update(array.tobytes())
+        return hasher.hexdigest()
+
+    rng = np.random.default_rng(0)
+    samples = [
+        {"x": rng.standard_normal((4, 3, 8, 8), dtype=np.float32)},
+        {"scalar": np.array(3.5), "flag": np.array(True)},
+        {"strided": rng.integers(0, 9, (2, 5))[:, ::2], "transposed": rng.standard_normal((5, 6)).T},
+        {"half": np.ones((3, 2), dtype=ml_dtypes.bfloat16), "empty": np.zeros((0, 4), np.float32)},
+    ]
+    for sample in samples:
+        assert digest(sample) == by_copy(sample)
+    changed = {"x": samples[0]["x"].copy()}
+    changed["x"][1, 2, 3, 4] = np.nextafter(changed["x"][1, 2, 3, 4], np.float32(np.inf))
+    assert digest(changed) != digest(samples[0])
