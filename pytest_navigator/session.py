@@ -165,10 +165,13 @@ class NavigatorSession:
     def model_profile(self, model: Model, batch_sizes: list[int]) -> Any:
         """The model's parameters and FLOPs per request at `batch_sizes` (model/profile.py), computed once per
         model and batch size and kept in results.models; None, with the reason kept, when it cannot be."""
-        from pytest_navigator.model.profile import profile_for
+        from pytest_navigator.model.profile import profile_for, remembered, to_store
 
-        info = self.results.models[model.path]
-        found, info.profile, info.profile_error = profile_for(model, batch_sizes, info.profile, info.profile_error)
+        info, parts = self.results.models[model.path], {"model": model.fingerprint, "spec": str(model.io_spec)}
+        stored = self.builds.cache.stored_figures("model-profile", parts)  # a past run's counts
+        known = remembered(info.profile, stored, batch_sizes)
+        found, info.profile, info.profile_error = profile_for(model, batch_sizes, known, info.profile_error)
+        self.builds.cache.store_figures("model-profile", parts, to_store(stored, info.profile))
         return found
 
     @functools.cached_property

@@ -213,3 +213,25 @@ def profile_for(
             fresh = found.as_json()
             figures = {**fresh, "flops": {**(figures or {}).get("flops", {}), **fresh["flops"]}}
     return (None if figures is None else ModelProfile.from_json(figures)), figures, error
+
+
+def remembered(known: Mapping[str, Any] | None, stored: Mapping[str, Any] | None, batch_sizes: Sequence[int]) -> Any:
+    """This run's figures (`known`) with the counts a past run stored for `batch_sizes`, so that
+    profile_for counts only what neither has; sizes this run does not measure are left out."""
+    if not stored or not isinstance(stored.get("flops"), dict):
+        return known
+    wanted = {str(b) for b in batch_sizes}
+    flops = {b: f for b, f in stored["flops"].items() if b in wanted}
+    base = dict(known) if known else {k: v for k, v in stored.items() if k != "flops"}
+    return {**base, "flops": {**flops, **(known or {}).get("flops", {})}}
+
+
+def to_store(stored: Mapping[str, Any] | None, figures: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What to store after a run counted `figures`: the stored counts and the new ones, or None when
+    nothing is new."""
+    if not figures:
+        return None
+    old = dict(stored.get("flops", {})) if stored else {}
+    if all(b in old for b in figures.get("flops", {})):
+        return None
+    return {**figures, "flops": {**old, **figures.get("flops", {})}}

@@ -170,6 +170,34 @@ class ArtifactCache:
     def _record(self, mode: Mode[Any], key: str, action: str, started: float, detail: str, entry: Path) -> None:
         self.events.append(CacheEvent(mode.name, key, action, time.perf_counter() - started, detail, str(entry)))
 
+    def stored_figures(self, name: str, parts: Mapping[str, Any]) -> Any:
+        """Small JSON figures a past run kept under `name` for `parts` (a model's FLOPs), or None:
+        none kept, unreadable, or no root."""
+        if self.root is None:
+            return None
+        try:
+            return json.loads(self._figures_path(name, parts).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def store_figures(self, name: str, parts: Mapping[str, Any], value: Any) -> None:
+        """Keep `value` (JSON) under `name` for `parts`, atomically; nothing for None, without a root,
+        or when it cannot be written (the figures are then computed again next run)."""
+        if value is None or self.root is None:
+            return
+        path = self._figures_path(name, parts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
+            with os.fdopen(handle, "w") as out:
+                json.dump(value, out, sort_keys=True)
+            os.replace(temporary, path)
+        except OSError:
+            pass
+
+    def _figures_path(self, name: str, parts: Mapping[str, Any]) -> Path:
+        return self.folder() / name / f"{self.key(name, parts)}.json"
+
     def note(self, mode: str, action: str, seconds: float, detail: str = "") -> None:
         """Record a build whose caching someone else does (torch.compile's own caches)."""
         self.events.append(CacheEvent(mode, "", action, seconds, detail, str(self.root or "")))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -223,3 +224,37 @@ def test_the_profile_counts_the_profilers_first_input_without_drawing_the_rest()
     for batch in (1, 4, 16):
         first, alone = profiling_inputs(spec, batch)[0], random_samples(spec, [batch], seed=batch)[0]
         assert first.keys() == alone.keys() and all(np.array_equal(first[k], alone[k]) for k in first)
+
+
+def test_a_past_runs_flop_counts_are_restored_and_only_new_sizes_counted(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_navigator.model import profile as profile_module
+    from pytest_navigator.runtimes import default_registry
+    from pytest_navigator.session import NavigatorSession
+    from pytest_navigator.settings import Settings
+
+    counted: list[list[int]] = []
+    real = profile_module.profile_model
+
+    def spy(model: Any, samples: dict[int, Any]) -> Any:
+        counted.append(sorted(samples))
+        return real(model, samples)
+
+    monkeypatch.setattr(profile_module, "profile_model", spy)
+
+    def run(cache: Path | None, sizes: list[int]) -> Any:
+        session = NavigatorSession(Settings(models=(tiny_models[".pt2"],), cache_dir=cache), default_registry())
+        (model,) = session.load_models()
+        found = session.model_profile(model, sizes)
+        return found, session.results.models[model.path].profile
+
+    first, _ = run(tmp_path / "cache", [1, 4])
+    again, shown = run(tmp_path / "cache", [1])
+    assert counted == [[1, 4]] and again.flops == {1: first.flops[1]}  # restored; only the asked size shown
+    assert set(shown["flops"]) == {"1"}
+    run(tmp_path / "cache", [4, 8])
+    assert counted == [[1, 4], [8]]  # 4 restored, 8 counted and kept
+    run(tmp_path / "cache", [8])
+    run(None, [1])
+    assert counted == [[1, 4], [8], [1]]  # no cache: counted every run
