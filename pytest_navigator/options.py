@@ -259,8 +259,9 @@ OPTIONS: tuple[Option, ...] = (
         CACHE,
         "navigator_cache",
         "string",
-        "Directory of built artifacts (ONNX exports, TorchScript, TensorRT engines, torch.compile's caches) and of "
-        "the reference's outputs and truth per sample, reused across runs, keyed by model content, options, library "
+        "Directory of built artifacts (ONNX exports, TorchScript, AOTInductor packages, TensorRT engines, "
+        "torch.compile's caches), of the reference's outputs and truth per sample and of the model's FLOP counts, "
+        "reused across runs, keyed by model content, options, library "
         "versions and device (default: .navigator/cache under the rootdir; 'none' builds everything in a temporary "
         "folder and keeps nothing).",
     ),
