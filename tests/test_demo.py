@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from harness import zoo
+from pytest_navigator.config import Format
 from pytest_navigator.runtimes import default_registry
 
-CPU = [d.name for d in default_registry() if d.device == "cpu"]
-GPU = [d.name for d in default_registry() if d.device != "cpu"]
+#: The default set of an exported program (the demos are .pt2)
+CPU = [d.name for d in default_registry() if d.device == "cpu" and d.default_for(Format.TORCH_EXPORTEDPROGRAM)]
+GPU = [d.name for d in default_registry() if d.device != "cpu" and d.default_for(Format.TORCH_EXPORTEDPROGRAM)]
 
 
 #: The default profiler settings take minutes on the demo and gate on 10% stability; this suite checks

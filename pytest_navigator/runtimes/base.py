@@ -170,7 +170,11 @@ class RuntimeDefinition:
 
     def in_default_set(self, model: Model) -> bool:
         """Whether a run that names no runtimes tests this one on `model`."""
-        return self.applies_to(model) and (self.default_formats is None or model.format in self.default_formats)
+        return self.default_for(model.format)
+
+    def default_for(self, fmt: Format) -> bool:
+        """Whether a run that names no runtimes tests this one on a model of format `fmt`."""
+        return fmt in self.formats and (self.default_formats is None or fmt in self.default_formats)
 
     def unavailable_reason(self, model: Model) -> str | None:
         """Why this runtime is skipped for `model` here, or None when it can be built."""

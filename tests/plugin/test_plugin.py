@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_navigator.config import Format
 from pytest_navigator.runtimes import default_registry
 
 CPU_TORCH = "torch-cpu,torchscript-cpu,onnxruntime-cpu"  # torch.compile is exercised in test_demo.py
@@ -32,7 +33,8 @@ def test_generated_test_ids(pytester: pytest.Pytester, tiny_models: dict[str, Pa
     result = pytester.runpytest("--navigator-model=mlp.pt2", "--collect-only", "-q")
     ids = [line for line in result.outlines if "::" in line]
     # an exported program's default set: AOTInductor, not torch.compile (torch_runtimes.definitions)
-    defaults = [name for name in default_registry().names if not name.startswith("torch-compile-")]
+    defaults = [d.name for d in default_registry() if d.default_for(Format.TORCH_EXPORTEDPROGRAM)]
+    assert "torch-aoti-cpu" in defaults and "torch-compile-cpu" not in defaults
     assert ids == [f"mlp.pt2::test_correctness[{name}]" for name in defaults]
     assert "mlp.pt2::test_correctness[torch-aoti-cpu]" in ids and "mlp.pt2::test_correctness[tensorrt-fp16]" in ids
 

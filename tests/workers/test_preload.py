@@ -253,7 +253,8 @@ def test_loading_in_the_server_starts_no_thread_pool(guarded: bool) -> None:
     """What one_thread guards against: torch work in a process that later forks starts OpenMP's pool
     (the check sees it: unguarded), which the child inherits broken. Guarded, no thread starts, the
     thread count is as before, and a forked child computes on two threads without deadlock."""
-    environment = {**os.environ, "OMP_NUM_THREADS": "2"}  # two threads even on one core, or under xdist
+    # two threads even on one core, or under xdist (whose conftest sets one, MKL's included: torch reads both)
+    environment = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     argument = "guarded" if guarded else "unguarded"
     out = subprocess.run(
         [sys.executable, "-c", _POOL_CHECK, argument],
