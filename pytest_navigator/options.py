@@ -34,6 +34,7 @@ INCONCLUSIVE = "--navigator-inconclusive"
 NORMALIZE = "--navigator-normalize"
 AGAINST = "--navigator-against"
 RUNTIME_OPTION = "--navigator-runtime-option"
+AGREEMENT = "--navigator-agreement"
 CACHE = "--navigator-cache"
 REBUILD = "--navigator-rebuild"
 BASELINES = "--navigator-baselines"
@@ -256,6 +257,15 @@ OPTIONS: tuple[Option, ...] = (
         "in test ids, reports and baselines.",
     ),
     _option(
+        AGREEMENT,
+        "navigator_agreement",
+        "linelist",
+        "Thresholds of the agreement verdict that judges quantized (int8) runtimes, [RUNTIME:]NAME=VALUE[,NAME=VALUE] "
+        "(repeatable; without RUNTIME: every quantized runtime): top1 and topk (shares of rows), k, cosine (median), "
+        "sqnr and floor (dB), e.g. onnxruntime-int8-cpu:sqnr=20,top1=95% (defaults: top1=0.9, topk=0.8, k=5, "
+        "cosine=0.99, sqnr=15, floor=0).",
+    ),
+    _option(
         CACHE,
         "navigator_cache",
         "string",
@@ -355,6 +365,8 @@ MARKER_SETTINGS: dict[str, str] = {
     "instead of the error budget (pytest_navigator.allclose, topk_agreement, cosine, or your own)",
     "examples": EXAMPLES,
     "strict": STRICT,
+    "agreement": "a quantized runtime's agreement thresholds for this test, e.g. {'sqnr': 20, 'top1': 0.95} "
+    "(as " + AGREEMENT + ")",
     "runtime_options": "runtime options by runtime name for the navigator_runner fixture, e.g. "
     "{'onnxruntime-cpu': {'intra_op_num_threads': 1}} (as " + RUNTIME_OPTION + ")",
     "timeout": TIMEOUT,

@@ -81,6 +81,10 @@ class Settings:
     #: parsed over runtime_options by runtimes/options.configured_options.
     cli_runtime_options: tuple[str, ...] = ()
     ini_runtime_options: tuple[str, ...] = ()
+    #: --navigator-agreement and navigator_agreement as given ("[RUNTIME:]NAME=VALUE,..."), parsed by
+    #: check/agreement.thresholds_for (the command line's over the ini's).
+    cli_agreement: tuple[str, ...] = ()
+    ini_agreement: tuple[str, ...] = ()
     #: Built artifacts reused across runs (--navigator-cache); None: no cache, build everything.
     cache_dir: Path | None = None
     #: --navigator-rebuild: build every artifact again and overwrite its cache entry.
@@ -187,6 +191,8 @@ def settings_from(
         against=invocation_dir / against if against else None,
         cli_runtime_options=tuple(cli("navigator_runtime_options") or ()),
         ini_runtime_options=tuple(ini("navigator_runtime_options") or ()),
+        cli_agreement=tuple(cli("navigator_agreement") or ()),
+        ini_agreement=tuple(ini("navigator_agreement") or ()),
         cache_dir=cache_dir,
         rebuild=bool(value(options.REBUILD)),
         isolation=isolation,

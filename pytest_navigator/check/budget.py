@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pytest_navigator.check.agreement import QUANTIZED, Agreement, Thresholds
 from pytest_navigator.check.verify import (
     DEFAULT_TOLERANCES,
     Allclose,
@@ -208,8 +209,11 @@ class ErrorBudget(ExplainingVerify):
         return f"error budget ({self.multiple:g}x the reference's own rounding, {self.precision})"
 
 
-def default_verify(precision: str) -> ExplainingVerify:
-    """The default judge: the error budget of a runtime's precision (fp32 when unknown). It lives
-    here, not in verify.py, which the budget builds on: verify.py importing the budget back made
-    the package's one import cycle."""
+def default_verify(precision: str, thresholds: Thresholds | None = None) -> ExplainingVerify:
+    """The default judge: for a quantized precision (int8), agreement in what the outputs mean, with
+    `thresholds` (agreement.py); otherwise the error budget of the precision (fp32 when unknown). It
+    lives here, not in verify.py, which the budget builds on: verify.py importing the budget back
+    made the package's one import cycle."""
+    if precision in QUANTIZED:
+        return Agreement(thresholds, precision)
     return ErrorBudget(precision)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_navigator import options as option_names
+from pytest_navigator.check.agreement import thresholds_for
 from pytest_navigator.check.correctness import CheckContext, CheckOptions
 from pytest_navigator.check.references import ReferenceOutputs
 from pytest_navigator.check.summary import CorrectnessReport
@@ -97,6 +99,13 @@ class Checking:
             hypothesis_profile=self.settings.hypothesis_profile,
             invocation_dir=self.settings.invocation_dir,
             trust_model=self.settings.trust_model,
+            thresholds=thresholds_for(
+                runtime,
+                [
+                    (self.settings.ini_agreement, "navigator_agreement"),
+                    (self.settings.cli_agreement, option_names.AGREEMENT),
+                ],
+            ),
         )
 
     def options(self) -> CheckOptions:
@@ -110,6 +119,15 @@ def correctness_detail(report: CorrectnessReport) -> str:
     sizes = report.batch_sizes
     batches = f" at batch sizes {sizes[0]}-{sizes[-1]}" if len(sizes) > 1 else ""
     detail = f"{report.samples} samples{given}{batches}, max abs error {worst:.2g}"
+    judged = [o for o in report.outputs if o.median_sqnr is not None]
+    if judged:  # agreement (a quantized runtime): what the outputs mean, not how far they are
+        worst = min(judged, key=lambda o: o.median_sqnr or 0.0)
+        classes = [o for o in judged if o.top1 is not None]
+        top1 = f"top-1 agrees in {min(o.top1 or 0.0 for o in classes):.1%}, " if classes else ""
+        return (
+            f"{report.samples} samples{given}{batches}, {top1}SQNR median {worst.median_sqnr:.1f} dB "
+            f"(worst row {min(o.worst_sqnr or 0.0 for o in judged):.1f} dB), cosine median {worst.median_cosine:.4f}"
+        )
     ratios = [o for o in report.outputs if o.budget_ratio is not None]
     if ratios and report.budget_multiple is not None:
         top = max(ratios, key=lambda o: o.budget_ratio or 0.0)

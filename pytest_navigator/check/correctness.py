@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pytest_navigator import options
+from pytest_navigator.check.agreement import (
+    Agreement,
+    OutputAgreement,
+    OutputFigures,
+    Thresholds,
+    sample_score,
+    thresholds_for,
+)
 from pytest_navigator.check.budget import default_verify
 from pytest_navigator.check.failures import replay_command, save_failure, shown
 from pytest_navigator.check.hypothesis_profiles import (  # noqa: F401 - importable from here, as before the split
@@ -35,6 +43,7 @@ from pytest_navigator.check.summary import (  # noqa: F401 - the report's types,
     Observed,
     OutputSummary,
     vacuous_outputs,
+    with_agreement,
 )
 from pytest_navigator.check.user_samples import LabeledSample
 from pytest_navigator.check.verify import ExplainingVerify, explain, tolerance_for
@@ -50,6 +59,8 @@ if TYPE_CHECKING:
 #: Generated samples per runtime unless --navigator-examples says otherwise: enough to find
 #: shape- and value-dependent bugs, few enough for CI.
 DEFAULT_EXAMPLES = 25
+#: Samples a failed agreement verdict saves for replay (the lowest SQNR first), and diagnoses.
+WORST_SAMPLES = 3
 
 
 class CorrectnessFailure(AssertionError):
@@ -68,6 +79,8 @@ class CheckOptions:
     examples: int = DEFAULT_EXAMPLES
     explicit: Sequence[LabeledSample] = ()
     strict: bool = False
+    #: The navigator marker's agreement thresholds for a quantized runtime ({'sqnr': 20}), over the run's.
+    agreement: Mapping[str, Any] | None = None
 
 
 class _SampleFailed(Exception):
@@ -110,6 +123,8 @@ class CheckContext:
     invocation_dir: Path | None = None
     #: The replay command needs --navigator-trust-model for pickled models.
     trust_model: bool = False
+    #: A quantized runtime's agreement thresholds from the run's settings (--navigator-agreement, ini).
+    thresholds: Thresholds | None = None
 
 
 def check_runtime(context: CheckContext, options: CheckOptions) -> CorrectnessReport:
@@ -126,8 +141,13 @@ class _RuntimeCheck:
         precision = context.precision
         #: The precision's fixed tolerance: explains plain verify functions' failures, and the vacuous check's atol.
         self.fixed = tolerance_for(precision)
-        self.verify = options.verify or default_verify(precision)
+        thresholds = context.thresholds or Thresholds()
+        if options.agreement:
+            thresholds = thresholds_for(context.runner.runtime, (), options.agreement, thresholds)
+        self.verify = options.verify or default_verify(precision, thresholds)
         self.observed = Observed()
+        #: Agreement's per-sample figures (with the sample and its label), judged once at the end.
+        self.agreement: list[tuple[str, Sample, dict[str, OutputFigures]]] = []
         #: The sample a crash or a hang of the runtime's worker happened on (isolation.py), and why.
         self.crash: tuple[Sample, str, RuntimeCrashError] | None = None
 
@@ -143,6 +163,7 @@ class _RuntimeCheck:
             for label, sample in configured:
                 self.observed.generated += 1
                 self._check_given(label, sample)
+            pooled = self._conclude()
         except BaseException:
             if self.crash is not None:  # the runtime died: report the sample that killed it, not a shrink
                 raise CorrectnessFailure(self._crash_message(*self.crash)) from None
@@ -160,6 +181,8 @@ class _RuntimeCheck:
             else None,
             truth_note="; ".join(sorted(self.observed.truth_notes)),
         )
+        if pooled:
+            report = dataclasses.replace(report, outputs=with_agreement(report.outputs, pooled))
         vacuous = vacuous_outputs(report, self.verify, self.fixed)
         if vacuous and self.options.strict:
             raise CorrectnessFailure("\n".join([*vacuous, f"({options.STRICT} turns this warning into a failure)"]))
@@ -196,6 +219,53 @@ class _RuntimeCheck:
         )
         if problems:
             raise _SampleFailed(sample, label, problems)
+        if isinstance(self.verify, Agreement):
+            self.agreement.append((label, sample, self.verify.figures(expected, actual)))
+
+    def _conclude(self) -> list[OutputAgreement]:
+        """Agreement's verdict over every sample (each passed on its own): raise CorrectnessFailure
+        when an output's pooled figures miss the thresholds."""
+        if not isinstance(self.verify, Agreement) or not self.agreement:
+            return []
+        pooled = self.verify.conclude([figures for _, _, figures in self.agreement])
+        if any(output.problems for output in pooled):
+            raise CorrectnessFailure(self._agreement_message(pooled))
+        return pooled
+
+    def _agreement_message(self, pooled: list[OutputAgreement]) -> str:
+        context, model, runtime = self.context, self.model, self.runner.runtime
+        here, verify = context.invocation_dir, self.verify
+        assert isinstance(verify, Agreement)
+        lines = [
+            f"{runtime} disagrees with the reference ({self.reference.runtime}) on {model.name} in what its outputs "
+            f"mean, over {len(self.agreement)} samples, judged by {_verify_name(verify)}:",
+            *(f"  {output.describe(verify.thresholds.k)}" for output in pooled),
+            f"  the {min(WORST_SAMPLES, len(self.agreement))} worst samples (lowest SQNR of a row), saved for replay:",
+        ]
+        worst = sorted(self.agreement, key=lambda item: sample_score(item[2]))[:WORST_SAMPLES]
+        for label, sample, figures in worst:
+            saved = save_failure(context.state_dir, model, runtime, sample)
+            where = shown(Path(label), here) if label.endswith(".npz") else label
+            figures_text = ", ".join(
+                f"{name!r} SQNR {f.worst_sqnr:.1f} dB"
+                for name, f in figures.items()
+                if name in {o.name for o in pooled}
+            )
+            lines.append(f"    {describe(sample)} ({where}): {figures_text}")
+            lines.append(f"      saved: {shown(saved, here)}")
+            lines.append(f"      replay: {replay_command(model, runtime, saved, here, context.trust_model)}")
+        lines += [f"  {line}" for line in self._diagnosis([sample for _, sample, _ in worst])]
+        return "\n".join(lines)
+
+    def _diagnosis(self, samples: list[Sample]) -> list[str]:
+        """Where the error enters, from runtimes that can say (a quantized ONNX graph against fp32)."""
+        diagnose = getattr(self.runner, "diagnose", None)
+        if diagnose is None or not samples:
+            return []
+        try:
+            return list(diagnose(samples))
+        except Exception as exc:  # a diagnosis must never hide the failure it explains
+            return [f"where the error enters: the layer-wise diagnosis could not run ({describe_error(exc)})"]
 
     def _check_given(self, label: str, sample: Sample) -> None:
         try:
@@ -294,6 +364,8 @@ class _RuntimeCheck:
         lines += [f"  {problem}" for problem in failure.problems]
         if getattr(self.verify, "uses_truth", False) and failure.kind == "mismatch":
             lines.append(f"  truth: {describe_truth(self.reference.truth(failure.sample))}")
+        if isinstance(self.verify, Agreement) and failure.kind == "mismatch":
+            lines += [f"  {line}" for line in self._diagnosis([failure.sample])]
         if failure.label.endswith(".npz") and Path(failure.label).is_file():
             saved = Path(failure.label)
         else:

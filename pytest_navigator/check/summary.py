@@ -5,7 +5,8 @@ whose check could not fail (vacuous_outputs: tiny, constant or non-finite refere
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +15,7 @@ from pytest_navigator.check.verify import Allclose, ExplainingVerify, Tolerance,
 from pytest_navigator.config import Sample, VerifyFunction
 
 if TYPE_CHECKING:
+    from pytest_navigator.check.agreement import OutputAgreement
     from pytest_navigator.check.truth import Truth
 
 
@@ -32,6 +34,13 @@ class OutputSummary:
     truth: str | None = None
     #: Every reference value of this output was NaN or Inf: the check cannot fail (NaN equals NaN).
     nonfinite: bool = False
+    #: Agreement's pooled figures (quantized runtimes, agreement.py); None under other verdicts.
+    #: top1/topk only for a class axis.
+    median_sqnr: float | None = None
+    worst_sqnr: float | None = None
+    median_cosine: float | None = None
+    top1: float | None = None
+    topk: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,24 @@ class Observed:
                 )
             )
         return tuple(summaries)
+
+
+def with_agreement(outputs: tuple[OutputSummary, ...], pooled: Iterable[OutputAgreement]) -> tuple[OutputSummary, ...]:
+    """The outputs' summaries with agreement's pooled figures added where it judged them."""
+    by_name = {output.name: output for output in pooled}
+    return tuple(
+        replace(
+            summary,
+            median_sqnr=found.median_sqnr,
+            worst_sqnr=found.worst_sqnr,
+            median_cosine=found.median_cosine,
+            top1=found.top1,
+            topk=found.topk,
+        )
+        if (found := by_name.get(summary.name)) is not None
+        else summary
+        for summary in outputs
+    )
 
 
 def vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback: Allclose) -> list[str]:

@@ -232,6 +232,7 @@ def correctness_from_dict(model: Path, runtime: str, data: dict[str, Any]) -> Co
             o.get("budget_ratio"),
             o.get("truth"),
             bool(o.get("nonfinite", False)),
+            *(o.get(name) for name in ("median_sqnr", "worst_sqnr", "median_cosine", "top1", "topk")),
         )
         for o in data.get("outputs") or ()
     )
