@@ -141,7 +141,8 @@ def compare_to_budget(
     finite = np.isfinite(ref) & np.isfinite(true) & np.isfinite(got)  # non-finite: structure checks
     scale = float(np.abs(true[finite]).max(initial=0.0))
     own = max(truth.noise[name], UNIT_ROUNDOFF["fp32"] * scale, ABSOLUTE_FLOOR)
-    errors = np.where(finite, np.abs(got - true), 0.0)
+    with np.errstate(invalid="ignore"):  # inf - inf where both are inf: left out by `finite`
+        errors = np.where(finite, np.abs(got - true), 0.0)
     error = float(errors.max(initial=0.0))
     allowed = multiple(precision)
     index = tuple(int(i) for i in np.unravel_index(int(np.argmax(errors)), errors.shape)) if errors.size else ()
