@@ -34,6 +34,7 @@ from pytest_navigator.check.summary import (  # noqa: F401 - the report's types,
     CorrectnessReport,
     Observed,
     OutputSummary,
+    nonfinite_failure,
     vacuous_outputs,
 )
 from pytest_navigator.check.user_samples import LabeledSample
@@ -68,6 +69,8 @@ class CheckOptions:
     examples: int = DEFAULT_EXAMPLES
     explicit: Sequence[LabeledSample] = ()
     strict: bool = False
+    #: An output with no finite reference value lets the check pass with a warning instead of failing it.
+    allow_nonfinite: bool = False
 
 
 class _SampleFailed(Exception):
@@ -160,6 +163,10 @@ class _RuntimeCheck:
             else None,
             truth_note="; ".join(sorted(self.observed.truth_notes)),
         )
+        # A gate that compared no number must not pass unless the user said the model computes none.
+        nonfinite = None if self.options.allow_nonfinite else nonfinite_failure(report)
+        if nonfinite is not None:
+            raise CorrectnessFailure(nonfinite)
         vacuous = vacuous_outputs(report, self.verify, self.fixed)
         if vacuous and self.options.strict:
             raise CorrectnessFailure("\n".join([*vacuous, f"({options.STRICT} turns this warning into a failure)"]))

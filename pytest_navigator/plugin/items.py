@@ -229,7 +229,13 @@ def run_check(
     examples = settings.get("examples", session.settings.examples)
     if not isinstance(examples, int) or examples < 0:
         raise OptionError(f"{node.nodeid}: examples={examples!r}; give a whole number >= 0.")
-    check = CheckOptions(verify, examples, tuple(explicit), bool(settings.get("strict", session.settings.strict)))
+    check = CheckOptions(
+        verify,
+        examples,
+        tuple(explicit),
+        bool(settings.get("strict", session.settings.strict)),
+        bool(settings.get("allow_nonfinite", session.settings.allow_nonfinite)),
+    )
     with _timeout(node, session, runtime, settings):
         return session.check_correctness(model, runtime, check)
 
