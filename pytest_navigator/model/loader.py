@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_navigator import options
 from pytest_navigator.config import Format
 from pytest_navigator.errors import ModelLoadError, SpecError, first_line
-from pytest_navigator.model.spec import IOSpec, bind, from_exported_program, from_onnx, no_inputs_message, resolve
+from pytest_navigator.model.spec import IOSpec, bind, from_exported_program, from_onnx, resolve
 
 if TYPE_CHECKING:
     from pytest_navigator.settings import Settings
@@ -302,23 +302,33 @@ def _own_spec(source: Any, fmt: Format, label: str) -> tuple[IOSpec | None, tupl
     if fmt is Format.ONNX:
         spec = from_onnx(source, source=f"{label} (ONNX graph inputs)")
         if not len(spec):
-            raise SpecError(no_inputs_message(label, "its ONNX graph declares no input"))
+            raise _takes_no_inputs(label, "its ONNX graph declares no input")
         return spec, spec.names
     if fmt is Format.TORCH_EXPORTEDPROGRAM:
         spec = from_exported_program(source, source=f"{label} (exported program signature)")
         if not len(spec):
-            raise SpecError(no_inputs_message(label, "its exported program's graph signature lists no user input"))
+            raise _takes_no_inputs(label, "its exported program's graph signature lists no user input")
         return spec, spec.names
     if fmt is Format.TORCHSCRIPT:
         arguments = source.forward.schema.arguments[1:]
         if not arguments:
-            raise SpecError(no_inputs_message(label, "its TorchScript forward() takes no argument"))
+            raise _takes_no_inputs(label, "its TorchScript forward() takes no argument")
         return None, tuple(a.name for a in arguments)
     parameters = list(inspect.signature(source.forward).parameters.values())
     if not parameters:  # *args or **kwargs may take inputs: only a forward() with nothing at all takes none
-        raise SpecError(no_inputs_message(label, "its forward() takes no argument"))
+        raise _takes_no_inputs(label, "its forward() takes no argument")
     names = tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     return None, names
+
+
+def _takes_no_inputs(label: str, why: str) -> SpecError:
+    """A model that takes no inputs cannot be checked; `why` says what shows it takes none."""
+    return SpecError(
+        f"{label} takes no inputs: {why}. pytest-navigator checks and measures a model by feeding it generated "
+        f"inputs, so it needs a model with at least one tensor input, and no input spec ({options.INPUT}, "
+        "navigator_inputs, a sidecar) can add one to the file; save the model from a forward() that takes its "
+        "input tensors, e.g. torch.export.save(torch.export.export(module, (example_input,)), ...)."
+    )
 
 
 def _user_specs(settings: Settings) -> list[IOSpec | None]:

@@ -371,16 +371,6 @@ def _missing_spec_message(model_label: str, signature: Sequence[str] | None) -> 
     )
 
 
-def no_inputs_message(model_label: str, why: str) -> str:
-    """Why a model that takes no inputs cannot be checked: `why` says what shows it takes none."""
-    return (
-        f"{model_label} takes no inputs: {why}. pytest-navigator checks and measures a model by feeding it "
-        "generated inputs, so it needs a model with at least one tensor input, and no input spec "
-        f"({options.INPUT}, navigator_inputs, a sidecar) can add one to the file; save the model from a forward() "
-        "that takes its input tensors, e.g. torch.export.save(torch.export.export(module, (example_input,)), ...)."
-    )
-
-
 def bind(spec_names: Sequence[str], signature: Sequence[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Split inputs into forward's positional and keyword arguments (seed 002's dummy_input rule).
 
