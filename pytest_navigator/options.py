@@ -17,6 +17,7 @@ SAMPLES = "--navigator-samples"
 EXAMPLES = "--navigator-examples"
 SEED = "--navigator-seed"
 STRICT = "--navigator-strict"
+ALLOW_NONFINITE = "--navigator-allow-nonfinite"
 MODE = "--navigator-mode"
 WINDOW = "--navigator-window"
 STABILITY = "--navigator-stability"
@@ -132,7 +133,15 @@ OPTIONS: tuple[Option, ...] = (
         STRICT,
         "navigator_strict",
         "bool",
-        "Fail, instead of warning, when a check cannot fail (reference outputs tiny or constant).",
+        "Fail, instead of warning, when a check cannot fail (reference outputs tiny or constant, or with no finite "
+        "value where --navigator-allow-nonfinite lets them pass).",
+    ),
+    _option(
+        ALLOW_NONFINITE,
+        "navigator_allow_nonfinite",
+        "bool",
+        "Let a check pass, with a warning, when an output has no finite reference value (every value NaN or Inf "
+        "over every sample checked); by default it fails, as it compared nothing.",
     ),
     _option(
         MODE,
@@ -365,6 +374,7 @@ MARKER_SETTINGS: dict[str, str] = {
     "instead of the error budget (pytest_navigator.allclose, topk_agreement, cosine, or your own)",
     "examples": EXAMPLES,
     "strict": STRICT,
+    "allow_nonfinite": ALLOW_NONFINITE,
     "agreement": "a quantized runtime's agreement thresholds for this test, e.g. {'sqnr': 20, 'top1': 0.95} "
     "(as " + AGREEMENT + ")",
     "runtime_options": "runtime options by runtime name for the navigator_runner fixture, e.g. "

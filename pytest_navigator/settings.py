@@ -47,6 +47,9 @@ class Settings:
     samples_path: Path | None = None
     #: A check that cannot fail (tiny or constant reference outputs) fails instead of warning.
     strict: bool = False
+    #: An output with no finite reference value over every sample lets its check pass with a warning
+    #: (--navigator-allow-nonfinite); by default it fails.
+    allow_nonfinite: bool = False
     #: Hypothesis settings profile: --hypothesis-profile, else navigator-ci under CI, else navigator-dev.
     hypothesis_profile: str | None = None
     #: Seed of the generated samples (--navigator-seed); None: 0 when derandomized, else fresh per run.
@@ -176,6 +179,7 @@ def settings_from(
         examples=parse_count(value(options.EXAMPLES), options.EXAMPLES, 25),
         samples_path=invocation_dir / samples if samples else None,
         strict=bool(value(options.STRICT)),
+        allow_nonfinite=bool(value(options.ALLOW_NONFINITE)),
         hypothesis_profile=hypothesis_profile,
         seed=parse_count(seed, options.SEED, 0) if seed not in (None, "") else None,
         state_dir=rootdir / ".navigator",

@@ -129,16 +129,21 @@ def compare_to_budget(
     name: str, expected: np.ndarray, actual: np.ndarray, truth: Truth, precision: str
 ) -> BudgetComparison | None:
     """One float output against its budget; None when the truth has no estimate for it (the fixed
-    tolerance judges it) or it is not a float output."""
+    tolerance judges it), it is not a float output, or the runtime's output or the truth has another
+    shape than the reference's: that is the structure checks' to report (verify.structural_problems),
+    and every sample's pair comes here for the report's figures (summary.Observed), whatever its verdict."""
     if np.asarray(expected).dtype.kind not in "fc" or name not in truth.noise or name not in truth.outputs:
         return None
     ref = np.asarray(expected).astype(np.float64)
     got = np.asarray(actual).astype(np.float64)
     true = np.asarray(truth.outputs[name]).astype(np.float64)
+    if got.shape != ref.shape or true.shape != ref.shape:
+        return None
     finite = np.isfinite(ref) & np.isfinite(true) & np.isfinite(got)  # non-finite: structure checks
     scale = float(np.abs(true[finite]).max(initial=0.0))
     own = max(truth.noise[name], UNIT_ROUNDOFF["fp32"] * scale, ABSOLUTE_FLOOR)
-    errors = np.where(finite, np.abs(got - true), 0.0)
+    with np.errstate(invalid="ignore"):  # inf - inf where both are inf: left out by `finite`
+        errors = np.where(finite, np.abs(got - true), 0.0)
     error = float(errors.max(initial=0.0))
     allowed = multiple(precision)
     index = tuple(int(i) for i in np.unravel_index(int(np.argmax(errors)), errors.shape)) if errors.size else ()
@@ -179,7 +184,8 @@ class ErrorBudget(ExplainingVerify):
         return multiple(self.precision)
 
     def compare(self, expected: Sample, actual: Sample, truth: Truth) -> dict[str, BudgetComparison]:
-        """Each float output the truth covers, against its budget (structure assumed sound)."""
+        """Each float output the truth covers, against its budget; outputs missing from `actual` or of
+        another shape are left out (the structure checks report them)."""
         found = {}
         for name, ref in expected.items():
             if name in actual:

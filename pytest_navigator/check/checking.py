@@ -109,7 +109,11 @@ class Checking:
         )
 
     def options(self) -> CheckOptions:
-        return CheckOptions(examples=self.settings.examples)
+        """The run's options, for a check that no test's marker refines (`navigator profile`)."""
+        settings = self.settings
+        return CheckOptions(
+            examples=settings.examples, strict=settings.strict, allow_nonfinite=settings.allow_nonfinite
+        )
 
 
 def correctness_detail(report: CorrectnessReport) -> str:

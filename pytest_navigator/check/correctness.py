@@ -42,6 +42,7 @@ from pytest_navigator.check.summary import (  # noqa: F401 - the report's types,
     CorrectnessReport,
     Observed,
     OutputSummary,
+    nonfinite_failure,
     vacuous_outputs,
     with_agreement,
 )
@@ -79,6 +80,8 @@ class CheckOptions:
     examples: int = DEFAULT_EXAMPLES
     explicit: Sequence[LabeledSample] = ()
     strict: bool = False
+    #: An output with no finite reference value lets the check pass with a warning instead of failing it.
+    allow_nonfinite: bool = False
     #: The navigator marker's agreement thresholds for a quantized runtime ({'sqnr': 20}), over the run's.
     agreement: Mapping[str, Any] | None = None
 
@@ -181,6 +184,10 @@ class _RuntimeCheck:
             else None,
             truth_note="; ".join(sorted(self.observed.truth_notes)),
         )
+        # A gate that compared no number must not pass unless the user said the model computes none.
+        nonfinite = None if self.options.allow_nonfinite else nonfinite_failure(report)
+        if nonfinite is not None:
+            raise CorrectnessFailure(nonfinite)
         if pooled:
             report = dataclasses.replace(report, outputs=with_agreement(report.outputs, pooled))
         vacuous = vacuous_outputs(report, self.verify, self.fixed)

@@ -1,6 +1,7 @@
 """What a correctness check saw, and its report when it passes: the running maxima per output over
 every sample (Observed), each output's summary in the report (CorrectnessReport), and the outputs
-whose check could not fail (vacuous_outputs: tiny, constant or non-finite reference outputs).
+whose check could not fail (vacuous_outputs: tiny, constant or non-finite reference outputs; the last
+fail the check unless allowed, nonfinite_failure).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pytest_navigator import options
 from pytest_navigator.check.verify import Allclose, ExplainingVerify, Tolerance, compare_array
 from pytest_navigator.config import Sample, VerifyFunction
 
@@ -170,3 +172,20 @@ def vacuous_outputs(report: CorrectnessReport, verify: VerifyFunction, fallback:
                 f"{where}: the reference output is one constant value over {checked}; the check cannot tell whether the runtime reacts to its inputs."
             )
     return found
+
+
+def nonfinite_failure(report: CorrectnessReport) -> str | None:
+    """Why a check fails whose outputs had no finite reference value over every sample (None: none had):
+    it compared no number, and a runtime agreed by returning NaN or Inf where the reference did."""
+    names = [output.name for output in report.outputs if output.nonfinite]
+    if not names:
+        return None
+    which = f"output {names[0]!r}" if len(names) == 1 else f"outputs {', '.join(map(repr, names))}"
+    ini = options.BY_FLAG[options.ALLOW_NONFINITE].ini
+    return (
+        f"{report.runtime} on {report.model}: {which} had no finite reference value over {report.samples} "
+        "sample(s) (every value NaN or Inf), so the check compared no number and passes any runtime that returns "
+        "NaN or Inf there too; the reference computes nothing finite (an overflow, a division by zero, or "
+        f"uninitialised weights). If the model is meant to, let the check pass with a warning: {options.ALLOW_NONFINITE} "
+        f"(ini {ini} = true, or @pytest.mark.navigator(allow_nonfinite=True) on a test)."
+    )

@@ -297,19 +297,38 @@ def _load_onnx(path: Path) -> Any:
 
 
 def _own_spec(source: Any, fmt: Format, label: str) -> tuple[IOSpec | None, tuple[str, ...] | None]:
-    """The spec the model itself carries, and forward's parameter names when they are known."""
+    """The spec the model itself carries, and forward's parameter names when they are known. A model
+    that takes no inputs is a SpecError: no input spec could give it one, and nothing could be generated."""
     if fmt is Format.ONNX:
         spec = from_onnx(source, source=f"{label} (ONNX graph inputs)")
+        if not len(spec):
+            raise _takes_no_inputs(label, "its ONNX graph declares no input")
         return spec, spec.names
     if fmt is Format.TORCH_EXPORTEDPROGRAM:
         spec = from_exported_program(source, source=f"{label} (exported program signature)")
+        if not len(spec):
+            raise _takes_no_inputs(label, "its exported program's graph signature lists no user input")
         return spec, spec.names
     if fmt is Format.TORCHSCRIPT:
         arguments = source.forward.schema.arguments[1:]
+        if not arguments:
+            raise _takes_no_inputs(label, "its TorchScript forward() takes no argument")
         return None, tuple(a.name for a in arguments)
-    parameters = inspect.signature(source.forward).parameters.values()
+    parameters = list(inspect.signature(source.forward).parameters.values())
+    if not parameters:  # *args or **kwargs may take inputs: only a forward() with nothing at all takes none
+        raise _takes_no_inputs(label, "its forward() takes no argument")
     names = tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
     return None, names
+
+
+def _takes_no_inputs(label: str, why: str) -> SpecError:
+    """A model that takes no inputs cannot be checked; `why` says what shows it takes none."""
+    return SpecError(
+        f"{label} takes no inputs: {why}. pytest-navigator checks and measures a model by feeding it generated "
+        f"inputs, so it needs a model with at least one tensor input, and no input spec ({options.INPUT}, "
+        "navigator_inputs, a sidecar) can add one to the file; save the model from a forward() that takes its "
+        "input tensors, e.g. torch.export.save(torch.export.export(module, (example_input,)), ...)."
+    )
 
 
 def _user_specs(settings: Settings) -> list[IOSpec | None]:

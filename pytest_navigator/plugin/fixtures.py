@@ -138,8 +138,8 @@ def navigator_check(
     navigator_verify: VerifyFunction | None,
     navigator_dataloader: SizedDataLoader | None,
 ) -> Callable[..., CorrectnessReport]:
-    """`navigator_check(runtime, model=None, verify=None, examples=None, strict=None)` runs the same
-    property check as the generated tests from your own test, under its `navigator` marker."""
+    """`navigator_check(runtime, model=None, verify=None, examples=None, strict=None, allow_nonfinite=None)`
+    runs the same property check as the generated tests from your own test, under its `navigator` marker."""
 
     def check(
         runtime: str | Runner,
@@ -147,6 +147,7 @@ def navigator_check(
         verify: VerifyFunction | None = None,
         examples: int | None = None,
         strict: bool | None = None,
+        allow_nonfinite: bool | None = None,
     ) -> CorrectnessReport:
         name = runtime.runtime if not isinstance(runtime, str) else runtime
         return run_check(
@@ -158,6 +159,7 @@ def navigator_check(
             verify=verify,
             examples=examples,
             strict=strict,
+            allow_nonfinite=allow_nonfinite,
         )
 
     return check

@@ -234,6 +234,7 @@ def run_check(
         examples,
         tuple(explicit),
         bool(settings.get("strict", session.settings.strict)),
+        bool(settings.get("allow_nonfinite", session.settings.allow_nonfinite)),
         agreement=settings.get("agreement"),
     )
     with _timeout(node, session, runtime, settings):

@@ -81,6 +81,19 @@ def test_structure_is_judged_as_always() -> None:
     assert "integer/bool outputs compare exactly" in ids
 
 
+@pytest.mark.parametrize("shape", [(1, 10), (2, 3)], ids=["not-broadcastable", "broadcastable"])
+def test_an_output_of_another_shape_is_left_to_the_structure_checks(shape: tuple[int, ...]) -> None:
+    """compare() sees every sample's pair, failing ones too (the report's figures): another shape is
+    not judged against the budget, neither raising numpy's broadcast error nor broadcasting."""
+    budget = ErrorBudget("fp32")
+    truth = Truth(FLOAT64_SHADOW, {"y": np.ones((1, 3))}, {"y": 1e-7})
+    reference, actual = {"y": np.ones((1, 3), np.float32)}, {"y": np.ones(shape, np.float32)}
+    assert budget.compare(reference, actual, truth) == {}
+    assert budget.explain(reference, actual, truth) == [
+        f"output 'y': shape {shape} differs from the reference's (1, 3)"
+    ]
+
+
 def test_without_an_estimate_the_precision_table_judges() -> None:
     budget = ErrorBudget("fp16")
     reference = {"y": np.array([1.0])}

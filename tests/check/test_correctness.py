@@ -288,6 +288,44 @@ def test_a_check_that_cannot_fail_warns_or_fails_under_strict(tiny_models: dict[
         assert not session.check_correctness(healthy, "torch-cpu").warnings
 
 
+def _nonfinite_outputs() -> object:
+    """A model with one finite output and two that are never finite."""
+    import torch
+
+    class NonFinite(torch.nn.Module):
+        def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"scores": input * 2, "nan": input * float("nan"), "inf": input * 0 + float("inf")}
+
+    return NonFinite()
+
+
+def test_an_output_with_no_finite_reference_value_fails_unless_allowed(tmp_path: Path) -> None:
+    """A check that compared no number fails by default, naming the outputs and the opt-in; allowed,
+    it passes with the vacuous-check warning (and strict still fails it)."""
+    path = _export(_nonfinite_outputs(), tmp_path / "nonfinite.pt2", "input:float32[N,8]")
+    session, model = _session(path, default_registry(), tmp_path, examples=2)
+    message = _failure(session, model, "torch-cpu")
+    assert message.startswith(
+        "torch-cpu on nonfinite.pt2: outputs 'nan', 'inf' had no finite reference value over 4 sample(s) "
+        "(every value NaN or Inf), so the check compared no number"
+    )
+    assert message.endswith(
+        "--navigator-allow-nonfinite (ini navigator_allow_nonfinite = true, or "
+        "@pytest.mark.navigator(allow_nonfinite=True) on a test)."
+    )
+    with pytest.warns(VacuousCheckWarning) as caught:
+        report = session.check_correctness(model, "torch-cpu", CheckOptions(examples=2, allow_nonfinite=True))
+    assert [str(w.message).split(":")[1] for w in caught] == [" output 'nan'", " output 'inf'"]
+    assert "every reference value is NaN or Inf over 4 sample(s)" in str(caught[0].message)
+    assert [o.name for o in report.outputs if o.nonfinite] == ["nan", "inf"] and len(report.warnings) == 2
+    with pytest.raises(CorrectnessFailure, match=r"(?s)output 'inf': every reference value is NaN.*--navigator-strict"):
+        session.check_correctness(model, "torch-cpu", CheckOptions(examples=2, allow_nonfinite=True, strict=True))
+    # the run's setting reaches a check no test's marker refines (`navigator profile --allow-nonfinite`)
+    allowed, model = _session(path, default_registry(), tmp_path, examples=2, allow_nonfinite=True)
+    with pytest.warns(VacuousCheckWarning):
+        assert allowed.check_correctness(model, "torch-cpu").passed
+
+
 def test_a_runtime_that_raises_on_some_inputs_is_shrunk_too(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     def build(model: Model, ctx: BuildContext) -> Runner:
         eager = build_eager(model, ctx)

@@ -123,9 +123,64 @@ def navigator_verify():
             "*test_values_must_match FAILED*",
             "*test_a_plain_seed_000_function PASSED*",
             "*doubling disagrees with the reference (torch-cpu) on mlp.pt2, judged by allclose(atol=0.001, rtol=0.001):*",
-            "*the navigator marker has no setting 'tolerance'; it takes verify, examples, strict, runtime_options, timeout, mode, window, stability, max_trials, time_budget, interference, profile, batch_sizes*",
+            "*the navigator marker has no setting 'tolerance'; it takes verify, examples, strict, allow_nonfinite, runtime_options, timeout, mode, window, stability, max_trials, time_budget, interference, profile, batch_sizes*",
         ]
     )
+
+
+_WIDENING_RUNTIME = """
+import numpy as np
+from pytest_navigator.runtimes import CallableRunner, RuntimeDefinition
+from pytest_navigator.runtimes.torch_runtimes import build_eager
+
+
+def pytest_navigator_register_runtimes(registry, config):
+    def build(model, ctx):
+        eager = build_eager(model, ctx)
+        widen = lambda v: np.concatenate([v, v, v, v[..., :1]], axis=-1)  # 3 classes -> 10
+        return CallableRunner("widening", lambda s: {k: widen(v) for k, v in eager.infer(s).items()}, model.io_spec)
+
+    registry.register(RuntimeDefinition("widening", build))
+"""
+
+
+@pytest.mark.parametrize(
+    ("verify", "judged_by"),
+    [
+        (None, "error budget*"),
+        ("pytest_navigator.allclose(atol=1e-3)", "allclose(atol=0.001, rtol=0.001)"),
+        ("pytest_navigator.topk_agreement(k=1)", "topk_agreement(k=1, min_agreement=1)"),
+        ("pytest_navigator.cosine()", "cosine(min_similarity=0.999)"),
+        ("lambda expected, actual: True", "<lambda>"),
+    ],
+    ids=["error-budget", "allclose", "topk", "cosine", "plain-function"],
+)
+def test_an_output_of_the_wrong_shape_fails_naming_both_shapes(
+    pytester: pytest.Pytester, mlp: Path, verify: str | None, judged_by: str
+) -> None:
+    """Every verdict, the default error budget included, reports the shapes, not numpy's broadcast error."""
+    pytester.makeconftest(_WIDENING_RUNTIME)
+    pytester.makepyfile(
+        test_mine=f"""
+        import pytest
+        import pytest_navigator
+
+        @pytest.mark.navigator(verify={verify}, examples=2)
+        def test_widening(navigator_check):
+            navigator_check("widening")
+        """
+    )
+    result = pytester.runpytest(
+        "--navigator-model=mlp.pt2", "--navigator-runtimes=widening", "test_mine.py", "-k", "test_widening"
+    )
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*CorrectnessFailure: widening disagrees with the reference (torch-cpu) on mlp.pt2, judged by {judged_by}:",
+            "*output 'output': shape (1, 10) differs from the reference's (1, 3)",
+        ]
+    )
+    assert "broadcast" not in result.stdout.str()
 
 
 def test_dataloader_fixture_samples_come_first(pytester: pytest.Pytester, mlp: Path) -> None:

@@ -136,3 +136,57 @@ def test_trusted_pickle_is_unpickled(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"not a torch\.nn\.Module"):
         load(path, trust=True, user_specs=[SPEC])
     assert marker.exists()  # the opt-in really unpickles: the test above would see the file
+
+
+def _model_without_inputs(path: Path) -> Path:
+    """A model whose forward() takes no argument (it returns a parameter), saved in path's format."""
+    import warnings
+
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import TensorProto, helper
+
+        constant = helper.make_node(
+            "Constant", [], ["output"], value=helper.make_tensor("value", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+        )
+        output = helper.make_tensor_value_info("output", TensorProto.FLOAT, [3])
+        graph = helper.make_graph([constant], "no-inputs", [], [output])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return path
+    import torch
+
+    class Constant(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.value = torch.nn.Parameter(torch.ones(3))
+
+        def forward(self) -> torch.Tensor:
+            return self.value * 2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if path.suffix == ".pt2":
+            torch.export.save(torch.export.export(Constant(), ()), str(path))
+        else:
+            torch.jit.save(torch.jit.script(Constant()), str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("suffix", "why"),
+    [
+        (".pt2", "its exported program's graph signature lists no user input"),
+        (".pt", "its TorchScript forward() takes no argument"),
+        (".onnx", "its ONNX graph declares no input"),
+    ],
+)
+def test_a_model_without_inputs_is_told_so_whatever_spec_is_given(tmp_path: Path, suffix: str, why: str) -> None:
+    """Not "give an input spec" (there is nothing it could feed) nor "TorchScript carries no spec"."""
+    path = _model_without_inputs(tmp_path / f"constant{suffix}")
+    for given in ([], [SPEC]):
+        with pytest.raises(SpecError) as info:
+            load(path, user_specs=given)
+        message = str(info.value)
+        assert message.startswith(f"model file {str(path)!r} takes no inputs: {why}."), message
+        assert "needs a model with at least one tensor input" in message
+        assert "carry no input spec" not in message and "\n" not in message

@@ -233,14 +233,44 @@ CASES = [
     # -- models at fault: blamed by name, with their own words --------------------------------------
     Case(
         "every output NaN",
-        ("--navigator-runtimes=torch-cpu", "-W", "default"),
+        ("--navigator-runtimes=torch-cpu",),
+        {"failed": 1},
+        [
+            "*torch-cpu on nans.pt2: output 'output' had no finite reference value over * sample(s) (every value NaN "
+            "or Inf), so the check compared no number*let the check pass with a warning: --navigator-allow-nonfinite "
+            "(ini navigator_allow_nonfinite = true, or @pytest.mark.navigator(allow_nonfinite=True) on a test)."
+        ],
+        model="nans",
+    ),
+    Case(
+        "every output NaN, allowed",
+        ("--navigator-runtimes=torch-cpu", "--navigator-allow-nonfinite", "-W", "default"),
         {"passed": 1, "warnings": 1},
         ["*VacuousCheckWarning: torch-cpu on nans.pt2: output 'output': every reference value is NaN or Inf over*"],
         model="nans",
     ),
     Case(
-        "every output NaN, strict",
-        ("--navigator-runtimes=torch-cpu", "--navigator-strict"),
+        "every output NaN, allowed in the ini",
+        ("--navigator-runtimes=torch-cpu", "-W", "default"),
+        {"passed": 1, "warnings": 1},
+        ["*VacuousCheckWarning: torch-cpu on nans.pt2: output 'output': every reference value is NaN or Inf over*"],
+        model="nans",
+        files={"pytest.ini": "[pytest]\nnavigator_allow_nonfinite = true\n"},
+    ),
+    Case(
+        "every output NaN, allowed by a test's marker",
+        ("--navigator-runtimes=torch-cpu", "-W", "default", "-v", "test_mine.py"),
+        {"passed": 1, "failed": 1, "warnings": 1},
+        ["*test_mine.py::test_nans_allowed PASSED*", "*nans.pt2::test_correctness[[]torch-cpu[]] FAILED*"],
+        model="nans",
+        files={
+            "test_mine.py": "import pytest\n\n\n@pytest.mark.navigator(allow_nonfinite=True)\n"
+            "def test_nans_allowed(navigator_check):\n    navigator_check('torch-cpu')\n"
+        },
+    ),
+    Case(
+        "every output NaN, allowed but strict",
+        ("--navigator-runtimes=torch-cpu", "--navigator-allow-nonfinite", "--navigator-strict"),
         {"failed": 1},
         ["*every reference value is NaN or Inf*", "*(--navigator-strict turns this warning into a failure)*"],
         model="nans",
