@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,6 +96,11 @@ class Runner(abc.ABC):
     def accepts_batch_size(self, batch_size: int) -> bool:
         limit = self.max_batch_size
         return limit is None or 1 <= batch_size <= limit
+
+    def diagnose(self, samples: Sequence[Sample]) -> list[str]:
+        """Where the error enters, for runtimes that can say (a quantized graph, layer by layer): one
+        line per finding on these samples; [] when the runtime has nothing to say (the default)."""
+        return []
 
     def check_sample(self, sample: Mapping[str, Any]) -> None:
         """Raise SampleError naming the input when a sample lacks one the model needs."""
