@@ -91,7 +91,12 @@ class NavigatorSession:
             from pytest_navigator.measure.profiler import sweep_sizes
 
             self._builds = Builds(
-                self.settings, self.registry, self.workdir, sweep=sweep_sizes, record=self.results.record_build
+                self.settings,
+                self.registry,
+                self.workdir,
+                sweep=sweep_sizes,
+                record=self.results.record_build,
+                user_samples=self._user_samples,
             )
             if self.progress is not None:
                 self._builds.progress = self.progress
@@ -113,6 +118,10 @@ class NavigatorSession:
 
     def load_user_samples(self) -> None:
         self.checking.load_user_samples(self.load_models())
+
+    def _user_samples(self, model: Model) -> list[Sample]:
+        """--navigator-samples' samples of `model`: what runtimes that calibrate calibrate on."""
+        return [sample for _, sample in self.checking.user_samples(model, self.load_models)]
 
     def references(self, model: Model) -> ReferenceOutputs:
         return self.checking.references(model)

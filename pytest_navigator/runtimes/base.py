@@ -129,7 +129,8 @@ class CallableRunner(Runner):
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a build may use: a folder for artifacts, an example request, the reference's output names."""
+    """What a build may use: a folder for artifacts, an example request, the reference's output names,
+    and for runtimes that calibrate, the samples to calibrate on."""
 
     workdir: Path
     example: Sample
@@ -139,6 +140,9 @@ class BuildContext:
     options: Any = None
     #: Built artifacts reused across runs (cache.ArtifactCache); None: build into workdir.
     cache: Any = None
+    #: Samples to calibrate on, for runtimes that calibrate (RuntimeDefinition.calibrates; a
+    #: quantizer's activation ranges): the users' own, else drawn from the spec (calibration.py).
+    calibration: tuple[Sample, ...] = ()
 
     @property
     def artifacts(self) -> Any:
@@ -169,6 +173,8 @@ class RuntimeDefinition:
     #: The model formats it is tested for when --navigator-runtimes does not name it (the default
     #: set); None: every format in `formats`. Named, it builds from any format in `formats`.
     default_formats: frozenset[Format] | None = None
+    #: Whether its build calibrates on samples: then Builds gives it BuildContext.calibration.
+    calibrates: bool = False
 
     def applies_to(self, model: Model) -> bool:
         return model.format in self.formats

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.batch_sizes import Sweep, build_sizes, check_sizes, configured_sizes
 from pytest_navigator.runtimes.cache import ArtifactCache
+from pytest_navigator.runtimes.calibration import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
 from pytest_navigator.runtimes.runtime_options import (
     RuntimeOptionError,
     configured_options,
@@ -95,7 +96,9 @@ class Builds:
     """The runtimes of a run: planned per model, identified with their options, built once.
 
     `sweep` is the profiler's batch-size sweep (the sizes builds must serve include it); `record`
-    hears what was planned and built (the session writes it into the run's results)."""
+    hears what was planned and built (the session writes it into the run's results); `user_samples`
+    gives a model's samples from the users (--navigator-samples, read by the session's checking part),
+    which runtimes that calibrate calibrate on."""
 
     def __init__(
         self,
@@ -105,10 +108,13 @@ class Builds:
         *,
         sweep: Sweep,
         record: Callable[[BuildRecord], None] | None = None,
+        user_samples: Callable[[Model], Sequence[Sample]] | None = None,
     ) -> None:
         self.settings, self.registry, self.workdir = settings, registry, workdir
         self.sweep = sweep
         self.record: Callable[[BuildRecord], None] = record or (lambda record: None)
+        self.user_samples: Callable[[Model], Sequence[Sample]] = user_samples or (lambda model: ())
+        self._calibration: dict[tuple[Path, tuple[int, ...], int], tuple[Sample, ...]] = {}
         self._runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = {}
         self._references: dict[Path, Runner] = {}
         self._examples: dict[Path, Sample] = {}
@@ -273,9 +279,18 @@ class Builds:
 
     def runtime_context(self, model: Model, runtime: str) -> BuildContext:
         """What a build of runtime id `runtime` gets: `context`, with the reference's output names and the
-        runtime's options (building the reference first)."""
+        runtime's options (building the reference first), and its calibration samples if it calibrates."""
         reference = self.reference(model)
-        return replace(self.context(model, reference.output_names), options=self.options(runtime))
+        context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+        if not self.registry.get(runtime).calibrates:
+            return context
+        count = getattr(context.options, "calibration_samples", DEFAULT_CALIBRATION_SAMPLES)
+        key = (model.path, context.batch_sizes, count)
+        if key not in self._calibration:  # drawn once, whichever worker or counting process builds
+            self._calibration[key] = calibration_samples(
+                model.io_spec, context.batch_sizes, count, self.user_samples(model)
+            )
+        return replace(context, calibration=self._calibration[key])
 
     def context(self, model: Model, output_names: tuple[str, ...]) -> BuildContext:
         """What a build of `model` gets: a folder, the example request, the batch sizes, the cache."""
