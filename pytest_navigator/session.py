@@ -91,13 +91,9 @@ class NavigatorSession:
             from pytest_navigator.measure.profiler import sweep_sizes
 
             self._builds = Builds(
-                self.settings,
-                self.registry,
-                self.workdir,
-                sweep=sweep_sizes,
-                record=self.results.record_build,
-                user_samples=self._user_samples,
+                self.settings, self.registry, self.workdir, sweep=sweep_sizes, record=self.results.record_build
             )
+            self._builds.user_samples = self._user_samples
             if self.progress is not None:
                 self._builds.progress = self.progress
         return self._builds

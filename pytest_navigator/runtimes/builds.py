@@ -25,7 +25,7 @@ from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.batch_sizes import Sweep, build_sizes, check_sizes, configured_sizes
 from pytest_navigator.runtimes.cache import ArtifactCache
-from pytest_navigator.runtimes.calibration import DEFAULT_CALIBRATION_SAMPLES, calibration_samples
+from pytest_navigator.runtimes.calibration import calibrated
 from pytest_navigator.runtimes.runtime_options import (
     RuntimeOptionError,
     configured_options,
@@ -96,9 +96,7 @@ class Builds:
     """The runtimes of a run: planned per model, identified with their options, built once.
 
     `sweep` is the profiler's batch-size sweep (the sizes builds must serve include it); `record`
-    hears what was planned and built (the session writes it into the run's results); `user_samples`
-    gives a model's samples from the users (--navigator-samples, read by the session's checking part),
-    which runtimes that calibrate calibrate on."""
+    hears what was planned and built (the session writes it into the run's results)."""
 
     def __init__(
         self,
@@ -108,13 +106,12 @@ class Builds:
         *,
         sweep: Sweep,
         record: Callable[[BuildRecord], None] | None = None,
-        user_samples: Callable[[Model], Sequence[Sample]] | None = None,
     ) -> None:
         self.settings, self.registry, self.workdir = settings, registry, workdir
         self.sweep = sweep
         self.record: Callable[[BuildRecord], None] = record or (lambda record: None)
-        self.user_samples: Callable[[Model], Sequence[Sample]] = user_samples or (lambda model: ())
-        self._calibration: dict[tuple[Path, tuple[int, ...], int], tuple[Sample, ...]] = {}
+        #: A model's samples from the users (--navigator-samples; set by the session): calibrating runtimes use them.
+        self.user_samples: Callable[[Model], Sequence[Sample]] = lambda model: ()
         self._runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = {}
         self._references: dict[Path, Runner] = {}
         self._examples: dict[Path, Sample] = {}
@@ -278,19 +275,11 @@ class Builds:
         return built
 
     def runtime_context(self, model: Model, runtime: str) -> BuildContext:
-        """What a build of runtime id `runtime` gets: `context`, with the reference's output names and the
-        runtime's options (building the reference first), and its calibration samples if it calibrates."""
+        """What a build of runtime id `runtime` gets: `context`, with the reference's output names, the runtime's
+        options (building the reference first) and, if it calibrates, its calibration samples."""
         reference = self.reference(model)
         context = replace(self.context(model, reference.output_names), options=self.options(runtime))
-        if not self.registry.get(runtime).calibrates:
-            return context
-        count = getattr(context.options, "calibration_samples", DEFAULT_CALIBRATION_SAMPLES)
-        key = (model.path, context.batch_sizes, count)
-        if key not in self._calibration:  # drawn once, whichever worker or counting process builds
-            self._calibration[key] = calibration_samples(
-                model.io_spec, context.batch_sizes, count, self.user_samples(model)
-            )
-        return replace(context, calibration=self._calibration[key])
+        return calibrated(context, model, self.user_samples) if self.registry.get(runtime).calibrates else context
 
     def context(self, model: Model, output_names: tuple[str, ...]) -> BuildContext:
         """What a build of `model` gets: a folder, the example request, the batch sizes, the cache."""
