@@ -117,7 +117,7 @@ def build_quantized(model: Model, ctx: BuildContext, runtime: str) -> Runner:
     source = export_onnx(model, ctx)
     calibration: tuple[Sample, ...] = ()
     settings: dict[str, Any] = {"per_channel": options.per_channel, "exclude_ops": options.exclude_ops}
-    if not dynamic:
+    if isinstance(options, OnnxQuantizationConfig):
         # A BuildContext made by hand (a user's own test) has none: the run's draw, as Builds would give.
         count = options.calibration_samples
         calibration = ctx.calibration or calibration_samples(model.io_spec, ctx.batch_sizes, count)
