@@ -116,8 +116,8 @@ class NavigatorSession:
         self.checking.load_user_samples(self.load_models())
 
     def _user_samples(self, model: Model) -> list[Sample]:
-        """--navigator-samples' samples of `model`: what runtimes that calibrate calibrate on."""
-        return [sample for _, sample in self.checking.user_samples(model, self.load_models)]
+        """--navigator-samples' samples of `model` (--navigator-against's too): what calibrating runtimes use."""
+        return [sample for _, sample in self.checking.user_samples(model, lambda: [*self.load_models(), model])]
 
     def references(self, model: Model) -> ReferenceOutputs:
         return self.checking.references(model)

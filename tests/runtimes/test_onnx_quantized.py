@@ -213,11 +213,15 @@ def test_the_users_samples_are_what_it_calibrates_on(models: dict[str, Path], tm
         np.savez(folder / f"{index}.npz", input=rng.standard_normal((2, 3, 16, 16)).astype(np.float32))
     cache = tmp_path / "cache"
     plain = _session(models["cnn.onnx"], cache)
-    given = _session(models["cnn.onnx"], cache, samples_path=folder)
+    old = shutil.copy(models["cnn.onnx"], tmp_path / "old.onnx")  # an A/B run's old model calibrates alike
+    given = _session(models["cnn.onnx"], cache, samples_path=folder, against=old)
+    assert given.against_model is not None
     calibration = _context(given, STATIC).calibration
-    assert len(calibration) == 3
-    for index, sample in enumerate(calibration):
+    against = given.builds.runtime_context(given.against_model, STATIC).calibration
+    assert len(calibration) == len(against) == 3
+    for index, (sample, other) in enumerate(zip(calibration, against, strict=True)):
         np.testing.assert_array_equal(sample["input"], np.load(folder / f"{index}.npz")["input"])
+        np.testing.assert_array_equal(other["input"], sample["input"])
     for session in (plain, given):
         session.runner(next(iter(session.models.values())), STATIC)
     assert _artifacts(given, STATIC)[-1].startswith("built onnx-int8-static")  # not the drawn samples' entry
