@@ -93,6 +93,7 @@ class NavigatorSession:
             self._builds = Builds(
                 self.settings, self.registry, self.workdir, sweep=sweep_sizes, record=self.results.record_build
             )
+            self._builds.user_samples = self._user_samples
             if self.progress is not None:
                 self._builds.progress = self.progress
         return self._builds
@@ -113,6 +114,10 @@ class NavigatorSession:
 
     def load_user_samples(self) -> None:
         self.checking.load_user_samples(self.load_models())
+
+    def _user_samples(self, model: Model) -> list[Sample]:
+        """--navigator-samples' samples of `model` (--navigator-against's too): what calibrating runtimes use."""
+        return [sample for _, sample in self.checking.user_samples(model, lambda: [*self.load_models(), model])]
 
     def references(self, model: Model) -> ReferenceOutputs:
         return self.checking.references(model)

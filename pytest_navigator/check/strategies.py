@@ -7,8 +7,8 @@ shrinks toward 1, the number of random elements toward none (an array of zeros),
 and the edits toward fewer, simpler values at index 0. A failure that needs one negative element
 shrinks to an array of zeros with one negative element.
 
-The seeded draws (random_sample, profiling_inputs, ...) live in model/draws.py, below the runtimes
-that build with them; their names are importable from here too.
+The seeded draws (random_sample, profiling_inputs, ...) and a sample's digest live in model/draws.py,
+below the runtimes that build with them; their names are importable from here too.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pytest_navigator.model.draws import (
     batch_bounds,
     concrete_shape,
     describe,
+    digest,
     edge_values,
     materialize,
     numpy_dtype,
@@ -136,18 +137,6 @@ def recipes(spec: TensorSpec, size: int) -> SearchStrategy[Recipe]:
         return Recipe(mode, seed, scale, count, tuple(edits))
 
     return draw_recipe()
-
-
-def digest(sample: Sample) -> str:
-    """A content hash of a sample (names, dtypes, shapes, bytes): equal samples, equal digests."""
-    import hashlib
-
-    hasher = hashlib.blake2b(digest_size=16)
-    for name in sorted(sample):
-        array = np.ascontiguousarray(sample[name])
-        hasher.update(f"{name}:{array.dtype}:{array.shape};".encode())
-        hasher.update(array.reshape(-1).view(np.uint8))  # the same bytes as tobytes(), not copied
-    return hasher.hexdigest()
 
 
 def simplify(

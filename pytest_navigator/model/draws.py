@@ -212,6 +212,19 @@ def batch_bounds(
     return low, max(low, high)
 
 
+def digest(sample: Sample) -> str:
+    """A content hash of a sample (names, dtypes, shapes, bytes): equal samples, equal digests. It keys
+    what is stored per sample (reference outputs, truths) and the calibration data of quantized builds."""
+    import hashlib
+
+    hasher = hashlib.blake2b(digest_size=16)
+    for name in sorted(sample):
+        array = np.ascontiguousarray(sample[name])
+        hasher.update(f"{name}:{array.dtype}:{array.shape};".encode())
+        hasher.update(array.reshape(-1).view(np.uint8))  # the same bytes as tobytes(), not copied
+    return hasher.hexdigest()
+
+
 def describe(sample: Sample) -> str:
     """'ids int64[5, 32], mask int64[5, 32]': what a sample is, without its values."""
     return ", ".join(f"{name} {np.asarray(a).dtype}{list(np.shape(a))}" for name, a in sample.items())

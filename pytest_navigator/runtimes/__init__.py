@@ -101,12 +101,19 @@ class Registry:
 
 def default_registry() -> Registry:
     """A fresh registry holding the built-in runtimes (importing no ML library)."""
-    from pytest_navigator.runtimes import onnx_runtimes, openvino_runtimes, tensorrt_runtimes, torch_runtimes
+    from pytest_navigator.runtimes import (
+        onnx_quantized,
+        onnx_runtimes,
+        openvino_runtimes,
+        tensorrt_runtimes,
+        torch_runtimes,
+    )
 
     found = [
         *torch_runtimes.definitions(),
         *onnx_runtimes.definitions(),
         *openvino_runtimes.definitions(),
+        *onnx_quantized.definitions(),  # opt-in, so after the default CPU set
         *tensorrt_runtimes.definitions(),
     ]
     return Registry(sorted(found, key=lambda d: d.device != "cpu"))  # CPU runtimes first, stable

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,6 +97,11 @@ class Runner(abc.ABC):
         limit = self.max_batch_size
         return limit is None or 1 <= batch_size <= limit
 
+    def diagnose(self, samples: Sequence[Sample]) -> list[str]:
+        """Where the error enters, for runtimes that can say (a quantized graph, layer by layer): one
+        line per finding on these samples; [] when the runtime has nothing to say (the default)."""
+        return []
+
     def check_sample(self, sample: Mapping[str, Any]) -> None:
         """Raise SampleError naming the input when a sample lacks one the model needs."""
         missing = [name for name in self.input_spec.names if name not in sample]
@@ -124,7 +129,8 @@ class CallableRunner(Runner):
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What a build may use: a folder for artifacts, an example request, the reference's output names."""
+    """What a build may use: a folder for artifacts, an example request, the reference's output names,
+    and for runtimes that calibrate, the samples to calibrate on."""
 
     workdir: Path
     example: Sample
@@ -134,6 +140,9 @@ class BuildContext:
     options: Any = None
     #: Built artifacts reused across runs (cache.ArtifactCache); None: build into workdir.
     cache: Any = None
+    #: Samples to calibrate on, for runtimes that calibrate (RuntimeDefinition.calibrates; a
+    #: quantizer's activation ranges): the users' own, else drawn from the spec (calibration.py).
+    calibration: tuple[Sample, ...] = ()
 
     @property
     def artifacts(self) -> Any:
@@ -164,6 +173,8 @@ class RuntimeDefinition:
     #: The model formats it is tested for when --navigator-runtimes does not name it (the default
     #: set); None: every format in `formats`. Named, it builds from any format in `formats`.
     default_formats: frozenset[Format] | None = None
+    #: Whether its build calibrates on samples: then Builds gives it BuildContext.calibration.
+    calibrates: bool = False
 
     def applies_to(self, model: Model) -> bool:
         return model.format in self.formats

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from pytest_navigator.model.loader import Model
 from pytest_navigator.runtimes import BuildContext, Registry, Runner, RuntimeDefinition
 from pytest_navigator.runtimes.batch_sizes import Sweep, build_sizes, check_sizes, configured_sizes
 from pytest_navigator.runtimes.cache import ArtifactCache
+from pytest_navigator.runtimes.calibration import calibrated
 from pytest_navigator.runtimes.runtime_options import (
     RuntimeOptionError,
     configured_options,
@@ -109,6 +110,8 @@ class Builds:
         self.settings, self.registry, self.workdir = settings, registry, workdir
         self.sweep = sweep
         self.record: Callable[[BuildRecord], None] = record or (lambda record: None)
+        #: A model's samples from the users (--navigator-samples; set by the session): calibrating runtimes use them.
+        self.user_samples: Callable[[Model], Sequence[Sample]] = lambda model: ()
         self._runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = {}
         self._references: dict[Path, Runner] = {}
         self._examples: dict[Path, Sample] = {}
@@ -272,10 +275,11 @@ class Builds:
         return built
 
     def runtime_context(self, model: Model, runtime: str) -> BuildContext:
-        """What a build of runtime id `runtime` gets: `context`, with the reference's output names and the
-        runtime's options (building the reference first)."""
+        """What a build of runtime id `runtime` gets: `context`, with the reference's output names, the runtime's
+        options (building the reference first) and, if it calibrates, its calibration samples."""
         reference = self.reference(model)
-        return replace(self.context(model, reference.output_names), options=self.options(runtime))
+        context = replace(self.context(model, reference.output_names), options=self.options(runtime))
+        return calibrated(context, model, self.user_samples) if self.registry.get(runtime).calibrates else context
 
     def context(self, model: Model, output_names: tuple[str, ...]) -> BuildContext:
         """What a build of `model` gets: a folder, the example request, the batch sizes, the cache."""

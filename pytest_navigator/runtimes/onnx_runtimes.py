@@ -58,15 +58,21 @@ def export_onnx(model: Model, ctx: BuildContext) -> Path:
     """
     if model.format is Format.ONNX:
         return model.path
-    parts = {
+    return ctx.artifacts.fetch(ONNX_EXPORT, model, ctx, export_identity(model, ctx))
+
+
+def export_identity(model: Model, ctx: BuildContext) -> dict[str, Any]:
+    """What decides the ONNX form of `model` (the export's cache key parts; an ONNX model's content),
+    for artifacts built from it (a quantized model) to hold in their own keys."""
+    if model.format is Format.ONNX:
+        return {"model": model.fingerprint, "format": model.format.value}
+    return {
         "model": model.fingerprint,
         "format": model.format.value,
         "spec": str(model.io_spec),
         "outputs": list(ctx.output_names),
         "opset": OPSET,
     }
-
-    return ctx.artifacts.fetch(ONNX_EXPORT, model, ctx, parts)
 
 
 def _convert_onnx(model: Model, ctx: BuildContext, folder: Path) -> tuple[str, dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +111,10 @@ class WorkerRunner(Runner):
     @property
     def planned_batch_sizes(self) -> tuple[int, ...]:
         return tuple(self._method("planned_batch_sizes"))
+
+    def diagnose(self, samples: Sequence[Sample]) -> list[str]:
+        found: list[str] = self._method("diagnose", list(samples))
+        return found
 
     def prepare(self, sample: Sample) -> Any:
         raise NavigatorError(f"{self.runtime} runs in a worker process: measure it with measure(), not run()")

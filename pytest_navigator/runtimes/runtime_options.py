@@ -1,6 +1,6 @@
 """Runtime options: one config class per runtime family (seed 000's CustomConfigForFormat), in the
 role MegEngine Lite's LiteOptions play (seed 004): threads, graph optimization, precision, TF32,
-CUDA graphs, workspace limits.
+CUDA graphs, workspace limits. (The int8 runtimes' classes are in quantization_options.py.)
 
 Options come from the CLI (`--navigator-runtime-option onnxruntime-cpu:intra_op_num_threads=1`),
 the ini (`navigator_runtime_options`, one per line) or a marker
@@ -70,7 +70,8 @@ class _Options(CustomConfigForFormat):
         hints = _hints(cls)
         parts = []
         for item in fields(cls):  # type: ignore[arg-type]
-            parts.append(f"{item.name} ({_accepted(hints[item.name])}, default {_text(item.default)})")
+            default = _text(item.default) if item.default != "" else "none"
+            parts.append(f"{item.name} ({_accepted(hints[item.name])}, default {default})")
         return "; ".join(parts)
 
 
@@ -241,6 +242,8 @@ def _accepted(hint: Any) -> str:
         return "true | false"
     if hint is int:
         return "integer >= 0"
+    if hint is str:
+        return "text"
     return getattr(hint, "__name__", str(hint))
 
 

@@ -20,15 +20,17 @@ from pytest_navigator.settings import Settings
 
 def test_registry_lists_cpu_runtimes_first_and_every_gpu_runtime() -> None:
     names = default_registry().names
-    assert names[:6] == (
+    assert names[:8] == (
         "torch-cpu",
         "torchscript-cpu",
         "torch-compile-cpu",
         "torch-aoti-cpu",
         "onnxruntime-cpu",
         "openvino-cpu",
+        "onnxruntime-int8-cpu",  # opt-in: after the CPU runtimes a run tests by default
+        "onnxruntime-int8-dynamic-cpu",
     )
-    assert set(names[6:]) == {
+    assert set(names[8:]) == {
         "torch-cuda",
         "torchscript-cuda",
         "torch-compile-cuda",
