@@ -21,6 +21,7 @@ from pytest_navigator.errors import NavigatorError
 _moved.install()  # old flat import paths (pytest_navigator.telemetry, ...) keep working, with a warning
 
 if TYPE_CHECKING:
+    from pytest_navigator.check.agreement import agreement
     from pytest_navigator.check.strategies import samples
     from pytest_navigator.check.verify import DEFAULT_TOLERANCES, Tolerance, allclose, cosine, topk_agreement
 
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "DEFAULT_TOLERANCES": "pytest_navigator.check.verify",
     "Tolerance": "pytest_navigator.check.verify",
+    "agreement": "pytest_navigator.check.agreement",
     "allclose": "pytest_navigator.check.verify",
     "cosine": "pytest_navigator.check.verify",
     "topk_agreement": "pytest_navigator.check.verify",
@@ -56,6 +58,7 @@ __all__ = [
     "Tolerance",
     "VerifyFunction",
     "__version__",
+    "agreement",
     "allclose",
     "cosine",
     "samples",

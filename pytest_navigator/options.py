@@ -269,10 +269,8 @@ OPTIONS: tuple[Option, ...] = (
         AGREEMENT,
         "navigator_agreement",
         "linelist",
-        "Thresholds of the agreement verdict that judges quantized (int8) runtimes, [RUNTIME:]NAME=VALUE[,NAME=VALUE] "
-        "(repeatable; without RUNTIME: every quantized runtime): top1 and topk (shares of rows), k, cosine (median), "
-        "sqnr and floor (dB), e.g. onnxruntime-int8-cpu:sqnr=20,top1=95% (defaults: top1=0.9, topk=0.8, k=5, "
-        "cosine=0.99, sqnr=15, floor=0).",
+        "Thresholds of the agreement verdict of quantized (int8) runtimes, [RUNTIME:]NAME=VALUE[,...] (repeatable; "
+        "no RUNTIME: all): top1, topk (shares of rows), k, cosine (median), sqnr, floor (dB), e.g. sqnr=20,top1=95%.",
     ),
     _option(
         CACHE,
@@ -375,8 +373,7 @@ MARKER_SETTINGS: dict[str, str] = {
     "examples": EXAMPLES,
     "strict": STRICT,
     "allow_nonfinite": ALLOW_NONFINITE,
-    "agreement": "a quantized runtime's agreement thresholds for this test, e.g. {'sqnr': 20, 'top1': 0.95} "
-    "(as " + AGREEMENT + ")",
+    "agreement": "a quantized runtime's agreement thresholds, e.g. {'sqnr': 20, 'top1': 0.95} (as " + AGREEMENT + ")",
     "runtime_options": "runtime options by runtime name for the navigator_runner fixture, e.g. "
     "{'onnxruntime-cpu': {'intra_op_num_threads': 1}} (as " + RUNTIME_OPTION + ")",
     "timeout": TIMEOUT,

@@ -10,8 +10,11 @@ wrong instrument. What a correct int8 model keeps is what its outputs mean:
   and the signal-to-quantization-noise ratio, SQNR = 10 log10(sum ref^2 / sum (ref - got)^2) in dB.
 
 The figures are pooled over every sample the check ran and judged once at its end (`conclude`):
-one flipped class among near-ties is not a fault, a model that lost its meaning is. A row whose error
-is as large as its signal (SQNR below `floor`, 0 dB by default) fails on the spot, so Hypothesis
+one flipped class among near-ties is not a fault, a model that lost its meaning is. The samples are
+drawn like the calibration samples (strategies.samples(realistic=True): every element random at full
+scale), because a statically quantized model honestly loses inputs its calibration never saw:
+Hypothesis's usual sparse arrays and inputs a hundred times smaller measured near 0 dB on a correct
+int8 ResNet-18. `floor` (off by default) fails any single row below it on the spot, so Hypothesis
 shrinks it. The defaults are met by an honest int8 quantization of the architectures in
 `harness.architectures` and missed by real quantization faults: `python -m harness.bench_quantized`.
 """
@@ -42,22 +45,28 @@ EXACT_DB = 200.0
 class Thresholds:
     """What an int8 runtime must keep, pooled over the check's samples (see the module docstring)."""
 
+    # Measured (harness/bench_quantized.py --seeds 3, seeded realistic weights): honest int8 runtimes of
+    # ResNet-18, MobileNetV3-Small and BERT (static) and of all four with GPT-2 (dynamic) kept top-1 66-100%,
+    # top-5 overlap >= 80%, median cosine >= 0.9847 and median SQNR >= 14.1 dB (MobileNetV3-Small's static
+    # quantization the lowest of each); calibration on zeros and a doubled weight scale fell to top-1
+    # 0-68% and SQNR -6 to 5 dB on the CNNs. A threshold above an honest runtime's figure is a false alarm.
     #: Share of class-axis rows whose top-1 class is the reference's.
-    top1: float = 0.9
+    top1: float = 0.6
     #: Mean share of the reference's top-k classes among the runtime's top k.
-    topk: float = 0.8
+    topk: float = 0.75
     k: int = 5
     #: Median cosine similarity of a row with the reference's.
-    cosine: float = 0.99
+    cosine: float = 0.98
     #: Median SQNR of a row, in dB.
-    sqnr: float = 15.0
-    #: Any row below this SQNR (dB) fails on its own sample: its error is as large as its signal.
-    floor: float = 0.0
+    sqnr: float = 12.0
+    #: Any row below this SQNR (dB) fails on its own sample (off by default: see the module docstring).
+    floor: float = -math.inf
 
     def __str__(self) -> str:
         return (
             f"top-1 >= {self.top1:.0%}, top-{self.k} overlap >= {self.topk:.0%}, median cosine >= {self.cosine:g}, "
-            f"median SQNR >= {self.sqnr:g} dB, every row's SQNR >= {self.floor:g} dB"
+            f"median SQNR >= {self.sqnr:g} dB"
+            + (f", every row's SQNR >= {self.floor:g} dB" if self.floor > -math.inf else "")
         )
 
 
@@ -151,7 +160,7 @@ class Agreement(ExplainingVerify):
                 row = int(np.argmin(figures.sqnr))
                 problems.append(
                     f"output {name!r}: SQNR {figures.sqnr[row]:.1f} dB at row {row} is below the floor of "
-                    f"{self.thresholds.floor:g} dB (the error is as large as the output itself; cosine "
+                    f"{self.thresholds.floor:g} dB (cosine "
                     f"{figures.cosine[row]:.4f}); {int(low.sum())} of {low.size} rows below"
                 )
         return problems
@@ -230,6 +239,8 @@ def _number(name: str, value: Any, where: str) -> float | int:
         raise VerifyError(f"{where}: {name}={value!r}; give a share from 0 to 1 (or a percentage, e.g. 90%).")
     if name == "cosine" and not -1 <= number <= 1:
         raise VerifyError(f"{where}: cosine={value!r}; give a similarity from -1 to 1.")
+    if name == "floor" and number == -math.inf:  # off
+        return number
     if not math.isfinite(number):
         raise VerifyError(f"{where}: {name}={value!r}; give a number of dB, e.g. {name}=15.")
     return number

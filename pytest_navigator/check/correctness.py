@@ -20,6 +20,7 @@ import numpy as np
 
 from pytest_navigator import options
 from pytest_navigator.check.agreement import (
+    QUANTIZED,
     Agreement,
     OutputAgreement,
     OutputFigures,
@@ -28,7 +29,7 @@ from pytest_navigator.check.agreement import (
     thresholds_for,
 )
 from pytest_navigator.check.budget import default_verify
-from pytest_navigator.check.failures import replay_command, save_failure, shown
+from pytest_navigator.check.failures import replay_command, save_failure, saved_lines, shown
 from pytest_navigator.check.hypothesis_profiles import (  # noqa: F401 - importable from here, as before the split
     CI_PROFILE,
     DEV_PROFILE,
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 DEFAULT_EXAMPLES = 25
 #: Samples a failed agreement verdict saves for replay (the lowest SQNR first), and diagnoses.
 WORST_SAMPLES = 3
+#: Samples the layer-wise diagnosis of a failed agreement verdict runs on.
+DIAGNOSED = 8
 
 
 class CorrectnessFailure(AssertionError):
@@ -251,17 +254,12 @@ class _RuntimeCheck:
         ]
         worst = sorted(self.agreement, key=lambda item: sample_score(item[2]))[:WORST_SAMPLES]
         for label, sample, figures in worst:
-            saved = save_failure(context.state_dir, model, runtime, sample)
             where = shown(Path(label), here) if label.endswith(".npz") else label
-            figures_text = ", ".join(
-                f"{name!r} SQNR {f.worst_sqnr:.1f} dB"
-                for name, f in figures.items()
-                if name in {o.name for o in pooled}
-            )
-            lines.append(f"    {describe(sample)} ({where}): {figures_text}")
-            lines.append(f"      saved: {shown(saved, here)}")
-            lines.append(f"      replay: {replay_command(model, runtime, saved, here, context.trust_model)}")
-        lines += [f"  {line}" for line in self._diagnosis([sample for _, sample, _ in worst])]
+            text = ", ".join(f"{name!r} SQNR {f.worst_sqnr:.1f} dB" for name, f in figures.items())
+            lines.append(f"    {describe(sample)} ({where}): {text}")
+            lines += saved_lines(context.state_dir, model, runtime, sample, here, context.trust_model, "      ")
+        # the first samples, not the worst: a fault runs through all, the worst may be unlike the calibration data
+        lines += [f"  {line}" for line in self._diagnosis([sample for _, sample, _ in self.agreement[:DIAGNOSED]])]
         return "\n".join(lines)
 
     def _diagnosis(self, samples: list[Sample]) -> list[str]:
@@ -285,7 +283,9 @@ class _RuntimeCheck:
         from hypothesis.errors import Flaky
 
         context, observed = self.context, self.observed
-        strategy = samples(self.model.io_spec, context.batch_sizes, self.runner.max_batch_size)
+        # a quantized runtime is judged on inputs like those it was calibrated on (agreement.py)
+        realistic = context.precision in QUANTIZED
+        strategy = samples(self.model.io_spec, context.batch_sizes, self.runner.max_batch_size, realistic)
 
         def generated_sample_agrees(sample: Sample) -> None:
             observed.generated += 1
@@ -339,15 +339,13 @@ class _RuntimeCheck:
         return found[-1]
 
     def _crash_message(self, sample: Sample, label: str, crash: RuntimeCrashError) -> str:
-        context, runtime = self.context, self.runner.runtime
-        saved = save_failure(context.state_dir, self.model, runtime, sample)
-        where = label if not label.endswith(".npz") else shown(Path(label), context.invocation_dir)
+        context, runtime, here = self.context, self.runner.runtime, self.context.invocation_dir
+        where = label if not label.endswith(".npz") else shown(Path(label), here)
         return "\n".join(
             [
                 f"{runtime} on {self.model.name}, on a sample of {describe(sample)} ({where}):",
                 f"  {crash}",
-                f"  saved: {shown(saved, context.invocation_dir)}",
-                f"  replay: {replay_command(self.model, runtime, saved, context.invocation_dir, context.trust_model)}",
+                *saved_lines(context.state_dir, self.model, runtime, sample, here, context.trust_model, "  "),
             ]
         )
 

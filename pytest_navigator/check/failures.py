@@ -29,6 +29,17 @@ def save_failure(state_dir: Path, model: Model, runtime: str, sample: Sample) ->
     return path
 
 
+def saved_lines(
+    state_dir: Path, model: Model, runtime: str, sample: Sample, here: Path | None, trust_model: bool, indent: str
+) -> list[str]:
+    """A failing sample saved (save_failure), as a message's 'saved:' and 'replay:' lines."""
+    saved = save_failure(state_dir, model, runtime, sample)
+    return [
+        f"{indent}saved: {shown(saved, here)}",
+        f"{indent}replay: {replay_command(model, runtime, saved, here, trust_model)}",
+    ]
+
+
 def replay_command(model: Model, runtime: str, saved: Path, here: Path | None, trust_model: bool = False) -> str:
     """The one-line command that checks `saved` (a failing sample) on `runtime` again."""
     parts = [

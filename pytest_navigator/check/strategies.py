@@ -93,13 +93,15 @@ DISCRETE_MODES = ("uniform",)
 
 
 def samples(
-    io_spec: IOSpec, batch_sizes: Iterable[int] = (), max_batch_size: int | None = None
+    io_spec: IOSpec, batch_sizes: Iterable[int] = (), max_batch_size: int | None = None, realistic: bool = False
 ) -> SearchStrategy[Sample]:
     """A Hypothesis strategy of Samples (input name -> numpy array) that respect the spec.
 
     dtypes, fixed and dynamic axes (within their bounds; inputs naming the same axis share its
     size) and declared value ranges are respected. The batch size ranges from the smallest allowed
     up to the largest of `batch_sizes` (at least 8), capped by the spec and by `max_batch_size`.
+    `realistic`: every array drawn as random_sample draws it (all elements random at full scale, no
+    edge values), the distribution a quantized runtime is calibrated on; only seeds and sizes vary.
     """
     from hypothesis import strategies as st
 
@@ -112,10 +114,20 @@ def samples(
         sample: Sample = {}
         for spec in io_spec:
             shape = concrete_shape(spec, batch, axis_sizes, lambda lo, hi: draw(st.integers(lo, hi)))
-            sample[spec.name] = materialize(spec, shape, draw(recipes(spec, int(np.prod(shape)))))
+            size = int(np.prod(shape))
+            recipe = _realistic(spec, draw) if realistic else draw(recipes(spec, size))
+            sample[spec.name] = materialize(spec, shape, recipe)
         return sample
 
     return draw_sample()
+
+
+def _realistic(spec: TensorSpec, draw: DrawFn) -> Recipe:
+    """random_recipe's array, its seed drawn by Hypothesis."""
+    from hypothesis import strategies as st
+
+    mode = "normal" if spec.is_float and spec.value_range is None else "uniform"
+    return Recipe(mode=mode, seed=draw(st.integers(0, 2**32 - 1)), count=None)
 
 
 def recipes(spec: TensorSpec, size: int) -> SearchStrategy[Recipe]:

@@ -229,8 +229,7 @@ def correctness_from_dict(model: Path, runtime: str, data: dict[str, Any]) -> Co
             o.get("max_rel_error", float("nan")),
             o.get("max_abs_reference") if o.get("max_abs_reference") is not None else float("nan"),
             bool(o.get("constant", False)),
-            o.get("budget_ratio"),
-            o.get("truth"),
+            *(o.get(name) for name in ("budget_ratio", "truth")),
             bool(o.get("nonfinite", False)),
             *(o.get(name) for name in ("median_sqnr", "worst_sqnr", "median_cosine", "top1", "topk")),
         )

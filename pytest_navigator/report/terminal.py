@@ -198,7 +198,35 @@ def performance_summary(report: RunReport) -> str:
             f"(p50 {quick[2].shown_figures()['p50']:.3f} ms)"
         )
         lines += _best(report)
+    lines += _speedups(best)
     return "\n".join(lines)
+
+
+#: Precisions whose runtimes are shown beside the fp32 runtime of their family.
+_REDUCED = {"int8", "fp8", "int4", "fp16", "bf16"}
+
+
+def fp32_family(runtime: str) -> str:
+    """The fp32 runtime a reduced-precision one is made from: 'onnxruntime-int8-dynamic-cpu:per_channel=false'
+    -> 'onnxruntime-cpu', 'tensorrt-fp16' -> 'tensorrt'."""
+    parts = runtime.partition(":")[0].split("-")
+    return "-".join(p for p in parts if p not in _REDUCED and p != "dynamic")
+
+
+def _speedups(best: list[tuple[str, str, Any]]) -> list[str]:
+    """Each reduced-precision runtime's throughput over its fp32 family's, at the batch sizes both measured
+    stably in this run (the same process, the same machine state: a ratio, not two absolute figures)."""
+    stable = {(model, runtime, batch.batch_size): batch.shown_figures()["throughput"] for model, runtime, batch in best}
+    found: dict[tuple[str, str, str], list[str]] = {}
+    for (model, runtime, size), throughput in stable.items():
+        family = fp32_family(runtime)
+        base = stable.get((model, family, size))
+        if family != runtime.partition(":")[0] and base:
+            found.setdefault((model, runtime, family), []).append(f"{throughput / base:.2f}x at batch {size}")
+    return [
+        f"{model} {runtime}: speed-up over {family}: {', '.join(ratios)} (throughput, this run)"
+        for (model, runtime, family), ratios in found.items()
+    ]
 
 
 def _best(report: RunReport) -> list[str]:

@@ -123,7 +123,7 @@ def navigator_verify():
             "*test_values_must_match FAILED*",
             "*test_a_plain_seed_000_function PASSED*",
             "*doubling disagrees with the reference (torch-cpu) on mlp.pt2, judged by allclose(atol=0.001, rtol=0.001):*",
-            "*the navigator marker has no setting 'tolerance'; it takes verify, examples, strict, allow_nonfinite, runtime_options, timeout, mode, window, stability, max_trials, time_budget, interference, profile, batch_sizes*",
+            "*the navigator marker has no setting 'tolerance'; it takes verify, examples, strict, allow_nonfinite, agreement, runtime_options, timeout, mode, window, stability, max_trials, time_budget, interference, profile, batch_sizes*",
         ]
     )
 
