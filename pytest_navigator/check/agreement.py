@@ -188,8 +188,8 @@ class Agreement(ExplainingVerify):
         cosine = np.concatenate([p.cosine for p in parts])
         sqnr = np.concatenate([p.sqnr for p in parts])
         classes = [p for p in parts if p.top1 is not None and p.topk is not None]
-        top1 = float(np.concatenate([p.top1 for p in classes]).mean()) if classes else None  # type: ignore[misc]
-        topk = float(np.concatenate([p.topk for p in classes]).mean()) if classes else None  # type: ignore[misc]
+        top1 = float(np.concatenate([p.top1 for p in classes]).mean()) if classes else None
+        topk = float(np.concatenate([p.topk for p in classes]).mean()) if classes else None
         median_cosine, median_sqnr = float(np.median(cosine)), float(np.median(sqnr))
         problems = []
         if top1 is not None and top1 < limits.top1:
@@ -254,7 +254,8 @@ def with_thresholds(base: Thresholds, values: Mapping[str, Any], where: str) -> 
             f"{where}: no agreement threshold {', '.join(map(repr, unknown))}; the thresholds are "
             f"{', '.join(f.name for f in fields(Thresholds))} (defaults: {Thresholds()})."
         )
-    return replace(base, **{name: _number(name, value, where) for name, value in values.items()})
+    changed: dict[str, Any] = {name: _number(name, value, where) for name, value in values.items()}
+    return replace(base, **changed)
 
 
 def parse_specs(specs: Iterable[str], where: str) -> list[tuple[str, dict[str, str]]]:

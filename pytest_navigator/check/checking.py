@@ -125,12 +125,12 @@ def correctness_detail(report: CorrectnessReport) -> str:
     detail = f"{report.samples} samples{given}{batches}, max abs error {worst:.2g}"
     judged = [o for o in report.outputs if o.median_sqnr is not None]
     if judged:  # agreement (a quantized runtime): what the outputs mean, not how far they are
-        worst = min(judged, key=lambda o: o.median_sqnr or 0.0)
+        lowest = min(judged, key=lambda o: o.median_sqnr or 0.0)
         classes = [o for o in judged if o.top1 is not None]
         top1 = f"top-1 agrees in {min(o.top1 or 0.0 for o in classes):.1%}, " if classes else ""
         return (
-            f"{report.samples} samples{given}{batches}, {top1}SQNR median {worst.median_sqnr:.1f} dB "
-            f"(worst row {min(o.worst_sqnr or 0.0 for o in judged):.1f} dB), cosine median {worst.median_cosine:.4f}"
+            f"{report.samples} samples{given}{batches}, {top1}SQNR median {lowest.median_sqnr:.1f} dB "
+            f"(worst row {min(o.worst_sqnr or 0.0 for o in judged):.1f} dB), cosine median {lowest.median_cosine:.4f}"
         )
     ratios = [o for o in report.outputs if o.budget_ratio is not None]
     if ratios and report.budget_multiple is not None:

@@ -229,9 +229,8 @@ def correctness_from_dict(model: Path, runtime: str, data: dict[str, Any]) -> Co
             o.get("max_rel_error", float("nan")),
             o.get("max_abs_reference") if o.get("max_abs_reference") is not None else float("nan"),
             bool(o.get("constant", False)),
-            *(o.get(name) for name in ("budget_ratio", "truth")),
-            bool(o.get("nonfinite", False)),
-            *(o.get(name) for name in ("median_sqnr", "worst_sqnr", "median_cosine", "top1", "topk")),
+            nonfinite=bool(o.get("nonfinite", False)),
+            **{f.name: o.get(f.name) for f in dataclasses.fields(OutputSummary) if f.default is None},
         )
         for o in data.get("outputs") or ()
     )
