@@ -168,19 +168,8 @@ def run_seed(
 
 
 def fails(row: dict[str, Any], limits: Thresholds) -> list[str]:
-    """What the default agreement verdict would say of these pooled figures (agreement.Agreement._pooled)."""
-    found = []
-    if row["top1"] is not None and row["top1"] < limits.top1:
-        found.append("top-1")
-    if row["topk"] is not None and row["topk"] < limits.topk:
-        found.append("top-5")
-    if row["median_sqnr"] < limits.sqnr:
-        found.append("SQNR")
-    if row["median_cosine"] < limits.cosine:
-        found.append("cosine")
-    if row["worst_sqnr"] < limits.floor:
-        found.append("floor")
-    return found
+    """The thresholds the default agreement verdict would say these pooled figures miss."""
+    return list(limits.missed(row["top1"], row["topk"], row["median_sqnr"], row["median_cosine"]))
 
 
 def _share(value: float | None) -> str:

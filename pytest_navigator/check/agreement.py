@@ -62,6 +62,22 @@ class Thresholds:
     #: Any row below this SQNR (dB) fails on its own sample (off by default: see the module docstring).
     floor: float = -math.inf
 
+    def missed(
+        self, top1: float | None, topk: float | None, median_sqnr: float, median_cosine: float
+    ) -> dict[str, str]:
+        """The pooled figures that miss their threshold, by threshold name, each with its message (top1
+        and topk only where there is a class axis)."""
+        found = {}
+        if top1 is not None and top1 < self.top1:
+            found["top1"] = f"top-1 agreement {top1:.1%} < {self.top1:.0%}"
+        if topk is not None and topk < self.topk:
+            found["topk"] = f"top-{self.k} overlap {topk:.1%} < {self.topk:.0%}"
+        if median_sqnr < self.sqnr:
+            found["sqnr"] = f"median SQNR {median_sqnr:.1f} dB < {self.sqnr:g} dB"
+        if median_cosine < self.cosine:
+            found["cosine"] = f"median cosine {median_cosine:.4f} < {self.cosine:g}"
+        return found
+
     def __str__(self) -> str:
         return (
             f"top-1 >= {self.top1:.0%}, top-{self.k} overlap >= {self.topk:.0%}, median cosine >= {self.cosine:g}, "
@@ -150,11 +166,16 @@ class Agreement(ExplainingVerify):
         self.precision = precision
 
     def explain(self, expected: Sample, actual: Sample, truth: Truth | None = None) -> list[str]:
+        return self.judge(expected, actual)[0]
+
+    def judge(self, expected: Sample, actual: Sample) -> tuple[list[str], dict[str, OutputFigures]]:
+        """One sample's problems (structure, rows below `floor`) and the figures `conclude` pools."""
         structural = structural_problems(expected, actual)
         if structural:
-            return structural
+            return structural, {}
         problems = []
-        for name, figures in self.figures(expected, actual).items():
+        found = self.figures(expected, actual)
+        for name, figures in found.items():
             low = figures.sqnr < self.thresholds.floor
             if low.any():
                 row = int(np.argmin(figures.sqnr))
@@ -163,7 +184,7 @@ class Agreement(ExplainingVerify):
                     f"{self.thresholds.floor:g} dB (cosine "
                     f"{figures.cosine[row]:.4f}); {int(low.sum())} of {low.size} rows below"
                 )
-        return problems
+        return problems, found
 
     def figures(self, expected: Sample, actual: Sample) -> dict[str, OutputFigures]:
         """Each float output's figures for one sample whose structure agrees."""
@@ -191,15 +212,7 @@ class Agreement(ExplainingVerify):
         top1 = float(np.concatenate([p.top1 for p in classes]).mean()) if classes else None
         topk = float(np.concatenate([p.topk for p in classes]).mean()) if classes else None
         median_cosine, median_sqnr = float(np.median(cosine)), float(np.median(sqnr))
-        problems = []
-        if top1 is not None and top1 < limits.top1:
-            problems.append(f"top-1 agreement {top1:.1%} < {limits.top1:.0%}")
-        if topk is not None and topk < limits.topk:
-            problems.append(f"top-{limits.k} overlap {topk:.1%} < {limits.topk:.0%}")
-        if median_sqnr < limits.sqnr:
-            problems.append(f"median SQNR {median_sqnr:.1f} dB < {limits.sqnr:g} dB")
-        if median_cosine < limits.cosine:
-            problems.append(f"median cosine {median_cosine:.4f} < {limits.cosine:g}")
+        problems = limits.missed(top1, topk, median_sqnr, median_cosine).values()
         return OutputAgreement(
             name,
             int(cosine.size),

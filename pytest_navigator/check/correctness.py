@@ -222,15 +222,18 @@ class _RuntimeCheck:
                 sample, label, [f"{self.runner.runtime} raised {describe_error(exc)}"], "raised"
             ) from exc
         truth = self.reference.truth(sample) if getattr(self.verify, "uses_truth", False) else None
-        problems = explain(self.verify, expected, actual, self.fixed, truth)
+        if isinstance(self.verify, Agreement):  # its figures once: judged here, pooled at the end
+            problems, figures = self.verify.judge(expected, actual)
+        else:
+            problems, figures = explain(self.verify, expected, actual, self.fixed, truth), None
         self.observed.add(expected, actual, truth, self.verify)
         self.observed.batch_sizes.update(
             sample[t.name].shape[0] for t in self.model.io_spec if t.batch_axis is not None
         )
         if problems:
             raise _SampleFailed(sample, label, problems)
-        if isinstance(self.verify, Agreement):
-            self.agreement.append((label, sample, self.verify.figures(expected, actual)))
+        if figures is not None:
+            self.agreement.append((label, sample, figures))
 
     def _conclude(self) -> list[OutputAgreement]:
         """Agreement's verdict over every sample (each passed on its own): raise CorrectnessFailure
