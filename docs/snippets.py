@@ -51,6 +51,18 @@ def pytest_navigator_register_runtimes(registry, config):
     registry.register(RuntimeDefinition("negative-bug", build))
 """
 
+#: A conftest whose calibration data holds one glitched value: the docs' int8 failure example.
+GLITCHED_CALIBRATION = """\
+import numpy as np
+
+
+def pytest_navigator_calibration_data(model, runtime, config):
+    \"\"\"What onnxruntime-int8-cpu calibrates on: 8 requests of 4 rows, one with a glitched value.\"\"\"
+    data = np.random.default_rng(0).standard_normal((8, 4, 64)).astype(np.float32)
+    data[0, 0, 0] = 1000.0  # a sensor glitch: MinMax calibration stretches the input's range to it
+    return list(data)
+"""
+
 
 @dataclass(frozen=True)
 class Snippet:
@@ -82,6 +94,13 @@ SNIPPET_LIST: tuple[Snippet, ...] = (
         ("pytest --navigator-model=demo/mlp.pt2 --navigator-runtimes=negative-bug --navigator-no-profile",),
         files={"conftest.py": NEGATIVE_BUG},
         about="a runtime that is wrong only for negative inputs: the shrunk sample, the figures, the replay command",
+        expect_status=1,
+    ),
+    Snippet(
+        "int8-failure",
+        ("pytest --navigator-model=demo/mlp.pt2 --navigator-runtimes=onnxruntime-int8-cpu --navigator-no-profile",),
+        files={"conftest.py": GLITCHED_CALIBRATION},
+        about="an int8 runtime calibrated on data with one glitched value: the figures, the worst samples, the first bad layer",
         expect_status=1,
     ),
     Snippet(

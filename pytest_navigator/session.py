@@ -115,7 +115,7 @@ class NavigatorSession:
     def load_user_samples(self) -> None:
         self.checking.load_user_samples(self.load_models())
 
-    def _user_samples(self, model: Model) -> list[Sample]:
+    def _user_samples(self, model: Model, runtime: str) -> list[Sample]:
         """--navigator-samples' samples of `model` (--navigator-against's too): what calibrating runtimes use."""
         return [sample for _, sample in self.checking.user_samples(model, lambda: [*self.load_models(), model])]
 

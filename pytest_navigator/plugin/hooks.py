@@ -67,6 +67,7 @@ class NavigatorPlugin:
         from pytest_navigator.config import MeasurementMode
         from pytest_navigator.errors import NavigatorError
         from pytest_navigator.locations import check_locations
+        from pytest_navigator.plugin import calibration
         from pytest_navigator.runtimes import default_registry
         from pytest_navigator.session import NavigatorSession
         from pytest_navigator.settings import settings_from
@@ -84,6 +85,7 @@ class NavigatorPlugin:
             )
             check_locations(settings)
             session = NavigatorSession(settings, registry)
+            session.builds.user_samples = calibration.hooked(config, session.builds.user_samples)
             registry.select(settings.runtimes)  # unknown names fail now, listing the known ones
             for name in session.runtime_options:
                 session.builds.runtime_id(name)  # unknown runtimes, options or values fail now too

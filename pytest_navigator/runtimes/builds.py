@@ -110,8 +110,8 @@ class Builds:
         self.settings, self.registry, self.workdir = settings, registry, workdir
         self.sweep = sweep
         self.record: Callable[[BuildRecord], None] = record or (lambda record: None)
-        #: A model's samples from the users (--navigator-samples; set by the session): calibrating runtimes use them.
-        self.user_samples: Callable[[Model], Sequence[Sample]] = lambda model: ()
+        #: (model, runtime name) -> the samples it calibrates on when given (set by the session and plugin).
+        self.user_samples: Callable[[Model, str], Sequence[Sample]] = lambda model, runtime: ()
         self._runners: dict[tuple[Path, str], Runner | RuntimeBuildError] = {}
         self._references: dict[Path, Runner] = {}
         self._examples: dict[Path, Sample] = {}
@@ -279,7 +279,8 @@ class Builds:
         options (building the reference first) and, if it calibrates, its calibration samples."""
         reference = self.reference(model)
         context = replace(self.context(model, reference.output_names), options=self.options(runtime))
-        return calibrated(context, model, self.user_samples) if self.registry.get(runtime).calibrates else context
+        definition = self.registry.get(runtime)
+        return calibrated(context, model, definition.name, self.user_samples) if definition.calibrates else context
 
     def context(self, model: Model, output_names: tuple[str, ...]) -> BuildContext:
         """What a build of `model` gets: a folder, the example request, the batch sizes, the cache."""

@@ -35,11 +35,14 @@ CALIBRATION_SEED = 32_008
 CALIBRATION_BATCH_CAP = MIN_BATCH_CAP
 
 
-def calibrated(context: BuildContext, model: Model, users: Callable[[Model], Sequence[Sample]]) -> BuildContext:
-    """`context` with the samples its runtime calibrates on: as many as its options' calibration_samples
-    (DEFAULT_CALIBRATION_SAMPLES for options without it), of `users(model)` or drawn."""
+def calibrated(
+    context: BuildContext, model: Model, runtime: str, users: Callable[[Model, str], Sequence[Sample]]
+) -> BuildContext:
+    """`context` with the samples runtime `runtime` calibrates on: as many as its options' calibration_samples
+    (DEFAULT_CALIBRATION_SAMPLES for options without it), of `users(model, runtime)` or drawn."""
     count = getattr(context.options, "calibration_samples", DEFAULT_CALIBRATION_SAMPLES)
-    return replace(context, calibration=calibration_samples(model.io_spec, context.batch_sizes, count, users(model)))
+    given = users(model, runtime)
+    return replace(context, calibration=calibration_samples(model.io_spec, context.batch_sizes, count, given))
 
 
 def calibration_samples(

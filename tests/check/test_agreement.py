@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,39 @@ def test_a_quantized_runtime_is_checked_on_samples_drawn_like_its_calibration_da
     # every element random at full scale: no sparse arrays, no hundredfold smaller inputs, no edge values
     assert all((array != 0).all() and 0.5 < array.std() < 1.6 and np.abs(array).max() < 7 for array in seen)
     assert len({array.shape[0] for array in seen}) > 1 and len({float(array[0, 0]) for array in seen}) > 5
+
+
+_GLITCHED_CALIBRATION = """
+import numpy as np
+
+
+def pytest_navigator_calibration_data(model, runtime, config):
+    with open("asked.txt", "a") as file:
+        print(model.name, runtime, file=file)
+    if runtime == "onnxruntime-int8-cpu":
+        images = np.random.default_rng(0).standard_normal((4, 2, 3, 16, 16)).astype(np.float32)
+        images[0, 0, 0, 0, 0] = 1e4  # one glitched pixel: a MinMax calibration stretches every range to it
+        return list(images)
+    return None
+"""
+
+
+def test_a_conftest_hook_gives_the_data_it_calibrates_on_once_for_the_whole_run(
+    pytester: pytest.Pytester, cnn: Path
+) -> None:
+    for name in ("cnn.onnx", "cnn.navigator.toml"):
+        shutil.copy(cnn.with_name(name), pytester.path / name)
+    pytester.makeini("[pytest]\naddopts = --navigator-no-profile --navigator-seed=1 --navigator-examples=10")
+    honest = pytester.runpytest("--navigator-model=cnn.onnx", f"--navigator-runtimes={STATIC}")
+    honest.assert_outcomes(passed=1)
+    pytester.makeconftest(_GLITCHED_CALIBRATION)
+    blank = pytester.runpytest(
+        "--navigator-model=cnn.onnx", f"--navigator-runtimes={STATIC},onnxruntime-int8-dynamic-cpu", "-p", "no:randomly"
+    )
+    blank.assert_outcomes(passed=1, failed=1)  # the dynamic one does not calibrate, and is not asked
+    blank.stdout.fnmatch_lines(
+        [f"*{STATIC} disagrees with the reference*", "*where the error enters*", "*first drop at*"], consecutive=False
+    )
+    assert (pytester.path / "asked.txt").read_text().splitlines() == [f"cnn.onnx {STATIC}"]
+    entries = pytester.path / ".navigator" / "cache" / "onnx-int8-static"
+    assert len(list(entries.glob("*/"))) == 2  # the glitched data's model beside the honest one
