@@ -1,8 +1,12 @@
 """The run's folders and files, refused before minutes of measurement when the run could not use them:
-a baselines or cache folder that is a file, a report that is a folder, a folder nothing can be written in."""
+a baselines or cache folder that is a file, a report that is a folder, a folder nothing can be written in;
+and the run's scratch folders, removed when the process that made them exits."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -57,3 +61,17 @@ def _check_writable(folder: Path, option: str, given: Path, why: str = "") -> No
         raise OptionError(
             f"{option}={given}: cannot write in {existing} ({exc.strerror or type(exc).__name__}){why}."
         ) from None
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A new temporary folder, removed when this process exits if its owner did not remove it first
+    (a session or cache a script or test never closed). Only by the process that made it: a forked
+    worker that exits must not remove its parent's folder."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(_remove_from, os.getpid(), folder)
+    return folder
+
+
+def _remove_from(owner: int, folder: Path) -> None:
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)

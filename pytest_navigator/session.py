@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pytest_navigator.gate.constraints import Constraint, parse_constraints
 from pytest_navigator.gate.gatekeeping import Gatekeeper
 from pytest_navigator.gate.thresholds import Limit, parse_thresholds
 from pytest_navigator.gate.verdicts import Comparison
+from pytest_navigator.locations import scratch_folder
 from pytest_navigator.measure.measuring import Measurement
 from pytest_navigator.measure.profiler import RuntimeProfile
 from pytest_navigator.measure.summary import ProfileSummary
@@ -47,7 +47,7 @@ __all__ = ["NavigatorSession", "RuntimePlan"]
 class NavigatorSession:
     settings: Settings
     registry: Registry
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="navigator-")))
+    workdir: Path = field(default_factory=lambda: scratch_folder("navigator-"))
     models: dict[Path, Model] = field(default_factory=dict)
     results: RunResults = field(default_factory=RunResults)
     #: --navigator-against: the old model every runtime is also measured on, window by window.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pytest_navigator import options
+from pytest_navigator.locations import scratch_folder
 from pytest_navigator.runtimes.environment import library_versions
 
 T = TypeVar("T")
@@ -97,7 +98,7 @@ class ArtifactCache:
         if self.root is not None:
             return self.root
         if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="navigator-artifacts-"))
+            self._scratch = scratch_folder("navigator-artifacts-")
         return self._scratch
 
     def fetch(self, mode: Mode[T], model: Any, config: Any, parts: Mapping[str, Any]) -> T:
