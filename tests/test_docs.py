@@ -238,3 +238,16 @@ def test_a_timed_snippet_is_checked_only_where_the_machine_cannot_move_it(snippe
     assert "navigator perf " in snippets.check(
         snippet, runner=lambda _: stored.replace(" navigator performance ", " navigator perf ")
     )
+
+
+def test_the_int8_snippet_is_checked_where_the_cpus_kernels_cannot_move_it(snippets: ModuleType) -> None:
+    snippet = snippets.BY_NAME["int8-failure"]
+    stored = (DOCS / "snippets" / "int8-failure.txt").read_text()
+    other_cpu = re.sub(r"\(generated\)", "(random sample at batch size 4)", stored)  # other worst samples
+    other_cpu = re.sub(r"    worst: .*\n", "", other_cpu)  # the first drop is also the worst
+    assert other_cpu != stored and snippets.check(snippet, runner=lambda _: other_cpu) == ""
+    no_drop = stored.replace("first drop at input 'input'", "no layer stands out")
+    assert "no layer stands out" not in snippets.check(snippet, runner=lambda _: no_drop)  # not a steady line ...
+    assert snippets.check(snippet, runner=lambda _: no_drop) != ""  # ... but the first drop's line is gone
+    renamed = stored.replace("median SQNR", "median noise")
+    assert "median noise" in snippets.check(snippet, runner=lambda _: renamed)
