@@ -290,7 +290,12 @@ def _parse(path: Path) -> BaselineFile:
         isinstance(runtimes, dict) and all(isinstance(batches, dict) for batches in runtimes.values())
         for runtimes in entries.values()
     )
-    if schema != SCHEMA_VERSION or not nested or not isinstance(data.get("model"), dict):
+    if (
+        schema != SCHEMA_VERSION
+        or not nested
+        or not isinstance(entries, dict)
+        or not isinstance(data.get("model"), dict)
+    ):
         raise BaselineError(f"{path}: not {accepted}. It is left as it is: fix or delete it.")
     typed = {
         hardware: {

@@ -151,7 +151,9 @@ def constraint_failure(
     if found is None:
         return f"{where}: the constraints cannot be checked: the model's profile could not be computed: {profile_error}"
     if against is not None:
-        stored = {b: {"parameters": against.parameters, "flops": against.flops.get(b)} for b in sorted(found.flops)}
+        stored: dict[int, dict[str, Any] | None] = {
+            b: {"parameters": against.parameters, "flops": against.flops.get(b)} for b in sorted(found.flops)
+        }
     else:
         stored = {b: _baseline_figures(entry) for b, entry in (entries or {}).items()}
     checked = check(constraints, found, stored, peaks)

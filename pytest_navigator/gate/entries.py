@@ -47,8 +47,8 @@ class InstructionCounts:
             data["per_request"],
             data["min"],
             data["max"],
-            per_sample if "per_sample" in typed else None,
-            tuple(repeats) if "repeats" in typed else None,
+            per_sample if isinstance(per_sample, (int, float)) else None,
+            tuple(repeats) if isinstance(repeats, list) else None,
             {name: copy.deepcopy(value) for name, value in data.items() if name not in typed},
         )
 

@@ -221,7 +221,7 @@ def digest(sample: Sample) -> str:
     for name in sorted(sample):
         array = np.ascontiguousarray(sample[name])
         hasher.update(f"{name}:{array.dtype}:{array.shape};".encode())
-        hasher.update(array.reshape(-1).view(np.uint8))  # the same bytes as tobytes(), not copied
+        hasher.update(array.reshape(-1).view(np.uint8).data)  # the same bytes as tobytes(), not copied
     return hasher.hexdigest()
 
 

@@ -179,7 +179,7 @@ def _status_table(runtimes: Sequence[RuntimeResult]) -> str:
     extra = shown_columns(runtimes)
     for r in runtimes:
         build = "—" if r.build_seconds is None else f"{r.build_seconds:.3g}"
-        cells = (r.runtime, r.status.value, r.detail or "", r.device or "—", r.precision or "—")
+        cells: tuple[str, ...] = (r.runtime, r.status.value, r.detail or "", r.device or "—", r.precision or "—")
         cells += (build, *(cell(r, name) for name, _ in extra))
         rows.append(_tr(cells, numeric={5}, nowrap={0}, css=f"status-{r.status.value}"))
     headers = ("runtime", "status", "detail", "device", "precision", "build s", *(h for _, h in extra))

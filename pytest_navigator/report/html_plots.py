@@ -80,10 +80,10 @@ def plot_throughput(runtimes: Sequence[RuntimeResult], colours: Mapping[str, str
     axes = figure.add_subplot()
     sizes: set[int] = set()
     for r in runtimes:
-        measured = points(r)
-        xs = [b.batch_size for b in measured]
-        ys = [b.throughput for b in measured]
-        spread = [[w.throughput for w in b.windows] or [b.throughput] for b in measured]
+        measured = [(b, b.throughput) for b in points(r) if b.throughput is not None]
+        xs = [b.batch_size for b, _ in measured]
+        ys = [throughput for _, throughput in measured]
+        spread = [[w.throughput for w in b.windows] or [throughput] for b, throughput in measured]
         low = [max(y - min(s), 0) for y, s in zip(ys, spread, strict=True)]
         high = [max(max(s) - y, 0) for y, s in zip(ys, spread, strict=True)]
         axes.errorbar(

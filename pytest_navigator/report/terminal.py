@@ -99,7 +99,7 @@ def performance_summary(report: RunReport) -> str:
                     f"{shown['p95']:.3f}",
                     f"{shown['p99']:.3f}",
                     f"{batch.cold_start_ms:.1f}" if batch.cold_start_ms is not None else "",
-                    f"{batch.memory('rss_bytes') / 2**20:.0f}" if batch.memory("rss_bytes") is not None else "",
+                    "" if (rss := batch.memory("rss_bytes")) is None else f"{rss / 2**20:.0f}",
                     f"{used}/{len(batch.windows)}",
                     max(1, len(batch.runs)),
                     "" if delta is None else f"{delta:+.1%}",
