@@ -109,6 +109,27 @@ def test_multiples_grow_with_unit_roundoff() -> None:
     assert multiple("unknown") == FP32_MULTIPLE
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_perturbation_moves_every_nonzero_finite_element_one_ulp_either_way(dtype: type) -> None:
+    from pytest_navigator.check.truth import _nudged
+
+    scales = 10.0 ** np.arange(-3, 4)[:, None]
+    array = (np.random.default_rng(0).standard_normal((7, 257)) * scales).astype(dtype)
+    array[0, :3] = [0.0, np.inf, -np.inf]
+    array[1, 0] = np.finfo(dtype).max
+    sample = {"x": array, "half": np.ones(3, np.float16), "ids": np.arange(5), "scalar": np.array(dtype(2.5))}
+    moved = _nudged(sample, np.random.default_rng(1))
+    x = moved["x"]
+    assert x.dtype == dtype and x.shape == array.shape
+    with np.errstate(over="ignore"):  # the largest finite value moves up to inf
+        up, down = x == np.nextafter(array, np.inf), x == np.nextafter(array, -np.inf)
+    changed = (array != 0) & np.isfinite(array)
+    assert (up | down)[changed].all() and (x == array)[~changed].all()  # zeros and infinities stay
+    assert 0.4 < up[changed].mean() < 0.6  # both ways, at random
+    assert moved["half"] is sample["half"] and moved["ids"] is sample["ids"]
+    assert moved["scalar"].shape == () and moved["scalar"] in (np.nextafter(dtype(2.5), 9), np.nextafter(dtype(2.5), 0))
+
+
 def test_onnx_graphs_convert_to_double_precision() -> None:
     from onnx import TensorProto, helper, numpy_helper
 
