@@ -140,7 +140,7 @@ def run_seed(
             say(f"  {architecture.name} seed {seed} {runtime}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
             continue
         judged = [o for o in report.outputs if o.median_sqnr is not None]
-        row = {
+        row: dict[str, Any] = {
             "architecture": architecture.name,
             "seed": seed,
             "runtime": faults.get(runtime, runtime),

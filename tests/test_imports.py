@@ -58,7 +58,7 @@ def test_no_module_of_the_package_imports_the_pytest_plugin() -> None:
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             if any(n == "pytest_navigator.plugin" or n.startswith("pytest_navigator.plugin.") for n in names):
-                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+                offenders.append(f"{path.relative_to(package)}:{getattr(node, 'lineno', 0)}")
     assert offenders == []
 
 

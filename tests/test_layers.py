@@ -34,7 +34,7 @@ def stage_imports(source: str) -> list[tuple[int, str]]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "pytest_navigator" and len(parts) > 1:
-                found.append((node.lineno, parts[1]))
+                found.append((getattr(node, "lineno", 0), parts[1]))
     return sorted(found)
 
 

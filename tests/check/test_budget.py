@@ -114,7 +114,7 @@ def test_a_perturbation_moves_every_nonzero_finite_element_one_ulp_either_way(dt
     from pytest_navigator.check.truth import _nudged
 
     scales = 10.0 ** np.arange(-3, 4)[:, None]
-    array = (np.random.default_rng(0).standard_normal((7, 257)) * scales).astype(dtype)
+    array: np.ndarray = (np.random.default_rng(0).standard_normal((7, 257)) * scales).astype(dtype)
     array[0, :3] = [0.0, np.inf, -np.inf]
     array[1, 0] = np.finfo(dtype).max
     sample = {"x": array, "half": np.ones(3, np.float16), "ids": np.arange(5), "scalar": np.array(dtype(2.5))}

@@ -8,7 +8,7 @@ import re
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -23,6 +23,15 @@ from pytest_navigator.measure.profiler import BatchProfile, RuntimeProfile, Wind
 LIMITS = parse_thresholds(None)
 #: A runtime of a family whose speed the calibration workload predicts (verdicts.DRIFT_PREDICTS).
 ORT = "onnxruntime-cpu"
+
+
+T = TypeVar("T")
+
+
+def _got(value: T | None) -> T:
+    """An optional field the test has just written."""
+    assert value is not None
+    return value
 
 
 def entry(
@@ -335,7 +344,9 @@ def test_ab_comparisons_are_paired() -> None:
     assert paired.runs == (5, 5) and paired.mde["throughput"] < 0.05
     unpaired = compare("r", 1, new, old, LIMITS)  # unpaired, the drift between processes hides it
     assert unpaired.verdict is Verdict.INCONCLUSIVE and unpaired.mde["throughput"] > 0.3
-    alone = compare("r", 1, replace(new, runs=new.runs[:1]), replace(old, runs=old.runs[:1]), LIMITS, against="o")
+    alone = compare(
+        "r", 1, replace(new, runs=_got(new.runs)[:1]), replace(old, runs=_got(old.runs)[:1]), LIMITS, against="o"
+    )
     assert alone.verdict is Verdict.INCONCLUSIVE and "one run on each side" in alone.reason
 
 
@@ -353,12 +364,14 @@ def test_a_confirming_update_pools_recordings_and_drops_the_oldest_beyond_the_po
     merged = recorded[0]
     for new in recorded[1:]:
         merged = pool(merged, new)
-    assert len(merged.recordings) == POOL_SIZE
+    assert len(_got(merged.recordings)) == POOL_SIZE
     kept = recorded[-POOL_SIZE:]
-    assert merged.block_throughputs == pytest.approx([x for e in kept for x in e.block_throughputs], rel=1e-5)
-    assert merged.window_throughputs == pytest.approx([x for e in kept for x in e.window_throughputs])
+    assert _got(merged.block_throughputs) == pytest.approx(
+        [x for e in kept for x in _got(e.block_throughputs)], rel=1e-5
+    )
+    assert _got(merged.window_throughputs) == pytest.approx([x for e in kept for x in _got(e.window_throughputs)])
     assert merged.throughput == pytest.approx(np.median([e.throughput for e in kept]))
-    assert [r["throughput"] for r in merged.recordings] == [e.throughput for e in kept]
+    assert [r["throughput"] for r in _got(merged.recordings)] == [e.throughput for e in kept]
 
 
 def test_update_pools_only_confirmed_entries_measured_the_same_way(tmp_path: Path) -> None:
@@ -369,7 +382,7 @@ def test_update_pools_only_confirmed_entries_measured_the_same_way(tmp_path: Pat
     stored = store.load("m.onnx", "f" * 64)
     pooled, replaced = stored.get(key), stored.get(other)
     assert pooled is not None and replaced is not None
-    assert len(pooled.recordings) == 2 and len(pooled.block_throughputs) == 30
+    assert len(_got(pooled.recordings)) == 2 and len(_got(pooled.block_throughputs)) == 30
     assert replaced.recordings is None  # not confirmed: today's speed replaces it
     upgraded = entry(1005, seed=3, libraries={"torch": "2.14.0"})
     store.update("m.onnx", "f" * 64, {key: upgraded}, pool_keys={key})
@@ -478,7 +491,7 @@ def test_the_history_pools_runs_and_one_outlier_recording_does_not_reset_it(tmp_
     for recording in history[1:]:
         store.update("m.onnx", "f" * 64, {key: recording}, pool_keys={key})
     stored = store.load("m.onnx", "f" * 64).get(key)
-    assert stored is not None and len(stored.recordings) == 4 and len(stored.runs) == 12
+    assert stored is not None and len(_got(stored.recordings)) == 4 and len(_got(stored.runs)) == 12
     outlier = entry(850, seed=9, run_spread=0.10)
     judged = compare("r", 1, outlier, stored, LIMITS)
     assert judged.verdict is Verdict.INCONCLUSIVE and judged.unresolved and judged.runs == (3, 12)
@@ -488,9 +501,9 @@ def test_the_history_pools_runs_and_one_outlier_recording_does_not_reset_it(tmp_
     assert confirmed == {key}  # judged against the stored entry: the recording joins the pool
     store.update("m.onnx", "f" * 64, entries, pool_keys=confirmed)
     after = store.load("m.onnx", "f" * 64).get(key)
-    assert after is not None and len(after.recordings) == 5 and len(after.runs) == 15
+    assert after is not None and len(_got(after.recordings)) == 5 and len(_got(after.runs)) == 15
     assert after.throughput == pytest.approx(np.median([1000, 1000, 1000, 1000, 850]))
-    assert after.runs[:12] == stored.runs
+    assert _got(after.runs)[:12] == _got(stored.runs)
     # a recording 3x slower under the same setup is the machine's day, or an untracked change: it
     # joins the history too, and the disagreement of the recordings then widens the error
     slower = entry(333, seed=10, run_spread=0.10)
@@ -500,7 +513,7 @@ def test_the_history_pools_runs_and_one_outlier_recording_does_not_reset_it(tmp_
     result = RuntimeResult(Path("m.onnx"), "r", status=Status.PASSED, comparisons=[regressed], measured=measured)
     assert accepted([(result.measured, result.comparisons)])[1] == {key}
     both = pool(after, slower)
-    assert len(both.recordings) == 5  # bounded: the oldest left
+    assert len(_got(both.recordings)) == 5  # bounded: the oldest left
     assert compare("r", 1, entry(333, seed=11, run_spread=0.10), both, LIMITS).verdict is Verdict.INCONCLUSIVE
 
 
@@ -534,9 +547,9 @@ def test_stale_recordings_leave_the_pool() -> None:
     recent = entry(1010, seed=2, date="2026-05-01T00:00:00Z")
     now = entry(1020, seed=3, date="2026-05-02T00:00:00Z")
     merged = _pooled(old, recent, now)
-    assert STALE_DAYS == 90 and [r["date"] for r in merged.recordings] == [recent.date, now.date]
-    kept = [r["throughput"] for r in [*recent.runs, *now.runs]]
-    assert [r["throughput"] for r in merged.runs] == pytest.approx(kept, rel=1e-5)
+    assert STALE_DAYS == 90 and [r["date"] for r in _got(merged.recordings)] == [recent.date, now.date]
+    kept = [r["throughput"] for r in [*_got(recent.runs), *_got(now.runs)]]
+    assert [r["throughput"] for r in _got(merged.runs)] == pytest.approx(kept, rel=1e-5)
 
 
 def test_runs_in_a_stored_entry_are_checked() -> None:
@@ -571,7 +584,7 @@ def test_entries_keep_each_runs_figures_and_the_median_run_as_the_headline() -> 
         {"throughput": t, "p50": 2.0, "p95": p, "p99": p} for t, p in ((900.0, 3.0), (1100.0, 2.0), (1000.0, 2.5))
     )
     stored = entry_for(replace(batch, runs=runs), profile, {}, "fp32")
-    assert [r["throughput"] for r in stored.runs] == [900.0, 1100.0, 1000.0]
+    assert [r["throughput"] for r in _got(stored.runs)] == [900.0, 1100.0, 1000.0]
     assert stored.throughput == 1000.0 and stored.figure("p95") == 2.5
     alone = entry_for(batch, profile, {}, "fp32")  # measured once: its own figures are its one run
     assert alone.to_dict()["runs"] == [{"throughput": 1000.0, "p50": 2.0, "p95": 2.0, "p99": 2.0}]
