@@ -245,6 +245,27 @@ def _demo(pytester: pytest.Pytester, kind: str, name: str) -> Path:
     return path
 
 
+#: The demo ResNet's layers (7x7 stem, basic blocks with 1x1 downsampling, BatchNorm, max and adaptive
+#: pooling, fc) at width 8 on 32x32 images: the same convolution kernels at 1/100 of the work, since
+#: valgrind 3.19 emulates the FMA instructions of AVX2 kernels about 1000x slower (the 224x224 demo
+#: took 4 minutes to count on a 2-core machine).
+_SMALL_RESNET = """
+import sys
+from pathlib import Path
+
+import torch
+
+from harness import zoo
+
+torch.manual_seed(0)
+model = zoo.ResNet(width=8, num_classes=10).eval()
+zoo._calibrate_batchnorm(model, lambda: (torch.randn(16, 3, 32, 32),))
+out = Path(sys.argv[1])
+zoo.save(model, (torch.randn(2, 3, 32, 32),), out, "pt2", ["input"])
+out.with_name(out.stem + ".navigator.toml").write_text('inputs = ["input:float32[N,3,32,32]"]\\n')
+"""
+
+
 def _verdicts(report: Path) -> dict[str, str]:
     data = json.loads(report.read_text())
     return {r["name"]: r["verdicts"][0]["verdict"] for m in data["models"] for r in m["runtimes"] if r.get("verdicts")}
@@ -326,8 +347,11 @@ def test_without_valgrind_or_on_a_gpu_the_count_skips_with_the_reason(
     )
 
 
-def test_the_demo_resnet_counts_agree_across_processes(pytester: pytest.Pytester, counting: valgrind.Valgrind) -> None:
-    model = _demo(pytester, "resnet", "resnet.pt2")
+def test_a_resnet_s_counts_agree_across_processes(pytester: pytest.Pytester, counting: valgrind.Valgrind) -> None:
+    import sys
+
+    model = pytester.path / "resnet.pt2"
+    assert pytester.run(sys.executable, "-c", _SMALL_RESNET, str(model)).ret == 0
     args = [f"--navigator-model={model}", "--navigator-mode=instructions", "--navigator-baselines=bl"]
     args += ["-k", "torch-cpu or onnxruntime-cpu", "-rfs", "--update-baselines", "--navigator-report=run.json"]
     result = pytester.runpytest_subprocess(*args)
@@ -338,7 +362,7 @@ def test_the_demo_resnet_counts_agree_across_processes(pytester: pytest.Pytester
     assert sorted(found) == [ORT, "torch-cpu:threads=1"]
     assert "torch-cpu:threads=1" in entries  # an unstable count (ONNX Runtime, rarely) is not written
     for counts in found.values():
-        assert len(counts) == instructions.REPEATS and min(counts) > 1e7  # a ResNet request: tens of millions
+        assert len(counts) == instructions.REPEATS and min(counts) > 1e6  # a convolution net's request: millions
     torch_counts = found["torch-cpu:threads=1"]
     # 3 separate processes (measured: torch within 0.001%, ONNX Runtime within 0.7%)
     assert (max(torch_counts) - min(torch_counts)) / min(torch_counts) < 0.01, torch_counts
