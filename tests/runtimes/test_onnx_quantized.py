@@ -4,6 +4,7 @@ calibration data, calibrated on the users' samples when there are some, and test
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -407,6 +408,37 @@ def test_they_are_tested_only_when_named_and_calibrate_on_the_users_samples(
     )
     given.assert_outcomes(passed=1)
     assert len(list(entries.glob("*/"))) == 2  # calibrated on the user's sample: another quantized model
+
+
+def test_an_int8_runtime_is_profiled_gated_and_shown_beside_its_fp32_family(
+    pytester: pytest.Pytester, cnn: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 4: a quantized runtime goes through the profiler, the stored baselines and the gate as any
+    runtime does; its entry says its precision, and the summary gives its throughput over onnxruntime-cpu's."""
+    # the cnn fixture's options, except that this run profiles
+    monkeypatch.setenv("PYTEST_ADDOPTS", os.environ["PYTEST_ADDOPTS"].replace("--navigator-no-profile", ""))
+    pytester.makeconftest(_LENIENT_VERIFY)
+    lenient = ("--navigator-window=10", "--navigator-stability=50", "--navigator-max-trials=30")
+    args = ["--navigator-model=cnn.onnx", f"--navigator-runtimes=onnxruntime-cpu,{STATIC}", "--navigator-baselines=bl"]
+    args += ["--navigator-batch-sizes=1,2", *lenient, "--navigator-thresholds=throughput=50%,p95=300%,p99=300%", "-rfs"]
+    first = pytester.runpytest(*args, "--update-baselines", "--navigator-report=first.json")
+    first.assert_outcomes(passed=4)
+    first.stdout.fnmatch_lines([f"cnn.onnx {STATIC}: speed-up over onnxruntime-cpu: *x at batch 1, *x at batch 2*"])
+    (stored,) = json.loads(next((pytester.path / "bl").glob("cnn-*.json")).read_text())["entries"].values()
+    (name,) = [n for n in stored if n.startswith(STATIC)]
+    assert stored[name]["1"]["precision"] == "int8" and stored[name]["1"]["throughput"] > 0
+    assert {entry["precision"] for n, e in stored.items() if n != name for entry in e.values()} == {"fp32"}
+
+    second = pytester.runpytest(*args, "--navigator-report=second.json")
+    second.assert_outcomes(passed=4)
+    report = json.loads((pytester.path / "second.json").read_text())
+    (judged,) = [r for m in report["models"] for r in m["runtimes"] if r["name"] == name]
+    # judged against the stored entry, in the gate's words (which verdict depends on this machine's noise)
+    assert {v["batch_size"] for v in judged["verdicts"]} == {1, 2}
+    for verdict in judged["verdicts"]:
+        assert (
+            verdict["verdict"] in ("pass", "inconclusive", "improved") and verdict["figures"]["throughput"]["baseline"]
+        )
 
 
 def test_the_hooks_data_is_checked_against_the_input_spec(models: dict[str, Path]) -> None:
