@@ -36,3 +36,24 @@ def test_scratch_folders_go_when_their_process_exits_and_not_when_a_forked_child
     assert len(seen) == 3 and set(seen.values()) == {"True"}  # alive after the child exited
     assert [Path(folder).name.split("-")[0] for folder in seen] == ["navigator"] * 3
     assert list(tmp_path.iterdir()) == []  # and gone with the process
+
+
+_WORKER_FIRST = """
+import os
+from pytest_navigator.runtimes.cache import ArtifactCache
+
+cache = ArtifactCache(None, False)  # handed to a worker that builds the first artifact
+child = os.fork()
+if child == 0:
+    (cache.folder() / "built-in-a-worker").write_text("x")
+    os._exit(0)  # as a multiprocessing worker ends: no exit handlers run
+os.waitpid(child, 0)
+print((cache.folder() / "built-in-a-worker").is_file())
+"""
+
+
+def test_a_cacheless_runs_folder_is_its_owners_though_a_worker_uses_it_first(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _WORKER_FIRST], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True"]  # the worker's artifact is in the owner's folder
+    assert list(tmp_path.iterdir()) == []  # which went with the owner

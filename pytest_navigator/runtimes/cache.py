@@ -83,6 +83,13 @@ class ArtifactCache:
     #: Entries built by this run: restored, not rebuilt again, under --navigator-rebuild too.
     _fresh: set[Path] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        # The throwaway folder is made now, by the process that owns the cache, which removes it when
+        # it exits: made on first use, in a worker the cache was handed to, it was the worker's, and a
+        # worker ends without running exit handlers (one folder leaked per cacheless run).
+        if self.root is None and self._scratch is None:
+            self._scratch = scratch_folder("navigator-artifacts-")
+
     def key(self, mode: str, parts: Mapping[str, Any]) -> str:
         """A digest of everything that decides the artifact: mode, parts, library versions, layout."""
         versions = library_versions()
@@ -97,7 +104,7 @@ class ArtifactCache:
     def folder(self) -> Path:
         if self.root is not None:
             return self.root
-        if self._scratch is None:
+        if self._scratch is None:  # closed, and used again
             self._scratch = scratch_folder("navigator-artifacts-")
         return self._scratch
 
