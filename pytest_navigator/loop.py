@@ -32,8 +32,10 @@ def run_all(session: Any, say: Callable[[str], None]) -> list[str]:
         session.builds.check_batch_sizes(model)
     session.load_user_samples()
     failures: list[str] = []
+    planned = {model.path: [p for p in session.builds.plan(model) if not p.skip_reason] for model in models}
+    session.builds.build_ahead([(model, plan.name) for model in models for plan in planned[model.path]])
     for model in models:
-        plans = [p for p in session.builds.plan(model) if not p.skip_reason]
+        plans = planned[model.path]
         for plan in plans:  # every check first, as the plugin orders its tests: they build the runtimes
             say(f"{model.name} {plan.name}: checking correctness")
             try:

@@ -156,6 +156,20 @@ class NavigatorPlugin:
             return ModelFile.from_parent(parent, path=file_path)
         return None
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Start the build of every selected runtime now, each in its worker (runtimes/processes.py):
+        not in an xdist worker, which runs only some of the tests it collected."""
+        from pytest_navigator.plugin.items import NavigatorItem
+
+        if session.config.option.collectonly or hasattr(session.config, "workerinput"):
+            return
+        wanted = [
+            (item.navigator_model, item.navigator_runtime)
+            for item in session.items
+            if isinstance(item, NavigatorItem) and item.get_closest_marker("skip") is None
+        ]
+        self.session.builds.build_ahead(wanted)
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         try:
             self._finish(session)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from pytest_navigator.runtimes.runtime_options import (
 )
 from pytest_navigator.runtimes.runtime_options import runtime_id as format_runtime_id
 from pytest_navigator.settings import Settings
+
+if TYPE_CHECKING:
+    from pytest_navigator.runtimes.processes import RuntimeProcesses
 
 
 @dataclass(frozen=True)
@@ -116,10 +119,8 @@ class Builds:
         self._references: dict[Path, Runner] = {}
         self._examples: dict[Path, Sample] = {}
         self._cache: ArtifactCache | None = None
-        #: --navigator-isolation=process: each runtime id's worker process (it holds every model's build of it)
-        self._workers: dict[str, Any] = {}
-        #: --navigator-mode=instructions: the processes under callgrind still open (closed after each count)
-        self._counting: list[Any] = []
+        #: --navigator-isolation=process: the worker processes (processes.py), made on first use
+        self._processes: RuntimeProcesses | None = None
         #: Hears what is being built (the plugin's progress line); builds can take minutes.
         self.progress: Callable[[str], None] = lambda text: None
 
@@ -224,8 +225,11 @@ class Builds:
         return self._references[model.path]
 
     def runner(self, model: Model, runtime: str) -> Runner:
-        """The built runtime, built on first use; a build error is raised for this and every later request."""
+        """The built runtime, built on first use; a build error is raised for this and every later request.
+        Every build started ahead (build_ahead) ends first: nothing runs beside a compiler."""
         key = (model.path, runtime)
+        if self._processes is not None:
+            self.processes.settle(self.progress)
         if key not in self._runners:
             known = runtime in self.registry
             self.record(
@@ -239,13 +243,16 @@ class Builds:
             started = time.perf_counter()
             seen, events, failure, not_applicable = len(self.cache.events), [], None, False
             self.progress(f"building {runtime} for {model.name} (export, compile, or restore from the cache)")
+            ahead = self._processes.take(key) if self._processes is not None else None
             try:
-                runner = self._runners[key] = self.build(model, runtime)
+                if ahead is not None and isinstance(ahead[0], RuntimeBuildError):
+                    raise ahead[0]
+                runner = self._runners[key] = ahead[0] if ahead is not None else self.build(model, runtime)
                 events = list(getattr(runner, "cache_events", ()))  # built in a worker: its cache's events
             except RuntimeBuildError as error:
                 self._runners[key] = error
                 failure, not_applicable = str(error).splitlines()[0], isinstance(error, RuntimeNotApplicable)
-            seconds = time.perf_counter() - started
+            seconds = time.perf_counter() - started if ahead is None else ahead[1]  # the build's, not the wait's
             artifacts = tuple(e.summary for e in [*self.cache.events[seen:], *events])
             self.record(Built(model.path, runtime, failure, seconds, artifacts, not_applicable))
         found = self._runners[key]
@@ -317,83 +324,59 @@ class Builds:
         """Refuse up front the batch sizes a model cannot take (batch_sizes.check_sizes)."""
         check_sizes(model, self.settings.profiler)
 
-    # -- instruction counts (instructions.py) -----------------------------------------------------
+    # -- worker processes (processes.py) ---------------------------------------------------------
+
+    def build_ahead(self, wanted: Sequence[tuple[Model, str]]) -> None:
+        """Start the build of each (model, runtime id) of `wanted` now, each in its runtime's worker
+        (processes.py: a cold run's builds then overlap each other and the first checks); runner()
+        takes them. Only under --navigator-isolation=process. A build that cannot start (its reference
+        fails, say) is left to runner(), which raises its error for its test."""
+        if self.settings.isolation != "process":
+            return
+        for model, runtime in wanted:
+            if (model.path, runtime) in self._runners or runtime not in self.registry:
+                continue  # built already, or an unknown id whose test says so (the processes skip repeats)
+            try:
+                context = self.runtime_context(model, runtime)
+            except Exception:
+                continue
+            self.processes.start(self.registry.get(runtime), model, context, runtime)
 
     def counting_runners(self, model: Model, runtime: str, valgrind: Any, repeats: int) -> list[Any]:
         """`runtime` built in `repeats` (instructions.REPEATS) new processes under callgrind, in parallel. New for
         each runtime: a process that built other runtimes first can count the same requests differently
         (measured: 8% apart for one torch runtime), so a `-k` selection must not change the counts.
         The caller closes them (close_counting)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from pytest_navigator.runtimes.remote import WorkerRunner
-        from pytest_navigator.workers.isolation import BUILD_TIMEOUT, Timeouts, Worker
-
         self.progress(f"building {runtime} for {model.name} in {repeats} processes under callgrind")
         context = self.runtime_context(model, runtime)
-        definition = self.registry.get(runtime)
-        workers = [
-            Worker(
-                f"{runtime} under callgrind #{n + 1}",
-                # a request under valgrind takes about 50x (before 3.22, with FMA kernels 1000x) its time
-                Timeouts(self.settings.timeout, floor=BUILD_TIMEOUT),
-                self.settings.state_dir / "workers",
-                valgrind=valgrind,
-            )
-            for n in range(repeats)
-        ]
-        self._counting.extend(workers)
-        with ThreadPoolExecutor(max_workers=repeats) as pool:
-            futures = [pool.submit(WorkerRunner.build, w, definition, model, context, runtime) for w in workers]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            self.close_counting(workers)
-            raise
+        return self.processes.counting(self.registry.get(runtime), model, context, runtime, valgrind, repeats)
 
     def close_counting(self, workers: list[Any]) -> None:
-        for worker in workers:
-            worker.close()
-            if worker in self._counting:
-                self._counting.remove(worker)
+        self.processes.close_some(workers)
 
     def fresh_runners(self, models: list[Model], runtime: str, label: str) -> tuple[list[Any], Any]:
         """`runtime` of each of `models` built in one new worker process (a run of a timed measurement:
         runs.py), restored from the artifact cache where it can be; returns the runners and the worker,
         which the caller closes (close_counting)."""
-        from pytest_navigator.runtimes.remote import WorkerRunner
-        from pytest_navigator.workers.isolation import Timeouts, Worker
-
-        worker = Worker(f"{runtime} {label}", Timeouts(self.settings.timeout), self.settings.state_dir / "workers")
-        self._counting.append(worker)
-        try:
-            built = []
-            for model in models:
-                context = self.runtime_context(model, runtime)
-                built.append(WorkerRunner.build(worker, self.registry.get(runtime), model, context, runtime))
-        except BaseException:
-            self.close_counting([worker])
-            raise
-        return built, worker
+        built = [(model, self.runtime_context(model, runtime)) for model in models]
+        return self.processes.fresh(self.registry.get(runtime), built, runtime, label)
 
     def worker(self, runtime: str) -> Any:
         """The worker process of a runtime id (isolation.Worker), started on first use."""
-        if runtime not in self._workers:
-            from pytest_navigator.workers.isolation import Timeouts, Worker
+        return self.processes.worker(runtime)
 
-            self._workers[runtime] = Worker(
-                runtime, Timeouts(self.settings.timeout), self.settings.state_dir / "workers"
-            )
-        return self._workers[runtime]
+    @property
+    def processes(self) -> RuntimeProcesses:
+        """The run's worker processes (processes.RuntimeProcesses), made on first use."""
+        if self._processes is None:
+            from pytest_navigator.runtimes.processes import RuntimeProcesses
+
+            self._processes = RuntimeProcesses(self.settings.timeout, self.settings.state_dir / "workers")
+        return self._processes
 
     def close(self) -> None:
-        workers = [*self._workers.values(), *self._counting]
-        for worker in workers:
-            worker.ask_to_close()
-        for worker in workers:
-            worker.close()
-        self._workers.clear()
-        self._counting.clear()
+        if self._processes is not None:
+            self._processes.close()
         if "pytest_navigator.workers.fork_servers" in sys.modules:  # a counting run started one
             sys.modules["pytest_navigator.workers.fork_servers"].stop_counting_servers()
         if self._cache is not None:

@@ -162,7 +162,7 @@ class Worker:
                     raise EOFError
                 if time.monotonic() >= deadline:
                     self._dump_stacks()
-                    self._kill()
+                    self.kill()
                     article = "an" if what[0] in "aeiou" else "a"
                     raise self._dies(f"gave no answer within {timeout:g} s to {article} {what} request, and was killed")
         except (EOFError, BrokenPipeError, ConnectionResetError, OSError):
@@ -200,7 +200,8 @@ class Worker:
             os.kill(self._process.pid or 0, DUMP_SIGNAL)
             time.sleep(1.0)
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
+        """Kill the worker now, whatever it is doing (a request in flight then fails as a crash)."""
         with contextlib.suppress(Exception):
             self._process.kill()
         self._process.join(5)
@@ -220,7 +221,7 @@ class Worker:
             # under valgrind, Python's exit takes many seconds, and its final counts are not wanted
             self._process.join(0.5 if self.counted else 5)
         if self._process.is_alive():
-            self._kill()
+            self.kill()
         self._conn.close()
         if self.dead is None:
             self._stderr.unlink(missing_ok=True)
