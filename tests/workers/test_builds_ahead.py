@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +57,13 @@ def runtime(name, waits_for=None, then_sleeps=0.0):
     return RuntimeDefinition(name, build)
 
 
+def never_ends(model, ctx):
+    (MARKS / "never.pid").write_text(str(os.getpid()))
+    time.sleep(600)
+
+
 def pytest_navigator_register_runtimes(registry, config):
+    registry.register(RuntimeDefinition("never", never_ends))
     registry.register(runtime("left", waits_for="right"))
     registry.register(runtime("right", waits_for="left"))
     registry.register(runtime("slow", waits_for="left", then_sleeps=1.5))
@@ -105,3 +115,37 @@ def test_only_the_selected_runtimes_are_built_ahead(
     result.assert_outcomes(failed=1, deselected=2)
     result.stdout.fnmatch_lines(["*left was built alone: right did not start building beside it*"])
     assert sorted(p.name for p in ahead.iterdir()) == ["left.started"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in status  # a zombie has exited; its parent has not reaped it yet
+
+
+@pytest.mark.isolated
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_interrupted_run_kills_the_builds_it_started_ahead(pytester: pytest.Pytester, ahead: Path) -> None:
+    command = [sys.executable, "-m", "pytest", "--navigator-model=mlp.pt2", "--navigator-runtimes=never"]
+    process = subprocess.Popen(
+        [*command, "--navigator-no-profile"], cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        for _ in range(1200):  # the build has started when its pid is written (at most a minute)
+            if (ahead / "never.pid").exists() or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert (ahead / "never.pid").exists(), process.communicate()[0].decode()
+        process.send_signal(signal.SIGINT)  # Ctrl-C while the first test waits for the builds ahead
+        output = process.communicate(timeout=120)[0].decode()  # not the build's 600 s
+    finally:
+        process.kill()
+    assert "KeyboardInterrupt" in output, output
+    pid = int((ahead / "never.pid").read_text())
+    for _ in range(200):
+        if _gone(pid):
+            break
+        time.sleep(0.05)
+    assert _gone(pid), f"the worker building 'never' (pid {pid}) outlived the run"
