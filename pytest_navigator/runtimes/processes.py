@@ -7,9 +7,9 @@ AOTInductor compiles MobileNetV3-Small for 34 s, the ONNX export takes 14 s. One
 tests asked for them, they left a core of a 2-core machine idle. So when the tests are collected, the
 plugin starts the build of every selected runtime in its worker (start), at most as many at once as
 the machine has cores; the first test waits until every one has ended (settle), and then nothing
-else runs beside its check or measurement. Measured on MobileNetV3-Small, cold, 2 cores: the builds
-ahead took the run from 91.6 s to 77.5 s (AOTInductor 37.6 s and the export 18.0 s, side by side).
-Letting the first check run beside the compilers instead took it to 99.9 s: the check's float64 truth,
+else runs beside its check or measurement. Measured on MobileNetV3-Small, cold, 2 cores (medians of 3):
+the builds ahead took the run from 91.1 s to 71.7 s (AOTInductor 37.6 s and the export 18.0 s, side
+by side). Letting the first check run beside the compilers instead took it to 99.9 s: its float64 truth,
 whose OpenMP threads wait on each other when a compiler holds a core, went from 8 s to 60 s (as the
 threads that built in issue 18 did to torch-cpu's check, 12 s to 53 s).
 
