@@ -430,15 +430,20 @@ def test_an_int8_runtime_is_profiled_gated_and_shown_beside_its_fp32_family(
     assert {entry["precision"] for n, e in stored.items() if n != name for entry in e.values()} == {"fp32"}
 
     second = pytester.runpytest(*args, "--navigator-report=second.json")
-    second.assert_outcomes(passed=4)
+    # judged against the stored entries, in the gate's words. Which verdict depends on this machine's
+    # noise (the suite computes beside it: CI saw a 4 ms hiccup take a 0.09 ms p99 past its limit), so
+    # a failure may only be a performance test's regression verdict
+    outcomes = second.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 4, outcomes
+    failed = [line for line in second.stdout.lines if line.startswith("FAILED ")]
+    assert all("::test_performance[" in line and " regressed against bl/" in line for line in failed), failed
     report = json.loads((pytester.path / "second.json").read_text())
     (judged,) = [r for m in report["models"] for r in m["runtimes"] if r["name"] == name]
-    # judged against the stored entry, in the gate's words (which verdict depends on this machine's noise)
+    assert judged["correctness"] is not None and judged["status"] != "failed-build"
     assert {v["batch_size"] for v in judged["verdicts"]} == {1, 2}
     for verdict in judged["verdicts"]:
-        assert (
-            verdict["verdict"] in ("pass", "inconclusive", "improved") and verdict["figures"]["throughput"]["baseline"]
-        )
+        assert verdict["verdict"] in ("pass", "inconclusive", "improved", "regressed")
+        assert verdict["figures"]["throughput"]["baseline"] > 0
 
 
 def test_the_hooks_data_is_checked_against_the_input_spec(models: dict[str, Path]) -> None:
