@@ -138,10 +138,15 @@ def test_two_recordings_and_an_unchanged_rerun_claim_no_change_and_3x_slower_reg
 ) -> None:
     """The run is the unit of evidence: each measurement is taken 3 times (--navigator-processes; in
     this in-process session, 3 runs in one process), two recordings pool their 6 runs, and a rerun
-    of the unchanged runtime at the default limits is judged against all of them: never REGRESSED or
-    IMPROVED, only PASS or, where the spread cannot resolve 5%, INCONCLUSIVE with its MDE. A runtime
-    3x slower regresses."""
+    of the unchanged runtime at the default throughput limit is judged against all of them: never
+    REGRESSED or IMPROVED, only PASS or, where the spread cannot resolve 5%, INCONCLUSIVE with its
+    MDE. A runtime 3x slower regresses.
+
+    The tails are judged at 300%, not the default 110%: the suite computes beside this in-process
+    session (whose 3 runs share one process, so they cannot see a neighbour come and go), and CI saw
+    a neighbour using 1.9 of 2 cores push this sleeping runtime's p95 up 48% in the rerun alone."""
     steady = ("--navigator-batch-sizes=1",)
+    tails = "--navigator-thresholds=p95=300%,p99=300%"
     for _ in range(2):
         _run(pytester, "steady", *steady, "--update-baselines").assert_outcomes(passed=2)
     ((_, runtimes),) = json.loads(_baseline_file(pytester).read_text())["entries"].items()
@@ -149,7 +154,7 @@ def test_two_recordings_and_an_unchanged_rerun_claim_no_change_and_3x_slower_reg
     assert len(stored["recordings"]) == 2 and len(stored["runs"]) == 6
     assert [r["counts"]["runs"] for r in stored["recordings"]] == [3, 3]
 
-    rerun = _run(pytester, "steady", *steady, "--navigator-report=rerun.json")
+    rerun = _run(pytester, "steady", *steady, tails, "--navigator-report=rerun.json")
     rerun.assert_outcomes(passed=2)
     report = json.loads((pytester.path / "rerun.json").read_text())
     (verdict,) = report["models"][0]["runtimes"][0]["verdicts"]
@@ -159,7 +164,7 @@ def test_two_recordings_and_an_unchanged_rerun_claim_no_change_and_3x_slower_reg
     assert _verdicts(rerun, "mlp.pt2", "steady") == [verdict["verdict"]]
 
     monkeypatch.setenv("NAVIGATOR_TEST_SLOW", "1")  # three times the sleep per request
-    slowed = _run(pytester, "steady", *steady, "-k", "performance")
+    slowed = _run(pytester, "steady", *steady, tails, "-k", "performance")
     slowed.assert_outcomes(failed=1, deselected=1)
     slowed.stdout.fnmatch_lines(
         [
