@@ -48,9 +48,12 @@ def output_of(model: loader.Model) -> Any:
 
 
 def build_probe(model: Any, context: BuildContext) -> Runner:
-    """In the worker: the model's torch module, how often torch.export.load ran to get it, and torch's
-    thread count there; each request also runs parallel regions on at least two threads, where a
-    thread pool inherited from the fork server would deadlock."""
+    """In the worker: the model's torch module, how often torch.export.load ran to get it, torch's
+    thread count there, and how many objects it started with frozen (gc.freeze: the fork server's);
+    each request also runs parallel regions on at least two threads, where a thread pool inherited
+    from the fork server would deadlock."""
+    import gc
+
     import torch
 
     loads = []
@@ -66,6 +69,7 @@ def build_probe(model: Any, context: BuildContext) -> Runner:
     finally:
         torch.export.load = load
     threads = torch.get_num_threads()
+    frozen = gc.get_freeze_count()
 
     def infer(sample: dict[str, Any]) -> dict[str, Any]:
         with torch.inference_mode():
@@ -74,7 +78,12 @@ def build_probe(model: Any, context: BuildContext) -> Runner:
             torch.ones(10**7).add(1)  # at::parallel_for over 10^7 elements
             torch.nn.functional.conv2d(torch.randn(4, 8, 64, 64), torch.randn(8, 8, 3, 3))
             torch.set_num_threads(threads)
-        return {"output": output, "loads": np.array(len(loads)), "threads": np.array(threads)}
+        return {
+            "output": output,
+            "loads": np.array(len(loads)),
+            "threads": np.array(threads),
+            "frozen": np.array(frozen),
+        }
 
     return CallableRunner("probe", infer, model.io_spec)
 
@@ -121,7 +130,8 @@ def default_threads() -> int:
 
 def test_a_worker_takes_the_model_the_fork_server_loaded(fresh_fork_server: None, tmp_path: Path) -> None:
     """The file is garbage by the time the worker builds: it answers with the model all the same, never
-    calls torch.export.load, and computes on the threads it would have had without the preload."""
+    calls torch.export.load, and computes on the threads it would have had without the preload. It
+    starts with what the server holds frozen, so its garbage collections walk only its own objects."""
     path = save_linear(tmp_path / "model.pt2", seed=1)
     worker = start_run([path], tmp_path)
     try:
@@ -134,6 +144,7 @@ def test_a_worker_takes_the_model_the_fork_server_loaded(fresh_fork_server: None
     assert int(answer["loads"]) == 0
     np.testing.assert_allclose(answer["output"], expected, rtol=1e-6)
     assert int(answer["threads"]) == default_threads()
+    assert int(answer["frozen"]) > 10_000  # torch's modules and the loaded program
 
 
 @pytest.mark.parametrize("before", ["another model", "garbage"])
@@ -192,6 +203,7 @@ def test_spawned_workers_load_the_file_themselves(
         worker.close()
     assert forkserver._forkserver._forkserver_pid is None  # type: ignore[attr-defined]
     assert int(answer["loads"]) == 1
+    assert int(answer["frozen"]) == 0
     np.testing.assert_allclose(answer["output"], output_of(model), rtol=1e-6)
 
 
