@@ -54,8 +54,8 @@ PERTURBATION = "perturbation estimate"
 PLAIN = "plain reference"
 
 #: Bumped when what this module computes changes: part of the key of the truths kept across runs
-#: (truth_store.py), with PERTURBATIONS and MAX_RELATIVE_NOISE.
-VERSION = 2
+#: (truth_store.py), with PERTURBATIONS and MAX_RELATIVE_NOISE. 3: float64.py's depthwise convolutions.
+VERSION = 3
 #: Perturbed evaluations per sample for the estimate (evaluation i draws from seeds i and i + 1, fixed:
 #: the estimate does not depend on the run's seed).
 PERTURBATIONS = 3
@@ -239,49 +239,35 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _module_copy(model: Model) -> Any:
-    """A private copy of the reference module: the loaded model shares its parameters with the
-    reference, and .double() or a perturbation in place would change the reference too."""
+def _module_copy(module: Any) -> Any:
+    """A private copy of the model's torch module (one Model.torch_module() per source: unlifting an
+    exported program took 0.1-0.26 s a time on a MobileNet): the loaded model shares its parameters
+    with the reference, and .double() or a perturbation in place would change the reference too."""
     with _quiet():
-        return copy.deepcopy(model.torch_module()).eval()
+        return copy.deepcopy(module).eval()
 
 
-def _double_dtype_constants(module: Any) -> None:
-    """An exported graph's explicit float32 casts and factory dtypes (`x.to(torch.float32)`) would
-    drop the shadow back to single precision: point them at float64."""
+def _torch_call(model: Model, module: Any, double: bool = False) -> Callable[[Sample], Sample]:
+    """`double`: the float64 shadow's call, whose depthwise convolutions run as float64.py computes them."""
     import torch
 
-    graph = getattr(module, "graph", None)
-    if graph is None or not hasattr(graph, "nodes"):
-        return
-    changed = False
-    for node in graph.nodes:
-        if node.kwargs.get("dtype") in (torch.float32, torch.float16, torch.bfloat16):
-            node.kwargs = {**node.kwargs, "dtype": torch.float64}
-            changed = True
-    if changed:
-        module.recompile()
-
-
-def _torch_call(model: Model, module: Any) -> Callable[[Sample], Sample]:
+    from pytest_navigator.check.float64 import DepthwiseInDouble
     from pytest_navigator.model.torch_io import bind_tensors, name_outputs
 
     def run(sample: Sample) -> Sample:
-        import torch
-
         args, kwargs = bind_tensors(model, sample)
-        with torch.inference_mode(), _quiet():
+        with torch.inference_mode(), _quiet(), DepthwiseInDouble() if double else contextlib.nullcontext():
             return name_outputs(module(*args, **kwargs))
 
     return run
 
 
-def _torch_sensitivity(model: Model) -> _Sensitivity:
+def _torch_sensitivity(model: Model, original: Any) -> _Sensitivity:
     import torch
 
     runs = []
     for index in range(PERTURBATIONS):
-        module = _module_copy(model)
+        module = _module_copy(original)
         generator = torch.Generator().manual_seed(index + 1)
         with torch.no_grad():
             for tensor in [*module.parameters(), *module.buffers()]:
@@ -296,16 +282,18 @@ def _torch_sensitivity(model: Model) -> _Sensitivity:
 
 def _torch_shadow(model: Model, note: str) -> TruthSource:
     """float64 shadow"""
-    module = _module_copy(model)
+    from pytest_navigator.check.float64 import double_dtype_constants
+
+    original = model.torch_module()
     with _quiet():
-        module = module.double()
-    _double_dtype_constants(module)
-    return _Shadow(_torch_call(model, module), _torch_sensitivity(model))
+        module = _module_copy(original).double()
+    double_dtype_constants(module)
+    return _Shadow(_torch_call(model, module, double=True), _torch_sensitivity(model, original))
 
 
 def _torch_perturbed(model: Model, note: str) -> TruthSource:
     """perturbation estimate"""
-    return _Perturbed(_torch_sensitivity(model), note)
+    return _Perturbed(_torch_sensitivity(model, model.torch_module()), note)
 
 
 # -- ONNX sources -------------------------------------------------------------------------------
