@@ -74,6 +74,8 @@ def _taken(x: Any, weight: Any, groups: int) -> bool:
         and x.device.type == "cpu"
         and groups > 1
         and groups == x.shape[1]
+        and isinstance(weight, torch.Tensor)
+        and weight.dtype == torch.float64
         and weight.dim() == 4
         and weight.shape[1] == 1
         and weight.shape[0] % groups == 0

@@ -69,6 +69,8 @@ def test_only_float64_depthwise_convolutions_are_taken(counted: Counted) -> None
         F.conv2d(x.float(), torch.randn(4, 1, 3, 3), groups=4)  # float32: torch's own kernel is fast
         F.conv2d(x, torch.randn(4, 4, 3, 3, dtype=torch.float64))  # not grouped
         F.conv2d(x, torch.randn(4, 2, 3, 3, dtype=torch.float64), groups=2)  # two channels per group
+        with pytest.raises(RuntimeError):  # float32 weights: torch refuses them, and so does the mode
+            F.conv2d(x, torch.randn(4, 1, 3, 3), groups=4)
         assert counted.calls == 0
         F.conv2d(x, torch.randn(4, 1, 3, 3, dtype=torch.float64), groups=4)
     assert counted.calls == 1
