@@ -10,7 +10,7 @@ elementwise multiply-adds over the whole tensor, whatever the channel count.
 It computes the same sum in another order. In double precision that moves the result by about 1e-15
 of its magnitude (measured: at most 2.6e-15 on MobileNetV3-Small), nine orders of magnitude below the
 fp32 rounding the shadow exists to measure (1e-6). Measured on MobileNetV3-Small, 2-core machine,
-medians of 7: the shadow took 34.5 / 47.5 / 70.0 / 115 ms at batch 1 / 2 / 4 / 8 before, 20.8 / 28.7 /
+best of 7: the shadow took 34.5 / 47.5 / 70.0 / 115 ms at batch 1 / 2 / 4 / 8 before, 20.8 / 28.7 /
 49.8 / 79.7 ms after.
 
 Only float64 2-D convolutions with one input channel per group (a channel multiplier included) are
