@@ -108,3 +108,21 @@ def test_the_shadow_of_a_depthwise_model_uses_it_and_matches_torchs_double(tmp_p
     assert found.kind == truth.FLOAT64_SHADOW and counted.calls == 1
     (name,) = found.outputs
     np.testing.assert_allclose(found.outputs[name], expected, rtol=1e-12, atol=1e-14)
+
+
+def test_a_decomposed_programs_convolution_is_taken_too(counted: Counted) -> None:
+    """An exported program in core ATen (run_decompositions) calls aten.convolution, not aten.conv2d."""
+    import warnings
+
+    module = nn.Conv2d(4, 8, (3, 5), stride=(2, 1), padding=(1, 2), groups=4).double().eval()
+    x = torch.randn(2, 4, 11, 13, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module, (x,)).run_decompositions()
+    assert torch.ops.aten.convolution.default in {node.target for node in program.graph.nodes}
+    with torch.inference_mode():
+        expected = module(x)
+        with float64.DepthwiseInDouble():
+            found = program.module()(x)
+    assert counted.calls == 1
+    assert float((found - expected).abs().max()) <= 1e-13 * float(expected.abs().max())
