@@ -72,10 +72,11 @@ class ReferenceOutputs:
         self._remember(self._outputs, key, found)
         return found
 
-    def truth(self, sample: Sample) -> Truth:
-        """The truth of `sample` and the reference's own rounding against it. A source that fails on
-        this sample leaves it to the fixed tolerance, and says why."""
-        key = digest(sample)
+    def truth(self, sample: Sample, key: str | None = None) -> Truth:
+        """The truth of `sample` (`key`: its digest, when the caller has it) and the reference's own
+        rounding against it. A source that fails on this sample leaves it to the fixed tolerance, and
+        says why."""
+        key = key or digest(sample)
         if key in self._truths:
             self._truths.move_to_end(key)
             return self._truths[key]

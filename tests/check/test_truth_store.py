@@ -313,3 +313,28 @@ def test_a_rerun_restores_the_truth_and_says_so(pytester: pytest.Pytester, tiny_
     first, second = detail.search(rows["cold"]), detail.search(rows["warm"])
     assert first and second and first[0] == second[0]  # the same samples, errors and verdict
     assert list((pytester.path / ".navigator" / "cache" / "truth").glob("*/key.json"))
+
+
+def test_a_check_hashes_each_sample_once(
+    tiny_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest keys both the reference's outputs and the truth; a check computes it once per sample
+    (hashing each twice took 0.4 s of a MobileNet's run), and the truths are still stored under it."""
+    from pytest_navigator.check import correctness, references
+
+    hashed: list[str] = []
+
+    def counted(sample: Sample) -> str:
+        hashed.append(digest(sample))
+        return hashed[-1]
+
+    monkeypatch.setattr(correctness, "digest", counted)
+    monkeypatch.setattr(references, "digest", counted)
+    session, model = _session(tiny_models[".pt2"], tmp_path / "cache", tmp_path)
+    try:
+        report = session.check_correctness(model, "torch-cpu")
+    finally:
+        session.close()
+    assert report.generated >= 10 and len(hashed) == report.explicit + report.generated
+    stored = {path.name.split(".")[0] for path in (tmp_path / "cache").rglob(f"*.{truth_store.TRUTH}.npz")}
+    assert stored and stored == set(hashed)
