@@ -35,8 +35,12 @@ PREFIX = "--navigator-"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The CLI. `argv` None: the process's own command line (the `navigator` script, `python -m
+    pytest_navigator`), whose heap `profile` may freeze (loop.py); a caller's list: a run inside another
+    program (a test), whose heap is left alone."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.owns_process = argv is None
     if args.command is None:
         parser.print_help()
         return BAD_INPUT
@@ -144,7 +148,7 @@ def _profile(args: argparse.Namespace) -> int:
     session = NavigatorSession(settings, default_registry())
     session.watch(lambda text: print(f"  {text}", file=sys.stderr, flush=True) if text else None)
     try:
-        failures = session.run(lambda text: print(text, file=sys.stderr, flush=True))
+        failures = session.run(lambda text: print(text, file=sys.stderr, flush=True), args.owns_process)
         session.finish()  # the baseline update, then the report and the views: their problems are said below
         report = session.report()
         print(runtime_table(report))

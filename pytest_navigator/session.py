@@ -246,12 +246,12 @@ class NavigatorSession:
         """Entries for this machine's hardware that no test of this run compared against (kept, listed)."""
         return self.gatekeeper.unused(model, self.results.of_model(model.path))
 
-    def run(self, say: Callable[[str], None]) -> list[str]:
+    def run(self, say: Callable[[str], None], freeze_heap: bool = False) -> list[str]:
         """The whole run, in the order the plugin's tests run (loop.py): `navigator profile`'s. `say` hears
-        the steps; returns one line per failure."""
+        the steps; returns one line per failure. `freeze_heap`: the process is the run's own (loop.py)."""
         from pytest_navigator.loop import run_all
 
-        return run_all(self, say)
+        return run_all(self, say, freeze_heap)
 
     def report(self) -> RunReport:
         """The run's report, built once (after the baseline update, so it carries it): every view reads it."""
