@@ -386,8 +386,8 @@ def test_profile_freezes_the_heap_of_its_own_process_only(mlp: Path, capsys: pyt
     frozen, code = done.stdout.split("frozen ")[-1].split(" exit ")
     assert int(code) == 0 and int(frozen) > 10_000, done.stderr  # torch's modules alone: hundreds of thousands
     before = gc.get_freeze_count()
-    code, _, err = _cli(capsys, *argv)
-    assert code == 0, err
+    status, _, err = _cli(capsys, *argv)
+    assert status == 0, err
     assert gc.get_freeze_count() == before
 
 
