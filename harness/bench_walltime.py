@@ -11,6 +11,10 @@ settings (every runtime built, checked and profiled), as a user runs it:
   where the plugin points torch.compile's inductor cache, so nothing is compiled beforehand);
 - **mobilenet warm**: the same again, with the cache the cold run left.
 
+Below each run's line, where its time went, read from its own output: outside pytest's session
+(start-up and exit), the truths computed or restored, each build made or restored. A machine that
+drew slower hardware or a noisy neighbour is slower at every step; a change of ours moves one.
+
 `--repeat N` runs each figure N times (cold runs with a new empty cache each time) and reports
 every time and the median: on a shared VM one run's time moves by 10-15%.
 
@@ -79,7 +83,21 @@ def run(
     outcome = next((line.strip("= ") for line in reversed(lines) if re.search(r"\b(passed|failed)\b", line)), "")
     busy = [line.strip() for line in lines if "machine busy" in line and line.startswith(model.name)]
     failed = [line.strip() for line in lines if line.startswith("FAILED ")]  # a failed run says what failed
-    return seconds, outcome, busy + failed
+    return seconds, outcome, [phases(done.stdout, seconds), *busy, *failed]
+
+
+def phases(output: str, seconds: float) -> str:
+    """Where a run's wall time went, from its own output: outside pytest's session (Python, imports, the
+    model loaded; the exit), the truths it computed or restored and the builds it made or restored (side
+    by side, in their workers). They tell a slower machine (every step slower) from a slower step."""
+    session = re.findall(r" in (\d+(?:\.\d+)?)s\b", output)
+    parts = [f"outside the session {seconds - float(session[-1]):.1f} s" if session else "no session time"]
+    for action, spent, count in re.findall(r"\b(computed|recomputed|restored) truth (\d+\.\d+) s \((\d+) of", output):
+        parts.append(f"{action} truth {spent} s ({count} samples)")
+    builds = re.findall(r"\b(built|restored) (?!truth\b)([\w-]+) (\d+\.\d+) s\b", output)
+    if builds:
+        parts.append("builds: " + ", ".join(f"{name} {spent} s ({action})" for action, name, spent in builds))
+    return "; ".join(parts)
 
 
 def make_models(folder: Path, which: set[str]) -> dict[str, Path]:

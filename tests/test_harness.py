@@ -107,3 +107,24 @@ def test_bench_detection_names_the_architectures_it_accepts(capsys: pytest.Captu
         bench_detection.main(["--architecture", "alexnet"])
     err = capsys.readouterr().err
     assert "--architecture: unknown alexnet; accepted: resnet, mobilenet_v3_small, resnet18, vit, bert, gpt2" in err
+
+
+def test_bench_walltime_says_where_each_run_went() -> None:
+    """Each run's line is followed by its phases, read from the run's own output: outside pytest's session,
+    the truths computed or restored, each build made or restored (a slower machine slows every one)."""
+    from harness.bench_walltime import phases
+
+    output = "\n".join(
+        [
+            "m.pt2  torch-cpu        cpu  passed   0.3  restored truth 0.01 s (2 of 26 samples); "
+            "computed truth 7.91 s (24 of 26 samples)  27 samples at batch sizes 1-8",
+            "m.pt2  torch-aoti-cpu   cpu  passed  51.1  built torch-aoti 51.01 s                 27 samples",
+            "m.pt2  onnxruntime-cpu  cpu  passed   0.2  restored onnx-export 0.01 s              27 samples",
+            "======== 8 passed, 16 skipped in 26.50s ========",
+        ]
+    )
+    assert phases(output, 34.5) == (
+        "outside the session 8.0 s; restored truth 0.01 s (2 samples); computed truth 7.91 s (24 samples); "
+        "builds: torch-aoti 51.01 s (built), onnx-export 0.01 s (restored)"
+    )
+    assert phases("pytest died", 3.0) == "no session time"
