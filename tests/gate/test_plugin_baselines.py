@@ -2,7 +2,9 @@
 
 The runtimes sleep a known time per request; a slowdown is real extra work (10x or 3x the sleep), far
 beyond noise, and "unchanged" reruns use generous thresholds, so no assertion depends on how
-quiet the machine is.
+quiet the machine is. Their tails are judged against an absolute limit (1 s), not a multiple: a
+1 ms request that waits for a busy core's scheduler comes back in 5-10 ms, which CI saw take an
+unchanged rerun's p95 to 3.25x its recording.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ QUICK = (
     "--navigator-max-trials=30",
     "--navigator-batch-sizes=1,2",
 )
-GENEROUS = "--navigator-thresholds=throughput=50%,p95=300%,p99=300%"
+GENEROUS = "--navigator-thresholds=throughput=20%,p95=1000,p99=1000"  # tails: a 1000 ms SLA
 
 
 @pytest.fixture
@@ -142,11 +144,12 @@ def test_two_recordings_and_an_unchanged_rerun_claim_no_change_and_3x_slower_reg
     REGRESSED or IMPROVED, only PASS or, where the spread cannot resolve 5%, INCONCLUSIVE with its
     MDE. A runtime 3x slower regresses.
 
-    The tails are judged at 300%, not the default 110%: the suite computes beside this in-process
-    session (whose 3 runs share one process, so they cannot see a neighbour come and go), and CI saw
-    a neighbour using 1.9 of 2 cores push this sleeping runtime's p95 up 48% in the rerun alone."""
+    The tails are judged against an absolute 1 s, not the default 110%: the suite computes beside
+    this in-process session (whose 3 runs share one process, so they cannot see a neighbour come and
+    go), CI saw a neighbour using 1.9 of 2 cores push this sleeping runtime's p95 up 48% in the rerun
+    alone, and a 1 ms runtime's p95 up 225%. Throughput, at its default limit, is what is judged."""
     steady = ("--navigator-batch-sizes=1",)
-    tails = "--navigator-thresholds=p95=300%,p99=300%"
+    tails = "--navigator-thresholds=p95=1000,p99=1000"
     for _ in range(2):
         _run(pytester, "steady", *steady, "--update-baselines").assert_outcomes(passed=2)
     ((_, runtimes),) = json.loads(_baseline_file(pytester).read_text())["entries"].items()
@@ -479,8 +482,8 @@ def test_the_json_report_validates_against_its_schema(pytester: pytest.Pytester,
     assert model["best"]["within_budget"] is True and report["settings"]["latency_budget_ms"] == 1000
     result.stdout.fnmatch_lines(["*best: other at batch * samples/s, p99 * ms (*with p99 within 1000 ms)"])
     assert report["settings"]["thresholds"] == {
-        "throughput": "throughput=50%",
-        "p95": "p95=300%",
-        "p99": "p99=300%",
+        "throughput": "throughput=20%",
+        "p95": "p95=1000",
+        "p99": "p99=1000",
         "instructions": "instructions=102%",
     }
