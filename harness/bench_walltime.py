@@ -27,6 +27,11 @@ the pytest processes with another interpreter, e.g. a virtual environment made b
 `--hog` runs a busy loop pinned to one core beside every run (what a shared CI runner does to a
 measurement); each run's outcome line and any "machine busy" evidence is printed beside its time.
 Timings are only meaningful on an otherwise quiet machine.
+
+The first line names the machine (the CPU, its usable cores and the vector level its kernels
+dispatch on, as baselines are keyed) and the last the share of CPU time the hypervisor stole over
+the series (/proc/stat): machines of one type name differ by 20-40% in these figures, and a figure
+is only comparable with another taken on the same kind.
 """
 
 from __future__ import annotations
@@ -100,6 +105,40 @@ def phases(output: str, seconds: float) -> str:
     return "; ".join(parts)
 
 
+def machine() -> str:
+    """This machine as a baseline names it: "Intel(R) Xeon(R) Processor x2 (GenuineIntel family 6 model
+    143, AVX512)"."""
+    from pytest_navigator.measure.telemetry import cpu_generation, cpu_model, hardware_key
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return hardware_key({"cpu": {"model": cpu_model(), "usable_cores": cores, "generation": cpu_generation()}}, "cpu")
+
+
+def cpu_times(stat: str | None = None) -> list[int] | None:
+    """The machine's aggregate CPU time counters (user, nice, system, idle, iowait, irq, softirq, steal),
+    from /proc/stat's first line; None where there is none."""
+    if stat is None:
+        try:
+            stat = Path("/proc/stat").read_text()
+        except OSError:
+            return None
+    fields = stat.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return [int(value) for value in fields[1:9]]
+
+
+def steal_line(before: list[int] | None, after: list[int] | None) -> str:
+    """The share of CPU time stolen between two readings of cpu_times (guest time is counted in user)."""
+    if before is None or after is None:
+        return "steal: not known here (no /proc/stat)"
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent)
+    if total <= 0:
+        return "steal: no CPU time passed"
+    return f"steal: {100 * spent[7] / total:.1f}% of the machine's CPU time over the series"
+
+
 def make_models(folder: Path, which: set[str]) -> dict[str, Path]:
     models: dict[str, Path] = {}
     if "demo" in which:
@@ -141,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs += [("mobilenet cold", models["mobilenet"], folder / f"cache-mobilenet-{n}")]
                 runs += [("mobilenet warm", models["mobilenet"], folder / f"cache-mobilenet-{n}")]
         load = "with a busy loop on one core" if args.hog else "no other load started"
+        print(f"machine: {machine()}")
         print(f"default runs, {load}, {'CI=true' if args.ci else 'samples drawn per run'}, {args.python}:")
+        started = cpu_times()
         times: dict[str, list[float]] = {}
         for name, model, cache in runs:
             seconds, outcome, busy = run(model, cache, folder, args.hog, args.ci, args.python)
@@ -157,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 met = "met" if median <= TARGETS[name] else "missed"
                 shown = ", ".join(f"{t:.1f}" for t in found)
                 print(f"  median {name:15s} {median:6.1f} s of {shown} (target {TARGETS[name]:g} s: {met})")
+        print(steal_line(started, cpu_times()))
     return 0
 
 

@@ -82,6 +82,8 @@ def test_bench_walltime_repeats_each_figure_and_reports_the_median(
         return next(times), "8 passed", []
 
     monkeypatch.setattr(bench_walltime, "run", fake_run)
+    readings = iter([[100, 0, 50, 800, 10, 0, 5, 20], [300, 0, 100, 1465, 10, 0, 5, 105]])  # before, after
+    monkeypatch.setattr(bench_walltime, "cpu_times", lambda: next(readings))
     monkeypatch.setattr(
         bench_walltime, "make_models", lambda folder, which: {"demo": folder / "d.pt2", "mobilenet": folder / "m.pt2"}
     )
@@ -95,9 +97,30 @@ def test_bench_walltime_repeats_each_figure_and_reports_the_median(
         ("m.pt2", "cache-mobilenet-1"),
     ]
     out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"machine: {bench_walltime.machine()}"
+    assert out.splitlines()[-1] == "steal: 8.5% of the machine's CPU time over the series"
     assert "median demo              65.0 s of 80.0, 50.0 (target 60 s: missed)" in out
     assert "median mobilenet cold    82.5 s of 70.0, 95.0 (target 80 s: missed)" in out
     assert "median mobilenet warm    70.0 s of 100.0, 40.0 (target 30 s: missed)" in out
+
+
+def test_bench_walltime_names_the_machine_and_what_its_hypervisor_stole() -> None:
+    """A figure is only comparable with one taken on the same kind of machine: the bench names the CPU
+    as a baseline does, and the share of CPU time stolen over the series, from /proc/stat."""
+    from harness.bench_walltime import cpu_times, machine, steal_line
+    from pytest_navigator.measure.telemetry import cpu_model
+
+    named = machine()
+    assert named.startswith(f"{cpu_model()} x") and named.endswith(")")
+    before = cpu_times("cpu  100 0 50 800 10 0 5 20 0 0\ncpu0 50 0 25 400 5 0 2 10 0 0\n")
+    after = cpu_times("cpu  300 0 100 1465 10 0 5 105 0 0\n")
+    assert before == [100, 0, 50, 800, 10, 0, 5, 20] and after == [300, 0, 100, 1465, 10, 0, 5, 105]
+    assert steal_line(before, after) == "steal: 8.5% of the machine's CPU time over the series"  # 85 of 1000
+    assert steal_line(before, before) == "steal: no CPU time passed"
+    assert steal_line(None, after) == "steal: not known here (no /proc/stat)"
+    assert cpu_times("intr 1 2 3\n") is None
+    live = cpu_times()
+    assert live is None or (len(live) == 8 and all(value >= 0 for value in live))
 
 
 def test_bench_detection_names_the_architectures_it_accepts(capsys: pytest.CaptureFixture[str]) -> None:
