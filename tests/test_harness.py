@@ -151,3 +151,28 @@ def test_bench_walltime_says_where_each_run_went() -> None:
         "builds: torch-aoti 51.01 s (built), onnx-export 0.01 s (restored)"
     )
     assert phases("pytest died", 3.0) == "no session time"
+
+
+def test_bench_truth_threads_times_the_same_truths_on_two_threads_and_one(
+    tiny_models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each round computes the truths of the same samples under each setting; the one-thread setting
+    is torch's OpenMP limit, put back after it (the figures are reported, never asserted)."""
+    import torch
+
+    from harness import bench_truth_threads
+
+    threads = torch.get_num_threads()
+    with bench_truth_threads.settings()["one thread"]():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+    rounds = list(bench_truth_threads.measure(tiny_models[".pt2"], samples=3, rounds=2))
+    assert [name for name, _, _ in rounds] == ["two threads", "one thread"] * 2
+    assert all(wall > 0 and cpu >= 0 for _, wall, cpu in rounds)
+    bench_truth_threads.main(["--model", str(tiny_models[".pt2"]), "--samples", "2", "--rounds", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"truths of 2 samples of {tiny_models['.pt2'].name} (batch 1-8), no other load started:"
+    assert [line.split()[0:2] for line in lines[1:]] == [["two", "threads"], ["one", "thread"]]
+    with pytest.raises(SystemExit):
+        bench_truth_threads.main(["--architecture", "alexnet"])
+    assert "--architecture: unknown alexnet; accepted: mobilenet_v3_small" in capsys.readouterr().err
