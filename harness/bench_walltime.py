@@ -106,37 +106,35 @@ def phases(output: str, seconds: float) -> str:
 
 
 def machine() -> str:
-    """This machine as a baseline names it: "Intel(R) Xeon(R) Processor x2 (GenuineIntel family 6 model
-    143, AVX512)"."""
-    from pytest_navigator.measure.telemetry import cpu_generation, cpu_model, hardware_key
+    """This machine as a baseline names it (telemetry.hardware_key): "Intel(R) Xeon(R) Processor x2
+    (GenuineIntel family 6 model 143, AVX512)"."""
+    from pytest_navigator.measure.telemetry import fingerprint, hardware_key
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return hardware_key({"cpu": {"model": cpu_model(), "usable_cores": cores, "generation": cpu_generation()}}, "cpu")
-
-
-def cpu_times(stat: str | None = None) -> list[int] | None:
-    """The machine's aggregate CPU time counters (user, nice, system, idle, iowait, irq, softirq, steal),
-    from /proc/stat's first line; None where there is none."""
-    if stat is None:
-        try:
-            stat = Path("/proc/stat").read_text()
-        except OSError:
-            return None
-    fields = stat.split("\n", 1)[0].split()
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
-        return None
-    return [int(value) for value in fields[1:9]]
+    return hardware_key(fingerprint(), "cpu")
 
 
-def steal_line(before: list[int] | None, after: list[int] | None) -> str:
-    """The share of CPU time stolen between two readings of cpu_times (guest time is counted in user)."""
+def cpu_times(path: str = "/proc/stat") -> tuple[float, float] | None:
+    """(wall seconds now, seconds stolen so far from the CPUs this process may run on), as the profiler's
+    interference check reads them (interference.read_proc_stat); None where there is no /proc/stat."""
+    from pytest_navigator.measure.interference import read_proc_stat
+    from pytest_navigator.runtimes.environment import available_cores
+
+    ticks = read_proc_stat(available_cores(), path)
+    return None if ticks is None else (time.monotonic(), ticks.steal_s)
+
+
+def steal_line(before: tuple[float, float] | None, after: tuple[float, float] | None, cores: int | None = None) -> str:
+    """The share of the CPUs' time (`cores`: those this process may run on) stolen between two readings
+    of cpu_times."""
+    from pytest_navigator.runtimes.environment import available_cores
+
     if before is None or after is None:
         return "steal: not known here (no /proc/stat)"
-    spent = [b - a for a, b in zip(before, after, strict=True)]
-    total = sum(spent)
-    if total <= 0:
+    wall = after[0] - before[0]
+    if wall <= 0:
         return "steal: no CPU time passed"
-    return f"steal: {100 * spent[7] / total:.1f}% of the machine's CPU time over the series"
+    cores = cores or len(available_cores())
+    return f"steal: {100 * (after[1] - before[1]) / (wall * cores):.1f}% of the machine's CPU time over the series"
 
 
 def make_models(folder: Path, which: set[str]) -> dict[str, Path]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from harness import bench_samples
+from pytest_navigator.runtimes.environment import available_cores
 
 
 def test_bench_samples_generates_what_it_reports(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,7 +84,8 @@ def test_bench_walltime_repeats_each_figure_and_reports_the_median(
         return next(times), "8 passed", []
 
     monkeypatch.setattr(bench_walltime, "run", fake_run)
-    readings = iter([[100, 0, 50, 800, 10, 0, 5, 20], [300, 0, 100, 1465, 10, 0, 5, 105]])  # before, after
+    cores = len(available_cores())
+    readings = iter([(0.0, 0.0), (5.0, 0.425 * cores)])  # before, after: 8.5% of every core's 5 s stolen
     monkeypatch.setattr(bench_walltime, "cpu_times", lambda: next(readings))
     monkeypatch.setattr(
         bench_walltime, "make_models", lambda folder, which: {"demo": folder / "d.pt2", "mobilenet": folder / "m.pt2"}
@@ -104,7 +107,7 @@ def test_bench_walltime_repeats_each_figure_and_reports_the_median(
     assert "median mobilenet warm    70.0 s of 100.0, 40.0 (target 30 s: missed)" in out
 
 
-def test_bench_walltime_names_the_machine_and_what_its_hypervisor_stole() -> None:
+def test_bench_walltime_names_the_machine_and_what_its_hypervisor_stole(tmp_path: Path) -> None:
     """A figure is only comparable with one taken on the same kind of machine: the bench names the CPU
     as a baseline does, and the share of CPU time stolen over the series, from /proc/stat."""
     from harness.bench_walltime import cpu_times, machine, steal_line
@@ -112,15 +115,15 @@ def test_bench_walltime_names_the_machine_and_what_its_hypervisor_stole() -> Non
 
     named = machine()
     assert named.startswith(f"{cpu_model()} x") and named.endswith(")")
-    before = cpu_times("cpu  100 0 50 800 10 0 5 20 0 0\ncpu0 50 0 25 400 5 0 2 10 0 0\n")
-    after = cpu_times("cpu  300 0 100 1465 10 0 5 105 0 0\n")
-    assert before == [100, 0, 50, 800, 10, 0, 5, 20] and after == [300, 0, 100, 1465, 10, 0, 5, 105]
-    assert steal_line(before, after) == "steal: 8.5% of the machine's CPU time over the series"  # 85 of 1000
-    assert steal_line(before, before) == "steal: no CPU time passed"
-    assert steal_line(None, after) == "steal: not known here (no /proc/stat)"
-    assert cpu_times("intr 1 2 3\n") is None
-    live = cpu_times()
-    assert live is None or (len(live) == 8 and all(value >= 0 for value in live))
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"  # the CPUs this process may run on, each with 0.5 s of steal
+    stat.write_text("".join(f"cpu{c} 100 0 50 800 10 0 5 {tick // 2} 0 0\n" for c in available_cores()))
+    wall, stolen = cpu_times(str(stat)) or (0.0, 0.0)
+    assert wall > 0 and stolen == pytest.approx(0.5 * len(available_cores()))
+    assert cpu_times(str(tmp_path / "absent")) is None
+    assert steal_line((0.0, 0.4), (5.0, 1.25), 2) == "steal: 8.5% of the machine's CPU time over the series"
+    assert steal_line((5.0, 0.4), (5.0, 0.4), 2) == "steal: no CPU time passed"
+    assert steal_line(None, (5.0, 1.25), 2) == "steal: not known here (no /proc/stat)"
 
 
 def test_bench_detection_names_the_architectures_it_accepts(capsys: pytest.CaptureFixture[str]) -> None:
